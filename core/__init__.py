@@ -1,0 +1,1 @@
+"""Video VLM Workbench core: all logic, no UI. Never imports gradio."""

@@ -1,0 +1,110 @@
+"""Greedy generation over clips with the preprocessing spec a model was trained with.
+
+`Predictor` holds a loaded model, its processor, family and spec; `predict` samples frames with the
+spec's sampler (the frame cache makes this cheap), builds the same prompt training used, and
+decodes in batches with left padding. It does not parse or score answers (core.evaluation does),
+and does not manage several resident models (the model manager does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.config import PreprocessSpec, TrainConfig
+from core.errors import VideoError
+from core.features import collate, encode_example
+from core.models import ModelSource, load_model, pick_device, pick_dtype, resolve_model
+from core.prompt import build_instruction
+from core.video import SampledFrames, sample_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    video: str
+    text: str | None
+    error: str | None = None
+    seconds: float = 0.0
+    new_tokens: int = 0
+
+
+def default_spec(source: ModelSource, family, schema: dict, template: str | None = None) -> PreprocessSpec:
+    """The spec a base model is asked with when no run spec exists: the same defaults training uses."""
+    from core.schema import schema_hash
+    from core.trainer import is_random_init, resolve_defaults, sampling_spec
+
+    cfg = resolve_defaults(TrainConfig(model=source.display or source.base), family, is_random_init(source.base))
+    instruction = build_instruction(schema, template or cfg.prompt_template)
+    return PreprocessSpec(base_model=source.display or source.base, family=family.name,
+                          sampling=sampling_spec(cfg).to_dict(), instruction=instruction, schema=schema,
+                          schema_hash=schema_hash(schema), frames_as=family.frames_as)
+
+
+class Predictor:
+    def __init__(self, model, processor, family, spec: PreprocessSpec, device: str, name: str = ""):
+        self.model, self.processor, self.family, self.spec = model, processor, family, spec
+        self.device, self.name = device, name
+
+    @classmethod
+    def load(cls, model_name: str, schema: dict | None = None, device: str = "auto",
+             trust_remote_code: bool = False) -> Predictor:
+        source = resolve_model(model_name)
+        device = pick_device(device)
+        model, processor, family = load_model(source, device, pick_dtype(device), trust_remote_code)
+        if source.run_dir is not None:
+            spec = PreprocessSpec.load(source.run_dir)
+        elif schema is not None:
+            spec = default_spec(source, family, schema)
+        else:
+            raise ValueError("a base model needs a schema to build its prompt")
+        return cls(model, processor, family, spec, device, name=source.display)
+
+    def encode(self, frames: SampledFrames) -> dict:
+        return encode_example(self.processor, self.spec.instruction, frames, self.spec.frames_as)
+
+    @torch.no_grad()
+    def generate(self, frames_list: list[SampledFrames], max_new_tokens: int = 160) -> list[tuple[str, int]]:
+        """Greedy outputs (text, new token count) for a batch of already-sampled clips."""
+        tok = self.processor.tokenizer
+        batch = collate([self.encode(f) for f in frames_list], tok.pad_token_id, padding_side="left")
+        batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        new = out[:, batch["input_ids"].shape[1]:]
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        counts = [int((row != tok.pad_token_id).sum()) for row in new]
+        return list(zip(texts, counts))
+
+    def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None) -> list[Prediction]:
+        """One Prediction per video, in order; a clip that fails to decode becomes an error row."""
+        results: list[Prediction | None] = [None] * len(videos)
+        pending: list[tuple[int, SampledFrames]] = []
+        sampling = self.spec.sampling_spec
+
+        def flush():
+            if not pending:
+                return
+            t0 = time.time()
+            outs = self.generate([f for _, f in pending], max_new_tokens)
+            dt = (time.time() - t0) / len(pending)
+            for (i, _), (text, n) in zip(pending, outs):
+                results[i] = Prediction(video=str(videos[i]), text=text, seconds=dt, new_tokens=n)
+            pending.clear()
+
+        for i, video in enumerate(videos):
+            try:
+                pending.append((i, sample_frames(Path(video), sampling)))
+            except VideoError as exc:
+                results[i] = Prediction(video=str(video), text=None, error=str(exc))
+            if len(pending) >= batch_size:
+                flush()
+            if progress:
+                progress(i + 1, len(videos))
+        flush()
+        return results

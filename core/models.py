@@ -1,0 +1,187 @@
+"""The per-family table and the one loading path every model takes.
+
+A family entry says how frames enter the prompt, which modules LoRA may touch (the language model
+only, by default), which modules are the vision tower and the projector (for freeze toggles), and
+default frame count/size. `resolve_model` turns what a user typed (`tiny:default`, a hub id, a local
+folder, a run directory) into a local or hub source; `load_model` loads it with `from_pretrained`,
+safetensors only and no remote code unless explicitly allowed. Training and inference live elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+SPEC_FILE = "preprocessing.json"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple  # config.model_type values that belong to this family
+    hub_examples: tuple
+    frames_as: str  # "video": one video item; "images": one image item per frame
+    # Regex (PEFT full-match) for LoRA: language-model linears only. Generic names like q_proj also
+    # exist in some vision towers, so the prefix is explicit.
+    lora_target_regex: str
+    vision_modules: tuple  # name prefixes of the vision tower
+    projector_modules: tuple  # name prefixes of the vision->text projector
+    vision_tower_module: str = ""  # module name PEFT wraps whole when the tower trains under LoRA
+    projector_module: str = ""  # same, for the projector alone
+    embedding_modules: tuple = ("embed_tokens", "lm_head")
+    default_frames: int = 8
+    default_size: tuple = (448, 252)  # width, height of each frame fed to the processor
+    tiny: str | None = None  # name in core.tiny.TINY_MODELS
+
+
+_QWEN_LM_LINEARS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+FAMILIES = {
+    "qwen2_5_vl": Family(
+        name="qwen2_5_vl",
+        model_types=("qwen2_5_vl",),
+        hub_examples=("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
+        frames_as="video",
+        lora_target_regex=_QWEN_LM_LINEARS,
+        # In transformers 5 the projector ("merger") lives inside `visual`; freezing the tower
+        # excludes it so the two toggles stay independent.
+        vision_modules=("model.visual.patch_embed", "model.visual.blocks"),
+        projector_modules=("model.visual.merger",),
+        vision_tower_module="visual",
+        projector_module="merger",
+        default_frames=8,
+        default_size=(448, 252),
+        tiny="qwen2_5_vl",
+    ),
+}
+
+# The embedded default is a Qwen2.5-VL of tiny size, with frames small enough for a CPU.
+TINY_DEFAULT = "tiny:default"
+TINY_FRAME_SIZE = (96, 64)
+
+
+def family_for_model_type(model_type: str) -> Family:
+    for fam in FAMILIES.values():
+        if model_type in fam.model_types:
+            return fam
+    known = ", ".join(sorted(t for f in FAMILIES.values() for t in f.model_types))
+    raise ModelError(f"model type '{model_type}' is not in the family table (known: {known})")
+
+
+@dataclass
+class ModelSource:
+    """Where weights come from. `adapter` is set when the name was a run directory with a LoRA adapter."""
+
+    base: str  # local folder or hub id for from_pretrained
+    adapter: Path | None = None
+    run_dir: Path | None = None
+    display: str = ""
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / SPEC_FILE).is_file()
+
+
+def resolve_model(name: str) -> ModelSource:
+    """`tiny:NAME` | run directory | local HF folder | hub id."""
+    name = str(name).strip()
+    if not name:
+        raise ModelError("no model given")
+    if name.startswith(TINY_PREFIX):
+        from core.tiny import ensure_tiny
+
+        return ModelSource(base=str(ensure_tiny(name[len(TINY_PREFIX):])), display=name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if is_run_dir(path):
+            return _resolve_run_dir(path)
+        if (path / "config.json").is_file():
+            return ModelSource(base=str(path), display=name)
+        raise ModelError(f"{path}: not a model folder (no config.json) and not a run directory (no {SPEC_FILE})")
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return ModelSource(base=name, display=name)  # a hub id; from_pretrained reports if unreachable
+    raise ModelError(f"{name}: no such folder, and not a hub id (owner/name) or tiny:NAME")
+
+
+def _resolve_run_dir(run_dir: Path) -> ModelSource:
+    """A run directory points at its final model: a merged model folder, or base + adapter."""
+    spec = json.loads((run_dir / SPEC_FILE).read_text())
+    final = run_dir / spec.get("final_dir", "final")
+    if (final / "adapter_config.json").is_file():
+        base = resolve_model(spec["base_model"]).base
+        return ModelSource(base=base, adapter=final, run_dir=run_dir, display=str(run_dir))
+    if (final / "config.json").is_file():
+        return ModelSource(base=str(final), run_dir=run_dir, display=str(run_dir))
+    raise ModelError(f"{run_dir}: run has no final model yet (no {final.name}/adapter_config.json or config.json)")
+
+
+def pick_device(preferred: str = "auto") -> str:
+    import torch
+
+    if preferred != "auto":
+        return preferred
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def pick_dtype(device: str):
+    import torch
+
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def load_processor(source: ModelSource, trust_remote_code: bool = False):
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(source.base, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise ModelError(f"{source.base}: cannot load processor ({exc})") from exc
+
+
+def load_base_model(source: ModelSource, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+    """Load weights with the same call for tiny, local and hub models (safetensors only)."""
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            source.base, dtype=dtype or pick_dtype(device), use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except OSError as exc:
+        raise ModelError(f"{source.base}: cannot load model ({exc})") from exc
+    return model.to(device)
+
+
+def load_model(source: ModelSource, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+    """(model, processor, family) with the run's adapter attached when there is one."""
+    model = load_base_model(source, device, dtype, trust_remote_code)
+    processor = load_processor(source, trust_remote_code)
+    family = family_for_model_type(model.config.model_type)
+    if source.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(source.adapter))
+        model.to(device)
+    model.eval()
+    return model, processor, family
+
+
+def module_group(name: str, family: Family) -> str:
+    """'vision' | 'projector' | 'language' — for freeze toggles and parameter counts."""
+    clean = name.replace("base_model.model.", "")
+    if clean.startswith(family.projector_modules):
+        return "projector"
+    if clean.startswith(family.vision_modules):
+        return "vision"
+    return "language"
