@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def load(key: str) -> dict | None:
             "timestamps": [float(t) for t in data["timestamps"]],
             "meta": json.loads(str(data["meta"])),
         }
-    except Exception as exc:  # any unreadable entry is a miss; the caller rewrites it
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a miss; caller rewrites
         logger.warning("frame cache entry %s is unreadable (%s); treating it as a miss", path, exc)
         return None
 

@@ -108,3 +108,27 @@ class Predictor:
                 progress(i + 1, len(videos))
         flush()
         return results
+
+
+def analyse_clip(predictor: Predictor, video, label: dict | None = None, max_new_tokens: int = 160) -> dict:
+    """Everything a UI shows for one clip: the frames fed, raw output, parsed JSON, validity,
+    per-field agreement with the label, latency. Raises VideoError for an unreadable clip."""
+    from core.evaluation import score_row
+    from core.schema import extract_json, label_errors
+
+    frames = sample_frames(Path(video), predictor.spec.sampling_spec)
+    t0 = time.time()
+    (text, n_tokens), = predictor.generate([frames], max_new_tokens)
+    seconds = time.time() - t0
+    parsed, parse_error = extract_json(text)
+    schema = predictor.spec.schema
+    result = {
+        "frames": frames, "text": text, "parsed": parsed, "parse_error": parse_error,
+        "schema_errors": label_errors(schema, parsed) if parsed is not None else [],
+        "seconds": round(seconds, 3), "new_tokens": n_tokens,
+        "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else 0.0,
+    }
+    result["schema_valid"] = parsed is not None and not result["schema_errors"]
+    if label:
+        result["agreement"] = score_row(schema, text, label).fields
+    return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,7 +180,7 @@ def load_model(source: ModelSource, device: str = "cpu", dtype=None, trust_remot
 
 def module_group(name: str, family: Family) -> str:
     """'vision' | 'projector' | 'language' — for freeze toggles and parameter counts."""
-    clean = name.replace("base_model.model.", "")
+    clean = re.sub(r"\.(modules_to_save|original_module)(\.default)?(?=\.)", "", name.replace("base_model.model.", "", 1))
     if clean.startswith(family.projector_modules):
         return "projector"
     if clean.startswith(family.vision_modules):

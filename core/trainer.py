@@ -184,7 +184,7 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
         logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         save_strategy="steps", report_to="none", remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_workers, use_cpu=(device == "cpu"),
-        disable_tqdm=True, save_safetensors=True,
+        disable_tqdm=True,
     )
     from core.callbacks import RunCallback
 
@@ -193,6 +193,9 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
 
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(train_ex),
                       data_collator=lambda exs: collate(exs, pad_id), callbacks=[callback])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
     checkpoint = run.last_checkpoint() if resume else None
     run.write_status(state="running", global_step=0, max_steps=max_steps, message="training")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -1,0 +1,62 @@
+"""Video VLM Workbench: the Gradio app. `python app.py [--host H] [--port P] [--share --auth U:P]`.
+
+Binds 127.0.0.1 unless --host says otherwise; a share link is only created with authentication.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from core.workspace import Workspace  # noqa: E402
+from tabs import inference  # noqa: E402
+
+
+def build_app(ws: Workspace) -> gr.Blocks:
+    with gr.Blocks(title="Video VLM Workbench") as demo:
+        gr.Markdown("# Video VLM Workbench\nClips → schema → labels → fine-tune → JSON you can put in a database.")
+        with gr.Tabs():
+            with gr.Tab("Inference", id="inference"):
+                inference.build(ws)
+    return demo
+
+
+def parse_auth(value: str | None):
+    value = value or os.environ.get("VVW_AUTH")
+    if not value:
+        return None
+    if ":" not in value:
+        raise SystemExit("error: --auth must be USER:PASSWORD")
+    user, password = value.split(":", 1)
+    return [(user, password)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Video VLM Workbench")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("VVW_PORT", 7860)))
+    parser.add_argument("--share", action="store_true", help="create a public Gradio link (requires --auth)")
+    parser.add_argument("--auth", help="USER:PASSWORD (or env VVW_AUTH)")
+    parser.add_argument("--dataset", help="dataset folder (default: the bundled sample_videos)")
+    parser.add_argument("--runs", help="folder of training runs (default: checkpoints/)")
+    args = parser.parse_args(argv)
+    auth = parse_auth(args.auth)
+    if args.share and not auth:
+        raise SystemExit("error: --share exposes the app publicly; give --auth USER:PASSWORD (or VVW_AUTH)")
+    ws = Workspace(**{k: v for k, v in {"dataset_dir": args.dataset, "runs_dir": args.runs}.items() if v})
+    demo = build_app(ws)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
+                allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

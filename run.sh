@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One entry point that installs what it needs, then runs:
+#   bash run.sh app [app.py flags]   launch the app on http://127.0.0.1:7860
+#   bash run.sh test [pytest args]   run the test suite
+#   bash run.sh cli ARGS...          python cli.py ARGS in the project venv
+# The venv lives in .venv and is (re)installed when requirements*.txt change.
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=.venv
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
+stamp() { cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16; }
+
+ensure_venv() {
+  if [[ ! -x $VENV/bin/python ]]; then
+    echo "creating $VENV with $($PY --version)" >&2
+    "$PY" -m venv "$VENV"
+  fi
+  if [[ "$(cat $VENV/.req-stamp 2>/dev/null)" != "$(stamp)" ]]; then
+    echo "installing requirements into $VENV (first run takes a few minutes)" >&2
+    "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+    "$VENV/bin/python" -m pip install -q -r requirements-dev.txt >&2
+    stamp > "$VENV/.req-stamp"
+  fi
+}
+
+cmd=${1:-app}
+shift || true
+ensure_venv
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
+case "$cmd" in
+  app)  exec "$VENV/bin/python" app.py "$@" ;;
+  test) exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  cli)  exec "$VENV/bin/python" cli.py "$@" ;;
+  *) echo "usage: bash run.sh app|test|cli [args]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,67 @@
+"""Inference view: pick a clip and a model, see the frames the model gets and what it answers."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from core.dataset import load_dataset
+from core.errors import WorkbenchError
+from core.inference import analyse_clip
+
+
+def _clip_choices(ws):
+    try:
+        data = load_dataset(ws.dataset_dir)
+    except WorkbenchError:
+        return [], None
+    return [(f"{s.rel}  [{s.split or '-'}]", s.rel) for s in data.samples], data
+
+
+def build(ws) -> None:
+    choices, _ = _clip_choices(ws)
+    with gr.Row():
+        with gr.Column(scale=1):
+            clip = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Clip",
+                               elem_id="inference-clip")
+            model = gr.Dropdown(choices=ws.model_choices(), value=ws.default_model, label="Model",
+                                allow_custom_value=True, elem_id="inference-model")
+            run = gr.Button("Run model", variant="primary", elem_id="inference-run")
+            video = gr.Video(label="Clip", interactive=False)
+            truth = gr.JSON(label="Label (ground truth)")
+        with gr.Column(scale=2):
+            frames = gr.Gallery(label="Frames the model sees", columns=8, height=160, elem_id="inference-frames")
+            status = gr.Markdown(elem_id="inference-status")
+            raw = gr.Textbox(label="Raw output", lines=4, elem_id="inference-raw")
+            parsed = gr.JSON(label="Parsed JSON")
+
+    def show_clip(rel):
+        _, data = _clip_choices(ws)
+        sample = next((s for s in (data.samples if data else []) if s.rel == rel), None)
+        if sample is None:
+            return None, None
+        return str(sample.video), sample.label
+
+    def on_run(rel, model_name):
+        _, data = _clip_choices(ws)
+        sample = next((s for s in (data.samples if data else []) if s.rel == rel), None)
+        if sample is None:
+            raise gr.Error("pick a clip first")
+        try:
+            with ws.models.lock:
+                predictor = ws.models.get(model_name, schema=data.schema)
+                result = analyse_clip(predictor, sample.video, sample.label)
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        badge = "✅ schema-valid" if result["schema_valid"] else "❌ not schema-valid: " + (
+            result["parse_error"] or "; ".join(result["schema_errors"][:3]))
+        agree = result.get("agreement") or {}
+        agree_txt = ", ".join(f"{k} {'✓' if v == 1 else ('✗' if v == 0 else f'{v:.2f}')}" for k, v in agree.items())
+        md = (f"**{badge}** · {result['new_tokens']} tokens in {result['seconds']:.2f}s "
+              f"({result['tokens_per_s']} tok/s)\n\nAgreement with label: {agree_txt}")
+        gallery = [(f, f"frame {i}") for f, i in zip(result["frames"].frames, result["frames"].indices)]
+        return gallery, md, result["text"], result["parsed"] if result["parsed"] is not None else json.dumps(None)
+
+    clip.change(show_clip, clip, [video, truth])
+    run.click(on_run, [clip, model], [frames, status, raw, parsed], concurrency_id="gpu", concurrency_limit=1)

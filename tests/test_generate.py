@@ -1,0 +1,259 @@
+"""Tests for sample_videos/generate.py: files, schema, splits, determinism, and pixel-level cues."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import av
+import jsonschema
+import numpy as np
+import pytest
+
+GENERATE_PY = Path(__file__).resolve().parents[1] / "sample_videos" / "generate.py"
+
+
+def _load_generator():
+    spec = importlib.util.spec_from_file_location("sample_videos_generate", GENERATE_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gen = _load_generator()
+
+LABEL_KEYS = [
+    "caption",
+    "event_type",
+    "rule_violations",
+    "intended_driving_action",
+    "traffic_density",
+    "visibility",
+]
+
+
+def make_labels(**overrides) -> dict:
+    labels = {
+        "event_type": "no_incident",
+        "rule_violations": [],
+        "intended_driving_action": "change_lanes",
+        "traffic_density": "low",
+        "visibility": "good",
+    }
+    labels.update(overrides)
+    labels["caption"] = gen.compose_caption(labels)
+    return labels
+
+
+def render(seed: int = 0, **overrides) -> np.ndarray:
+    frames = gen.render_clip(make_labels(**overrides), np.random.default_rng(seed))
+    return np.stack(frames).astype(np.float32)
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def red_fraction(region: np.ndarray) -> float:
+    r, g, b = region[..., 0], region[..., 1], region[..., 2]
+    return float(np.mean((r > 150) & (g < 90) & (b < 90)))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ds")
+    assert gen.main(["--seed", "7", "--count", "6", "--out", str(out)]) == 0
+    return out
+
+
+def read_metadata(out: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for line in (out / "metadata.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+
+
+# ---------------------------------------------------------------------------- files, schema, splits
+
+
+def test_writes_videos_metadata_and_schema(dataset):
+    records = read_metadata(dataset)
+    assert len(records) == 6
+    assert (dataset / "schema.json").is_file()
+    for record in records:
+        assert list(record) == ["video", "split"] + LABEL_KEYS
+        assert (dataset / record["video"]).is_file()
+        assert record["video"].startswith("videos/") and record["video"].endswith(
+            ".mp4"
+        )
+    assert len(list((dataset / "videos").glob("*.mp4"))) == 6
+
+
+def test_metadata_validates_against_schema(dataset):
+    schema = json.loads((dataset / "schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert list(schema["properties"]) == LABEL_KEYS
+    assert schema["additionalProperties"] is False
+    assert sorted(schema["required"]) == sorted(LABEL_KEYS)
+    validator = jsonschema.Draft202012Validator(schema)
+    for record in read_metadata(dataset):
+        labels = {key: record[key] for key in LABEL_KEYS}
+        validator.validate(labels)
+        canonical = [v for v in gen.RULE_VIOLATIONS if v in labels["rule_violations"]]
+        assert labels["rule_violations"] == canonical
+        assert labels["caption"] == gen.compose_caption(labels)
+        assert len(labels["caption"].split()) < 30
+
+
+def test_every_split_present(dataset):
+    assert {r["split"] for r in read_metadata(dataset)} == {"train", "val", "test"}
+
+
+def test_split_sizes_are_80_10_10():
+    splits = [entry["split"] for entry in gen.plan_dataset(1234, 200)]
+    assert (splits.count("train"), splits.count("val"), splits.count("test")) == (
+        160,
+        20,
+        20,
+    )
+
+
+def test_decoded_clips_have_30_frames_of_160x96(dataset):
+    for record in read_metadata(dataset)[:3]:
+        frames = decode(dataset / record["video"])
+        assert len(frames) == gen.N_FRAMES == 30
+        assert all(frame.shape == (96, 160, 3) for frame in frames)
+
+
+# ---------------------------------------------------------------------------- determinism
+
+
+def test_same_seed_gives_identical_dataset(dataset, tmp_path):
+    assert gen.main(["--seed", "7", "--count", "6", "--out", str(tmp_path)]) == 0
+    for name in ("metadata.jsonl", "schema.json"):
+        assert (tmp_path / name).read_bytes() == (dataset / name).read_bytes()
+    for record in read_metadata(dataset):
+        # Same library versions in one process: the encoded bytes, not just the frames, match.
+        assert (tmp_path / record["video"]).read_bytes() == (
+            dataset / record["video"]
+        ).read_bytes()
+
+
+def test_different_seed_gives_different_labels():
+    def labels(seed):
+        return [entry["labels"] for entry in gen.plan_dataset(seed, 20)]
+
+    assert labels(0) != labels(1)
+    assert labels(0) == labels(0)
+
+
+def test_render_is_deterministic():
+    assert np.array_equal(
+        render(seed=3, visibility="bad"), render(seed=3, visibility="bad")
+    )
+
+
+# ---------------------------------------------------------------------------- cues are drawn
+
+
+def _scene_stats(clip: np.ndarray) -> tuple[float, float, float]:
+    scene = clip[:, : gen.HUD_TOP]
+    gray = scene.mean(-1)
+    saturation = (scene.max(-1) - scene.min(-1)).mean()
+    return float(gray.mean()), float(gray.std(axis=(1, 2)).mean()), float(saturation)
+
+
+def test_bad_visibility_is_darker_or_lower_contrast():
+    good = [_scene_stats(render(seed=s, visibility="good")) for s in range(3)]
+    atmospheres = set()
+    for seed in range(6):
+        atmospheres.add(
+            gen.Scene(
+                make_labels(visibility="bad"), np.random.default_rng(seed)
+            ).atmosphere
+        )
+        mean, std, saturation = _scene_stats(render(seed=seed, visibility="bad"))
+        darker = mean < 0.7 * min(m for m, _, _ in good)
+        flatter = std < 0.8 * min(s for _, s, _ in good)
+        assert darker or flatter
+        assert saturation < 0.8 * min(sat for _, _, sat in good)
+    assert atmospheres == {"fog", "night"}  # both kinds of bad visibility are exercised
+
+
+def test_speeding_puts_a_long_red_bar_in_the_hud():
+    hud = slice(gen.HUD_TOP, gen.HEIGHT)
+    for seed in range(2):
+        speeding = render(seed=seed, rule_violations=["speeding"])[:, hud]
+        normal = render(seed=seed)[:, hud]
+        assert red_fraction(speeding) > 0.4
+        assert red_fraction(normal) < 0.02
+
+
+def test_signs_appear_only_with_their_violation():
+    top_left = (slice(None), slice(0, 36), slice(0, 45))
+    top_right = (slice(None), slice(0, 36), slice(115, 160))
+
+    def yellow_fraction(region):
+        r, g, b = region[..., 0], region[..., 1], region[..., 2]
+        return float(np.mean((r > 200) & (g > 150) & (b < 90)))
+
+    for visibility in ("good", "bad"):
+        stop = render(rule_violations=["ignoring_traffic_signs"], visibility=visibility)
+        yield_ = render(rule_violations=["failure_to_yield"], visibility=visibility)
+        none = render(visibility=visibility)
+        assert red_fraction(stop[top_left]) > 0.15 > red_fraction(none[top_left]) + 0.1
+        assert (
+            yellow_fraction(yield_[top_right]) > 0.03 > yellow_fraction(none[top_right])
+        )
+
+
+def test_hazard_car_is_red_and_only_a_collision_fills_the_centre():
+    late, rows, cols = slice(16, gen.IMPACT_FRAME), slice(30, 80), slice(60, 100)
+    collision = render(event_type="collision")
+    near_miss = render(event_type="near_miss")
+    no_incident = render(event_type="no_incident", traffic_density="high")
+    assert red_fraction(collision[late, rows, cols]) > 0.3
+    assert red_fraction(near_miss[:, rows, cols]) < 0.02  # never over the centre
+    assert red_fraction(near_miss[:, : gen.HUD_TOP]) > 0.03  # but there, off-centre
+    assert (
+        red_fraction(no_incident[:, : gen.HUD_TOP]) < 0.005
+    )  # other cars are never red
+    # Impact flash: the last frames of a collision are much brighter in the middle.
+    assert collision[-1][40:70, 60:100].mean() > collision[0][40:70, 60:100].mean() + 40
+
+
+def test_road_curves_towards_the_turn():
+    def road_centre_near_horizon(clip):
+        # Grey road pixels in the band just below the horizon, averaged over the clip.
+        band = clip[:, gen.HORIZON_Y + 4 : gen.HORIZON_Y + 14]
+        spread = band.max(-1) - band.min(-1)
+        road = (spread < 25) & (band.mean(-1) > 70) & (band.mean(-1) < 130)
+        xs = np.nonzero(road)[-1]
+        return xs.mean()
+
+    left = road_centre_near_horizon(render(intended_driving_action="turn_left"))
+    right = road_centre_near_horizon(render(intended_driving_action="turn_right"))
+    straight = road_centre_near_horizon(render(intended_driving_action="change_lanes"))
+    assert left < straight - 15 < right - 30
+
+
+def test_high_density_draws_many_more_cars():
+    for seed in range(3):
+        low_scene = gen.Scene(
+            make_labels(traffic_density="low"), np.random.default_rng(seed)
+        )
+        high_scene = gen.Scene(
+            make_labels(traffic_density="high"), np.random.default_rng(seed)
+        )
+        assert len(low_scene.traffic) <= 1 and len(high_scene.traffic) >= 5
+        # Same seed: same background nuisance, so the pixels that differ are the extra cars.
+        high = render(seed=seed, traffic_density="high")[
+            :, gen.HORIZON_Y + 3 : gen.HUD_TOP
+        ]
+        low = render(seed=seed, traffic_density="low")[
+            :, gen.HORIZON_Y + 3 : gen.HUD_TOP
+        ]
+        changed = np.abs(high - low).max(-1) > 30
+        assert changed.mean() > 0.08

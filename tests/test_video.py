@@ -1,0 +1,361 @@
+"""Tests for core.video (sampling, probing, decoding, safety, chunking) and core.frame_cache."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+import av
+import numpy as np
+import pytest
+
+from core import frame_cache, video, video_io
+from core.errors import VideoError
+from core.video import SamplingSpec, VideoInfo
+from tests.video_fixtures import make_bad_files, read_index, write_test_video
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("VVW_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "short": write_test_video(d / "short.mp4", n_frames=30, fps=10, gop=10),
+        # 300 frames, one keyframe every 30: long enough for seeking to win
+        "long_gop30": write_test_video(d / "long.mp4", n_frames=300, fps=30, gop=30),
+        "one_keyframe": write_test_video(d / "onekey.mp4", n_frames=120, fps=30, gop=1000),
+        "mkv": write_test_video(d / "clip.mkv", n_frames=90, fps=30, gop=30),
+        "webm_vp9": write_test_video(d / "clip.webm", n_frames=90, fps=30, gop=30, codec="libvpx-vp9"),
+        "avi_mpeg4": write_test_video(d / "clip.avi", n_frames=90, fps=25, gop=30, codec="mpeg4"),
+        "ntsc": write_test_video(d / "ntsc.mp4", n_frames=60, fps=29.97, gop=15),
+        "mpegts": write_test_video(d / "clip.ts", n_frames=100, fps=25, gop=25),
+        "moov_end": write_test_video(d / "moov_end.mp4", n_frames=40, moov_at_end=True),
+        "unicode": write_test_video(d / "clip naïve 東京 (1).mp4", n_frames=20),
+        "rotated": write_test_video(d / "rot90.mp4", n_frames=20, rotation=90),
+        "single": write_test_video(d / "single.mp4", n_frames=1),
+    }
+
+
+# ------------------------------------------------------------------ reference samplers
+# Test oracles, kept as close to upstream as possible so that a change there is easy to diff.
+# InternVL (MIT), README / internvl_chat video loading:
+def internvl_get_index(bound, fps, max_frame, first_idx=0, num_segments=32):
+    if bound:
+        start, end = bound[0], bound[1]
+    else:
+        start, end = -100000, 100000
+    start_idx = max(first_idx, round(start * fps))
+    end_idx = min(round(end * fps), max_frame)
+    seg_size = float(end_idx - start_idx) / num_segments
+    frame_indices = np.array([
+        int(start_idx + (seg_size / 2) + np.round(seg_size * idx))
+        for idx in range(num_segments)
+    ])
+    return frame_indices
+
+
+# qwen-vl-utils (Apache-2.0), src/qwen_vl_utils/vision_process.py:
+FRAME_FACTOR, FPS, FPS_MIN_FRAMES, FPS_MAX_FRAMES = 2, 2.0, 4, 768
+
+
+def ceil_by_factor(number, factor):
+    return math.ceil(number / factor) * factor
+
+
+def floor_by_factor(number, factor):
+    return math.floor(number / factor) * factor
+
+
+def smart_nframes(ele, total_frames, video_fps):
+    fps = ele.get("fps", FPS)
+    min_frames = ceil_by_factor(ele.get("min_frames", FPS_MIN_FRAMES), FRAME_FACTOR)
+    max_frames = floor_by_factor(ele.get("max_frames", min(FPS_MAX_FRAMES, total_frames)), FRAME_FACTOR)
+    nframes = total_frames / video_fps * fps
+    nframes = min(min(max(nframes, min_frames), max_frames), total_frames)
+    nframes = floor_by_factor(nframes, FRAME_FACTOR)
+    if not (FRAME_FACTOR <= nframes and nframes <= total_frames):  # noqa: PLR1716 - upstream's words
+        raise ValueError(f"nframes should in interval [{FRAME_FACTOR}, {total_frames}], but got {nframes}.")
+    return nframes
+
+
+def qwen_indices(ele, total_frames, video_fps):
+    torch = pytest.importorskip("torch")
+    nframes = smart_nframes(ele, total_frames=total_frames, video_fps=video_fps)
+    return torch.linspace(0, total_frames - 1, nframes).round().long().tolist()
+
+
+# (total_frames, video_fps, num_frames for uniform)
+SAMPLING_CASES = [
+    (1, 30.0, 8), (2, 30.0, 8), (3, 25.0, 8), (5, 10.0, 8), (7, 29.97, 8), (8, 30.0, 8),
+    (9, 30.0, 8), (16, 24.0, 16), (30, 10.0, 8), (31, 30.0, 32), (50, 10.0, 8), (64, 59.94, 32),
+    (100, 29.97, 8), (121, 23.976, 12), (150, 30.0, 8), (300, 30.0, 16), (301, 29.97, 7),
+    (1000, 25.0, 32), (1234, 29.97, 64), (2001, 60.0, 5), (9999, 30.0, 128), (36000, 30.0, 32),
+    (100_000, 29.97, 256), (1_000_000, 30.0, 768), (5_000_000, 120.0, 8), (777, 0.5, 10),
+    (4_194_319, 29.97, 512), (16_777_259, 59.94, 1000),
+]
+
+
+@pytest.mark.parametrize("total, video_fps, n", SAMPLING_CASES)
+def test_uniform_indices_match_internvl(total, video_fps, n):
+    expected = internvl_get_index(None, video_fps, total - 1, first_idx=0, num_segments=n).tolist()
+    if total - 1 > round(100000 * video_fps):
+        # InternVL's bound=None means +-100000 s, so it stops at frame round(100000 * fps)
+        # (~28 h of video); we sample the whole clip. Documented in uniform_indices.
+        assert video.uniform_indices(total, n) != expected
+        assert video.uniform_indices(total, n)[-1] <= total - 1
+    else:
+        assert video.uniform_indices(total, n) == expected
+
+
+@pytest.mark.parametrize("total, video_fps, n", [c for c in SAMPLING_CASES if c[0] >= 2])
+def test_fps_indices_match_qwen_defaults(total, video_fps, n):
+    assert video.fps_indices(total, video_fps) == qwen_indices({}, total, video_fps)
+
+
+@pytest.mark.parametrize(
+    "total, video_fps, fps, min_frames, max_frames",
+    [
+        (100, 30.0, 1.0, 4, 32), (3000, 30.0, 2.0, 4, 32), (3000, 30.0, 0.5, 8, 16), (10, 30.0, 2.0, 4, 32),
+        (3, 30.0, 2.0, 4, 32), (2, 30.0, 2.0, 4, 32), (7, 1.0, 2.0, 5, 9), (1_000_000, 29.97, 2.0, 4, 768),
+        (90, 29.97, 4.0, 4, 32), (451, 23.976, 3.0, 3, 33), (12345, 59.94, 0.25, 4, 64),
+    ],
+)
+def test_fps_indices_match_qwen_custom(total, video_fps, fps, min_frames, max_frames):
+    ele = {"fps": fps, "min_frames": min_frames, "max_frames": max_frames}
+    assert video.fps_indices(total, video_fps, fps, min_frames, max_frames) == qwen_indices(ele, total, video_fps)
+
+
+def test_sampling_edges():
+    assert video.uniform_indices(3, 8) == [0, 0, 0, 1, 1, 1, 2, 2]  # fewer frames than asked: repeats
+    assert video.uniform_indices(1, 4) == [0, 0, 0, 0]
+    assert video.fps_indices(1, 30.0) == [0, 0]  # qwen-vl-utils raises; we repeat frame 0
+    for bad in [lambda: video.uniform_indices(0, 8), lambda: video.uniform_indices(5, 0),
+                lambda: video.fps_indices(0, 30.0), lambda: video.fps_indices(10, 0.0)]:
+        with pytest.raises(ValueError):
+            bad()
+    info = VideoInfo("x.mp4", 300, 30.0, 10.0, 64, 48, 10, "h264", 0, True)
+    assert video.sample_indices(info, SamplingSpec(num_frames=4)) == video.uniform_indices(300, 4)
+    spec = SamplingSpec(sampling="fps", fps=1.0, max_frames=32)
+    assert video.sample_indices(info, spec) == video.fps_indices(300, 30.0, 1.0, 4, 32)
+    assert video.sample_indices(300, spec, video_fps=30.0) == video.sample_indices(info, spec)
+    with pytest.raises(ValueError):
+        video.sample_indices(300, spec)  # fps mode needs the frame rate
+
+
+def test_spec_round_trip_and_validation():
+    spec = SamplingSpec(sampling="fps", fps=1, max_frames=16, width=96, height=80)
+    assert spec.fps == 1.0 and isinstance(spec.fps, float)
+    assert SamplingSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown"):
+        SamplingSpec.from_dict({"sampling": "uniform", "frames": 8})
+    for kwargs in [{"sampling": "random"}, {"num_frames": 0}, {"width": 0}, {"fps": 0}, {"min_frames": 9, "max_frames": 8}]:
+        with pytest.raises(ValueError):
+            SamplingSpec(**kwargs)
+
+
+def test_is_video_path():
+    assert video.is_video_path("a/b/Clip.MP4") and video.is_video_path("x.webm")
+    assert not video.is_video_path("labels.jsonl") and not video.is_video_path("mp4")
+
+
+# ------------------------------------------------------------------ probing and decoding
+
+
+def test_probe_counts_frames_and_keyframes(clips):
+    info = video.probe(clips["long_gop30"])
+    assert (info.frame_count, info.keyframe_count, info.fps) == (300, 10, 30.0)
+    assert (info.width, info.height, info.codec, info.rotation) == (64, 48, "h264", 0)
+    assert info.frame_count_exact and info.duration == pytest.approx(10.0)
+    ntsc = video.probe(clips["ntsc"])
+    assert ntsc.frame_count == 60 and ntsc.fps == pytest.approx(29.97, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["short", "moov_end", "unicode", "mkv", "webm_vp9", "avi_mpeg4", "ntsc", "mpegts"])
+def test_sampled_frames_are_the_right_frames(clips, name):
+    spec = SamplingSpec(num_frames=8, width=64, height=48)
+    result = video.sample_frames(clips[name], spec)
+    assert result.frames.shape == (8, 48, 64, 3) and result.frames.dtype == np.uint8
+    assert result.indices == video.uniform_indices(result.info.frame_count, 8)
+    assert [read_index(f) for f in result.frames] == result.indices
+    fps = result.info.fps
+    assert result.timestamps == pytest.approx([i / fps for i in result.indices], abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["long_gop30", "mkv", "webm_vp9", "avi_mpeg4", "ntsc"])
+def test_seeking_and_sequential_give_identical_frames(clips, name, monkeypatch):
+    spec = SamplingSpec(num_frames=8, width=64, height=48)
+    sequential = video._sample_uncached(str(clips[name]), spec, strategy="sequential")
+
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("seeking fell back to sequential decoding")
+
+    monkeypatch.setattr(video_io, "decode_sequential", no_fallback)
+    seeking = video._sample_uncached(str(clips[name]), spec, strategy="seek")
+    assert seeking.indices == sequential.indices
+    assert np.array_equal(seeking.frames, sequential.frames)
+    assert [read_index(f) for f in seeking.frames] == seeking.indices
+
+
+def test_seek_miss_falls_back_to_sequential(clips, monkeypatch):
+    spec = SamplingSpec(num_frames=8, width=64, height=48)
+    reference = video._sample_uncached(str(clips["long_gop30"]), spec, strategy="sequential")
+
+    def missing(*args, **kwargs):
+        raise video_io.SeekMiss("simulated overshoot")
+
+    monkeypatch.setattr(video_io, "decode_seeking", missing)
+    result = video._sample_uncached(str(clips["long_gop30"]), spec, strategy="seek")
+    assert result.indices == reference.indices and np.array_equal(result.frames, reference.frames)
+
+
+def test_strategy_follows_keyframe_layout(clips):
+    wanted = video.uniform_indices(300, 8)
+    assert video_io.use_seeking(video_io.scan(clips["long_gop30"]), wanted)
+    assert not video_io.use_seeking(video_io.scan(clips["one_keyframe"]), video.uniform_indices(120, 8))
+    assert not video_io.use_seeking(video_io.scan(clips["short"]), video.uniform_indices(30, 8))
+    assert not video_io.scan(clips["mpegts"]).seekable  # no frame index: seeks overshoot
+
+
+def test_fps_sampling_and_resize(clips):
+    spec = SamplingSpec(sampling="fps", fps=2.0, max_frames=32, width=32, height=40)
+    result = video.sample_frames(clips["long_gop30"], spec)
+    assert result.indices == video.fps_indices(300, 30.0, 2.0, 4, 32)
+    assert result.frames.shape == (len(result.indices), 40, 32, 3)
+    assert [read_index(f) for f in result.frames] == result.indices
+
+
+def test_single_frame_video(clips):
+    result = video.sample_frames(clips["single"], SamplingSpec(sampling="fps"))
+    assert result.indices == [0, 0] and result.frames.shape[0] == 2
+
+
+def test_rotation_is_applied(clips):
+    info = video.probe(clips["rotated"])
+    assert (info.rotation, info.width, info.height) == (90, 48, 64)
+    result = video.sample_frames(clips["rotated"], SamplingSpec(num_frames=4, width=48, height=64))
+    assert [read_index(np.rot90(f, -1)) for f in result.frames] == result.indices
+    cv2 = pytest.importorskip("cv2")  # an independent decoder that applies the display matrix
+    cap = cv2.VideoCapture(str(clips["rotated"]))
+    reference = [cap.read()[1][..., ::-1] for _ in range(20)]
+    cap.release()
+    if reference[0].shape != (64, 48, 3):
+        pytest.skip("this OpenCV build does not auto-rotate")
+    for frame, i in zip(result.frames, result.indices):
+        assert np.abs(frame.astype(int) - reference[i].astype(int)).mean() < 8
+
+
+def test_truncated_file_keeps_decodable_frames(tmp_path, caplog):
+    full = write_test_video(tmp_path / "full.mp4", n_frames=100, gop=10)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.9)])
+    info = video.probe(cut)
+    assert info.frame_count < 100 and not info.frame_count_exact
+    spec = SamplingSpec(num_frames=info.frame_count, width=64, height=48)
+    with caplog.at_level(logging.WARNING, logger="core.video"):
+        result = video.sample_frames(cut, spec)
+    assert [read_index(f) for f in result.frames] == result.indices  # indices tell the truth
+    last = max(result.indices)
+    assert last < info.frame_count - 1 and result.indices[-1] == last  # tail repeats the last good frame
+    assert "could be decoded" in caplog.text
+
+
+# ------------------------------------------------------------------ refusing bad files
+
+
+def _assert_refused(call, path, limit_s=5.0):
+    start = time.monotonic()
+    with pytest.raises(VideoError) as err:
+        call(path)
+    assert time.monotonic() - start < limit_s
+    assert str(err.value).startswith(f"{path}: ") and err.value.path == str(path)
+    return err.value
+
+
+def test_bad_files_are_refused_quickly(tmp_path):
+    bad = make_bad_files(tmp_path)
+    assert {"missing", "folder", "empty", "text", "png", "audio_only", "moov_missing"} <= set(bad)
+    for name, path in bad.items():
+        for call in (video.probe, lambda p: video.sample_frames(p, SamplingSpec()),
+                     lambda p: video.chunk_video(p, 2.0, tmp_path / "chunks")):
+            err = _assert_refused(call, path)
+            assert err.reason, name
+    reasons = {name: _assert_refused(video.probe, p).reason for name, p in bad.items()}
+    assert reasons["missing"] == "file not found" and "empty" in reasons["empty"]
+    assert "no video stream" in reasons["audio_only"]
+    if "fifo" in reasons:
+        assert "not a regular file" in reasons["fifo"]
+
+
+def test_huge_frames_are_refused_before_decoding(clips, monkeypatch):
+    monkeypatch.setattr(video_io, "MAX_FRAME_PIXELS", 64 * 48 - 1)
+    err = _assert_refused(video.probe, clips["short"])
+    assert "exceeds" in err.reason
+    _assert_refused(lambda p: video.sample_frames(p, SamplingSpec(), use_cache=False), clips["short"])
+
+
+# ------------------------------------------------------------------ cache
+
+
+def test_cache_hit_miss_and_corruption(tmp_path, monkeypatch):
+    clip = write_test_video(tmp_path / "c.mp4", n_frames=30)
+    spec = SamplingSpec(num_frames=4, width=32, height=32)
+    first = video.sample_frames(clip, spec)
+    entries = list(frame_cache.frames_dir().glob("*.npz"))
+    assert len(entries) == 1 and str(frame_cache.frames_dir()).startswith(str(tmp_path))
+
+    real_uncached = video._sample_uncached
+
+    def decoder_must_not_run(*args, **kwargs):
+        raise AssertionError("decoded although the cache should have answered")
+
+    monkeypatch.setattr(video, "_sample_uncached", decoder_must_not_run)
+    hit = video.sample_frames(clip, spec)
+    assert np.array_equal(hit.frames, first.frames) and hit.indices == first.indices
+    assert hit.timestamps == first.timestamps and hit.info == first.info
+
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real_uncached(*args, **kwargs)
+
+    monkeypatch.setattr(video, "_sample_uncached", counting)
+    video.sample_frames(clip, SamplingSpec(num_frames=4, width=48, height=32))  # other spec: miss
+    assert len(calls) == 1 and len(list(frame_cache.frames_dir().glob("*.npz"))) == 2
+
+    entries[0].write_bytes(b"not an npz")  # corrupt entry: miss, then rewritten
+    again = video.sample_frames(clip, spec)
+    assert len(calls) == 2 and np.array_equal(again.frames, first.frames)
+    assert frame_cache.load(entries[0].stem) is not None
+
+    write_test_video(clip, n_frames=50)  # new content at the same path: miss
+    st = clip.stat()
+    os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = video.sample_frames(clip, spec)
+    assert len(calls) == 3 and changed.info.frame_count == 50
+    assert not list(frame_cache.frames_dir().glob("*.tmp"))
+
+
+# ------------------------------------------------------------------ chunking
+
+
+def test_chunk_video(tmp_path):
+    clip = write_test_video(tmp_path / "five s.mp4", n_frames=50, fps=10, gop=10)
+    pieces = video.chunk_video(clip, 2.0, tmp_path / "out")
+    assert [p.name for p in pieces] == [f"five s_chunk{i:03d}.mp4" for i in range(3)]
+    seen = []
+    for piece in pieces:
+        with av.open(str(piece)) as container:
+            assert container.streams.video[0].codec_context.name == "h264"
+            seen.append([read_index(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)])
+    assert [len(s) for s in seen] == [20, 20, 10]
+    assert [i for piece in seen for i in piece] == list(range(50))
+    assert not list((tmp_path / "out").glob("*.part"))
+    with pytest.raises(ValueError):
+        video.chunk_video(clip, 0, tmp_path / "out")
