@@ -90,15 +90,15 @@ def is_run_dir(path: Path) -> bool:
     return (path / SPEC_FILE).is_file()
 
 
-def resolve_model(name: str) -> ModelSource:
-    """`tiny:NAME` | run directory | local HF folder | hub id."""
+def resolve_model(name: str, tiny_spec: dict | None = None) -> ModelSource:
+    """`tiny:NAME` | run directory | local HF folder | hub id. `tiny_spec` pins a tiny build."""
     name = str(name).strip()
     if not name:
         raise ModelError("no model given")
     if name.startswith(TINY_PREFIX):
         from core.tiny import ensure_tiny
 
-        return ModelSource(base=str(ensure_tiny(name[len(TINY_PREFIX):])), display=name)
+        return ModelSource(base=str(ensure_tiny(name[len(TINY_PREFIX):], tiny_spec)), display=name)
     path = Path(name).expanduser()
     if path.exists():
         if is_run_dir(path):
@@ -116,7 +116,7 @@ def _resolve_run_dir(run_dir: Path) -> ModelSource:
     spec = json.loads((run_dir / SPEC_FILE).read_text())
     final = run_dir / spec.get("final_dir", "final")
     if (final / "adapter_config.json").is_file():
-        base = resolve_model(spec["base_model"]).base
+        base = resolve_model(spec["base_model"], spec.get("extra", {}).get("tiny_spec")).base
         return ModelSource(base=base, adapter=final, run_dir=run_dir, display=str(run_dir))
     if (final / "config.json").is_file():
         return ModelSource(base=str(final), run_dir=run_dir, display=str(run_dir))

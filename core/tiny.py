@@ -63,6 +63,10 @@ class TinyQwenSpec:
     num_heads: int = 4
     num_kv_heads: int = 2
     mrope_section: tuple = (4, 6, 6)  # must sum to head_dim / 2
+    # Qwen gives height/width the lowest rotary frequencies; with theta 1e4 and a 6x4 grid of merged
+    # patches the angles differ by < 0.02 rad, so the language model cannot tell left from right.
+    # A small theta spreads them out (see the foundation closing note).
+    rope_theta: float = 10.0
     vision_depth: int = 2
     vision_hidden: int = 64
     vision_intermediate: int = 128
@@ -140,7 +144,7 @@ def _build_qwen(spec: TinyQwenSpec, out: Path) -> None:
             vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
             num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
             num_key_value_heads=spec.num_kv_heads, max_position_embeddings=4096,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(spec.mrope_section)},
+            rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta, "mrope_section": list(spec.mrope_section)},
             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
         ),
         vision_config=dict(
@@ -167,11 +171,19 @@ def _spec_key(name: str, spec) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def ensure_tiny(name: str = "default") -> Path:
-    """Path of the built tiny model `name`, building it on first use (< 1 s)."""
+def ensure_tiny(name: str = "default", spec: dict | None = None) -> Path:
+    """Path of the built tiny model `name`, building it on first use (< 1 s).
+
+    `spec` (a recorded `tiny_spec.json`) rebuilds exactly the model a run was trained on, even
+    after the built-in sizes change: the build is deterministic, so the adapter fits again.
+    """
     if name not in TINY_MODELS:
         raise ModelError(f"unknown tiny model 'tiny:{name}'; available: {', '.join('tiny:' + k for k in TINY_MODELS)}")
-    spec = TINY_MODELS[name]
+    if spec is not None:
+        fields = {k: v for k, v in spec.items() if k != "name"}
+        spec = TinyQwenSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    else:
+        spec = TINY_MODELS[name]
     out = cache_dir() / "models" / f"tiny-{name}-{_spec_key(name, spec)}"
     if (out / "config.json").exists():
         return out

@@ -174,6 +174,7 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
         base_model=cfg.model if not cfg.model.startswith(".") else str(Path(cfg.model).resolve()),
         family=family.name, sampling=spec.to_dict(), instruction=instruction, schema=data.schema,
         schema_hash=schema_hash(data.schema), frames_as=family.frames_as,
+        extra={"tiny_spec": json.loads((Path(source.base) / "tiny_spec.json").read_text())} if random_init else {},
     )
     pad_id = processor.tokenizer.pad_token_id
     args = TrainingArguments(

@@ -76,9 +76,9 @@ X264_PARAMS = "mbtree=0:scenecut=0"
 
 # Road model: screen x of lateral position u (in lane widths) at depth s (0 = horizon, 1 = bottom)
 #   x = center + curve(s) + (u - ego_u) * lane_px * s
-CURVE_PX = 150.0  # horizontal offset of the vanishing point at full curve strength
-CURVE_POWER = 0.8  # shape of the bend: bigger = straighter near the car
-CURVE_START, CURVE_END = 0.9, 1.0  # curve strength grows over the clip
+CURVE_PX = 75.0  # horizontal offset of the vanishing point at full curve strength
+CURVE_POWER = 1.0  # shape of the bend: bigger = straighter near the car
+CURVE_START, CURVE_END = 1.0, 1.0  # curve strength grows over the clip
 LANE_CHANGE_SHIFT = 0.28  # ego lateral offset (lane widths) swings from -this to +this
 LINE_HALF_WIDTH = (0.7, 2.6)  # lane-line half width in px: base + per unit depth
 DASH_FREQ, DASH_DUTY = 2.2, 0.5  # dashes per unit of inverse depth
@@ -86,14 +86,14 @@ DASH_FREQ, DASH_DUTY = 2.2, 0.5  # dashes per unit of inverse depth
 # Cars: width in lane widths, height/width ratio
 CAR_WIDTH_LANES = 0.74
 CAR_ASPECT = 0.72
-OTHER_CAR_COLOURS = (  # never red: red is reserved for the hazard car
-    (40, 90, 220),  # blue
+# Never red (reserved for the hazard car) and never a background colour (sky blue, grass green,
+# road grey, line white): a tiny model tells cars from scenery by colour long before it learns shape.
+OTHER_CAR_COLOURS = (
     (20, 40, 130),  # navy
-    (130, 130, 140),  # grey
-    (235, 235, 240),  # white
-    (40, 160, 70),  # green
-    (20, 140, 150),  # teal
-    (90, 60, 150),  # purple
+    (120, 50, 170),  # purple
+    (215, 60, 190),  # magenta
+    (20, 190, 200),  # cyan
+    (250, 140, 20),  # orange
 )
 HAZARD_COLOUR = (235, 25, 25)  # bright red
 TAIL_LIGHT_COLOUR = (255, 175, 40)  # amber, not red
@@ -365,28 +365,23 @@ class Scene:
         return "speeding" in self.labels["rule_violations"]
 
     def _plan_traffic(self) -> list[dict]:
-        """Other (non-red) cars: 5-7 for high density, 0-1 for low density."""
+        """Other (non-red) cars: 6-8 large ones for high density, none or one far car for low.
+
+        Only slots whose car stays on screen are used, so the count is visible in every frame.
+        """
         rng = self.rng
         if self.labels["traffic_density"] == "high":
-            n = int(rng.integers(5, 8))
+            n = int(rng.integers(6, 9))
+            depths = (0.38, 0.52, 0.68, 0.84)
         else:
             n = int(rng.integers(0, 2))
-        depths = (0.42, 0.58, 0.78)
-        slots = [(u, s) for u in self.lane_centres for s in depths]
-        # Keep the ego lane near the car free for the hazard car, and avoid stacking
-        # cars in one lane so every car stays visible.
+            depths = (0.3,)
+        # Keep the ego lane near the car free for the hazard car.
         ego_u = self.ego_u(0)
-        slots = [(u, s) for (u, s) in slots if not (abs(u - ego_u) < 0.6 and s > 0.4)]
+        slots = [(u, s) for u in self.lane_centres for s in depths
+                 if not (abs(u - ego_u) < 0.6 and s > 0.4) and self._on_screen(u, s)]
         order = rng.permutation(len(slots))
-        chosen, used_lanes = [], {}
-        for k in order:
-            if len(chosen) == n:
-                break
-            u, s = slots[k]
-            if used_lanes.get(u, 0) >= 2:
-                continue
-            chosen.append((u, s))
-            used_lanes[u] = used_lanes.get(u, 0) + 1
+        chosen = [slots[k] for k in order[:n]]
         cars = []
         for u, s in chosen:
             cars.append(
@@ -398,6 +393,11 @@ class Scene:
                 }
             )
         return cars
+
+    def _on_screen(self, u: float, s: float) -> bool:
+        half = CAR_WIDTH_LANES * self.lane_px * s / 2
+        xs = [float(self.screen_x(u, s, f)) for f in (0, N_FRAMES // 2, N_FRAMES - 1)]
+        return all(half <= x <= WIDTH - half for x in xs)
 
     # Road model -----------------------------------------------------------------------------------
 
