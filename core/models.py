@@ -61,9 +61,23 @@ FAMILIES = {
         default_size=(448, 252),
         tiny="qwen2_5_vl",
     ),
+    "qwen3_vl": Family(
+        name="qwen3_vl",
+        model_types=("qwen3_vl",),
+        hub_examples=("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"),
+        frames_as="video",
+        lora_target_regex=_QWEN_LM_LINEARS,
+        vision_modules=("model.visual.patch_embed", "model.visual.pos_embed", "model.visual.blocks"),
+        projector_modules=("model.visual.merger", "model.visual.deepstack_merger_list"),
+        vision_tower_module="visual",
+        projector_module="merger",
+        default_frames=8,
+        default_size=(448, 256),
+        tiny="qwen3_vl",
+    ),
 }
 
-# The embedded default is a Qwen2.5-VL of tiny size, with frames small enough for a CPU.
+# The embedded default is a Qwen3-VL of tiny size, with frames small enough for a CPU.
 TINY_DEFAULT = "tiny:default"
 TINY_FRAME_SIZE = (96, 64)
 

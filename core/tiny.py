@@ -63,10 +63,7 @@ class TinyQwenSpec:
     num_heads: int = 4
     num_kv_heads: int = 2
     mrope_section: tuple = (4, 6, 6)  # must sum to head_dim / 2
-    # Qwen gives height/width the lowest rotary frequencies; with theta 1e4 and a 6x4 grid of merged
-    # patches the angles differ by < 0.02 rad, so the language model cannot tell left from right.
-    # A small theta spreads them out (see the foundation closing note).
-    rope_theta: float = 10.0
+    rope_theta: float = 10000.0
     vision_depth: int = 2
     vision_hidden: int = 64
     vision_intermediate: int = 128
@@ -74,9 +71,21 @@ class TinyQwenSpec:
     patch_size: int = 8  # 96x64 frames -> 12x8 patches -> 24 tokens per pair of frames
     seed: int = 0
     extra: dict = field(default_factory=dict)
+    arch: str = "qwen2_5_vl"
 
 
-TINY_MODELS = {"default": TinyQwenSpec(), "qwen2_5_vl": TinyQwenSpec()}
+@dataclass(frozen=True)
+class TinyQwen3Spec(TinyQwenSpec):
+    """Qwen3-VL adds what a tiny model needs to tell left from right: learned absolute position
+    embeddings in the vision tower and interleaved multimodal RoPE (height/width get high rotary
+    frequencies, where Qwen2.5-VL gives them the lowest)."""
+
+    arch: str = "qwen3_vl"
+    mrope_section: tuple = (6, 5, 5)
+    num_position_embeddings: int = 64  # 8x8 grid of patch positions, interpolated to the frame
+
+
+TINY_MODELS = {"default": TinyQwen3Spec(), "qwen3_vl": TinyQwen3Spec(), "qwen2_5_vl": TinyQwenSpec()}
 
 
 def tokenizer_corpus() -> list[str]:
@@ -166,6 +175,50 @@ def _build_qwen(spec: TinyQwenSpec, out: Path) -> None:
     processor.save_pretrained(out)
 
 
+def _build_qwen3(spec: TinyQwen3Spec, out: Path) -> None:
+    import torch
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+    tokenizer = _build_tokenizer(spec)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    factor = spec.patch_size * 2
+    size = {"shortest_edge": factor * factor, "longest_edge": 512 * 512}
+    pix = dict(patch_size=spec.patch_size, temporal_patch_size=2, merge_size=2, size=size)
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**pix),
+        video_processor=Qwen3VLVideoProcessor(**pix, cap_pixels_per_frame=True, do_sample_frames=False),
+        tokenizer=tokenizer, chat_template=QWEN_CHAT_TEMPLATE,
+    )
+    head_dim = spec.hidden_size // spec.num_heads
+    config = Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+            num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads, head_dim=head_dim,
+            num_key_value_heads=spec.num_kv_heads, max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta,
+                             "mrope_section": list(spec.mrope_section), "mrope_interleaved": True},
+            bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            depth=spec.vision_depth, hidden_size=spec.vision_hidden, intermediate_size=spec.vision_intermediate,
+            num_heads=spec.vision_heads, patch_size=spec.patch_size, spatial_merge_size=2, temporal_patch_size=2,
+            out_hidden_size=spec.hidden_size, num_position_embeddings=spec.num_position_embeddings,
+            deepstack_visual_indexes=[],
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
 def _spec_key(name: str, spec) -> str:
     blob = json.dumps({"name": name, "v": BUILDER_VERSION, "spec": asdict(spec)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -181,7 +234,8 @@ def ensure_tiny(name: str = "default", spec: dict | None = None) -> Path:
         raise ModelError(f"unknown tiny model 'tiny:{name}'; available: {', '.join('tiny:' + k for k in TINY_MODELS)}")
     if spec is not None:
         fields = {k: v for k, v in spec.items() if k != "name"}
-        spec = TinyQwenSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+        cls = TinyQwen3Spec if fields.get("arch") == "qwen3_vl" else TinyQwenSpec
+        spec = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
     else:
         spec = TINY_MODELS[name]
     out = cache_dir() / "models" / f"tiny-{name}-{_spec_key(name, spec)}"
@@ -190,7 +244,7 @@ def ensure_tiny(name: str = "default", spec: dict | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
-        _build_qwen(spec, tmp)
+        (_build_qwen3 if spec.arch == "qwen3_vl" else _build_qwen)(spec, tmp)
         (tmp / "tiny_spec.json").write_text(json.dumps({"name": name, **asdict(spec)}, indent=2))
         try:
             os.replace(tmp, out)  # atomic: a concurrent builder either wins or finds ours

@@ -14,7 +14,7 @@ vision-language model that sees 8 downscaled frames can learn it:
                              failure_to_yield: yellow inverted triangle with red border, top-right
                              ignoring_traffic_signs: red octagon STOP sign, top-left
 
-Usage:  python sample_videos/generate.py --seed 1234 --count 200 --out sample_videos
+Usage:  python sample_videos/generate.py --seed 1234 --count 300 --out sample_videos
 
 Only numpy, OpenCV (drawing into arrays) and PyAV (H.264 writing) are used.
 """
@@ -62,8 +62,8 @@ FPS = 10
 N_FRAMES = 30  # 3 s
 CENTER_X = WIDTH / 2
 HORIZON_Y = 34  # nominal horizon row (jittered per clip)
-ROAD_BOTTOM_Y = 86  # where the road meets the HUD strip
-HUD_TOP = 86  # bottom strip: dashboard speedometer
+ROAD_BOTTOM_Y = 82  # where the road meets the dashboard strip
+HUD_TOP = 82  # bottom strip: speedometer bar (left) and navigation display (right)
 
 # x264 settings: ~2 keyframes per 30-frame clip (GOP 15, no scene-cut keyframes), single-threaded.
 # mbtree=0: with x264's macroblock-tree rate control on, encoding the same frames twice in one process
@@ -120,8 +120,13 @@ POLE_COLOUR = (90, 90, 90)
 # HUD speedometer strip
 HUD_BG = (25, 25, 28)
 HUD_X0 = 6
-SPEEDING_BAR = ((225, 30, 30), (118, 148))  # colour, length range px
-NORMAL_BAR = ((40, 205, 70), (26, 46))
+SPEEDING_BAR = ((225, 30, 30), (80, 96))  # colour, length range px
+NORMAL_BAR = ((225, 225, 225), (20, 34))
+# Navigation display at the right of the dashboard: the manoeuvre the driver is making, as a
+# coloured icon in a fixed place (the road shape shows it too, but a tiny model reads a fixed
+# coloured icon far more reliably than road geometry).
+NAV_X0, NAV_X1 = 110, 156
+NAV_COLOURS = {"turn_left": (40, 220, 60), "turn_right": (60, 120, 255), "change_lanes": (255, 220, 0)}
 
 # Atmosphere
 FOG_COLOUR = np.array([175, 178, 182], dtype=np.float32)
@@ -380,8 +385,13 @@ class Scene:
         ego_u = self.ego_u(0)
         slots = [(u, s) for u in self.lane_centres for s in depths
                  if not (abs(u - ego_u) < 0.6 and s > 0.4) and self._on_screen(u, s)]
-        order = rng.permutation(len(slots))
-        chosen = [slots[k] for k in order[:n]]
+        if self.labels["traffic_density"] == "high":
+            # the two neighbouring lanes right beside the ego car are always full in heavy traffic
+            near = [(u, s) for (u, s) in slots if s == depths[-1] and abs(u - ego_u) < 1.6]
+            rest = [slot for slot in slots if slot not in near]
+            chosen = near + [rest[k] for k in rng.permutation(len(rest))[: max(n - len(near), 0)]]
+        else:
+            chosen = [slots[k] for k in rng.permutation(len(slots))[:n]]
         cars = []
         for u, s in chosen:
             cars.append(
@@ -685,13 +695,31 @@ def draw_impact(
 
 
 def draw_hud(img: np.ndarray, scene: Scene, f: int) -> None:
-    """Dashboard speedometer strip: long red bar when speeding, short green bar otherwise."""
+    """Dashboard strip: speedometer bar (long red when speeding, short white otherwise) and the
+    navigation display's manoeuvre icon (left arrow, right arrow, or lane-change icon)."""
     cv2.rectangle(img, (0, HUD_TOP), (WIDTH - 1, HEIGHT - 1), HUD_BG, -1)
     colour, _ = SPEEDING_BAR if scene.speeding else NORMAL_BAR
     length = scene.speed_bar + _px(2 * np.sin(f * 0.7))
-    cv2.rectangle(img, (HUD_X0, HUD_TOP + 2), (HUD_X0 + length, HEIGHT - 3), colour, -1)
-    for tick in range(HUD_X0, WIDTH - 4, 25):  # scale ticks
+    cv2.rectangle(img, (HUD_X0, HUD_TOP + 3), (HUD_X0 + length, HEIGHT - 4), colour, -1)
+    for tick in range(HUD_X0, NAV_X0 - 6, 20):  # scale ticks
         cv2.line(img, (tick, HEIGHT - 2), (tick, HEIGHT - 1), (120, 120, 120), 1)
+    draw_nav_icon(img, scene.labels["intended_driving_action"])
+
+
+def draw_nav_icon(img: np.ndarray, action: str) -> None:
+    colour = NAV_COLOURS[action]
+    top, bottom = HUD_TOP + 2, HEIGHT - 3
+    mid_y = (top + bottom) // 2
+    if action == "change_lanes":  # two lane lines with a diagonal between them
+        cv2.rectangle(img, (NAV_X0 + 8, top), (NAV_X1 - 8, bottom), colour, -1)
+        cv2.line(img, (NAV_X0 + 14, bottom), (NAV_X1 - 14, top), HUD_BG, 2)
+        return
+    left = action == "turn_left"
+    tip_x = NAV_X0 if left else NAV_X1
+    base_x = NAV_X0 + 14 if left else NAV_X1 - 14
+    tail_x = NAV_X1 - 4 if left else NAV_X0 + 4
+    cv2.fillConvexPoly(img, np.array([[tip_x, mid_y], [base_x, top], [base_x, bottom]], np.int32), colour)
+    cv2.rectangle(img, (min(base_x, tail_x), mid_y - 3), (max(base_x, tail_x), mid_y + 3), colour, -1)
 
 
 def render_clip(labels: dict, rng: np.random.Generator) -> list[np.ndarray]:
@@ -767,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
-        "--count", type=int, default=200, help="number of clips (default 200)"
+        "--count", type=int, default=300, help="number of clips (default 300)"
     )
     parser.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)

@@ -1,7 +1,6 @@
 """The app as a client sees it: launch on loopback, call the inference endpoint through gradio_client."""
 
 import pytest
-
 from conftest import SAMPLES
 
 

@@ -187,8 +187,19 @@ def test_speeding_puts_a_long_red_bar_in_the_hud():
     for seed in range(2):
         speeding = render(seed=seed, rule_violations=["speeding"])[:, hud]
         normal = render(seed=seed)[:, hud]
-        assert red_fraction(speeding) > 0.4
+        assert red_fraction(speeding) > 0.25
         assert red_fraction(normal) < 0.02
+
+
+def test_navigation_icon_shows_the_manoeuvre_in_its_colour():
+    nav = (slice(None), slice(gen.HUD_TOP, gen.HEIGHT), slice(gen.NAV_X0, gen.NAV_X1 + 1))
+    for action, colour in gen.NAV_COLOURS.items():
+        frames = render(intended_driving_action=action)[nav].astype(int)
+        close = np.abs(frames - np.array(colour)).sum(-1) < 60
+        assert close.mean() > 0.15, action
+        for other, other_colour in gen.NAV_COLOURS.items():
+            if other != action:
+                assert (np.abs(frames - np.array(other_colour)).sum(-1) < 60).mean() < 0.02
 
 
 def test_signs_appear_only_with_their_violation():

@@ -10,7 +10,7 @@ from core.models import FAMILIES, load_base_model, module_group, resolve_model
 from core.tiny import ensure_tiny
 from core.trainer import apply_trainable, resolve_defaults, trainable_counts
 
-FAMILY = FAMILIES["qwen2_5_vl"]
+FAMILY = FAMILIES["qwen3_vl"]  # the embedded default's family
 
 
 def test_tiny_build_is_deterministic_and_cached(tiny_path):
@@ -26,7 +26,7 @@ def test_tiny_model_size_is_a_few_million(tiny):
     model, processor, family = tiny
     n = sum(p.numel() for p in model.parameters())
     assert 1_000_000 < n < 10_000_000
-    assert model.config.model_type == "qwen2_5_vl" and family is FAMILY
+    assert model.config.model_type == "qwen3_vl" and family is FAMILY
 
 
 @pytest.mark.parametrize("name,msg", [
@@ -49,19 +49,20 @@ def test_folder_without_config_is_refused(tmp_path):
         resolve_model(str(tmp_path))
 
 
-def _trainable(cfg):
-    model = load_base_model(resolve_model("tiny:default"))
-    cfg = resolve_defaults(cfg, FAMILY, random_init=False)
-    return apply_trainable(model, cfg, FAMILY)
+def _trainable(cfg, name="tiny:default", family=FAMILY):
+    model = load_base_model(resolve_model(name))
+    cfg = resolve_defaults(cfg, family, random_init=False)
+    return apply_trainable(model, cfg, family)
 
 
-def test_lora_lands_on_language_model_only():
-    model = _trainable(TrainConfig(method="lora"))
+@pytest.mark.parametrize("name,family", [("tiny:default", FAMILY), ("tiny:qwen2_5_vl", FAMILIES["qwen2_5_vl"])])
+def test_lora_lands_on_language_model_only(name, family):
+    model = _trainable(TrainConfig(method="lora"), name, family)
     lora_names = [n for n, _ in model.named_modules() if n.endswith("lora_A")]
     assert lora_names, "LoRA attached nowhere"
     assert all(".language_model.layers." in n for n in lora_names)
     assert not any("visual" in n for n in lora_names)
-    counts = trainable_counts(model, FAMILY)
+    counts = trainable_counts(model, family)
     assert counts["vision"] == 0 and counts["projector"] == 0 and counts["language"] > 0
 
 
@@ -88,6 +89,13 @@ def test_random_init_defaults_train_everything_needed():
     assert not pretrained.train_embeddings and pretrained.freeze_vision and pretrained.learning_rate == 1e-4
 
 
+def test_qwen2_5_vl_tiny_builds_and_loads():
+    from core.models import load_model
+
+    model, processor, family = load_model(resolve_model("tiny:qwen2_5_vl"))
+    assert model.config.model_type == "qwen2_5_vl" and family.name == "qwen2_5_vl"
+
+
 def test_module_groups_see_through_peft_wrappers():
     assert module_group("base_model.model.model.visual.modules_to_save.default.blocks.0.attn.qkv.weight", FAMILY) == "vision"
     assert module_group("base_model.model.model.visual.merger.mlp.0.weight", FAMILY) == "projector"
@@ -99,6 +107,6 @@ def test_recorded_tiny_spec_rebuilds_the_trained_model(tiny_path, monkeypatch):
     import core.tiny as tiny_mod
 
     recorded = json.loads((tiny_path / "tiny_spec.json").read_text())
-    monkeypatch.setitem(tiny_mod.TINY_MODELS, "default", tiny_mod.TinyQwenSpec(hidden_size=64))
+    monkeypatch.setitem(tiny_mod.TINY_MODELS, "default", tiny_mod.TinyQwen3Spec(hidden_size=64))
     assert resolve_model("tiny:default").base != str(tiny_path)
     assert resolve_model("tiny:default", tiny_spec=recorded).base == str(tiny_path)
