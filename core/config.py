@@ -53,7 +53,7 @@ class TrainConfig:
     frame_height: int | None = None
     prompt_template: str = DEFAULT_TEMPLATE
     """Instruction template; {fields} is replaced by a field list built from the schema."""
-    max_steps: int = 600
+    max_steps: int = 720
     """Optimiser steps; 0 means use `epochs`."""
     epochs: float = 1.0
     batch_size: int = 8

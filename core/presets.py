@@ -2,25 +2,74 @@
 
 from __future__ import annotations
 
+# Identical to sample_videos/schema.json (a test keeps them in sync): the tiny tokenizer is trained on
+# it, so the bundled demo prompt tokenises into whole words.
 DASHCAM_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "Dashcam clip",
+    "title": "Dashcam clip labels",
     "type": "object",
-    "additionalProperties": False,
     "properties": {
-        "caption": {"type": "string", "description": "one-sentence description of the clip"},
-        "event_type": {"enum": ["collision", "near_miss", "no_incident"], "description": "what happened"},
+        "caption": {
+            "type": "string",
+            "description": "One-sentence description of the clip."
+        },
+        "event_type": {
+            "type": "string",
+            "enum": [
+                "collision",
+                "near_miss",
+                "no_incident"
+            ],
+            "description": "Most serious safety event in the clip."
+        },
         "rule_violations": {
             "type": "array",
+            "items": {
+                "type": "string",
+                "enum": [
+                    "speeding",
+                    "failure_to_yield",
+                    "ignoring_traffic_signs"
+                ]
+            },
             "uniqueItems": True,
-            "items": {"enum": ["speeding", "failure_to_yield", "ignoring_traffic_signs"]},
-            "description": "traffic rules the driver broke",
+            "description": "Traffic rules the ego driver breaks (may be empty)."
         },
-        "intended_driving_action": {"enum": ["turn_left", "turn_right", "change_lanes"], "description": "what the driver is doing"},
-        "traffic_density": {"enum": ["low", "high"], "description": "how many other vehicles"},
-        "visibility": {"enum": ["good", "bad"], "description": "fog or night is bad"},
+        "intended_driving_action": {
+            "type": "string",
+            "enum": [
+                "turn_left",
+                "turn_right",
+                "change_lanes"
+            ],
+            "description": "Manoeuvre the ego driver is making."
+        },
+        "traffic_density": {
+            "type": "string",
+            "enum": [
+                "low",
+                "high"
+            ],
+            "description": "Amount of other traffic on the road."
+        },
+        "visibility": {
+            "type": "string",
+            "enum": [
+                "good",
+                "bad"
+            ],
+            "description": "Good in clear daylight; bad in fog or at night."
+        }
     },
-    "required": ["caption", "event_type", "rule_violations", "intended_driving_action", "traffic_density", "visibility"],
+    "required": [
+        "caption",
+        "event_type",
+        "rule_violations",
+        "intended_driving_action",
+        "traffic_density",
+        "visibility"
+    ],
+    "additionalProperties": False
 }
 
 EXERCISE_SCHEMA = {
@@ -54,5 +103,6 @@ CAPTION_WORDS = (
     "red stop sign yield speed speeding limit fast too passes passing without stopping ignores ignoring "
     "fails failing to yield gives way crash crashes collides collision into hits near miss narrowly "
     "avoids avoiding misses brakes braking hard suddenly cuts in no incident nothing happens safely "
-    "uneventful calm normal other breaks rule rules violation violations sign signs".split()
+    "uneventful calm normal other breaks rule rules violation violations sign signs "
+    "Clear Low-visibility avoided broken hit occurs speeds".split()
 )

@@ -50,7 +50,8 @@ class RunFiles:
         if resume:
             self.stop_path.unlink(missing_ok=True)
             return
-        leftovers = [p for p in self.dir.iterdir() if p.name not in (".gitkeep",)]
+        # launch.* are written by core.runs before the process starts
+        leftovers = [p for p in self.dir.iterdir() if p.name not in (".gitkeep", "launch.yaml", "launch.log", "launch.json")]
         if leftovers:
             from core.errors import ConfigError
 

@@ -220,7 +220,9 @@ def _build_qwen3(spec: TinyQwen3Spec, out: Path) -> None:
 
 
 def _spec_key(name: str, spec) -> str:
-    blob = json.dumps({"name": name, "v": BUILDER_VERSION, "spec": asdict(spec)}, sort_keys=True)
+    # The tokenizer corpus is part of what is built: a changed preset must not reuse an old build.
+    corpus = hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()
+    blob = json.dumps({"name": name, "v": BUILDER_VERSION, "spec": asdict(spec), "corpus": corpus}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -1,6 +1,7 @@
 """The app as a client sees it: launch on loopback, call the inference endpoint through gradio_client."""
 
 import pytest
+
 from conftest import SAMPLES
 
 

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, SAMPLES
 
+from conftest import REPO, SAMPLES
 from core.video import fps_indices, uniform_indices
 from tests.video_fixtures import make_bad_files
 

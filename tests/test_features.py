@@ -1,8 +1,8 @@
 """Label mask and batching on the real tiny model's processor and real sample clips."""
 
 import torch
-from conftest import SAMPLES
 
+from conftest import SAMPLES
 from core.dataset import load_dataset
 from core.features import IGNORE_INDEX, collate, encode_example, render_prompt
 from core.prompt import build_instruction

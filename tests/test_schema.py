@@ -88,3 +88,9 @@ def test_messages_frames_as_video_or_images():
     images = build_messages("Q", 3, "images")
     assert sum(c["type"] == "image" for c in images[0]["content"]) == 3
     assert images[0]["content"][0]["text"] == "Frame1: "
+
+
+def test_dashcam_preset_is_the_bundled_schema():
+    from conftest import SAMPLES
+
+    assert DASHCAM_SCHEMA == json.loads((SAMPLES / "schema.json").read_text())

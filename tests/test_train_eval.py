@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO, SAMPLES
 
 UNSEEN_SEED = 777  # never used for training or tuning
