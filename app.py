@@ -16,7 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from core.workspace import Workspace  # noqa: E402
-from tabs import inference  # noqa: E402
+from tabs import inference, train  # noqa: E402
 
 
 def build_app(ws: Workspace) -> gr.Blocks:
@@ -25,6 +25,8 @@ def build_app(ws: Workspace) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Inference", id="inference"):
                 inference.build(ws)
+            with gr.Tab("Train", id="train"):
+                train.build(ws)
     return demo
 
 

@@ -84,6 +84,11 @@ class RunManager:
             return {"state": "unknown"}
         if status.get("state") == "running" and not pid_alive(status.get("pid")):
             status = dict(status, state="crashed", log_tail=tail(run.dir / LAUNCH_LOG) or tail(run.dir / "train.log"))
+            if proc is not None:
+                try:  # it died between the first poll and the liveness check: reap it for the code
+                    exit_code = proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             if exit_code is not None:
                 status["exit_code"] = exit_code
         return status

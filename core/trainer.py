@@ -198,7 +198,9 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
 
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
     checkpoint = run.last_checkpoint() if resume else None
-    run.write_status(state="running", global_step=0, max_steps=max_steps, message="training")
+    start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    run.write_status(state="running", global_step=start_step, max_steps=max_steps, message="training",
+                     started=time.time(), start_step=start_step)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     final = run.dir / pspec.final_dir

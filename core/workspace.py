@@ -11,6 +11,7 @@ from pathlib import Path
 from core.model_manager import ModelManager
 from core.models import SPEC_FILE, TINY_DEFAULT
 from core.paths import REPO_ROOT
+from core.runs import RunManager
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Workspace:
     def __post_init__(self):
         self.dataset_dir = Path(self.dataset_dir)
         self.runs_dir = Path(self.runs_dir)
+        self.runs = RunManager(self.runs_dir)
 
     def finished_runs(self) -> list[Path]:
         """Run directories that hold a final model, newest first."""
