@@ -102,6 +102,11 @@ def cmd_eval(args) -> int:
     predictor = Predictor.load(args.model, schema=data.schema, device=args.device,
                                trust_remote_code=args.trust_remote_code)
     schema = predictor.spec.schema
+    from core.schema import schema_hash
+
+    if data.schema is not None and schema_hash(data.schema) != predictor.spec.schema_hash:
+        print(f"warning: {args.dataset}/schema.json differs from the schema {args.model} was trained with; "
+              "scoring against the training schema", file=sys.stderr)
     t0 = time.time()
     preds = predictor.predict([s.video for s in samples], batch_size=args.batch_size,
                               max_new_tokens=args.max_new_tokens)

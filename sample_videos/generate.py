@@ -62,8 +62,8 @@ FPS = 10
 N_FRAMES = 30  # 3 s
 CENTER_X = WIDTH / 2
 HORIZON_Y = 34  # nominal horizon row (jittered per clip)
-ROAD_BOTTOM_Y = 82  # where the road meets the dashboard strip
-HUD_TOP = 82  # bottom strip: speedometer bar (left) and navigation display (right)
+ROAD_BOTTOM_Y = 78  # where the road meets the dashboard strip
+HUD_TOP = 78  # bottom strip: speedometer bar (left) and navigation display (right)
 
 # x264 settings: ~2 keyframes per 30-frame clip (GOP 15, no scene-cut keyframes), single-threaded.
 # mbtree=0: with x264's macroblock-tree rate control on, encoding the same frames twice in one process
@@ -120,12 +120,12 @@ POLE_COLOUR = (90, 90, 90)
 # HUD speedometer strip
 HUD_BG = (25, 25, 28)
 HUD_X0 = 6
-SPEEDING_BAR = ((225, 30, 30), (80, 96))  # colour, length range px
+SPEEDING_BAR = ((225, 30, 30), (76, 86))  # colour, length range px
 NORMAL_BAR = ((225, 225, 225), (20, 34))
 # Navigation display at the right of the dashboard: the manoeuvre the driver is making, as a
 # coloured icon in a fixed place (the road shape shows it too, but a tiny model reads a fixed
 # coloured icon far more reliably than road geometry).
-NAV_X0, NAV_X1 = 110, 156
+NAV_X0, NAV_X1 = 100, 156
 NAV_COLOURS = {"turn_left": (40, 220, 60), "turn_right": (60, 120, 255), "change_lanes": (255, 220, 0)}
 
 # Atmosphere

@@ -20,7 +20,8 @@ def _clip_choices(ws):
 
 
 def build(ws) -> None:
-    choices, _ = _clip_choices(ws)
+    choices, data = _clip_choices(ws)
+    first = data.samples[0] if data and data.samples else None
     with gr.Row():
         with gr.Column(scale=1):
             clip = gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, label="Clip",
@@ -28,8 +29,8 @@ def build(ws) -> None:
             model = gr.Dropdown(choices=ws.model_choices(), value=ws.default_model, label="Model",
                                 allow_custom_value=True, elem_id="inference-model")
             run = gr.Button("Run model", variant="primary", elem_id="inference-run")
-            video = gr.Video(label="Clip", interactive=False)
-            truth = gr.JSON(label="Label (ground truth)")
+            video = gr.Video(value=str(first.video) if first else None, label="Clip", interactive=False)
+            truth = gr.JSON(value=first.label if first else None, label="Label (ground truth)")
         with gr.Column(scale=2):
             frames = gr.Gallery(label="Frames the model sees", columns=8, height=160, elem_id="inference-frames")
             status = gr.Markdown(elem_id="inference-status")
@@ -64,4 +65,6 @@ def build(ws) -> None:
         return gallery, md, result["text"], result["parsed"] if result["parsed"] is not None else json.dumps(None)
 
     clip.change(show_clip, clip, [video, truth])
+    # runs finished after the page was built appear when the picker is opened
+    model.focus(lambda: gr.update(choices=ws.model_choices()), None, model)
     run.click(on_run, [clip, model], [frames, status, raw, parsed], concurrency_id="gpu", concurrency_limit=1)
