@@ -24,9 +24,10 @@ def render_prompt(processor, instruction: str, num_frames: int, frames_as: str) 
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def render_answer_suffix(processor, instruction: str, num_frames: int, frames_as: str, answer: str) -> str:
+def render_answer_suffix(processor, instruction: str, num_frames: int, frames_as: str, answer: str,
+                         prompt: str | None = None) -> str:
     """The text after the generation prompt in a full conversation: answer + end-of-turn marker."""
-    prompt = render_prompt(processor, instruction, num_frames, frames_as)
+    prompt = prompt or render_prompt(processor, instruction, num_frames, frames_as)
     full = processor.apply_chat_template(
         build_messages(instruction, num_frames, frames_as, answer=answer), tokenize=False
     )
@@ -63,7 +64,7 @@ def encode_example(processor, instruction: str, sampled, frames_as: str, answer:
     enc = processor_inputs(processor, prompt, sampled, frames_as)
     if answer is None:
         return enc
-    suffix = render_answer_suffix(processor, instruction, n, frames_as, answer)
+    suffix = render_answer_suffix(processor, instruction, n, frames_as, answer, prompt)
     ans_ids = processor.tokenizer(suffix, add_special_tokens=False, return_tensors="pt")["input_ids"]
     prompt_len = enc["input_ids"].shape[1]
     for key in TOKEN_KEYS:

@@ -18,11 +18,19 @@ from pathlib import Path
 
 import torch
 
-from core.config import PreprocessSpec, TrainConfig, atomic_write_text
+from core.config import PreprocessSpec, TrainConfig
 from core.dataset import Dataset, load_dataset
 from core.errors import DatasetError, VideoError
-from core.features import encode_example
-from core.models import TINY_FRAME_SIZE, load_base_model, load_processor, module_group, pick_device, resolve_model
+from core.features import collate, encode_example
+from core.models import (
+    TINY_FRAME_SIZE,
+    family_for_model_type,
+    load_base_model,
+    load_processor,
+    module_group,
+    pick_device,
+    resolve_model,
+)
 from core.prompt import build_instruction
 from core.run_files import MetricsWriter, RunFiles
 from core.schema import canonical_answer, label_errors, schema_hash
@@ -146,8 +154,6 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
     random_init = is_random_init(source.base)
     processor = load_processor(source, cfg.trust_remote_code)
     model = load_base_model(source, device, torch.float32 if device == "cpu" else None, cfg.trust_remote_code)
-    from core.models import family_for_model_type
-
     family = family_for_model_type(model.config.model_type)
     cfg = resolve_defaults(cfg, family, random_init)
     spec = sampling_spec(cfg)
@@ -190,8 +196,6 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
     from core.callbacks import RunCallback
 
     callback = RunCallback(run, MetricsWriter(run.metrics_path), pspec, tokens_per_example=_mean_tokens(train_ex), echo=echo)
-    from core.features import collate
-
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(train_ex),
                       data_collator=lambda exs: collate(exs, pad_id), callbacks=[callback])
     from transformers.trainer_callback import PrinterCallback
@@ -219,6 +223,3 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
 def _mean_tokens(examples) -> float:
     return sum(ex["input_ids"].shape[1] for ex in examples) / max(len(examples), 1)
 
-
-def write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))
