@@ -5,6 +5,11 @@
     python cli.py train --resume RUN_DIR
     python cli.py eval --model NAME_OR_RUN --dataset DIR --split test [--json]
     python cli.py models [--json]
+    python cli.py import SRC --output DIR [--layout auto|seed|videofolder|conversation|qevd] [--merge]
+    python cli.py export-dataset --dataset DIR --output OUT [--format seed|conversation]
+    python cli.py split --dataset DIR [--ratios 0.8,0.1,0.1] [--seed N] [--stratify FIELD] [--keep-existing]
+    python cli.py validate --dataset DIR [--schema FILE] [--json]
+    python cli.py prelabel --dataset DIR --model NAME_OR_RUN [--limit N] [--redo-drafts]
 
 Errors from core are printed as one line `error: ...` with exit code 1, never a traceback.
 """
@@ -142,6 +147,100 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from core.importers import import_dataset
+
+    report = import_dataset(args.src, args.output, layout=args.layout, merge=args.merge)
+    for problem in report.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    print(f"imported {report.rows} clips ({report.layout} layout) -> {report.dest}"
+          + (f"; {len(report.problems)} skipped" if report.problems else ""))
+    return 0
+
+
+def cmd_export_dataset(args) -> int:
+    from core.importers import export_conversations, export_seed
+
+    if args.format == "seed":
+        export_seed(args.dataset, args.output)
+    else:
+        from core.prompt import build_instruction
+        from core.store import AnnotationStore
+
+        schema = AnnotationStore(args.dataset).schema()
+        if schema is None:
+            raise SystemExit(f"error: {args.dataset}: no schema.json; the conversation prompt is built from it")
+        export_conversations(args.dataset, args.output, build_instruction(schema))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_split(args) -> int:
+    from core.splits import assign_splits, parse_ratios
+    from core.store import AnnotationStore
+
+    store = AnnotationStore(args.dataset)
+    clips = store.clips(check_video=False)
+    if args.keep_existing:
+        clips = [c for c in clips if c.split is None]
+    assignment = assign_splits([(c.rel, c.label) for c in clips], parse_ratios(args.ratios), args.seed,
+                               args.stratify)
+    changed = store.set_splits(assignment)
+    counts = {s: sum(1 for v in assignment.values() if v == s) for s in ("train", "val", "test")}
+    print(f"{len(assignment)} clips: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" ({changed} rows changed)")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from core.store import INVALID, UNREADABLE, AnnotationStore
+
+    store = AnnotationStore(args.dataset, schema_path=args.schema)
+    schema = store.schema()
+    if schema is None:
+        raise SystemExit(f"error: {args.dataset}: no schema.json (give --schema FILE)")
+    problems = [{"file": f, "field": fld, "reason": r} for f, fld, r in store.check_labels(schema)]
+    clips = store.clips()
+    problems += [{"file": c.rel, "field": "(video)", "reason": c.problems[0]} for c in clips if c.status == UNREADABLE]
+    counts = {s: sum(1 for c in clips if c.status == s) for s in ("labelled", INVALID, "draft", "unlabelled", UNREADABLE)}
+    if args.json:
+        _print_json({"counts": counts, "problems": problems})
+    else:
+        for p in problems:
+            print(f"{p['file']}: {p['field']}: {p['reason']}")
+        print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 1 if problems else 0
+
+
+def cmd_prelabel(args) -> int:
+    from core.inference import Predictor
+    from core.prelabel import clips_to_prelabel, prelabel
+    from core.store import AnnotationStore
+
+    store = AnnotationStore(args.dataset)
+    schema = store.schema()
+    if schema is None:
+        raise SystemExit(f"error: {args.dataset}: no schema.json; drafts are checked against it")
+    rels = clips_to_prelabel(store, include_drafts=args.redo_drafts, limit=args.limit)
+    if not rels:
+        print("nothing to pre-label: every clip has a label" + ("" if args.redo_drafts else " or a draft"))
+        return 0
+    predictor = Predictor.load(args.model, schema=schema, device=args.device,
+                               trust_remote_code=args.trust_remote_code)
+    report = prelabel(store, predictor, rels, batch_size=args.batch_size, progress=_count_echo)
+    for err in report.errors:
+        print(f"skipped: {err}", file=sys.stderr)
+    print(f"{report.drafted} drafts written to {store.root / 'drafts.jsonl'} "
+          f"({report.flagged} flagged as not schema-valid, {len(report.errors)} unreadable)")
+    return 0
+
+
+def _count_echo(done: int, total: int) -> None:
+    sys.stderr.write(f"\r{done}/{total}")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description="Video VLM Workbench (headless)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -185,6 +284,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list model families")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("import", help="import a dataset in another layout into the seed layout")
+    p.add_argument("src", help="folder or file to import")
+    p.add_argument("--output", required=True, help="dataset folder to create (seed layout)")
+    p.add_argument("--layout", default="auto", choices=["auto", "seed", "videofolder", "conversation", "qevd"])
+    p.add_argument("--merge", action="store_true", help="add to an existing dataset instead of refusing")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("export-dataset", help="write a dataset as seed layout or conversation JSONL")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--format", default="seed", choices=["seed", "conversation"])
+    p.set_defaults(func=cmd_export_dataset)
+
+    p = sub.add_parser("split", help="assign train/val/test splits")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--ratios", default="0.8,0.1,0.1", help="train,val,test (normalised)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stratify", help="label field to stratify by (e.g. event_type)")
+    p.add_argument("--keep-existing", action="store_true", help="only assign clips without a split")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("validate", help="check every label against the schema; exit 1 if any breaks it")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--schema", help="schema file to check against (default: DIR/schema.json)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("prelabel", help="draft labels for unlabelled clips with a model")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--redo-drafts", action="store_true", help="also re-draft clips that already have a draft")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_prelabel)
     return parser
 
 
