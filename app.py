@@ -16,18 +16,43 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from core.workspace import Workspace  # noqa: E402
-from tabs import inference, train  # noqa: E402
+from tabs import annotate, inference, schema, train  # noqa: E402
 
 
 def build_app(ws: Workspace) -> gr.Blocks:
     with gr.Blocks(title="Video VLM Workbench") as demo:
         gr.Markdown("# Video VLM Workbench\nClips → schema → labels → fine-tune → JSON you can put in a database.")
+        saved_schema = gr.State(_schema_or_none(ws))
         with gr.Tabs():
-            with gr.Tab("Inference", id="inference"):
-                inference.build(ws)
+            with gr.Tab("Annotate", id="annotate"):
+                annotate.build(ws, saved_schema)
+            with gr.Tab("Schema", id="schema"):
+                schema.build(ws, saved_schema)
             with gr.Tab("Train", id="train"):
                 train.build(ws)
+            with gr.Tab("Inference", id="inference"):
+                inference.build(ws)
     return demo
+
+
+# Ctrl/Cmd+Enter = "Save & next" in the Annotate tab: labelling hundreds of clips is a keyboard job
+KEYBOARD_JS = """<script>
+document.addEventListener('keydown', (e) => {
+  if ((e.ctrlKey || e.metaKey) && e.key === 'Enter') {
+    const b = document.querySelector('#annotate-save-next');
+    if (b && b.offsetParent !== null) { e.preventDefault(); b.click(); }
+  }
+});
+</script>"""
+
+
+def _schema_or_none(ws):
+    from core.errors import WorkbenchError
+
+    try:
+        return ws.store.schema()
+    except WorkbenchError:
+        return None  # the Schema tab shows what is wrong with it
 
 
 def parse_auth(value: str | None):
@@ -56,7 +81,7 @@ def main(argv=None) -> int:
     demo = build_app(ws)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)])
+                allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)], head=KEYBOARD_JS)
     return 0
 
 

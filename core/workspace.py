@@ -21,10 +21,33 @@ class Workspace:
     default_model: str = TINY_DEFAULT
     models: ModelManager = field(default_factory=ModelManager)
 
+    _sampling: object = field(default=None, repr=False)
+
     def __post_init__(self):
         self.dataset_dir = Path(self.dataset_dir)
         self.runs_dir = Path(self.runs_dir)
         self.runs = RunManager(self.runs_dir)
+
+    @property
+    def store(self):
+        from core.store import AnnotationStore
+
+        return AnnotationStore(self.dataset_dir)
+
+    def preview_sampling(self):
+        """The frames the default model is trained on: what the Annotate tab shows under the player."""
+        if self._sampling is None:
+            import json
+
+            from core.config import TrainConfig
+            from core.models import family_for_model_type, resolve_model
+            from core.trainer import is_random_init, resolve_defaults, sampling_spec
+
+            source = resolve_model(self.default_model)
+            family = family_for_model_type(json.loads((Path(source.base) / "config.json").read_text())["model_type"])
+            cfg = resolve_defaults(TrainConfig(model=self.default_model), family, is_random_init(source.base))
+            self._sampling = sampling_spec(cfg)
+        return self._sampling
 
     def finished_runs(self) -> list[Path]:
         """Run directories that hold a final model, newest first."""

@@ -1,0 +1,44 @@
+"""Gallery thumbnails: the middle frame of a clip as a small JPEG, cached by file content.
+
+Returns None for a clip that cannot be decoded; the gallery then shows a placeholder, so one bad
+file never breaks the page. Does not sample training frames (core.video does).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from core.errors import VideoError
+from core.frame_cache import file_digest
+from core.paths import cache_dir
+from core.video import SamplingSpec, sample_frames
+
+log = logging.getLogger(__name__)
+
+THUMB_SIZE = (160, 96)
+
+
+def thumbnail(path) -> Path | None:
+    path = Path(path)
+    try:
+        key = file_digest(path)
+    except OSError:
+        return None
+    out = cache_dir() / "thumbs" / f"{key[:24]}.jpg"
+    if out.is_file():
+        return out
+    try:
+        # one uniform frame is the segment midpoint: the middle of the clip
+        frames = sample_frames(path, SamplingSpec(num_frames=1, width=THUMB_SIZE[0], height=THUMB_SIZE[1]),
+                               use_cache=False)
+    except VideoError as exc:
+        log.info("no thumbnail: %s", exc)
+        return None
+    from PIL import Image
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.jpg")
+    Image.fromarray(frames.frames[0]).save(tmp, quality=85)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,206 @@
+"""Annotate tab: gallery with status, player, the frames the model sees, a schema-generated form,
+drafts from a model, uploads, splits and imports. All state lives on disk in the annotation store;
+the page only remembers which clip is open and the revision it was opened at.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from core import form
+from core.errors import WorkbenchError
+from core.store import DRAFT, STATUSES, UNLABELLED, UNREADABLE
+from tabs.widgets import render_fields
+
+STATUS_ICON = {"unlabelled": "○", "draft": "✎", "labelled": "●", "invalid": "⚠", "unreadable": "✖"}
+NO_SPLIT = "(none)"
+
+
+def placeholder_image():
+    from PIL import Image
+
+    from core.paths import cache_dir
+
+    path = cache_dir() / "thumbs" / "unreadable.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (160, 96), (90, 30, 30)).save(path)
+    return path
+
+
+def gallery_items(store, status_filter: str = "all", query: str = "") -> tuple[list, list[str], str]:
+    """(gallery items, their clip paths in order, a summary line) for the current filter."""
+    from core.thumbs import thumbnail
+
+    clips = store.clips()
+    counts = {s: sum(1 for c in clips if c.status == s) for s in STATUSES}
+    q = (query or "").strip().lower()
+    shown = [c for c in clips if (status_filter in (None, "", "all") or c.status == status_filter)
+             and (not q or q in c.rel.lower() or q in json.dumps(c.label).lower())]
+    items = [(str(thumbnail(c.path) or placeholder_image()), f"{STATUS_ICON[c.status]} {c.rel.split('/')[-1]}")
+             for c in shown]
+    summary = f"{len(clips)} clips · " + " · ".join(f"{STATUS_ICON[s]} {s} {n}" for s, n in counts.items())
+    problems = store.problems()
+    if problems:
+        summary += f"\n\n⚠️ {len(problems)} unreadable metadata lines kept as they are: " + "; ".join(problems[:3])
+    return items, [c.rel for c in shown], summary
+
+
+def open_clip(store, rel: str | None, sampling) -> dict:
+    """What the editor shows for one clip. The form starts from the label, else from the draft."""
+    if not rel:
+        return {"current": {}, "video": None, "frames": [], "title": "Pick a clip in the gallery.",
+                "split": NO_SPLIT, "raw": ""}
+    clip = store.clip(rel)
+    start = clip.label or ((clip.draft or {}).get("label") if clip.status == DRAFT else None) or {}
+    title = f"**{clip.rel}** · {STATUS_ICON[clip.status]} {clip.status}"
+    if clip.problems:
+        title += "\n\n" + "\n".join(f"- {p}" for p in clip.problems)
+    if clip.status == DRAFT:
+        title += f"\n\nDraft by `{clip.draft.get('model')}` — review, edit and save to accept it."
+    frames = []
+    if clip.status != UNREADABLE:
+        from core.video import sample_frames
+
+        try:
+            sampled = sample_frames(clip.path, sampling)
+            frames = [(f, f"#{i} · {t:.1f}s") for f, i, t in zip(sampled.frames, sampled.indices, sampled.timestamps)]
+        except WorkbenchError as exc:
+            title += f"\n\n✖ {exc}"
+    return {"current": {"rel": clip.rel, "revision": clip.revision, "start": start},
+            "video": str(clip.path) if clip.status != UNREADABLE else None, "frames": frames, "title": title,
+            "split": clip.split or NO_SPLIT, "raw": json.dumps(start, indent=2, ensure_ascii=False)}
+
+
+def save(store, current: dict, label: dict, split, rels: list[str]) -> tuple[str, str | None]:
+    """Save the open clip; returns (message, the clip to open next). `split` ... keeps the stored one."""
+    if not current.get("rel"):
+        raise gr.Error("no clip is open")
+    rel = current["rel"]
+    try:
+        store.save_label(rel, label, current.get("revision"), split=None if split == NO_SPLIT else split)
+    except WorkbenchError as exc:
+        raise gr.Error(str(exc)) from exc
+    return f"saved {rel}", next_clip(store, rels, rel)
+
+
+def next_clip(store, rels: list[str], rel: str) -> str | None:
+    """The next clip in the gallery order that still needs work, else simply the next one."""
+    if rel not in rels:
+        return rels[0] if rels else None
+    after = rels[rels.index(rel) + 1:] + rels[: rels.index(rel)]
+    todo = {c.rel for c in store.clips() if c.status in (UNLABELLED, DRAFT, "invalid")}
+    return next((r for r in after if r in todo), after[0] if after else rel)
+
+
+def build(ws, schema_state: gr.State) -> None:
+    store = ws.store
+    items0, rels0, summary0 = gallery_items(store)
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Row():
+                status_filter = gr.Dropdown(["all", *STATUSES], value="all", label="Status", scale=1)
+                query = gr.Textbox(label="Search", placeholder="file name or label text", scale=2)
+            summary = gr.Markdown(summary0, elem_id="annotate-summary")
+            gallery = gr.Gallery(items0, columns=3, height=520, allow_preview=False, label="Clips",
+                                 elem_id="annotate-gallery")
+        with gr.Column(scale=3):
+            title = gr.Markdown("Pick a clip in the gallery.", elem_id="annotate-title")
+            video = gr.Video(label="Clip", interactive=False, height=260)
+            frames = gr.Gallery(label="Frames the model sees", columns=8, height=110, allow_preview=False,
+                                elem_id="annotate-frames")
+        with gr.Column(scale=3):
+            split = gr.Radio([NO_SPLIT, "train", "val", "test"], value=NO_SPLIT, label="Split")
+            form_box = gr.Column()
+            with gr.Row():
+                save_next = gr.Button("Save & next (Ctrl+Enter)", variant="primary", elem_id="annotate-save-next")
+                skip = gr.Button("Skip")
+            message = gr.Markdown(elem_id="annotate-message")
+            with gr.Accordion("Raw JSON", open=False):
+                raw = gr.Code(language="json", label="Label as JSON", elem_id="annotate-raw")
+                save_raw = gr.Button("Save raw JSON")
+    rels = gr.State(rels0)
+    current = gr.State({})
+    picked = gr.Textbox(visible=False, elem_id="annotate-picked")  # the clip to open (API + gallery)
+
+    def refresh(status_, query_):
+        return gallery_items(store, status_, query_)
+
+    def show(rel):
+        try:
+            view = open_clip(store, rel, ws.preview_sampling())
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        return view["current"], view["video"], view["frames"], view["title"], view["split"], view["raw"]
+
+    def on_select(rels_, evt: gr.SelectData):
+        return rels_[evt.index] if evt.index is not None and evt.index < len(rels_) else None
+
+    def on_save_raw(cur_, split_, rels_, text):
+        try:
+            label = json.loads(text or "{}")
+        except json.JSONDecodeError as exc:
+            raise gr.Error(f"raw JSON line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        msg, nxt = save(store, cur_, label, split_, rels_)
+        return msg, nxt or cur_.get("rel")
+
+    view_outputs = [current, video, frames, title, split, raw]
+    listing = ([status_filter, query], [gallery, rels, summary])
+
+    def then_show(event):
+        # every way of moving to a clip ends here, so the form, player and gallery stay in step
+        event.then(show, picked, view_outputs).then(refresh, *listing)
+
+    with form_box:
+        @gr.render(inputs=[schema_state, current])
+        def draw_form(schema, cur):
+            if not schema:
+                gr.Markdown("Save a schema in the Schema tab to get a form.")
+                return
+            fields = form.form_fields(schema)
+            comps = render_fields(fields, form.label_to_values(fields, (cur or {}).get("start")))
+
+            def on_save(cur_, split_, rels_, *values):
+                label, problems = form.values_to_label(fields, list(values))
+                if problems:
+                    raise gr.Error("; ".join(problems))
+                msg, nxt = save(store, cur_, label, split_, rels_)
+                return msg, nxt or cur_.get("rel")
+
+            then_show(save_next.click(on_save, [current, split, rels, *comps], [message, picked]))
+
+    then_show(gallery.select(on_select, rels, picked))
+    then_show(skip.click(lambda cur_, rels_: next_clip(store, rels_, cur_.get("rel")), [current, rels], picked))
+    then_show(save_raw.click(on_save_raw, [current, split, rels, raw], [message, picked]))
+    status_filter.change(refresh, *listing)
+    query.submit(refresh, *listing)
+    schema_state.change(refresh, *listing)
+
+    def api_open(rel: str) -> dict:
+        """API: what the editor shows for a clip (its revision is needed to save)."""
+        clip = store.clip(rel)
+        return {"rel": clip.rel, "status": clip.status, "revision": clip.revision, "label": clip.label,
+                "split": clip.split, "problems": list(clip.problems), "draft": clip.draft}
+
+    def api_save(rel: str, label_json: str, revision: str, split_name: str) -> dict:
+        """API twin of the form: save a label (JSON text) for a clip opened at `revision`."""
+        try:
+            label = json.loads(label_json)
+        except json.JSONDecodeError as exc:
+            raise gr.Error(f"label is not JSON: {exc.msg}") from exc
+        msg, _ = save(store, {"rel": rel, "revision": revision or None}, label, split_name or ..., [rel])
+        return {"message": msg, "revision": store.clip_revision(rel)}
+
+    gr.api(api_open, api_name="open_clip")
+    gr.api(api_save, api_name="save_label")
+    build_tools(ws, store, status_filter, query, gallery, rels, summary)
+
+
+def build_tools(ws, store, status_filter, query, gallery, rels, summary) -> None:
+    """Pre-label, upload, split and import panels under the editor."""
+    from tabs import annotate_tools
+
+    annotate_tools.build(ws, store, [status_filter, query], [gallery, rels, summary],
+                         lambda s, q: gallery_items(store, s, q))

@@ -1,0 +1,132 @@
+"""The Annotate tab's tool panels: AI pre-label, upload, splits, import and export.
+
+Each handler is parse → core call → message; the gallery is refreshed afterwards.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from core.errors import WorkbenchError
+from core.schema import ENUM, fields
+
+
+def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
+    def refreshed(event):
+        event.then(listing, listing_inputs, listing_outputs)
+
+    with gr.Accordion("AI pre-label", open=False):
+        gr.Markdown("Run a model over clips without a label; its answers become **drafts** you accept or "
+                    "edit. Drafts that are not schema-valid are flagged, never saved as labels.")
+        with gr.Row():
+            model = gr.Dropdown(ws.model_choices(), value=ws.default_model, label="Model", allow_custom_value=True,
+                                scale=3)
+            limit = gr.Number(value=20, precision=0, label="At most N clips (0 = all)", scale=1)
+            redo = gr.Checkbox(label="Re-draft clips that have a draft", scale=1)
+        go = gr.Button("Pre-label", elem_id="annotate-prelabel")
+        pre_msg = gr.Markdown()
+    model.focus(lambda: gr.update(choices=ws.model_choices()), None, model)
+
+    def on_prelabel(model_name, n, redo_, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
+        from core.prelabel import clips_to_prelabel, prelabel
+
+        schema = store.schema()
+        if schema is None:
+            raise gr.Error("save a schema first: drafts are checked against it")
+        rels = clips_to_prelabel(store, include_drafts=redo_, limit=int(n or 0) or None)
+        if not rels:
+            return "Nothing to pre-label."
+        try:
+            with ws.models.lock:
+                predictor = ws.models.get(model_name, schema=schema)
+                report = prelabel(store, predictor, rels,
+                                  progress=lambda d, t: progress((d, t), desc="pre-labelling"))
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        text = f"{report.drafted} drafts written, {report.flagged} flagged as not schema-valid"
+        return text + (f"; {len(report.errors)} unreadable: " + "; ".join(report.errors[:3]) if report.errors else "")
+
+    refreshed(go.click(on_prelabel, [model, limit, redo], pre_msg, concurrency_id="gpu", concurrency_limit=1))
+
+    with gr.Accordion("Add clips", open=False):
+        files = gr.File(file_count="multiple", file_types=["video", ".zip"], label="Videos or a zip of videos")
+        chunk = gr.Number(value=0, label="Cut into pieces of N seconds (0 = keep whole)")
+        add = gr.Button("Add to dataset", elem_id="annotate-add")
+        add_msg = gr.Markdown()
+
+    def on_add(paths, seconds):
+        if not paths:
+            raise gr.Error("choose files first")
+        added, problems = store.add_videos([getattr(p, "name", p) for p in paths], chunk_seconds=seconds or None)
+        return f"added {len(added)} clips" + ("\n\n" + "\n".join(f"- {p}" for p in problems) if problems else "")
+
+    refreshed(add.click(on_add, [files, chunk], add_msg))
+
+    with gr.Accordion("Splits", open=False):
+        enum_fields = [f.name for f in fields(store.schema() or {"properties": {}}) if f.kind == ENUM]
+        with gr.Row():
+            ratios = gr.Textbox("0.8,0.1,0.1", label="train,val,test")
+            seed = gr.Number(0, precision=0, label="Seed")
+            stratify = gr.Dropdown(["(none)", *enum_fields], value=enum_fields[0] if enum_fields else "(none)",
+                                   label="Stratify by")
+            keep = gr.Checkbox(True, label="Keep existing splits")
+        assign = gr.Button("Assign splits", elem_id="annotate-split")
+        split_msg = gr.Markdown()
+
+    def on_split(ratios_, seed_, strat, keep_):
+        from core.splits import assign_splits, parse_ratios
+
+        try:
+            clips = [c for c in store.clips(check_video=False) if not keep_ or c.split is None]
+            out = assign_splits([(c.rel, c.label) for c in clips], parse_ratios(ratios_), int(seed_ or 0),
+                                None if strat == "(none)" else strat)
+            changed = store.set_splits(out)
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        counts = {s: sum(1 for v in out.values() if v == s) for s in ("train", "val", "test")}
+        return f"{len(out)} clips assigned ({changed} changed): " + ", ".join(f"{k} {v}" for k, v in counts.items())
+
+    refreshed(assign.click(on_split, [ratios, seed, stratify, keep], split_msg))
+
+    with gr.Accordion("Import / export", open=False):
+        with gr.Row():
+            src = gr.Textbox(label="Import from (folder or .json/.jsonl file on this machine)", scale=3)
+            layout = gr.Dropdown(["auto", "seed", "videofolder", "conversation", "qevd"], value="auto",
+                                 label="Layout", scale=1)
+        do_import = gr.Button("Import into this dataset", elem_id="annotate-import")
+        with gr.Row():
+            out = gr.Textbox(label="Export to (folder for seed layout, .jsonl for conversations)", scale=3)
+            fmt = gr.Dropdown(["seed", "conversation"], value="conversation", label="Format", scale=1)
+        do_export = gr.Button("Export")
+        io_msg = gr.Markdown()
+
+    def on_import(path, layout_):
+        from core.importers import import_dataset
+
+        if not (path or "").strip():
+            raise gr.Error("give a folder or file to import")
+        try:
+            report = import_dataset(path.strip(), store.root, layout=layout_, merge=True)
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        lines = [f"imported {report.rows} clips ({report.layout} layout)"]
+        lines += [f"- skipped: {p}" for p in report.problems[:20]]
+        return "\n".join(lines)
+
+    def on_export(path, fmt_):
+        from core.importers import export_conversations, export_seed
+        from core.prompt import build_instruction
+
+        if not (path or "").strip():
+            raise gr.Error("give a destination")
+        try:
+            if fmt_ == "seed":
+                export_seed(store.root, path.strip())
+            else:
+                export_conversations(store.root, path.strip(), build_instruction(store.schema()))
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        return f"wrote {path.strip()}"
+
+    refreshed(do_import.click(on_import, [src, layout], io_msg))
+    do_export.click(on_export, [out, fmt], io_msg)

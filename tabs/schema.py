@@ -1,0 +1,108 @@
+"""Schema tab: edit the JSON Schema that drives the form, prompt, label checks, decoding and metrics.
+
+Every keystroke re-validates; Save stores the schema (the previous one is kept by hash) and lists
+the stored labels the new schema rejects, without touching them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import pandas as pd
+
+from core import form
+from core.errors import WorkbenchError
+from core.presets import PRESETS
+from core.prompt import build_instruction
+from core.schema import parse_schema, schema_hash
+from tabs.widgets import render_fields
+
+RECHECK_COLUMNS = ["file", "field", "reason"]
+
+
+def check_text(text: str, store) -> dict:
+    """Everything the tab shows for an edited schema text; never raises."""
+    try:
+        schema = parse_schema(text or "", source="schema")
+    except WorkbenchError as exc:
+        return {"ok": False, "status": f"❌ {exc}", "schema": None, "prompt": "", "example": None,
+                "broken": pd.DataFrame(columns=RECHECK_COLUMNS)}
+    warnings = form.schema_warnings(schema)
+    broken = store.check_labels(schema) if store is not None else []
+    status = f"✅ valid JSON Schema (draft 2020-12) · hash `{schema_hash(schema)}`"
+    if warnings:
+        status += "\n\n⚠️ " + "\n\n⚠️ ".join(warnings)
+    n_rows = sum(1 for r in store.rows() if r.label) if store is not None else 0
+    status += (f"\n\n{len(broken)} problems in {n_rows} stored labels under this schema"
+               + (" (listed below; nothing was changed)" if broken else ""))
+    return {"ok": True, "status": status, "schema": schema, "prompt": build_instruction(schema),
+            "example": form.example_object(schema),
+            "broken": pd.DataFrame(broken, columns=RECHECK_COLUMNS)}
+
+
+def current_text(store) -> str:
+    try:
+        schema = store.schema()
+    except WorkbenchError:
+        return store.schema_path.read_text(encoding="utf-8", errors="replace")
+    return json.dumps(schema or PRESETS["dashcam"], indent=2, ensure_ascii=False)
+
+
+def build(ws, saved: gr.State) -> None:
+    """`saved` holds the saved schema; the Annotate tab redraws its form when it changes."""
+    store = ws.store
+    text0 = current_text(store)
+    first = check_text(text0, store)
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                preset = gr.Dropdown(choices=list(PRESETS), value="dashcam", label="Preset", scale=2)
+                load = gr.Button("Load preset", scale=1)
+                infer = gr.Button("Infer from metadata.jsonl", scale=1, elem_id="schema-infer")
+            editor = gr.Code(value=text0, language="json", label="JSON Schema (draft 2020-12)", lines=24,
+                             elem_id="schema-editor")
+            save = gr.Button("Save schema", variant="primary", elem_id="schema-save")
+            status = gr.Markdown(first["status"], elem_id="schema-status")
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(first["prompt"], label="Instruction the model will see", lines=8,
+                                interactive=False, elem_id="schema-prompt")
+            example = gr.JSON(first["example"], label="Example valid object")
+            with gr.Accordion("Form preview", open=True):
+                preview_state = gr.State(first["schema"])
+
+                @gr.render(inputs=preview_state)
+                def preview(schema):
+                    if not schema:
+                        gr.Markdown("(fix the schema to see its form)")
+                        return
+                    fields = form.form_fields(schema)
+                    render_fields(fields, form.label_to_values(fields, form.example_object(schema)))
+    broken = gr.Dataframe(first["broken"], label="Stored labels this schema rejects", interactive=False,
+                          elem_id="schema-broken")
+
+    def on_edit(text):
+        r = check_text(text, store)
+        return r["status"], r["prompt"], r["example"], r["schema"]
+
+    def on_save(text):
+        try:
+            schema = store.save_schema(text)
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        r = check_text(text, store)
+        versions = len(store.schema_versions())
+        gr.Info(f"schema saved ({versions} versions kept in .schema_history/)")
+        return r["status"], r["broken"], schema
+
+    def on_infer():
+        from core.schema_infer import infer_schema_from_file
+
+        if not store.metadata_path.is_file():
+            raise gr.Error(f"{store.metadata_path} does not exist yet")
+        return json.dumps(infer_schema_from_file(store.metadata_path), indent=2, ensure_ascii=False)
+
+    editor.change(on_edit, editor, [status, prompt, example, preview_state], trigger_mode="always_last")
+    load.click(lambda name: json.dumps(PRESETS[name], indent=2, ensure_ascii=False), preset, editor)
+    infer.click(on_infer, None, editor)
+    save.click(on_save, editor, [status, broken, saved], api_name="save_schema")
