@@ -83,8 +83,8 @@ def test_schema_tab_check_text_reports_syntax_position_and_broken_labels(tmp_pat
 
 
 def test_annotate_handlers_save_next_and_status(tmp_path):
-    from tabs.annotate import gallery_items, next_clip, open_clip, save
     from core.video import SamplingSpec
+    from tabs.annotate import gallery_items, next_clip, open_clip, save
 
     root = make_dataset(tmp_path / "d", n=4, rows=1)
     (root / "videos" / "zz_broken.mp4").write_bytes(b"junk")

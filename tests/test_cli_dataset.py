@@ -59,3 +59,24 @@ def test_prelabel_writes_drafts_for_unlabelled_clips_only(tmp_path, tiny_path):
     assert all(d["errors"] for d in store.drafts().values())
     again = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", timeout=120)
     assert again.returncode == 0 and "nothing to pre-label" in again.stdout
+
+
+def test_import_each_layout_then_export_round_trips(tmp_path):
+    from tests.import_fixtures import make_conversations, make_qevd, make_videofolder, sample_rows
+
+    rows = sample_rows(4)
+    make_conversations(tmp_path / "conv.jsonl", rows)
+    make_videofolder(tmp_path / "vf", rows)
+    make_qevd(tmp_path / "qevd", rows)
+    for src in ("conv.jsonl", "vf", "qevd"):
+        out = run_cli("import", tmp_path / src, "--output", tmp_path / f"ds_{src}")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("imported 4 clips")
+        assert len(AnnotationStore(tmp_path / f"ds_{src}").rows()) == 4
+    again = run_cli("import", tmp_path / "vf", "--output", tmp_path / "ds_vf")
+    assert again.returncode == 1 and "merge" in again.stderr
+    seed = tmp_path / "ds_conv.jsonl"
+    exported = run_cli("export-dataset", "--dataset", seed, "--output", tmp_path / "out" / "ds", "--format", "seed")
+    assert exported.returncode == 0, exported.stderr
+    back = {r.video: r.label for r in AnnotationStore(tmp_path / "out" / "ds").rows()}
+    assert back == {r.video: r.label for r in AnnotationStore(seed).rows()}

@@ -1,0 +1,675 @@
+"""Importing other dataset layouts into the seed layout, and exporting seed datasets back out.
+
+The seed layout is what the rest of the workbench reads (see core.dataset): `videos/` +
+`metadata.jsonl` (one object per line: `video`, optional `split`, label fields) + optional
+`schema.json`. `detect_layout` names the layouts accepted here:
+
+- "seed": a folder whose metadata.jsonl rows use `video`. Importing one copies it (to clean or merge).
+- "videofolder": Hugging Face VideoFolder. Rows use `file_name`, relative to the metadata file's
+  folder; either one metadata.jsonl at the top (`"file_name": "train/a.mp4"`) or one per split folder
+  (`train/metadata.jsonl`). A row's own `split` wins; otherwise a top folder named train,
+  validation/val/valid/dev or test sets it.
+- "conversation": a .json list or a .jsonl file of InternVL/LLaVA records
+  `{"video": "a.mp4", "conversations": [{"from": "human", "value": "<video>\\n..."},
+  {"from": "gpt", "value": "..."}]}`, or the messages form `{"videos": ["a.mp4"], "messages":
+  [{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]}` (content may be a
+  string or a list of `{"type": "text", "text": ...}` parts). A folder holding exactly one such file
+  counts too. Video paths are relative to `video_root` (default: the file's folder); an optional
+  `split` and `id` on the record are kept. The label comes from the first answer turn: if the
+  answer starts with `{` or a code fence and `extract_json` finds an object there, its fields are
+  the label; any other answer becomes `{"answer": text}`. The human prompt is never a label; the
+  most common one comes back as `ImportReport.instruction`. Records with several answers keep the
+  first and say so; records with several videos are refused.
+- "qevd": a folder with manifest.json + ground_truth.json, shaped as QEVD-FIT preparation scripts
+  leave them, and a few variants:
+  manifest.json is {video path: exercise name (or an info object)}, {clip id: video path}, a list of
+  paths, or a list of objects with a path (`video_path`/`video`/`path`/`file_name`/`file`) and an
+  optional id (`id`/`clip_id`/`video_id`). Paths are relative to the folder (a leading component
+  equal to the folder's own name is dropped when that is what makes the file exist).
+  ground_truth.json is a list of objects naming their clip by id or path (same keys), or
+  {clip id or path: label}. A record's other fields are the label (`labels`, `labels_descriptive`,
+  `feedback`, ...); a bare list becomes `{"labels": [...]}`, anything else bare `{"label": ...}`.
+  The manifest's exercise name becomes `exercise` unless the record has one. Records find their
+  clip by id, then path, then file name; one that names an existing file but is not in the
+  manifest still imports. Refused outright: either file not JSON, or not a list/object at the top.
+  Manifest clips without ground truth are not imported; one problem line counts them.
+
+Per-row problems (malformed line with its line number, missing video, a path leaving the source root
+by `..`, absolute path or symlink, a record without an answer, a duplicate video, an unknown split)
+are reported as "FILE:LINE_OR_ID: reason" and that row is skipped (an unknown split only loses the
+split); the rest still imports. Videos are hard-linked when possible, else copied, under
+dest/videos/ keeping their sub-path (a leading `videos/` is not doubled). metadata.jsonl is written
+last and atomically, so a failed import never leaves rows pointing at missing files.
+
+Exports: `export_seed` copies a seed dataset (optionally filtered); `export_conversations` writes
+conversation JSONL whose answers are the `canonical_answer` text a model trains on.
+
+Not here: schema inference (core.schema_infer), checking labels against a schema (core.schema),
+making splits, decoding videos (they are copied as bytes, never opened).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from core.config import atomic_write_text
+from core.dataset import METADATA, RESERVED_KEYS, SCHEMA, load_dataset, safe_video_path
+from core.errors import DatasetError
+from core.schema import ANSWER_SEPARATORS, canonical_answer, extract_json
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("seed", "videofolder", "conversation", "qevd")
+ANSWER_KEY = "answer"  # label field that holds a non-JSON conversation answer
+MANIFEST, GROUND_TRUTH = "manifest.json", "ground_truth.json"
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}
+VIDEO_TOKEN = "<video>"
+_PATH_KEYS = ("video_path", "video", "path", "file_name", "file")
+_ID_KEYS = ("id", "clip_id", "video_id")
+_VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+_USER_ROLES = {"human", "user"}
+_ASSISTANT_ROLES = {"gpt", "assistant", "model", "bot"}
+_DETECT_LINES = 20  # a few bad first lines must not hide the layout of an otherwise good file
+
+
+@dataclass
+class ImportReport:
+    rows: int  # rows written to the destination by this call
+    problems: list[str]  # "FILE:LINE_OR_ID: reason", one per skipped or altered row
+    layout: str
+    dest: Path
+    instruction: str | None = None  # most common human prompt of a conversation file, <video> removed
+
+
+@dataclass
+class _Row:
+    where: str  # "FILE:LINE_OR_ID", the prefix of every problem about this row
+    rel: object  # video path as written in the source; checked later, so any JSON value
+    fields: dict  # split, id and label fields as they will be written
+
+
+@dataclass
+class _Source:
+    root: Path  # row paths are relative to this
+    rows: list[_Row]
+    problems: list[str] = field(default_factory=list)
+    schema: Path | None = None
+    instruction: str | None = None
+
+
+@dataclass
+class _Planned:
+    where: str
+    source: Path  # resolved video file
+    rel: str  # path under the destination
+    fields: dict
+
+
+# ---------------------------------------------------------------- detection
+
+
+def detect_layout(src) -> str:
+    src = Path(src)
+    if src.is_file():
+        if src.name == METADATA:
+            return detect_layout(src.parent)
+        if _is_conversation_file(src):
+            return "conversation"
+        raise DatasetError(f"{src}: not a conversation file (expected a JSON list or JSONL of records "
+                           "with `conversations` or `messages`)")
+    if not src.is_dir():
+        raise DatasetError(f"{src}: no such file or folder")
+    if (src / METADATA).is_file():
+        return _metadata_layout(src / METADATA)
+    if (src / MANIFEST).is_file() and (src / GROUND_TRUTH).is_file():
+        return "qevd"
+    if _split_metadata_files(src):
+        return "videofolder"
+    _conversation_file(src)  # raises when there is not exactly one
+    return "conversation"
+
+
+def _metadata_layout(meta: Path) -> str:
+    for _, obj in _jsonl_objects(meta, meta.name, [], limit=_DETECT_LINES):
+        if "video" in obj:
+            return "seed"
+        if "file_name" in obj:
+            return "videofolder"
+    raise DatasetError(f"{meta}: no row with `video` (seed layout) or `file_name` (VideoFolder) "
+                       f"in the first {_DETECT_LINES} lines")
+
+
+def _split_metadata_files(folder: Path) -> list[Path]:
+    return sorted(d / METADATA for d in folder.iterdir()
+                  if d.is_dir() and d.name.lower() in SPLIT_ALIASES and (d / METADATA).is_file())
+
+
+def _is_conversation_file(path: Path) -> bool:
+    if path.suffix.lower() == ".jsonl":
+        first = next(_jsonl_objects(path, path.name, [], limit=_DETECT_LINES), None)
+        record = first[1] if first else None
+    elif path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+        except (OSError, json.JSONDecodeError):
+            return False
+        record = data[0] if isinstance(data, list) and data else None
+    else:
+        return False
+    return isinstance(record, dict) and any(isinstance(record.get(k), list) for k in ("conversations", "messages"))
+
+
+def _conversation_file(src: Path) -> Path:
+    if src.is_file():
+        return src
+    skip = {METADATA, SCHEMA, MANIFEST, GROUND_TRUTH}
+    found = [p for p in sorted(src.iterdir())
+             if p.is_file() and p.name not in skip and _is_conversation_file(p)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise DatasetError(f"{src}: several conversation files ({', '.join(p.name for p in found)}); "
+                           "import one file at a time")
+    raise DatasetError(f"{src}: unknown layout; expected {METADATA} (seed or VideoFolder), {MANIFEST} + "
+                       f"{GROUND_TRUTH} (QEVD), or one conversation .json/.jsonl file")
+
+
+# ---------------------------------------------------------------- reading JSON
+
+
+def _jsonl_objects(path: Path, label: str, problems: list[str], limit: int | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each JSON-object line; bad lines become problems and are skipped."""
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if limit is not None and line_no > limit:
+                return
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{label}:{line_no}: malformed JSON at column {exc.colno}: {exc.msg}")
+                continue
+            if not isinstance(obj, dict):
+                problems.append(f"{label}:{line_no}: not a JSON object")
+                continue
+            yield line_no, obj
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else exc
+        raise DatasetError(f"{path}: invalid JSON at {where}") from exc
+
+
+def _schema_in(folder: Path) -> Path | None:
+    return folder / SCHEMA if (folder / SCHEMA).is_file() else None
+
+
+def _without(obj: dict, keys) -> dict:
+    return {k: v for k, v in obj.items() if k not in keys}
+
+
+def _first(obj: dict, keys):
+    return next((obj[k] for k in keys if obj.get(k) is not None), None)
+
+
+# ---------------------------------------------------------------- seed and VideoFolder
+
+
+def _read_seed(src: Path, video_root: Path | None) -> _Source:
+    folder = src.parent if src.is_file() else src
+    source = _Source(video_root or folder, [], schema=_schema_in(folder))
+    for line_no, obj in _jsonl_objects(folder / METADATA, METADATA, source.problems):
+        rel = obj.get("video", obj.get("file_name"))
+        source.rows.append(_Row(f"{METADATA}:{line_no}", rel, _without(obj, ("video", "file_name"))))
+    return source
+
+
+def _read_videofolder(src: Path, video_root: Path | None) -> _Source:
+    folder = src.parent if src.is_file() else src
+    source = _Source(video_root or folder, [], schema=_schema_in(folder))
+    metas = [folder / METADATA] if (folder / METADATA).is_file() else _split_metadata_files(folder)
+    for meta in metas:
+        label = meta.relative_to(folder).as_posix()
+        base = meta.parent.relative_to(folder)
+        for line_no, obj in _jsonl_objects(meta, label, source.problems):
+            name = obj.get("file_name")
+            rel = (base / name).as_posix() if isinstance(name, str) and name.strip() else name
+            fields = _without(obj, ("file_name", "video"))
+            split = _split_from_path(rel)
+            if "split" not in fields and split:
+                fields = {"split": split, **fields}
+            source.rows.append(_Row(f"{label}:{line_no}", rel, fields))
+    return source
+
+
+def _split_from_path(rel) -> str | None:
+    parts = PurePosixPath(rel).parts if isinstance(rel, str) else ()
+    return SPLIT_ALIASES.get(parts[0].lower()) if len(parts) > 1 else None
+
+
+# ---------------------------------------------------------------- conversations
+
+
+def _read_conversation(src: Path, video_root: Path | None) -> _Source:
+    path = _conversation_file(src)
+    source = _Source(video_root or path.parent, [], schema=_schema_in(path.parent))
+    prompts: Counter = Counter()
+    for where, record in _conversation_records(path, source.problems):
+        row = _conversation_row(where, record, source.problems, prompts)
+        if row is not None:
+            source.rows.append(row)
+    source.instruction = prompts.most_common(1)[0][0] if prompts else None
+    return source
+
+
+def _conversation_records(path: Path, problems: list[str]) -> Iterator[tuple[str, dict]]:
+    if path.suffix.lower() == ".jsonl":
+        for line_no, obj in _jsonl_objects(path, path.name, problems):
+            yield f"{path.name}:{line_no}", obj
+        return
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a JSON list of conversation records")
+    for index, obj in enumerate(data, 1):  # "#N": a record index, since a .json list has no useful line
+        if isinstance(obj, dict):
+            yield f"{path.name}:#{index}", obj
+        else:
+            problems.append(f"{path.name}:#{index}: not a JSON object")
+
+
+def _conversation_row(where: str, record: dict, problems: list[str], prompts: Counter) -> _Row | None:
+    try:
+        rel = _record_video(record)
+        turns = _turns(record)
+    except DatasetError as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+    answers = [text for role, text in turns if role == "assistant"]
+    if not answers:
+        problems.append(f"{where}: no answer turn (from gpt / role assistant); skipped")
+        return None
+    if len(answers) > 1:
+        problems.append(f"{where}: {len(answers)} answer turns; only the first is imported")
+    prompt = next((text for role, text in turns if role == "user"), "")
+    if prompt.strip():
+        prompts[prompt.replace(VIDEO_TOKEN, "").strip()] += 1
+    label = _answer_label(answers[0])
+    clashing = [k for k in label if k in RESERVED_KEYS]
+    if clashing:
+        problems.append(f"{where}: answer field(s) {', '.join(clashing)} are reserved; dropped")
+    kept = {k: record[k] for k in ("split", "id") if k in record}
+    return _Row(where, rel, {**kept, **_without(label, RESERVED_KEYS)})
+
+
+def _record_video(record: dict) -> str:
+    video = record.get("video", record.get("videos"))
+    if isinstance(video, list):
+        if len(video) != 1:
+            raise DatasetError(f"{len(video)} videos in one record; only single-video records are supported")
+        video = video[0]
+    if not isinstance(video, str) or not video.strip():
+        raise DatasetError("no video path (`video` or `videos`)")
+    return video
+
+
+def _turns(record: dict) -> list[tuple[str, str]]:
+    items = record.get("conversations", record.get("messages"))
+    if not isinstance(items, list):
+        raise DatasetError("no `conversations` or `messages` list")
+    turns = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        role = str(item.get("from", item.get("role", ""))).lower()
+        kind = "user" if role in _USER_ROLES else "assistant" if role in _ASSISTANT_ROLES else None
+        if kind:  # system turns and tool calls carry no label
+            turns.append((kind, _text(item.get("value", item.get("content")))))
+    return turns
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p if isinstance(p, str) else str(p.get("text", "")) for p in content
+                       if isinstance(p, str) or (isinstance(p, dict) and p.get("type", "text") == "text"))
+    return ""
+
+
+def _answer_label(text: str) -> dict:
+    """JSON-object answers become their fields; prose stays prose (a `{` inside a sentence is not JSON)."""
+    stripped = text.strip()
+    if stripped.startswith(("{", "```")):
+        obj, _ = extract_json(stripped)
+        if obj is not None:
+            return obj
+    return {ANSWER_KEY: stripped}
+
+
+# ---------------------------------------------------------------- QEVD
+
+
+@dataclass
+class _Clip:
+    id: str | None
+    path: str
+    fields: dict  # exercise / split taken from the manifest
+
+
+def _read_qevd(src: Path, video_root: Path | None) -> _Source:
+    root = video_root or src
+    source = _Source(root, [], schema=_schema_in(src))
+    clips = _manifest_clips(_read_json(src / MANIFEST), source.problems)
+    index = _ClipIndex(clips)
+    for where, keys, label in _truth_records(_read_json(src / GROUND_TRUTH), source.problems):
+        clip = index.find(keys) or _unlisted_clip(root, keys)
+        if clip is None:
+            source.problems.append(f"{where}: not in {MANIFEST} and no such video file; skipped")
+            continue
+        fields = {**({"id": clip.id} if clip.id else {}), **clip.fields, **label}
+        source.rows.append(_Row(where, _qevd_rel(root, clip.path), fields))
+    unused = [c.id or c.path for c in clips if id(c) not in index.used]
+    if unused:
+        source.problems.append(f"{MANIFEST}: {len(unused)} clip(s) have no ground truth and were not imported "
+                               f"(first: {', '.join(map(str, unused[:3]))})")
+    return source
+
+
+def _manifest_clips(data, problems: list[str]) -> list[_Clip]:
+    if isinstance(data, dict):
+        return [_manifest_pair(str(k), v) for k, v in data.items()]
+    if not isinstance(data, list):
+        raise DatasetError(f"{MANIFEST}: expected a JSON object or list at the top")
+    clips = []
+    for index, item in enumerate(data, 1):
+        if isinstance(item, str):
+            clips.append(_Clip(None, item, {}))
+        elif isinstance(item, dict) and isinstance(_first(item, _PATH_KEYS), str):
+            clip_id = _first(item, _ID_KEYS)
+            clips.append(_Clip(None if clip_id is None else str(clip_id), _first(item, _PATH_KEYS),
+                               _pick(item, ("split", "exercise"))))
+        else:
+            problems.append(f"{MANIFEST}:#{index}: neither a path nor an object with a video path; skipped")
+    return clips
+
+
+def _manifest_pair(key: str, value) -> _Clip:
+    if isinstance(value, str) and PurePosixPath(value).suffix.lower() in _VIDEO_SUFFIXES:
+        return _Clip(key, value, {})  # {clip id: path}
+    if isinstance(value, str):
+        return _Clip(None, key, {"exercise": value})  # {path: exercise name}, as QEVD scripts write it
+    if isinstance(value, dict) and isinstance(_first(value, _PATH_KEYS), str):
+        return _Clip(key, _first(value, _PATH_KEYS), _pick(value, ("split", "exercise")))
+    return _Clip(None, key, _pick(value, ("split", "exercise")) if isinstance(value, dict) else {})
+
+
+def _pick(obj: dict, keys) -> dict:
+    return {k: obj[k] for k in keys if k in obj}
+
+
+def _truth_records(data, problems: list[str]) -> Iterator[tuple[str, list[str], dict]]:
+    """(where, keys naming the clip, label) for each ground-truth record."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield f"{GROUND_TRUTH}:{key}", [str(key)], _bare_label(value)
+        return
+    if not isinstance(data, list):
+        raise DatasetError(f"{GROUND_TRUTH}: expected a JSON object or list at the top")
+    for index, record in enumerate(data, 1):
+        keys = [str(v) for v in (_first(record, _ID_KEYS), _first(record, _PATH_KEYS))
+                if v is not None] if isinstance(record, dict) else []
+        if not keys:
+            problems.append(f"{GROUND_TRUTH}:#{index}: record names no clip (id or video path); skipped")
+            continue
+        record_id = _first(record, _ID_KEYS)
+        label = _without(record, _PATH_KEYS + _ID_KEYS)
+        yield f"{GROUND_TRUTH}:{keys[0]}", keys, ({"id": record_id, **label} if record_id is not None else label)
+
+
+def _bare_label(value) -> dict:
+    if isinstance(value, dict):
+        return _without(value, _PATH_KEYS + _ID_KEYS)
+    return {"labels": value} if isinstance(value, list) else {"label": value}
+
+
+def _norm(path: str) -> str:
+    return PurePosixPath(path.replace("\\", "/")).as_posix().removeprefix("./")
+
+
+class _ClipIndex:
+    """Finds a manifest clip by id, then exact path, then file name (QEVD records often hold `./name.mp4`)."""
+
+    def __init__(self, clips: list[_Clip]):
+        self.by_id = {c.id: c for c in clips if c.id is not None}
+        self.by_path = {_norm(c.path): c for c in clips}
+        self.by_name: dict[str, list[_Clip]] = {}
+        for c in clips:
+            self.by_name.setdefault(PurePosixPath(_norm(c.path)).name, []).append(c)
+        self.used: set[int] = set()
+
+    def find(self, keys: list[str]) -> _Clip | None:
+        for key in keys:
+            named = self.by_name.get(PurePosixPath(_norm(key)).name, [])
+            clip = self.by_id.get(key) or self.by_path.get(_norm(key)) or (named[0] if len(named) == 1 else None)
+            if clip is not None:
+                self.used.add(id(clip))
+                return clip
+        return None
+
+
+def _unlisted_clip(root: Path, keys: list[str]) -> _Clip | None:
+    for key in keys:
+        if PurePosixPath(key).suffix.lower() in _VIDEO_SUFFIXES and (root / _qevd_rel(root, key)).exists():
+            return _Clip(None, key, {})
+    return None
+
+
+def _qevd_rel(root: Path, path: str) -> str:
+    rel = _norm(path)
+    parts = PurePosixPath(rel).parts
+    # Scripts often write paths from the folder's parent ("dataset/squats/a.mp4" inside dataset/).
+    if len(parts) > 1 and parts[0] == root.name and not (root / rel).exists():
+        return PurePosixPath(*parts[1:]).as_posix()
+    return rel
+
+
+# ---------------------------------------------------------------- planning and writing
+
+
+def _plan(source: _Source, dest: Path, copy_videos: bool) -> list[_Planned]:
+    """Check every row's video and choose its destination path; nothing is written yet."""
+    first_seen: dict[Path, str] = {}
+    planned = []
+    for row in source.rows:
+        try:
+            video = _checked_video(source.root, row.rel)
+            rel = _dest_rel(source.root, video, dest, copy_videos)
+        except DatasetError as exc:
+            source.problems.append(f"{row.where}: {exc}")
+            continue
+        if video in first_seen:
+            source.problems.append(f"{row.where}: duplicate of the video of {first_seen[video]}; skipped")
+            continue
+        first_seen[video] = row.where
+        planned.append(_Planned(row.where, video, rel, _normalised_split(row, source.problems)))
+    return planned
+
+
+def _checked_video(root: Path, rel) -> Path:
+    if not isinstance(rel, str) or not rel.strip():
+        raise DatasetError("no video path")
+    video = safe_video_path(root, rel)
+    if not video.is_file():
+        raise DatasetError(f"{rel}: video file not found")
+    return video
+
+
+def _dest_rel(root: Path, video: Path, dest: Path, copy_videos: bool) -> str:
+    if not copy_videos:
+        try:
+            return video.relative_to(dest.resolve()).as_posix()
+        except ValueError:
+            raise DatasetError(f"{video} is outside {dest}; import with copy_videos=True") from None
+    parts = video.relative_to(root.resolve()).parts
+    if len(parts) > 1 and parts[0] == "videos":
+        parts = parts[1:]
+    return PurePosixPath("videos", *parts).as_posix()
+
+
+def _normalised_split(row: _Row, problems: list[str]) -> dict:
+    fields = dict(row.fields)
+    split = fields.pop("split", None)
+    if split is None:
+        return fields
+    norm = SPLIT_ALIASES.get(split.lower()) if isinstance(split, str) else None
+    if norm is None:
+        problems.append(f"{row.where}: unknown split {split!r}; imported without a split")
+        return fields
+    return {"split": norm, **fields}
+
+
+def _existing(meta: Path, merge: bool) -> tuple[str, set[str]]:
+    """Text of the destination's metadata (kept verbatim on merge) and the videos it already lists."""
+    if not meta.exists():
+        return "", set()
+    if not merge:
+        raise DatasetError(f"{meta} already exists; choose an empty folder or merge into it")
+    text = meta.read_text(encoding="utf-8", errors="replace")
+    present = {_norm(obj.get("video", obj.get("file_name")))
+               for _, obj in _jsonl_objects(meta, METADATA, [])
+               if isinstance(obj.get("video", obj.get("file_name")), str)}
+    return (text if not text or text.endswith("\n") else text + "\n"), present
+
+
+def _place(video: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        if os.path.samefile(video, target):
+            return
+        target.unlink()
+    try:
+        os.link(video, target)  # free and instant on one filesystem; videos are never edited in place
+    except OSError:
+        shutil.copy2(video, target)
+
+
+def _write(dest: Path, planned: list[_Planned], copy_videos: bool, merge: bool, problems: list[str]) -> int:
+    meta = dest / METADATA
+    text, present = _existing(meta, merge)
+    lines: list[str] = []
+    taken: dict[str, str] = {}
+    for item in planned:
+        if item.rel in present:
+            problems.append(f"{item.where}: {item.rel} is already in {meta}; skipped")
+            continue
+        if item.rel in taken:
+            problems.append(f"{item.where}: {item.rel} clashes with the video of {taken[item.rel]}; skipped")
+            continue
+        if copy_videos:
+            try:
+                _place(item.source, dest / item.rel)
+            except OSError as exc:
+                problems.append(f"{item.where}: cannot copy {item.source} ({exc.strerror or exc}); skipped")
+                continue
+        taken[item.rel] = item.where
+        lines.append(json.dumps({"video": item.rel, **item.fields}, ensure_ascii=False) + "\n")
+    atomic_write_text(meta, text + "".join(lines))
+    return len(lines)
+
+
+def _copy_schema(schema: Path | None, dest: Path) -> None:
+    if schema is not None and not (dest / SCHEMA).exists():  # never overwrite the schema being merged into
+        atomic_write_text(dest / SCHEMA, schema.read_text(encoding="utf-8"))
+
+
+_READERS: dict[str, Callable[[Path, Path | None], _Source]] = {
+    "seed": _read_seed,
+    "videofolder": _read_videofolder,
+    "conversation": _read_conversation,
+    "qevd": _read_qevd,
+}
+
+
+def _run(source: _Source, dest: Path, layout: str, copy_videos: bool, merge: bool) -> ImportReport:
+    planned = _plan(source, dest, copy_videos)
+    rows = _write(dest, planned, copy_videos, merge, source.problems)
+    _copy_schema(source.schema, dest)
+    for problem in source.problems:
+        log.warning("import %s: %s", dest, problem)
+    return ImportReport(rows, source.problems, layout, dest, source.instruction)
+
+
+# ---------------------------------------------------------------- public entry points
+
+
+def import_dataset(src, dest, layout: str = "auto", copy_videos: bool = True, video_root=None,
+                   merge: bool = False) -> ImportReport:
+    """Write the dataset at `src` into `dest` in the seed layout.
+
+    `copy_videos=False` writes only metadata and requires every video to already lie under `dest`.
+    `video_root` overrides the folder that video paths are relative to. `merge=True` appends to an
+    existing metadata.jsonl the rows whose video it does not list yet.
+    """
+    src, dest = Path(src), Path(dest)
+    if not src.exists():
+        raise DatasetError(f"{src}: no such file or folder")
+    layout = detect_layout(src) if layout == "auto" else layout
+    if layout not in _READERS:
+        raise DatasetError(f"unknown layout {layout!r}; use auto or one of {', '.join(LAYOUTS)}")
+    source = _READERS[layout](src, Path(video_root) if video_root else None)
+    return _run(source, dest, layout, copy_videos, merge)
+
+
+def export_seed(dataset_dir, dest, keep: Callable[[dict], bool] | None = None) -> ImportReport:
+    """Copy a seed dataset to `dest`; `keep(row)` (row: `video`, `split` and label fields) filters rows."""
+    source = _read_seed(Path(dataset_dir), None)
+    if keep is not None:
+        source.rows = [r for r in source.rows if keep({"video": r.rel, **r.fields})]
+    return _run(source, Path(dest), "seed", copy_videos=True, merge=False)
+
+
+def export_conversations(dataset_dir, out_path, instruction: str) -> ImportReport:
+    """Write one conversation record per sample to `out_path` (JSONL).
+
+    Video paths stay relative to `dataset_dir`: import the file back with `video_root=dataset_dir`
+    unless it sits in that folder.
+    """
+    dataset = load_dataset(dataset_dir)
+    prompt = f"{VIDEO_TOKEN}\n{instruction}"
+    lines = []
+    for sample in dataset.samples:
+        record: dict = {"video": sample.rel}
+        if sample.split:
+            record["split"] = sample.split
+        record["conversations"] = [{"from": "human", "value": prompt},
+                                   {"from": "gpt", "value": _answer_text(dataset.schema, sample.label)}]
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    atomic_write_text(out_path, "".join(lines))
+    return ImportReport(len(lines), list(dataset.problems), "conversation", Path(out_path), instruction)
+
+
+def _answer_text(schema: dict | None, label: dict) -> str:
+    if schema is not None:
+        return canonical_answer(schema, label)  # the exact text a model trains on
+    text = label.get(ANSWER_KEY)
+    # A plain-text answer goes out as text only when importing it gives this label back.
+    if len(label) == 1 and isinstance(text, str) and _answer_label(text) == label:
+        return text
+    return json.dumps(label, ensure_ascii=False, separators=ANSWER_SEPARATORS)
