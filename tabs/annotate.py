@@ -109,7 +109,7 @@ def build(ws, schema_state: gr.State) -> None:
         with gr.Column(scale=3):
             title = gr.Markdown("Pick a clip in the gallery.", elem_id="annotate-title")
             video = gr.Video(label="Clip", interactive=False, height=260)
-            frames = gr.Gallery(label="Frames the model sees", columns=8, height=110, allow_preview=False,
+            frames = gr.Gallery(label="Frames the model sees", columns=4, height=220, allow_preview=False,
                                 elem_id="annotate-frames")
         with gr.Column(scale=3):
             split = gr.Radio([NO_SPLIT, "train", "val", "test"], value=NO_SPLIT, label="Split")
