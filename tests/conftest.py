@@ -31,3 +31,18 @@ def tiny(tiny_path):
     from core.models import load_model, resolve_model
 
     return load_model(resolve_model("tiny:default"))
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory):
+    """A LoRA run of the embedded default, trained for a few steps through the CLI: a real adapter
+    (not a good one) for tests about loading, switching, merging and exporting fine-tuned models."""
+    import subprocess
+    import sys
+
+    run = tmp_path_factory.mktemp("runs") / "short"
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "train", "--dataset", str(SAMPLES), "--output",
+                          str(run), "--max-steps", "30", "--save-steps", "1000"],
+                         capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run
