@@ -2,7 +2,8 @@
 
 `Predictor` holds a loaded model, its processor, family and spec; `predict` samples frames with the
 spec's sampler (the frame cache makes this cheap), builds the same prompt training used, and
-decodes in batches with left padding. It does not parse or score answers (core.evaluation does),
+decodes in batches with left padding, optionally masked to the spec's schema (`constrained=True`,
+see core.constrained). It does not parse or score answers (core.evaluation does),
 and does not manage several resident models (the model manager does).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 
 from core.config import PreprocessSpec, TrainConfig
+from core.constrained import schema_logits_processor
 from core.errors import VideoError
 from core.features import collate, encode_example
 from core.models import ModelSource, load_model, pick_device, pick_dtype, resolve_model
@@ -69,19 +71,27 @@ class Predictor:
         return encode_example(self.processor, self.spec.instruction, frames, self.spec.frames_as)
 
     @torch.no_grad()
-    def generate(self, frames_list: list[SampledFrames], max_new_tokens: int = 160) -> list[tuple[str, int]]:
-        """Greedy outputs (text, new token count) for a batch of already-sampled clips."""
+    def generate(self, frames_list: list[SampledFrames], max_new_tokens: int = 160,
+                 constrained: bool = False) -> list[tuple[str, int]]:
+        """Greedy outputs (text, new token count) for a batch of already-sampled clips.
+
+        `constrained` masks decoding to the spec's schema, so every answer is complete JSON in it."""
         tok = self.processor.tokenizer
         batch = collate([self.encode(f) for f in frames_list], tok.pad_token_id, padding_side="left")
         batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        extra = {}
+        if constrained:
+            extra["logits_processor"] = [schema_logits_processor(
+                self.model, tok, self.spec.schema, eos_token_id=tok.eos_token_id, max_new_tokens=max_new_tokens)]
         out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **extra)
         new = out[:, batch["input_ids"].shape[1]:]
         texts = tok.batch_decode(new, skip_special_tokens=True)
         counts = [int((row != tok.pad_token_id).sum()) for row in new]
         return list(zip(texts, counts))
 
-    def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None) -> list[Prediction]:
+    def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,
+                constrained: bool = False) -> list[Prediction]:
         """One Prediction per video, in order; a clip that fails to decode becomes an error row."""
         results: list[Prediction | None] = [None] * len(videos)
         pending: list[tuple[int, SampledFrames]] = []
@@ -91,7 +101,7 @@ class Predictor:
             if not pending:
                 return
             t0 = time.time()
-            outs = self.generate([f for _, f in pending], max_new_tokens)
+            outs = self.generate([f for _, f in pending], max_new_tokens, constrained=constrained)
             dt = (time.time() - t0) / len(pending)
             for (i, _), (text, n) in zip(pending, outs):
                 results[i] = Prediction(video=str(videos[i]), text=text, seconds=dt, new_tokens=n)
