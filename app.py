@@ -16,7 +16,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from core.workspace import Workspace  # noqa: E402
-from tabs import annotate, inference, schema, train  # noqa: E402
+from tabs import annotate, compare, export, inference, schema, train  # noqa: E402
 
 
 def build_app(ws: Workspace) -> gr.Blocks:
@@ -30,6 +30,10 @@ def build_app(ws: Workspace) -> gr.Blocks:
                 schema.build(ws, saved_schema)
             with gr.Tab("Train", id="train"):
                 train.build(ws)
+            with gr.Tab("Compare", id="compare"):
+                compare.build(ws)
+            with gr.Tab("Export", id="export"):
+                export.build(ws)
             with gr.Tab("Inference", id="inference"):
                 inference.build(ws)
     return demo

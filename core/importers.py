@@ -665,6 +665,33 @@ def export_conversations(dataset_dir, out_path, instruction: str) -> ImportRepor
     return ImportReport(len(lines), list(dataset.problems), "conversation", Path(out_path), instruction)
 
 
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def export_videofolder(dataset_dir, dest) -> ImportReport:
+    """Hugging Face VideoFolder layout: `dest/<train|validation|test>/` with the clips and a
+    `metadata.jsonl` whose `file_name` is relative to that folder (`datasets.load_dataset("videofolder")`
+    reads it). Clips without a split go to train, and are reported."""
+    dataset = load_dataset(dataset_dir)
+    dest = Path(dest)
+    problems = list(dataset.problems)
+    per_split: dict[str, list[str]] = {}
+    for sample in dataset.samples:
+        split = HF_SPLITS.get(sample.split or "train")
+        if sample.split is None:
+            problems.append(f"{sample.rel}: no split; exported under train/")
+        rel = Path(sample.rel)
+        name = rel.relative_to("videos") if rel.parts[0] == "videos" else rel
+        _place(sample.video, dest / split / name)
+        per_split.setdefault(split, []).append(json.dumps({"file_name": name.as_posix(), **sample.label},
+                                                          ensure_ascii=False) + "\n")
+    for split, lines in per_split.items():
+        atomic_write_text(dest / split / METADATA, "".join(lines))
+    if dataset.schema is not None:
+        atomic_write_text(dest / SCHEMA, json.dumps(dataset.schema, indent=2, ensure_ascii=False) + "\n")
+    return ImportReport(len(dataset.samples), problems, "videofolder", dest)
+
+
 def _answer_text(schema: dict | None, label: dict) -> str:
     if schema is not None:
         return canonical_answer(schema, label)  # the exact text a model trains on

@@ -320,3 +320,19 @@ def test_infer_schema_from_file_skips_malformed_lines(tmp_path):
     assert schema["properties"] == {"kind": {"type": "string", "enum": ["x"]}}
     with pytest.raises(DatasetError, match="cannot read"):
         infer_schema_from_file(tmp_path / "missing.jsonl")
+
+
+def test_export_videofolder_round_trips_through_the_videofolder_importer(tmp_path):
+    from core.importers import export_videofolder
+
+    rows = sample_rows(6)
+    make_seed(tmp_path / "seed", rows)
+    report = export_videofolder(tmp_path / "seed", tmp_path / "hf")
+    assert report.rows == 6 and not report.problems
+    splits = {r["split"] for r in rows}
+    assert {p.name for p in (tmp_path / "hf").iterdir() if p.is_dir()} == {
+        {"train": "train", "val": "validation", "test": "test"}[s] for s in splits}
+    back = import_dataset(tmp_path / "hf", tmp_path / "again")
+    assert back.rows == 6 and back.layout == "videofolder"
+    got = {Path(s.rel).name: (s.split, s.label) for s in load_dataset(tmp_path / "again").samples}
+    assert got == {name(r): (r["split"], label_of(r)) for r in rows}

@@ -1,0 +1,122 @@
+"""Compare tab: base and fine-tuned side by side on the same frames, prompt and greedy decoding."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from core.errors import WorkbenchError
+
+RUNS_BASE = "(the run's own base)"
+SCHEMA_PROMPT = "the run's schema prompt"
+FREE_PROMPT = "free-form prompt"
+EXAMPLE_PROMPT = "Analyze the dashcam footage for unsafe driver behavior."
+
+
+def side_markdown(side: dict | None) -> str:
+    if side is None:
+        return "_waiting…_"
+    if side["schema_valid"]:
+        badge = "✅ schema-valid"
+    else:
+        badge = "❌ not schema-valid: " + (side["parse_error"] or "; ".join(side["schema_errors"][:3]))
+    text = f"**{badge}** · {side['new_tokens']} tokens in {side['seconds']:.2f}s ({side['tokens_per_s']} tok/s)"
+    agree = side.get("agreement")
+    if agree:
+        marks = ", ".join(f"{k} {'✓' if v == 1 else ('✗' if v == 0 else f'{v:.2f}')}" for k, v in agree.items())
+        text += f"\n\nAgreement with the label: {marks}"
+    return text
+
+
+def clip_choices(ws) -> list[tuple[str, str]]:
+    return [(f"{c.rel} [{c.split or '-'}]", c.rel) for c in ws.store.clips(check_video=False)]
+
+
+def run_compare(ws, rel, upload, run, base, mode, prompt, constrained):
+    """Generator for the tab: yields the frames and instruction, then each side as soon as it is done.
+
+    The model work runs in a worker thread that holds the model manager's lock from start to end
+    (a generator may resume on another thread, and a lock must be released where it was taken)."""
+    import queue
+    import threading
+
+    from core.compare import compare_clip
+
+    if not run:
+        raise gr.Error("pick a fine-tuned run (train one in the Train tab)")
+    if upload:
+        video, label = upload, None
+    elif rel:
+        clip = ws.store.clip(rel)
+        video, label = clip.path, (clip.label or None)
+    else:
+        raise gr.Error("pick a clip or upload one")
+    free = mode == FREE_PROMPT
+    events: queue.Queue = queue.Queue()
+
+    def work():
+        try:
+            result = compare_clip(ws.models, video, run, None if base in (None, "", RUNS_BASE) else base,
+                                  label=label, prompt=(prompt or EXAMPLE_PROMPT) if free else None,
+                                  constrained=bool(constrained) and not free,
+                                  on_frames=lambda fr, instr: events.put(("frames", (fr, instr))),
+                                  on_side=lambda name, side: events.put(("side", (name, side))))
+            events.put(("done", result))
+        except Exception as exc:  # handed to the UI thread, which raises it there
+            events.put(("error", exc))
+
+    threading.Thread(target=work, daemon=True).start()
+    view = [None, "", side_markdown(None), "", None, side_markdown(None), "", None]
+    while True:
+        kind, payload = events.get()
+        if kind == "error":
+            if isinstance(payload, WorkbenchError):
+                raise gr.Error(str(payload)) from payload
+            raise payload
+        if kind == "frames":
+            fr, instr = payload
+            view[0] = [(f, f"#{i} · {t:.1f}s") for f, i, t in zip(fr.frames, fr.indices, fr.timestamps)]
+            view[1] = instr
+        elif kind == "side":
+            name, side = payload
+            at = 2 if name == "base" else 5
+            view[at:at + 3] = [side_markdown(side), side["text"],
+                               side["parsed"] if side["parsed"] is not None else json.dumps(None)]
+        yield (*view, ws.models.status_line())
+        if kind == "done":
+            return
+
+
+def build(ws) -> None:
+    choices = clip_choices(ws)
+    runs = [str(p) for p in ws.finished_runs()]
+    with gr.Row():
+        with gr.Column(scale=1):
+            clip = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Clip", elem_id="compare-clip")
+            upload = gr.Video(label="…or upload a clip", sources=["upload"])
+            run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Fine-tuned run",
+                              allow_custom_value=True, elem_id="compare-run")
+            base = gr.Dropdown([RUNS_BASE, ws.default_model], value=RUNS_BASE, label="Base model",
+                               allow_custom_value=True)
+            mode = gr.Radio([SCHEMA_PROMPT, FREE_PROMPT], value=SCHEMA_PROMPT, label="Prompt")
+            prompt = gr.Textbox(EXAMPLE_PROMPT, label="Free-form prompt", lines=2, visible=False)
+            constrained = gr.Checkbox(False, label="Constrain decoding to the schema")
+            go = gr.Button("Compare", variant="primary", elem_id="compare-run-button")
+            memory = gr.Markdown(ws.models.status_line(), elem_id="compare-memory")
+        with gr.Column(scale=3):
+            frames = gr.Gallery(label="Frames both models get", columns=8, height=130, allow_preview=False)
+            instruction = gr.Textbox(label="Instruction both models get", lines=3, interactive=False)
+            with gr.Row():
+                outs = []
+                for title in ("Base", "Fine-tuned"):
+                    with gr.Column():
+                        gr.Markdown(f"### {title}")
+                        outs += [gr.Markdown(elem_id=f"compare-{title.lower()}-badge"),
+                                 gr.Textbox(label="Raw output", lines=4),
+                                 gr.JSON(label="Parsed JSON")]
+    mode.change(lambda m: gr.update(visible=m == FREE_PROMPT), mode, prompt)
+    run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
+    clip.focus(lambda: gr.update(choices=clip_choices(ws)), None, clip)
+    go.click(lambda *a: run_compare(ws, *a), [clip, upload, run, base, mode, prompt, constrained],
+             [frames, instruction, *outs, memory], api_name="compare", concurrency_id="gpu", concurrency_limit=1)

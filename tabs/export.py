@@ -1,0 +1,177 @@
+"""Export tab: batch prediction to files, evaluation reports (base vs fine-tuned), model and dataset export.
+
+Thin handlers over core.predict, core.report, core.merge and core.importers; the same work as
+`cli.py predict`, `cli.py eval` and `cli.py merge`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from core.errors import WorkbenchError
+
+FORMATS = [".jsonl", ".csv", ".parquet", ".sqlite"]
+SPLITS = ["test", "val", "train", "all"]
+
+
+def exports_dir(ws) -> Path:
+    out = ws.runs_dir / "exports"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def do_predict(ws, model, source, folder, split, fmt, constrained, batch_size, progress=None) -> tuple[str, str]:
+    from core.predict import list_inputs, run_predict
+
+    src = Path(folder) if source == "folder" else ws.dataset_dir
+    items = list_inputs(src, None if source == "folder" else split)
+    out = exports_dir(ws) / f"predictions-{Path(str(model)).name.replace(':', '_')}{fmt}"
+    with ws.models.lock:
+        predictor = ws.models.get(model, schema=ws.store.schema())
+        counts = run_predict(predictor, items, out, batch_size=int(batch_size), progress=progress,
+                             constrained=bool(constrained))
+    text = (f"{counts['written']} rows written ({counts['valid']} schema-valid, {counts['errors']} errors), "
+            f"{counts['skipped']} already in the file → `{out}`")
+    return text, str(out)
+
+
+def do_evaluate(ws, names, split, constrained, progress=None):
+    from core.report import comparison_rows, confusion_rows, evaluate_models, write_report
+
+    if not names:
+        raise gr.Error("pick at least one model")
+    reports = evaluate_models(ws.models, ws.dataset_dir, split, list(names), constrained=bool(constrained),
+                              progress=progress)
+    js, md = write_report(reports, exports_dir(ws))
+    table = pd.DataFrame(comparison_rows(reports))
+    last = list(reports.values())[-1]  # the last model picked: usually the fine-tuned one
+    plots = {f: pd.DataFrame(confusion_rows(last, f), columns=["true", "predicted", "count"])
+             for f in last.get("confusion", {})}
+    return table, plots, [str(js), str(md)], last["model"]
+
+
+def export_model(ws, run, what) -> str:
+    run_dir = Path(run)
+    target = exports_dir(ws) / f"{run_dir.name}-{what}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if what == "adapter":
+        final = run_dir / "final"
+        if not (final / "adapter_config.json").is_file():
+            raise gr.Error(f"{run}: no LoRA adapter in final/ (a full fine-tune is already a merged model)")
+        shutil.copytree(final, target)
+        shutil.copy2(run_dir / "preprocessing.json", target / "preprocessing.json")
+    elif what == "merged":
+        from core.merge import merge_run
+
+        merge_run(run_dir, target)
+    shutil.make_archive(str(target), "zip", target)
+    return str(target) + ".zip"
+
+
+def build(ws) -> None:
+    def model_choices():
+        return ws.model_choices()
+
+    with gr.Accordion("Batch prediction", open=True):
+        with gr.Row():
+            model = gr.Dropdown(model_choices(), value=ws.default_model, label="Model", allow_custom_value=True)
+            source = gr.Radio(["dataset split", "folder"], value="dataset split", label="Clips from")
+            split = gr.Dropdown(SPLITS, value="test", label="Split")
+            folder = gr.Textbox(label="Folder of videos (for 'folder')")
+        with gr.Row():
+            fmt = gr.Dropdown(FORMATS, value=".sqlite", label="Output")
+            constrained = gr.Checkbox(True, label="Constrain decoding to the schema")
+            batch = gr.Number(8, precision=0, label="Batch size")
+            go = gr.Button("Predict", variant="primary", elem_id="export-predict")
+        pred_msg = gr.Markdown()
+        pred_file = gr.File(label="Predictions")
+
+    with gr.Accordion("Evaluate (base vs fine-tuned)", open=True):
+        with gr.Row():
+            models = gr.Dropdown(model_choices(), value=model_choices()[:2], multiselect=True, label="Models",
+                                 allow_custom_value=True)
+            eval_split = gr.Dropdown(SPLITS, value="test", label="Split")
+            eval_constrained = gr.Checkbox(False, label="Constrained decoding")
+            eval_go = gr.Button("Evaluate", variant="primary", elem_id="export-evaluate")
+        table = gr.Dataframe(label="Scores", interactive=False, elem_id="export-scores")
+        plots_state = gr.State({})
+        plots_title = gr.Markdown()
+
+        @gr.render(inputs=plots_state)
+        def draw_plots(plots):
+            with gr.Row():
+                for name, frame in (plots or {}).items():
+                    gr.BarPlot(frame, x="true", y="count", color="predicted", title=f"Confusion: {name}",
+                               x_title="label", y_title="clips")
+        report_files = gr.File(label="Report (JSON, Markdown)", file_count="multiple")
+
+    with gr.Accordion("Export a model or the dataset", open=False):
+        with gr.Row():
+            run = gr.Dropdown([str(p) for p in ws.finished_runs()], label="Run", allow_custom_value=True)
+            what = gr.Radio(["adapter", "merged"], value="adapter", label="What")
+            export_go = gr.Button("Export model")
+        with gr.Row():
+            ds_fmt = gr.Radio(["videofolder", "conversation", "seed"], value="videofolder", label="Dataset layout")
+            ds_go = gr.Button("Export dataset")
+        export_file = gr.File(label="Download")
+
+    def refresh_models():
+        return gr.update(choices=model_choices())
+
+    model.focus(refresh_models, None, model)
+    models.focus(refresh_models, None, models)
+    run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
+
+    def on_predict(model_, source_, split_, folder_, fmt_, constrained_, batch_, progress=gr.Progress()):  # noqa: B008
+        try:
+            return do_predict(ws, model_, "folder" if source_ == "folder" else "dataset", folder_, split_, fmt_,
+                              constrained_, batch_, progress=lambda d, t: progress((d, t), desc="predicting"))
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def on_evaluate(names, split_, constrained_, progress=gr.Progress()):  # noqa: B008
+        try:
+            table_, plots, files, shown = do_evaluate(ws, names, split_, constrained_,
+                                                      progress=lambda d, t: progress((d, t), desc="evaluating"))
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        return table_, plots, f"Confusion matrices of `{shown}`", files
+
+    def on_export(run_, what_):
+        if not run_:
+            raise gr.Error("pick a run")
+        try:
+            return export_model(ws, run_, what_)
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def on_export_dataset(layout):
+        from core.importers import export_conversations, export_seed, export_videofolder
+        from core.prompt import build_instruction
+
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = exports_dir(ws) / f"dataset-{layout}-{stamp}"
+        try:
+            if layout == "videofolder":
+                export_videofolder(ws.dataset_dir, target)
+            elif layout == "seed":
+                export_seed(ws.dataset_dir, target)
+            else:
+                target.mkdir(parents=True)
+                export_conversations(ws.dataset_dir, target / "conversations.jsonl",
+                                     build_instruction(ws.store.schema()))
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        shutil.make_archive(str(target), "zip", target)
+        return str(target) + ".zip"
+
+    go.click(on_predict, [model, source, split, folder, fmt, constrained, batch], [pred_msg, pred_file],
+             api_name="predict", concurrency_id="gpu", concurrency_limit=1)
+    eval_go.click(on_evaluate, [models, eval_split, eval_constrained], [table, plots_state, plots_title, report_files],
+                  api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
+    export_go.click(on_export, [run, what], export_file, api_name="export_model")
+    ds_go.click(on_export_dataset, ds_fmt, export_file, api_name="export_dataset")
