@@ -5,6 +5,7 @@
     python cli.py train --resume RUN_DIR
     python cli.py eval --model NAME_OR_RUN --dataset DIR --split test [--json]
     python cli.py models [--json]
+    python cli.py predict --model M --input VIDEO_OR_DIR --output OUT.{jsonl,csv,parquet,sqlite} [--num-processes N]
     python cli.py import SRC --output DIR [--layout auto|seed|videofolder|conversation|qevd] [--merge]
     python cli.py export-dataset --dataset DIR --output OUT [--format seed|conversation]
     python cli.py split --dataset DIR [--ratios 0.8,0.1,0.1] [--seed N] [--stratify FIELD] [--keep-existing]
@@ -114,9 +115,10 @@ def cmd_eval(args) -> int:
               "scoring against the training schema", file=sys.stderr)
     t0 = time.time()
     preds = predictor.predict([s.video for s in samples], batch_size=args.batch_size,
-                              max_new_tokens=args.max_new_tokens)
+                              max_new_tokens=args.max_new_tokens, constrained=args.constrained)
     report = evaluate(schema, [p.text for p in preds], [s.label for s in samples])
-    report.update(model=args.model, split=args.split, seconds=round(time.time() - t0, 2),
+    report.update(model=args.model, split=args.split, constrained=args.constrained,
+                  seconds=round(time.time() - t0, 2),
                   spec_schema_hash=predictor.spec.schema_hash)
     if args.show:
         report["examples"] = [{"video": s.rel, "output": p.text, "error": p.error} for s, p in zip(samples, preds)][: args.show]
@@ -145,6 +147,69 @@ def cmd_models(args) -> int:
         for r in rows:
             print(f"{r['family']:14} {r['tiny'] or '-':18} {', '.join(r['hub_examples'])}")
     return 0
+
+
+def cmd_predict(args) -> int:
+    from core.predict import list_inputs, parse_shard, predict_sharded, run_predict
+
+    items = list_inputs(args.input, args.split)
+    if args.num_processes > 1:
+        # the parent only needs the schema the workers write with; it loads no weights
+        schema = _predict_schema(args)
+        passthrough = _worker_args(args)
+        rows = predict_sharded(passthrough, args.output, args.num_processes, schema)
+        print(f"{len(rows)} rows from {args.num_processes} workers -> {args.output}")
+        return 0
+    from core.inference import Predictor
+
+    predictor = Predictor.load(args.model, schema=_dataset_schema(args), device=args.device,
+                               trust_remote_code=args.trust_remote_code)
+    counts = run_predict(predictor, items, args.output, batch_size=args.batch_size, overwrite=args.overwrite,
+                         progress=_count_echo, shard=parse_shard(args.shard), skip_from=args.skip_from,
+                         max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained)
+    print(f"{counts['written']} rows written ({counts['valid']} schema-valid, {counts['errors']} errors), "
+          f"{counts['skipped']} already done -> {args.output}")
+    return 0
+
+
+def _worker_args(args) -> list[str]:
+    """The predict arguments each shard worker gets (the parent adds --output and --shard)."""
+    out = ["--model", args.model, "--input", str(args.input), "--batch-size", str(args.batch_size),
+           "--max-new-tokens", str(args.max_new_tokens), "--device", args.device]
+    for flag, value in (("--split", args.split), ("--schema", args.schema_from)):
+        if value:
+            out += [flag, str(value)]
+    for flag, on in (("--unconstrained", args.unconstrained), ("--overwrite", args.overwrite),
+                     ("--trust-remote-code", args.trust_remote_code)):
+        if on:
+            out.append(flag)
+    return out
+
+
+def _predict_schema(args):
+    from pathlib import Path
+
+    from core.config import PreprocessSpec
+    from core.models import is_run_dir
+
+    if Path(args.model).is_dir() and is_run_dir(Path(args.model)):
+        return PreprocessSpec.load(args.model).schema
+    schema = _dataset_schema(args)
+    if schema is None:
+        raise SystemExit(f"error: {args.model} is a base model: give --schema FILE (or an input with schema.json)")
+    return schema
+
+
+def _dataset_schema(args):
+    """The schema a base model is asked with: --schema FILE, else the input dataset's schema.json."""
+    from pathlib import Path
+
+    from core.schema import load_schema
+
+    if args.schema_from:
+        return load_schema(args.schema_from)
+    candidate = Path(args.input) / "schema.json"
+    return load_schema(candidate) if candidate.is_file() else None
 
 
 def cmd_import(args) -> int:
@@ -278,12 +343,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--show", type=int, default=0, help="include the first N raw outputs")
+    p.add_argument("--constrained", action="store_true", help="mask decoding to the schema")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("models", help="list model families")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("predict", help="predict JSON for a video, a folder or a dataset split into a file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--input", required=True, help="video file, folder of videos, or dataset folder (with --split)")
+    p.add_argument("--output", required=True, help=".jsonl, .csv, .parquet or .sqlite")
+    p.add_argument("--split", help="with a dataset folder: train, val, test or all")
+    p.add_argument("--schema", dest="schema_from", help="schema for a base model (default: INPUT/schema.json)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=160)
+    p.add_argument("--unconstrained", action="store_true", help="free decoding (default: schema-constrained)")
+    p.add_argument("--overwrite", action="store_true", help="redo clips already in OUTPUT for this model")
+    p.add_argument("--num-processes", type=int, default=1, help="shard the clips over N worker processes")
+    p.add_argument("--shard", help=argparse.SUPPRESS)
+    p.add_argument("--skip-from", help=argparse.SUPPRESS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("import", help="import a dataset in another layout into the seed layout")
     p.add_argument("src", help="folder or file to import")
