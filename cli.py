@@ -1,8 +1,10 @@
 """Headless entry point: every subcommand is a thin call into core.
 
     python cli.py inspect-video PATH [--sampling uniform|fps] [--frames N] [--fps F] [--json]
-    python cli.py train --dataset DIR --output RUN_DIR [--config FILE] [--model NAME] [--max-steps N]
+    python cli.py train --dataset DIR --output RUN_DIR [--config FILE] [--FIELD VALUE for any TrainConfig field]
     python cli.py train --resume RUN_DIR
+    python cli.py estimate --dataset DIR [--config FILE] [--clip REL] [any train --flag] [--json]
+    python cli.py merge RUN_DIR [--output DIR]
     python cli.py eval --model NAME_OR_RUN --dataset DIR --split test [--json]
     python cli.py models [--json]
     python cli.py predict --model M --input VIDEO_OR_DIR --output OUT.{jsonl,csv,parquet,sqlite} [--num-processes N]
@@ -62,30 +64,73 @@ def _progress_echo(step: int, max_steps: int, loss: float) -> None:
 
 
 def cmd_train(args) -> int:
-    from core.config import TrainConfig
-    from core.trainer import train
+    from core.trainer import dist_info, train
 
     if args.resume:
-        import yaml
-
         run_dir = args.resume
-        cfg = TrainConfig.from_dict(yaml.safe_load(open(os.path.join(run_dir, "config.yaml"))) or {})
         dataset = args.dataset or _dataset_of_run(run_dir)
     else:
         if not args.dataset or not args.output:
             raise SystemExit("error: train needs --dataset DIR and --output RUN_DIR (or --resume RUN_DIR)")
-        cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
         run_dir, dataset = args.output, args.dataset
-    overrides = {"model": args.model, "max_steps": args.max_steps, "save_steps": args.save_steps,
-                 "batch_size": args.batch_size, "learning_rate": args.learning_rate, "seed": args.seed,
-                 "num_frames": args.frames, "method": args.method}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg, key, value)
-    cfg.validate()
+    cfg = _train_config(args)
     t0 = time.time()
     status = train(dataset, run_dir, cfg, resume=bool(args.resume), echo=_progress_echo)
-    print(f"{status['state']}: step {status.get('global_step')} in {time.time() - t0:.0f}s -> {run_dir}")
+    if dist_info()[0] == 0:
+        print(f"{status['state']}: step {status.get('global_step')} in {time.time() - t0:.0f}s -> {run_dir}")
+    return 0
+
+
+def _train_config(args):
+    """TrainConfig from the run's config.yaml (--resume) or --config FILE, then every --flag given."""
+    from dataclasses import fields
+
+    from core.config import TrainConfig
+
+    if getattr(args, "resume", None):
+        cfg = TrainConfig.from_yaml(os.path.join(args.resume, "config.yaml"))
+    else:
+        cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(cfg, f.name, value)
+    cfg.validate("command line")
+    return cfg
+
+
+def _add_train_config_flags(p) -> None:
+    """Every TrainConfig field as --field-name (num_frames also as --frames), for train and estimate."""
+    from dataclasses import fields
+
+    from core.config import TrainConfig
+
+    for f in fields(TrainConfig):
+        flags = ["--" + f.name.replace("_", "-")] + (["--frames"] if f.name == "num_frames" else [])
+        kind = str(f.type)
+        if kind.startswith("bool"):
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            typ = int if kind.startswith("int") else float if kind.startswith("float") else str
+            p.add_argument(*flags, dest=f.name, type=typ, default=None)
+
+
+def cmd_estimate(args) -> int:
+    from core.estimate import estimate, format_estimate
+
+    report = estimate(_train_config(args), args.dataset, clip=args.clip, sample=args.sample)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_estimate(report))
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from core.merge import merge_run
+
+    out = merge_run(args.run_dir, args.output)
+    print(f"merged model -> {out} (use it as --model {out})")
     return 0
 
 
@@ -322,17 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune a model on a dataset folder")
     p.add_argument("--dataset")
     p.add_argument("--output")
-    p.add_argument("--config")
+    p.add_argument("--config", help="YAML with any TrainConfig field; flags override it")
     p.add_argument("--resume", metavar="RUN_DIR")
-    p.add_argument("--model")
-    p.add_argument("--method", choices=["lora", "full"])
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--save-steps", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
-    p.add_argument("--frames", type=int)
-    p.add_argument("--seed", type=int)
+    _add_train_config_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("estimate", help="tokens, parameters and memory of a training run, without training")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--config", help="YAML with any TrainConfig field; flags override it")
+    p.add_argument("--clip", help="report this clip's exact sequence length (path as in metadata.jsonl)")
+    p.add_argument("--sample", type=int, default=16, help="clips encoded for the maximum sequence length")
+    p.add_argument("--json", action="store_true")
+    _add_train_config_flags(p)
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("merge", help="merge a run's LoRA adapter into its base (a plain HF model folder)")
+    p.add_argument("run_dir")
+    p.add_argument("--output", help="folder to write (default RUN_DIR/merged)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("eval", help="score a model on a dataset split")
     p.add_argument("--model", required=True)

@@ -10,6 +10,8 @@ Layout of `checkpoints/<run>/`:
   STOP               created by a watcher to ask the run to save and stop
   checkpoint-N/      Hugging Face Trainer checkpoints (resume)
   final/             final adapter or model + preprocessing.json
+  merged/            (optional) the adapter merged into the base: a plain HF model folder
+  accelerate.yaml    (multi-process runs with deepspeed/fsdp) the generated accelerate config
   preprocessing.json copy of the spec at the top, so a run dir is a model name
 This module imports no torch: the UI reads runs without loading ML libraries.
 """
@@ -27,11 +29,17 @@ from pathlib import Path
 from core.config import atomic_write_text
 
 STATES = ("running", "completed", "stopped", "crashed")
+# written by core.runs before the training process starts
+LAUNCH_FILES = (".gitkeep", "launch.yaml", "launch.log", "launch.json", "accelerate.yaml")
 
 
 class RunFiles:
-    def __init__(self, run_dir):
+    """Reads and writes one run directory. `writer=False` (ranks other than 0 in a distributed run)
+    makes every write a no-op, so exactly one process writes status, log and metrics."""
+
+    def __init__(self, run_dir, writer: bool = True):
         self.dir = Path(run_dir)
+        self.writer = writer
 
     @property
     def status_path(self) -> Path:
@@ -46,18 +54,21 @@ class RunFiles:
         return self.dir / "STOP"
 
     def prepare(self, resume: bool) -> None:
+        if not self.writer:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.stop_path.unlink(missing_ok=True)
             return
-        # launch.* are written by core.runs before the process starts
-        leftovers = [p for p in self.dir.iterdir() if p.name not in (".gitkeep", "launch.yaml", "launch.log", "launch.json")]
+        leftovers = [p for p in self.dir.iterdir() if p.name not in LAUNCH_FILES]
         if leftovers:
             from core.errors import ConfigError
 
             raise ConfigError(f"{self.dir}: run directory is not empty; choose a new --output or use --resume")
 
     def save_inputs(self, cfg, data) -> None:
+        if not self.writer:
+            return
         import yaml
 
         atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -77,12 +88,16 @@ class RunFiles:
     def write_status(self, **fields) -> dict:
         status = self.read_status()
         status.update(fields)
+        if not self.writer:
+            return status
         status["pid"] = os.getpid()
         status["updated"] = time.time()
         atomic_write_text(self.status_path, json.dumps(status, indent=2))
         return status
 
     def log(self, message: str) -> None:
+        if not self.writer:
+            return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
         with open(self.dir / "train.log", "a", encoding="utf-8") as fh:
             fh.write(line)
@@ -119,10 +134,13 @@ class RunFiles:
 class MetricsWriter:
     """Append-only JSONL, one flushed line per call, so a watcher always sees whole lines."""
 
-    def __init__(self, path):
+    def __init__(self, path, writer: bool = True):
         self.path = Path(path)
+        self.writer = writer
 
     def write(self, row: dict) -> None:
+        if not self.writer:
+            return
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
             fh.flush()

@@ -1,26 +1,32 @@
 """Supervised fine-tuning of a VLM on (clip, JSON label) pairs, writing a self-describing run directory.
 
-One readable function, `train`, does: load data → sample frames once (cached) → encode once →
-attach LoRA / set freezing → Hugging Face `Trainer` → save the final adapter and the preprocessing
-spec. We use `transformers.Trainer` directly rather than TRL's SFTTrainer: TRL has no video path
-and needs the same custom collator; Trainer alone gives checkpoints, resume, schedules and
-accelerate/DeepSpeed launch. Launching processes and polling the run directory live in `core.runs`.
+One readable function, `train`, does: check the config against this machine (precision, qlora)
+→ load data → sample frames once (cached) → encode once → attach LoRA / set freezing → Hugging Face
+`Trainer` (with greedy val evaluation every `eval_steps`) → save the final adapter and the
+preprocessing spec (→ optionally merge). We use `transformers.Trainer` directly rather than TRL's
+SFTTrainer: TRL has no video path and needs the same custom collator; Trainer alone gives
+checkpoints, resume, schedules and accelerate/DeepSpeed/FSDP launch. Building the launch command
+lives in `core.launch`, launching processes and polling the run directory in `core.runs`, the
+pre-launch memory estimate in `core.estimate`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from core.config import PreprocessSpec, TrainConfig
+from core.config import PreprocessSpec, TrainConfig, report_targets
 from core.dataset import Dataset, load_dataset
-from core.errors import DatasetError, VideoError
+from core.errors import ConfigError, DatasetError, VideoError
 from core.features import collate, encode_example
 from core.models import (
     TINY_FRAME_SIZE,
@@ -97,7 +103,7 @@ class _ListDataset(torch.utils.data.Dataset):
 
 def apply_trainable(model, cfg: TrainConfig, family):
     """LoRA (language-model linears unless asked otherwise) or full FT, plus freeze toggles."""
-    if cfg.method == "lora":
+    if cfg.method in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         targets = family.lora_target_regex if cfg.lora_targets == "language" else "all-linear"
@@ -110,13 +116,22 @@ def apply_trainable(model, cfg: TrainConfig, family):
             modules_to_save.append(family.projector_module)
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")
-        return get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            return get_peft_model(model, lora)
     frozen = {"vision": cfg.freeze_vision, "projector": cfg.freeze_projector, "language": cfg.freeze_language}
     for name, param in model.named_parameters():
         group = module_group(name, family)
         is_embedding = any(e in name for e in family.embedding_modules)
         param.requires_grad = not frozen[group] or (is_embedding and cfg.train_embeddings)
     return model
+
+
+def upcast_trainable(model) -> None:
+    """Trainable weights live in fp32 (the optimiser's master copy) even over a half-precision base."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
 
 
 def trainable_counts(model, family) -> dict:
@@ -129,13 +144,105 @@ def trainable_counts(model, family) -> dict:
     return counts
 
 
+# --- the device: precision, qlora, distributed rank ----------------------------------------------
+
+HF_OPTIMIZERS = {"adamw": "adamw_torch", "adafactor": "adafactor"}
+HF_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from the launcher's environment (torchrun / accelerate launch)."""
+    env = os.environ
+    return int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """auto → bf16 / fp16 on CUDA by capability, fp32 elsewhere; an explicit choice is checked."""
+    cuda = device.startswith("cuda")
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    if precision == "auto":
+        return ("bf16" if bf16_ok else "fp16") if cuda else "fp32"
+    if precision == "fp16" and not cuda:
+        raise ConfigError(f"precision fp16 needs a CUDA GPU (mixed precision with loss scaling); this run is on "
+                          f"{device}: use fp32 or auto")
+    if precision == "bf16" and cuda and not bf16_ok:
+        name = torch.cuda.get_device_name(torch.device(device))
+        cap = ".".join(map(str, torch.cuda.get_device_capability(torch.device(device))))
+        raise ConfigError(f"precision bf16 is not supported by {name} (compute capability {cap}, bf16 needs 8.0+): "
+                          "use fp16 or auto")
+    if precision == "bf16" and not cuda and device != "cpu":
+        raise ConfigError(f"precision bf16 is only supported on CUDA or CPU, not {device}: use fp32 or auto")
+    return precision
+
+
+def check_runtime(cfg: TrainConfig, device: str) -> str:
+    """Everything the config asks of this machine; returns the resolved precision."""
+    if cfg.method == "qlora":
+        missing = []
+        if importlib.util.find_spec("bitsandbytes") is None:
+            missing.append("bitsandbytes is not installed (pip install bitsandbytes)")
+        if not torch.cuda.is_available():
+            missing.append("no CUDA GPU is visible (torch.cuda.is_available() is False)")
+        elif not device.startswith("cuda"):
+            missing.append(f"device is {device}, not cuda")
+        if missing:
+            raise ConfigError("method qlora loads the base in 4 bits with bitsandbytes, which needs a CUDA GPU: "
+                              + "; ".join(missing) + ". Use method lora instead.")
+    report_targets(cfg.report_to)
+    return resolve_precision(cfg.precision, device)
+
+
+def weight_dtype(cfg: TrainConfig, precision: str):
+    """dtype the base is loaded in: a frozen LoRA base may be half precision; trained weights are fp32."""
+    if precision == "fp32" or cfg.method == "full":
+        return torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def family_of(source, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    return family_for_model_type(AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code).model_type)
+
+
+def load_for_training(source, cfg: TrainConfig, family, device: str, precision: str):
+    dtype = weight_dtype(cfg, precision)
+    if cfg.method != "qlora":
+        return load_base_model(source, device, dtype, cfg.trust_remote_code)
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
+        # vision tower, projector and head stay in 16 bits; only the language model is quantised
+        llm_int8_skip_modules=[m for m in (family.vision_tower_module, family.projector_module, "lm_head") if m],
+    )
+    model = AutoModelForImageTextToText.from_pretrained(
+        source.base, quantization_config=quant, dtype=dtype, device_map={"": torch.device(device)},
+        use_safetensors=True, trust_remote_code=cfg.trust_remote_code,
+    )
+    # the Trainer turns on activation checkpointing itself (with input grads) when asked
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
 def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_path=None, echo=None) -> dict:
     """Fine-tune and write `run_dir`. Returns the final status dict. `echo(step, max_steps, loss)`
-    is called at each logging step (the CLI draws a progress bar with it)."""
-    run = RunFiles(run_dir)
+    is called at each logging step (the CLI draws a progress bar with it).
+
+    Under torch.distributed (launched by `accelerate launch`/torchrun) every rank trains; only rank
+    0 writes the run directory (status, log, metrics, final model); HF Trainer saves checkpoints
+    from the main process."""
+    rank, _, _ = dist_info()
+    check_runtime(cfg, pick_device(cfg.device))  # refuse what this machine cannot do before touching run_dir
+    run = RunFiles(run_dir, writer=rank == 0)
     run.prepare(resume=resume)
     try:
-        return _train(load_dataset(dataset_dir, schema_path), run, cfg, resume, echo)
+        status = _train(load_dataset(dataset_dir, schema_path), run, cfg, resume, echo)
+        _finish_distributed()
+        return status
     except KeyboardInterrupt:
         run.write_status(state="stopped", message="interrupted")
         raise
@@ -146,16 +253,23 @@ def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_p
 
 def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=None) -> dict:
     from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    from core.callbacks import RunCallback
 
     if data.schema is None:
         raise DatasetError(f"{data.root}: no schema.json; training needs the schema that labels follow")
+    rank, local_rank, world = dist_info()
     source = resolve_model(cfg.model)
     device = pick_device(cfg.device)
+    if device == "cuda" and world > 1:
+        device = f"cuda:{local_rank}"
+    precision = check_runtime(cfg, device)
     random_init = is_random_init(source.base)
     processor = load_processor(source, cfg.trust_remote_code)
-    model = load_base_model(source, device, torch.float32 if device == "cpu" else None, cfg.trust_remote_code)
-    family = family_for_model_type(model.config.model_type)
+    family = family_of(source, cfg.trust_remote_code)
     cfg = resolve_defaults(cfg, family, random_init)
+    model = load_for_training(source, cfg, family, device, precision)
     spec = sampling_spec(cfg)
     instruction = build_instruction(data.schema, cfg.prompt_template)
     run.save_inputs(cfg, data)
@@ -171,10 +285,13 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
     run.log(f"encoded {len(train_ex)} clips in {time.time() - t0:.1f}s, skipped {len(skipped)}")
 
     model = apply_trainable(model, cfg, family)
+    upcast_trainable(model)
     counts = trainable_counts(model, family)
     run.log(f"parameters: {json.dumps(counts)}")
+    run.log(f"device {device}, precision {precision}, processes {world}, optimizer {cfg.optimizer}, "
+            f"schedule {cfg.lr_scheduler}, gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
 
-    steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.grad_accum))
+    steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.grad_accum * world))
     max_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
     pspec = PreprocessSpec(
         base_model=cfg.model if not cfg.model.startswith(".") else str(Path(cfg.model).resolve()),
@@ -182,44 +299,120 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
         schema_hash=schema_hash(data.schema), frames_as=family.frames_as,
         extra={"tiny_spec": json.loads((Path(source.base) / "tiny_spec.json").read_text())} if random_init else {},
     )
-    pad_id = processor.tokenizer.pad_token_id
     args = TrainingArguments(
         output_dir=str(run.dir), max_steps=max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm, optim=cfg.optimizer, seed=cfg.seed, data_seed=cfg.seed,
-        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
-        save_strategy="steps", report_to="none", remove_unused_columns=False,
-        dataloader_num_workers=cfg.dataloader_workers, use_cpu=(device == "cpu"),
+        lr_scheduler_type=HF_SCHEDULERS[cfg.lr_scheduler], warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, optim=HF_OPTIMIZERS[cfg.optimizer],
+        seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, save_strategy="steps",
+        report_to=report_targets(cfg.report_to) or "none", run_name=run.dir.name, project="video-vlm-workbench",
+        bf16=precision == "bf16", fp16=precision == "fp16", activation_checkpointing=cfg.gradient_checkpointing,
+        remove_unused_columns=False, dataloader_num_workers=cfg.dataloader_workers, use_cpu=device == "cpu",
         disable_tqdm=True,
     )
-    from core.callbacks import RunCallback
-
-    callback = RunCallback(run, MetricsWriter(run.metrics_path), pspec, tokens_per_example=_mean_tokens(train_ex), echo=echo)
-    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(train_ex),
-                      data_collator=lambda exs: collate(exs, pad_id), callbacks=[callback])
-    from transformers.trainer_callback import PrinterCallback
-
+    evaluator = _val_evaluator(data, cfg, processor, family, pspec, precision, run)
+    callback = RunCallback(run, MetricsWriter(run.metrics_path, writer=run.writer), pspec,
+                           tokens_per_example=_mean_tokens(train_ex), echo=echo, evaluator=evaluator,
+                           eval_steps=cfg.eval_steps)
+    collator = CountingCollator(processor.tokenizer.pad_token_id, cfg.dataloader_workers == 0)
+    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(train_ex), data_collator=collator,
+                      callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
     checkpoint = run.last_checkpoint() if resume else None
     start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
     run.write_status(state="running", global_step=start_step, max_steps=max_steps, message="training",
-                     started=time.time(), start_step=start_step)
+                     started=time.time(), start_step=start_step, world_size=world, precision=precision)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     final = run.dir / pspec.final_dir
-    model.save_pretrained(final, safe_serialization=True)
-    processor.save_pretrained(final)
-    pspec.save(final)
-    pspec.save(run.dir)
+    trainer.save_model(str(final))  # main process only; gathers sharded (DeepSpeed/FSDP) weights first
+    ranks = gather_objects({"rank": rank, "examples": collator.examples, "steps": trainer.state.global_step})
+    if run.writer:
+        processor.save_pretrained(final)
+        pspec.save(final)
+        pspec.save(run.dir)
     state = "stopped" if callback.stop_requested else "completed"
-    status = run.write_status(state=state, global_step=trainer.state.global_step, max_steps=max_steps,
-                              message=f"final model saved to {final.name}/", skipped=len(skipped),
-                              train_seconds=round(time.time() - t0, 1))
-    run.log(f"{state} at step {trainer.state.global_step}")
+    run.log(f"{state} at step {trainer.state.global_step}; per process: {json.dumps(ranks)}")
+    status = run.write_status(state="running" if cfg.merge_at_end else state, global_step=trainer.state.global_step,
+                              max_steps=max_steps, message=f"final model saved to {final.name}/", skipped=len(skipped),
+                              train_seconds=round(time.time() - t0, 1), ranks=ranks)
+    if cfg.merge_at_end and run.writer:
+        del trainer, model, callback
+        status = _merge_at_end(run, state)
     return status
+
+
+def _merge_at_end(run: RunFiles, state: str) -> dict:
+    import gc
+
+    from core.merge import merge_run
+
+    gc.collect()
+    run.write_status(message="merging the adapter into the base")
+    merged = merge_run(run.dir)
+    run.log(f"merged model written to {merged}")
+    return run.write_status(state=state, message=f"final adapter in final/, merged model in {merged.name}/")
+
+
+def _val_evaluator(data: Dataset, cfg: TrainConfig, processor, family, pspec, precision: str, run: RunFiles):
+    """Greedy generation on (at most eval_max_clips) val clips every eval_steps, or None."""
+    from core.callbacks import ValEvaluator
+
+    if cfg.eval_steps <= 0:
+        return None
+    clips, skipped = [], 0
+    for s in data.split("val"):
+        if len(clips) >= cfg.eval_max_clips:
+            break
+        if label_errors(data.schema, s.label):
+            skipped += 1
+            continue
+        try:
+            clips.append((sample_frames(s.video, pspec.sampling_spec), s.label))
+        except VideoError:
+            skipped += 1
+    if not clips:
+        run.log(f"eval_steps={cfg.eval_steps} but the dataset has no usable val clips: no evaluation during training")
+        return None
+    run.log(f"evaluating on {len(clips)} val clips every {cfg.eval_steps} steps ({skipped} skipped)")
+    return ValEvaluator(processor, family, pspec, clips, batch_size=min(cfg.batch_size, 8),
+                        max_new_tokens=cfg.max_new_tokens, precision=precision)
+
+
+class CountingCollator:
+    """Batches examples and counts how many this process consumed (the per-rank proof of work)."""
+
+    def __init__(self, pad_id: int, counts: bool = True):
+        self.pad_id = pad_id
+        self.examples = 0 if counts else None
+
+    def __call__(self, examples):
+        if self.examples is not None:
+            self.examples += len(examples)
+        return collate(examples, self.pad_id)
+
+
+def _finish_distributed() -> None:
+    """Wait for every rank (rank 0 may still be merging), then tear the process group down: a gloo
+    group left to the interpreter's exit aborts ('terminate called without an active exception')."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def gather_objects(obj) -> list:
+    """`obj` from every rank (in rank order); `[obj]` when not distributed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def _mean_tokens(examples) -> float:
     return sum(ex["input_ids"].shape[1] for ex in examples) / max(len(examples), 1)
-
