@@ -1,0 +1,305 @@
+"""Pre-launch estimate of a training run: tokens per clip, sequence length, parameters, memory.
+
+Nothing is trained and no weights are loaded. Token counts are exact: one clip (or a sample) is
+sampled and encoded by the trainer's own `encode_split`, so the numbers are what training will
+feed. Parameters are counted on the model built from its config on the `meta` device with the run's
+LoRA / freezing applied (`core.trainer.apply_trainable`), grouped by `core.models.module_group`.
+
+Memory (bytes, for the chosen device) is the steady-state peak of a training step, from the second
+step on, when every term below is alive at once:
+
+  weights      every parameter at its dtype: a frozen LoRA base at the run's precision (bf16/fp16 on
+               GPU, fp32 on CPU), 4-bit NF4 (~0.52 B/param) for QLoRA's quantised language linears,
+               fp32 for everything that trains (including PEFT's modules_to_save copies, which sit
+               beside the frozen originals)
+  gradients    4 B per trainable parameter
+  optimizer    AdamW: 8 B per trainable parameter (exp_avg + exp_avg_sq, fp32). Adafactor
+               (transformers' defaults in the Trainer, no first moment): factored second moment,
+               4 B x (rows + cols) for a matrix (for N-d weights rows = prod(shape[:-1]),
+               cols = prod(shape[:-2]) x shape[-1]), 4 B x n for vectors
+  activations  what autograd keeps for the backward pass of one micro-batch of b clips padded to
+               the longest sequence s (act = 4 B in fp32, 2 B under bf16/fp16 autocast):
+                 language decoder layer, per token: 9h + 2kv + 4I (gated MLP; 2I plain) + 2*head_dim
+                   + r per LoRA-adapted linear (+ 3h + kv when the RMSNorm weights train, as in a full
+                   fine-tune), where h hidden, kv = key/value width, I intermediate; x L layers x b*s x act. Counted from the tensors transformers' Qwen-style layer
+                   saves under SDPA (norm inputs/outputs, q/k/v before and after RoPE and GQA
+                   expansion, attention output, gate/up/activation/product, LoRA A outputs);
+                   eager attention adds 2 x heads x s per token (probabilities and softmax)
+                 the shared 4-D padding mask: b x s^2 x act
+                 logits for the loss: 3 x b x s x vocab x 4 B (the fp32 log-softmax kept for the
+                   backward, then its gradient and the logits' gradient at the start of backward)
+                 vision tower, only when it trains (or LoRA reaches it): per patch token 10 hv + 2 Iv
+                   (4 Iv gated) x depth; projector when it (or the tower) trains: 5 x merge^2 x hv
+                   per visual token; patch tokens = visual tokens x merge^2
+                 inputs: pixel values (fp32) and token tensors (4 x int64 per token) of the batch in
+                   use and of the one the data loader fetched ahead, and 2 x b*s*h for the embeddings
+               Gradient checkpointing keeps only each layer's input (h per token, per layer; hv per
+               patch per vision block) plus one layer's full activations during its recomputation.
+
+Not counted: the framework runtime (CUDA context and library workspaces, ~0.5-1 GB per GPU
+process; on CPU ~25 MB of first-step kernel scratch and thread pools, measured on 2 cores), the
+encoded dataset (host RAM, reported separately), allocator caching and fragmentation (the CUDA
+caching allocator reserves more than it hands out; glibc's default malloc keeps freed blocks, so a
+CPU process's RSS was measured at 1.5-1.9x this estimate's tensor peak), and DeepSpeed/FSDP
+sharding (the estimate is per process, unsharded). On CPU the device memory is the host's RAM, on
+CUDA the GPU's total. tests/test_estimate.py compares gradients + optimizer + activations with the
+peak RSS increase of a real training loop on the tiny model (and explains how it measures).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from core.config import TrainConfig
+from core.dataset import load_dataset
+from core.errors import DatasetError
+from core.models import module_group, pick_device, resolve_model
+from core.prompt import build_instruction
+from core.schema import label_errors
+
+QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
+GiB = 1024 ** 3
+
+
+@dataclass
+class Dims:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_width: int
+    head_dim: int
+    vocab: int
+    v_hidden: int
+    v_intermediate: int
+    v_depth: int
+    merge: int
+    patch_values: int  # numbers per patch token in pixel_values (channels x temporal x patch^2)
+    text_gated: bool = True
+    vision_gated: bool = False
+    attn: str = "sdpa"
+
+
+def model_dims(config, names: list[str]) -> Dims:
+    t, v = config.text_config, config.vision_config
+    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    patch = getattr(v, "patch_size", 14)
+    return Dims(
+        hidden=t.hidden_size, intermediate=t.intermediate_size, layers=t.num_hidden_layers,
+        heads=t.num_attention_heads, kv_width=getattr(t, "num_key_value_heads", t.num_attention_heads) * head_dim,
+        head_dim=head_dim, vocab=t.vocab_size, v_hidden=v.hidden_size,
+        v_intermediate=getattr(v, "intermediate_size", 4 * v.hidden_size), v_depth=getattr(v, "depth", 0),
+        merge=getattr(v, "spatial_merge_size", 1), patch_values=getattr(v, "in_channels", 3)
+        * getattr(v, "temporal_patch_size", 1) * patch * patch,
+        text_gated=any("language_model" in n and "mlp.gate_proj" in n for n in names),
+        vision_gated=any("visual" in n and "mlp.gate_proj" in n for n in names),
+        attn=getattr(t, "_attn_implementation", None) or "sdpa",
+    )
+
+
+def activation_bytes(d: Dims, batch: int, seq: int, visual_tokens: int, act: int, checkpointing: bool,
+                     vision_trains: bool, projector_trains: bool, lora_width: int, norms_train: bool = False) -> dict:
+    """Bytes autograd keeps for one micro-batch (see the module docstring for each term)."""
+    tokens = batch * seq
+    per_token = 9 * d.hidden + 2 * d.kv_width + (4 if d.text_gated else 2) * d.intermediate + 2 * d.head_dim
+    per_token += lora_width + (2 * d.heads * seq if d.attn == "eager" else 0)
+    if norms_train:  # RMSNorm weight gradients need the normalised inputs: 2 layer norms + q/k norms
+        per_token += 3 * d.hidden + d.kv_width
+    layer = tokens * per_token * act
+    lm = (d.layers * tokens * d.hidden * act + layer) if checkpointing else d.layers * layer
+    patches = batch * visual_tokens * d.merge ** 2
+    v_layer = patches * (10 * d.v_hidden + (4 if d.vision_gated else 2) * d.v_intermediate) * act
+    vision = 0
+    if vision_trains:
+        vision = (d.v_depth * patches * d.v_hidden * act + v_layer) if checkpointing else d.v_depth * v_layer
+    projector = batch * visual_tokens * 5 * d.merge ** 2 * d.v_hidden * act if (vision_trains or projector_trains) else 0
+    return {
+        "language": lm, "mask": batch * seq * seq * act, "logits": 3 * tokens * d.vocab * 4,
+        "vision": vision, "projector": projector,
+        # the batch being trained on and the one the data loader fetched ahead, plus the embeddings
+        "inputs": 2 * (patches * d.patch_values * 4 + 4 * tokens * 8) + 2 * tokens * d.hidden * act,
+    }
+
+
+def optimizer_bytes(optimizer: str, shapes: list[tuple]) -> int:
+    if optimizer == "adamw":
+        return sum(8 * math.prod(s) for s in shapes)
+    total = 0
+    for s in shapes:  # adafactor
+        if len(s) >= 2:
+            total += 4 * (math.prod(s[:-1]) + math.prod(s[:-2]) * s[-1])
+        else:
+            total += 4 * math.prod(s)
+    return total
+
+
+def device_memory(device: str) -> tuple[int, str]:
+    """(bytes, what) of the memory a run on `device` has: GPU total, or host RAM on CPU."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.device(device))
+        return props.total_memory, f"{props.name} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"
+
+
+def meta_model(source, cfg: TrainConfig, family):
+    """The run's model (LoRA/freezing applied) with no storage: shapes, dtypes and names only."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from core.trainer import apply_trainable
+
+    config = AutoConfig.from_pretrained(source.base, trust_remote_code=cfg.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        model = apply_trainable(model, cfg, family)
+    return model, config
+
+
+def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None, sample: int) -> dict:
+    """Exact token counts from the trainer's encoder on real clips: the sample, plus `clip`."""
+    from core.trainer import encode_split, sampling_spec
+
+    spec = sampling_spec(cfg)
+    instruction = build_instruction(data.schema, cfg.prompt_template)
+    pool = data.split("train") or data.samples
+    chosen = [s for s in pool if not label_errors(data.schema, s.label)][:sample]
+    if clip is not None:
+        match = [s for s in data.samples if s.rel == clip or str(s.video) == str(clip)]
+        if not match:
+            raise DatasetError(f"{data.root}: no clip {clip!r} in metadata.jsonl")
+        chosen = [match[0]] + [s for s in chosen if s.rel != match[0].rel]
+    token_id = vision_token_id(processor, family)
+    lengths, visual, example_bytes = {}, {}, []
+    for s in chosen:
+        examples, _ = encode_split([s], data.schema, processor, spec, instruction, family.frames_as)
+        if not examples:
+            continue
+        ids = examples[0]["input_ids"][0]
+        lengths[s.rel] = int(ids.shape[0])
+        visual[s.rel] = int((ids == token_id).sum())
+        example_bytes.append(sum(v.numel() * v.element_size() for v in examples[0].values() if hasattr(v, "numel")))
+    if not lengths:
+        raise DatasetError(f"{data.root}: none of the sampled clips could be encoded")
+    first = next(iter(lengths))
+    return {"clip": first, "clip_seq_len": lengths[first], "visual_tokens": visual[first],
+            "max_seq_len": max(lengths.values()), "mean_seq_len": round(sum(lengths.values()) / len(lengths), 1),
+            "sampled_clips": len(lengths), "train_clips": len(pool),
+            "example_bytes": int(sum(example_bytes) / len(example_bytes))}
+
+
+def vision_token_id(processor, family) -> int:
+    tok = processor.tokenizer
+    name = getattr(processor, "video_token" if family.frames_as == "video" else "image_token", None)
+    return tok.convert_tokens_to_ids(name)
+
+
+def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int = 16, schema_path=None) -> dict:
+    """The estimate for training `cfg` on `dataset_dir` (sizes in bytes; see the module docstring)."""
+    from core.models import load_processor
+    from core.trainer import check_runtime, family_of, is_random_init, resolve_defaults, weight_dtype
+
+    data = load_dataset(dataset_dir, schema_path)
+    if data.schema is None:
+        raise DatasetError(f"{data.root}: no schema.json; the prompt and answers are built from it")
+    source = resolve_model(cfg.model)
+    device = pick_device(cfg.device)
+    precision = check_runtime(cfg, device)
+    family = family_of(source, cfg.trust_remote_code)
+    cfg = resolve_defaults(cfg, family, is_random_init(source.base))
+    processor = load_processor(source, cfg.trust_remote_code)
+    tokens = encoded_lengths(data, cfg, processor, family, clip, sample)
+
+    model, config = meta_model(source, cfg, family)
+    names = [n for n, _ in model.named_parameters()]
+    dims = model_dims(config, names)
+    frozen_bytes = weight_dtype(cfg, precision).itemsize
+    groups = {g: {"total": 0, "trainable": 0} for g in ("vision", "projector", "language")}
+    weights, trainable_shapes = 0, []
+    quantised = _qlora_quantised(model, family) if cfg.method == "qlora" else set()
+    for name, p in model.named_parameters():
+        g = groups[module_group(name, family)]
+        g["total"] += p.numel()
+        if p.requires_grad:
+            g["trainable"] += p.numel()
+            trainable_shapes.append(tuple(p.shape))
+            weights += 4 * p.numel()
+        elif name in quantised:
+            weights += QLORA_BYTES_PER_PARAM * p.numel()
+        else:
+            weights += frozen_bytes * p.numel()
+    trainable = sum(math.prod(s) for s in trainable_shapes)
+    vision_trains = any(p.requires_grad for n, p in model.named_parameters() if module_group(n, family) == "vision")
+    projector_trains = any(p.requires_grad for n, p in model.named_parameters()
+                           if module_group(n, family) == "projector")
+    lora_width = cfg.lora_r * _lora_linears_per_layer(model) if cfg.method in ("lora", "qlora") else 0
+    act = 4 if precision == "fp32" else 2
+    norms_train = any(p.requires_grad for n, p in model.named_parameters() if "layers.0.input_layernorm" in n)
+    acts = activation_bytes(dims, cfg.batch_size, tokens["max_seq_len"], tokens["visual_tokens"], act,
+                            cfg.gradient_checkpointing, vision_trains, projector_trains, lora_width, norms_train)
+    memory = {"weights": int(weights), "gradients": 4 * trainable,
+              "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
+    memory["total"] = sum(memory.values())
+    capacity, what = device_memory(device)
+    dataset_bytes = tokens["example_bytes"] * tokens["train_clips"]
+    warnings = []
+    need = memory["total"] + (dataset_bytes if device == "cpu" else 0)
+    if need > capacity:
+        warnings.append(f"estimated {need / GiB:.1f} GiB exceeds the {capacity / GiB:.1f} GiB of {what}: lower "
+                        "batch_size (raise grad_accum), turn on gradient_checkpointing, use adafactor, fewer or "
+                        "smaller frames, or qlora on a GPU")
+    return {
+        "model": cfg.model, "family": family.name, "method": cfg.method, "device": device, "precision": precision,
+        "frames": cfg.num_frames if cfg.sampling == "uniform" else None,
+        "frame_size": [cfg.frame_width, cfg.frame_height], "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+        "optimizer": cfg.optimizer, "gradient_checkpointing": cfg.gradient_checkpointing, **tokens,
+        "parameters": {"total": sum(g["total"] for g in groups.values()), "trainable": trainable, **groups},
+        "memory": memory, "activation_parts": acts, "dataset_bytes": dataset_bytes,
+        "device_memory": capacity, "device_memory_what": what, "warnings": warnings,
+    }
+
+
+def _lora_linears_per_layer(model) -> int:
+    names = [n for n, _ in model.named_modules() if n.endswith("lora_A") and "language_model.layers.0." in n]
+    return len(names)
+
+
+def _qlora_quantised(model, family) -> set[str]:
+    """Weights bitsandbytes would store in 4 bits: linear layers outside vision, projector and head."""
+    import torch
+
+    skip = tuple(m for m in (family.vision_tower_module, family.projector_module, "lm_head") if m)
+    out = set()
+    for mname, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not any(s in mname for s in skip) and "lora_" not in mname:
+            out.add(f"{mname}.weight")
+    return out
+
+
+def format_estimate(e: dict) -> str:
+    """Human-readable summary (CLI text output and the Train tab)."""
+    m, p = e["memory"], e["parameters"]
+
+    def gib(x):
+        return f"{x / GiB:.2f} GiB" if x >= GiB / 10 else f"{x / 2 ** 20:.1f} MiB"
+
+    lines = [
+        f"model {e['model']} ({e['family']}), {e['method']}, {e['device']} {e['precision']}, "
+        f"batch {e['batch_size']} x accum {e['grad_accum']}, {e['optimizer']}"
+        + (", gradient checkpointing" if e["gradient_checkpointing"] else ""),
+        f"visual tokens per clip: {e['visual_tokens']} ({e['frames'] or 'fps-sampled'} frames at "
+        f"{e['frame_size'][0]}x{e['frame_size'][1]})",
+        f"sequence length: {e['clip_seq_len']} for {e['clip']}; max {e['max_seq_len']}, mean {e['mean_seq_len']} "
+        f"over {e['sampled_clips']} clips",
+        f"parameters: {p['total']:,} total, {p['trainable']:,} trainable ("
+        + ", ".join(f"{g} {p[g]['trainable']:,}/{p[g]['total']:,}" for g in ("vision", "projector", "language")) + ")",
+        f"memory: weights {gib(m['weights'])} + gradients {gib(m['gradients'])} + optimizer {gib(m['optimizer'])} "
+        f"+ activations {gib(m['activations'])} = {gib(m['total'])} of {gib(e['device_memory'])} "
+        f"{e['device_memory_what']}",
+        f"encoded dataset in host RAM: {gib(e['dataset_bytes'])} ({e['train_clips']} clips)",
+    ]
+    lines += [f"warning: {w}" for w in e["warnings"]]
+    return "\n".join(lines)
