@@ -1,8 +1,9 @@
 """Launching and watching training runs as processes; the run directory is the protocol.
 
 `RunManager.start` writes the config into the run directory and starts the same command a user
-types (`python cli.py train --dataset D --output RUN --config RUN/launch.yaml`) in its own process
-group, so closing the UI never stalls a run and a stop can reach every child. State comes from the
+types (`python cli.py train --dataset D --output RUN --config RUN/launch.yaml`, or `accelerate
+launch ... cli.py train ...` for several processes: see core.launch) in its own process group, so
+closing the UI never stalls a run and a stop can reach every child. State comes from the
 files (`core.run_files`), so a reloaded page re-attaches: a `running` status whose process is gone
 is reported as `crashed`, with the log tail and, when we launched it, the exit code.
 This module imports no torch.
@@ -23,6 +24,7 @@ import yaml
 
 from core.config import atomic_write_text
 from core.errors import WorkbenchError
+from core.launch import LaunchPlan, plan_launch
 from core.paths import REPO_ROOT
 from core.run_files import RunFiles
 
@@ -63,9 +65,11 @@ def tail(path: Path, lines: int = 20) -> str:
 class RunManager:
     """Starts, stops, resumes and reports runs under `runs_dir`. One active run at a time."""
 
-    def __init__(self, runs_dir, python: str = sys.executable, cli: Path = REPO_ROOT / "cli.py"):
+    def __init__(self, runs_dir, python: str = sys.executable, cli: Path = REPO_ROOT / "cli.py",
+                 gpus: int | None = None):
         self.runs_dir = Path(runs_dir)
         self.python, self.cli = python, Path(cli)
+        self.gpus = gpus  # None: count visible GPUs at launch (core.launch.visible_gpus)
         self._procs: dict[str, subprocess.Popen] = {}
 
     # --- reading ---------------------------------------------------------------------------------
@@ -91,6 +95,8 @@ class RunManager:
                     pass
             if exit_code is not None:
                 status["exit_code"] = exit_code
+        elif exit_code is not None:
+            status = dict(status, exit_code=exit_code)  # the launcher's (accelerate's) exit code, for runs we started
         return status
 
     def active(self) -> Path | None:
@@ -122,9 +128,13 @@ class RunManager:
         run_dir.mkdir(parents=True, exist_ok=True)
         data = asdict(config) if is_dataclass(config) else dict(config)
         atomic_write_text(run_dir / LAUNCH_CONFIG, yaml.safe_dump(data, sort_keys=False))
-        cmd = [self.python, str(self.cli), "train", "--dataset", str(dataset), "--output", str(run_dir),
-               "--config", str(run_dir / LAUNCH_CONFIG)]
-        return self._launch(run_dir, cmd)
+        args = ["--dataset", str(dataset), "--output", str(run_dir), "--config", str(run_dir / LAUNCH_CONFIG)]
+        try:
+            plan = plan_launch(args, data, run_dir, self.python, self.cli, gpus=self.gpus)
+        except WorkbenchError:
+            (run_dir / LAUNCH_CONFIG).unlink(missing_ok=True)
+            raise
+        return self._launch(run_dir, plan)
 
     def resume(self, run_dir) -> Path:
         run_dir = Path(run_dir)
@@ -134,7 +144,12 @@ class RunManager:
             raise RunError(f"{run_dir}: run already completed")
         if not RunFiles(run_dir).last_checkpoint():
             raise RunError(f"{run_dir}: no checkpoint to resume from")
-        return self._launch(run_dir, [self.python, str(self.cli), "train", "--resume", str(run_dir)])
+        try:
+            data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            data = {}
+        return self._launch(run_dir, plan_launch(["--resume", str(run_dir)], data, run_dir, self.python, self.cli,
+                                                 gpus=self.gpus))
 
     def stop(self, run_dir, grace_s: float = STOP_GRACE_S) -> dict:
         """Ask the run to save and stop (STOP file); kill its process group after `grace_s`."""
@@ -170,13 +185,16 @@ class RunManager:
         if busy is not None:
             raise RunError(f"run '{busy.name}' is still running; stop it before starting another")
 
-    def _launch(self, run_dir: Path, cmd: list[str]) -> Path:
+    def _launch(self, run_dir: Path, plan: LaunchPlan) -> Path:
+        plan.write_config()
+        cmd = plan.cmd
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(run_dir / LAUNCH_LOG, "a") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     cwd=str(REPO_ROOT), env=env, start_new_session=True)
         self._procs[str(run_dir.resolve())] = proc
-        atomic_write_text(run_dir / LAUNCH_INFO, json.dumps({"pid": proc.pid, "cmd": cmd, "started": time.time()}))
+        atomic_write_text(run_dir / LAUNCH_INFO, json.dumps({"pid": proc.pid, "cmd": cmd, "processes": plan.processes,
+                                                             "started": time.time()}))
         return run_dir
 
     def _reap(self, run_dir) -> None:
