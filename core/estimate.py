@@ -301,5 +301,8 @@ def format_estimate(e: dict) -> str:
         f"{e['device_memory_what']}",
         f"encoded dataset in host RAM: {gib(e['dataset_bytes'])} ({e['train_clips']} clips)",
     ]
+    if e["device"] == "cpu":
+        lines.append("note: on CPU the process also holds the runtime (~0.5 GB) and glibc keeps freed blocks, so its "
+                     "RSS can reach 1.5-2x the activations term")
     lines += [f"warning: {w}" for w in e["warnings"]]
     return "\n".join(lines)

@@ -1,8 +1,9 @@
 """Train tab: a form that builds a TrainConfig, and a live view of runs that polls their files.
 
 Runs are processes (core.runs); this tab only writes a config, starts/stops/resumes the
-`cli.py train` process and reads the run directory, so closing the browser changes nothing and a
-reload re-attaches to whatever is running.
+`cli.py train` process (or `accelerate launch` for several processes) and reads the run directory,
+so closing the browser changes nothing and a reload re-attaches to whatever is running. Estimate
+(core.estimate), merge (core.merge) and cloning a past run's config are thin calls too.
 """
 
 from __future__ import annotations
@@ -11,25 +12,75 @@ import time
 
 import gradio as gr
 import pandas as pd
+import yaml
 
 from core.config import TrainConfig
-from core.errors import WorkbenchError
+from core.errors import ConfigError, WorkbenchError
 from core.run_files import RunFiles
 
+# The form's fields, in the order the handlers (and the /start_run and /estimate API) take them.
+FORM_KEYS = ("model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "frames", "sampling",
+             "width", "height", "max_steps", "batch_size", "grad_accum", "lr", "lr_scheduler", "warmup_steps",
+             "optimizer", "precision", "gradient_checkpointing", "save_steps", "eval_steps", "eval_max_clips",
+             "max_new_tokens", "report_to", "merge_at_end", "num_processes", "distributed", "seed")
+# form key -> TrainConfig field where the names differ
+_FIELD = {"frames": "num_frames", "width": "frame_width", "height": "frame_height", "lr": "learning_rate"}
+_OPTIONAL_INTS = ("frames", "width", "height")  # blank (or 0) = the model's default
+_INTS = ("lora_r", "lora_alpha", "max_steps", "batch_size", "grad_accum", "warmup_steps", "save_steps", "eval_steps",
+         "eval_max_clips", "max_new_tokens", "num_processes", "seed")
 
-def form_to_config(model, method, lora_r, frames, sampling, width, height, max_steps, batch_size, lr,
-                   save_steps, seed) -> TrainConfig:
-    """Form values → validated TrainConfig. Blank numeric fields mean 'the default for this model'."""
-    def opt_int(v):
-        return int(v) if v not in (None, "", 0) else None
 
-    data = {"model": model, "method": method, "lora_r": int(lora_r), "sampling": sampling,
-            "num_frames": opt_int(frames), "frame_width": opt_int(width), "frame_height": opt_int(height),
-            "max_steps": int(max_steps), "batch_size": int(batch_size), "save_steps": int(save_steps),
-            "seed": int(seed), "learning_rate": float(lr) if lr not in (None, "") else None,
-            # short runs still draw a curve: about 20 points, at most one every 10 steps
-            "logging_steps": max(1, min(10, int(max_steps) // 20))}
+def form_to_config(base: dict | None = None, **form) -> TrainConfig:
+    """Form values → validated TrainConfig. Blank numeric fields mean 'the default for this model';
+    fields the form does not show come from `base` (a cloned run's config), else the defaults."""
+    unknown = set(form) - set(FORM_KEYS)
+    if unknown:
+        raise ConfigError(f"form: unknown fields {', '.join(sorted(unknown))}")
+    data = dict(base or {})
+    for key, value in form.items():
+        if key in _OPTIONAL_INTS:
+            value = int(value) if value not in (None, "", 0) else None
+        elif key in _INTS:
+            value = int(value)
+        elif key == "lr":
+            try:
+                value = float(value) if str(value or "").strip() else None
+            except ValueError:
+                raise ConfigError(f"form: learning rate {value!r} is not a number") from None
+        elif key == "lora_dropout":
+            value = float(value or 0.0)
+        elif key in ("gradient_checkpointing", "merge_at_end"):
+            value = bool(value)
+        data[_FIELD.get(key, key)] = value
+    if "max_steps" in form:  # short runs still draw a curve: about 20 points, at most one every 10 steps
+        data["logging_steps"] = max(1, min(10, int(form["max_steps"]) // 20))
     return TrainConfig.from_dict(data, source="form")
+
+
+def config_to_form(config: dict) -> dict:
+    """A run's config.yaml → form values (the inverse of form_to_config for the fields shown)."""
+    defaults = TrainConfig().__dict__
+    out = {}
+    for key in FORM_KEYS:
+        value = config.get(_FIELD.get(key, key), defaults[_FIELD.get(key, key)])
+        out[key] = ("" if value is None else str(value)) if key == "lr" else value
+    return out
+
+
+def clone_config(ws, run_name: str) -> tuple[dict, dict]:
+    """(form values, full config) of a past run, read from its config.yaml (or launch.yaml)."""
+    if not run_name:
+        raise ConfigError("pick a run to clone")
+    run_dir = ws.runs_dir / run_name
+    for name in ("config.yaml", "launch.yaml"):
+        if (run_dir / name).is_file():
+            try:
+                config = yaml.safe_load((run_dir / name).read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{run_dir / name}: cannot read ({exc})") from exc
+            TrainConfig.from_dict(dict(config), source=str(run_dir / name))  # refuse configs we cannot run
+            return config_to_form(config), config
+    raise ConfigError(f"{run_dir}: no config.yaml to clone")
 
 
 def progress_markdown(status: dict) -> str:
@@ -45,6 +96,8 @@ def progress_markdown(status: dict) -> str:
     text = f"**{state}** · step {step}/{total} `{bar}` {pct:.0f}%{eta}"
     if status.get("loss") is not None:
         text += f" · loss {status['loss']:.4f}"
+    if (status.get("world_size") or 1) > 1:
+        text += f" · {status['world_size']} processes"
     if state == "crashed":
         text += f"\n\nexit code {status.get('exit_code', '?')}\n```\n{status.get('log_tail', '')}\n```"
     elif status.get("message"):
@@ -57,45 +110,104 @@ def loss_frame(run_dir) -> pd.DataFrame:
     return pd.DataFrame({"step": [r["step"] for r in rows], "loss": [r["loss"] for r in rows]})
 
 
+def eval_frame(run_dir) -> pd.DataFrame:
+    """Long format (step, value, metric) of the eval lines, for a multi-line plot."""
+    rows = []
+    for r in RunFiles(run_dir).read_metrics():
+        for key, name in (("eval_schema_valid_rate", "schema-valid"), ("eval_mean_field_accuracy", "field accuracy")):
+            if key in r:
+                rows.append({"step": r["step"], "value": r[key], "metric": name})
+    return pd.DataFrame(rows, columns=["step", "value", "metric"])
+
+
 def runs_table(ws) -> pd.DataFrame:
     rows = [{"run": r["run"], "state": r.get("state"), "step": r.get("global_step"),
              "max_steps": r.get("max_steps"), "loss": r.get("loss")} for r in ws.runs.list_runs()]
     return pd.DataFrame(rows, columns=["run", "state", "step", "max_steps", "loss"])
 
 
+def estimate_markdown(dataset: str, base: dict | None, form: dict) -> str:
+    from core.estimate import estimate, format_estimate
+
+    return "```\n" + format_estimate(estimate(form_to_config(base, **form), dataset)) + "\n```"
+
+
 def build(ws) -> None:
+    d = TrainConfig()
+    base = gr.State(None)  # the full config of a cloned run: fields the form does not show
     with gr.Row():
         with gr.Column(scale=1):
             dataset = gr.Textbox(value=str(ws.dataset_dir), label="Dataset folder (seed layout)", elem_id="train-dataset")
             name = gr.Textbox(value=lambda: time.strftime("run-%Y%m%d-%H%M%S"), label="Run name", elem_id="train-name")
-            model = gr.Dropdown(choices=ws.model_choices(), value=ws.default_model, allow_custom_value=True,
-                                label="Base model")
-            method = gr.Radio(["lora", "full"], value="lora", label="Method")
-            lora_r = gr.Number(value=16, label="LoRA rank", precision=0)
+            c = {"model": gr.Dropdown(choices=ws.model_choices(), value=ws.default_model, allow_custom_value=True,
+                                      label="Base model"),
+                 "method": gr.Radio(["lora", "qlora", "full"], value=d.method, label="Method",
+                                    info="qlora: 4-bit base, needs bitsandbytes and a CUDA GPU")}
             with gr.Row():
-                sampling = gr.Radio(["uniform", "fps"], value="uniform", label="Frame sampling")
-                frames = gr.Number(value=None, label="Frames per clip (blank: model default)", precision=0)
+                c["sampling"] = gr.Radio(["uniform", "fps"], value=d.sampling, label="Frame sampling")
+                c["frames"] = gr.Number(value=None, label="Frames per clip (blank: model default)", precision=0)
             with gr.Row():
-                width = gr.Number(value=None, label="Frame width (blank: default)", precision=0)
-                height = gr.Number(value=None, label="Frame height (blank: default)", precision=0)
+                c["width"] = gr.Number(value=None, label="Frame width (blank: default)", precision=0)
+                c["height"] = gr.Number(value=None, label="Frame height (blank: default)", precision=0)
             with gr.Row():
-                max_steps = gr.Number(value=TrainConfig.max_steps, label="Max steps", precision=0, elem_id="train-steps")
-                batch_size = gr.Number(value=TrainConfig.batch_size, label="Batch size", precision=0)
+                c["max_steps"] = gr.Number(value=d.max_steps, label="Max steps", precision=0, elem_id="train-steps")
+                c["batch_size"] = gr.Number(value=d.batch_size, label="Batch size (per device)", precision=0)
+                c["grad_accum"] = gr.Number(value=d.grad_accum, label="Gradient accumulation", precision=0)
             with gr.Row():
-                lr = gr.Textbox(value="", label="Learning rate (blank: default)")
-                save_steps = gr.Number(value=TrainConfig.save_steps, label="Save every N steps", precision=0)
-                seed = gr.Number(value=0, label="Seed", precision=0)
+                c["lr"] = gr.Textbox(value="", label="Learning rate (blank: default)")
+                c["save_steps"] = gr.Number(value=d.save_steps, label="Save every N steps", precision=0)
+                c["seed"] = gr.Number(value=d.seed, label="Seed", precision=0)
+            with gr.Accordion("LoRA", open=False):
+                with gr.Row():
+                    c["lora_r"] = gr.Number(value=d.lora_r, label="Rank", precision=0)
+                    c["lora_alpha"] = gr.Number(value=d.lora_alpha, label="Alpha", precision=0)
+                    c["lora_dropout"] = gr.Number(value=d.lora_dropout, label="Dropout")
+                c["lora_targets"] = gr.Radio(["language", "all"], value=d.lora_targets, label="Targets",
+                                             info="language: LM linears only; all: also the vision tower")
+                c["merge_at_end"] = gr.Checkbox(value=d.merge_at_end, label="Merge the adapter into the base at the end")
+            with gr.Accordion("Optimisation", open=False):
+                with gr.Row():
+                    c["optimizer"] = gr.Radio(["adamw", "adafactor"], value=d.optimizer, label="Optimizer")
+                    c["lr_scheduler"] = gr.Radio(["cosine", "linear", "constant"], value=d.lr_scheduler,
+                                                 label="LR schedule")
+                    c["warmup_steps"] = gr.Number(value=d.warmup_steps, label="Warm-up steps", precision=0)
+                with gr.Row():
+                    c["precision"] = gr.Radio(["auto", "bf16", "fp16", "fp32"], value=d.precision, label="Precision",
+                                              info="auto: bf16/fp16 on GPU, fp32 on CPU")
+                    c["gradient_checkpointing"] = gr.Checkbox(value=d.gradient_checkpointing,
+                                                              label="Gradient checkpointing")
+            with gr.Accordion("Evaluation, logging, processes", open=False):
+                with gr.Row():
+                    c["eval_steps"] = gr.Number(value=d.eval_steps, label="Evaluate on val every N steps (0: never)",
+                                                precision=0)
+                    c["eval_max_clips"] = gr.Number(value=d.eval_max_clips, label="Val clips per evaluation",
+                                                    precision=0)
+                    c["max_new_tokens"] = gr.Number(value=d.max_new_tokens, label="Max answer tokens", precision=0)
+                c["report_to"] = gr.Textbox(value=d.report_to, label="Report to (none, tensorboard, trackio, wandb)")
+                with gr.Row():
+                    c["num_processes"] = gr.Number(value=d.num_processes, precision=0,
+                                                   label="Processes (0: one per GPU)")
+                    c["distributed"] = gr.Radio(["ddp", "deepspeed", "fsdp"], value=d.distributed, label="Distributed")
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="train-start")
+                estimate_btn = gr.Button("Estimate", elem_id="train-estimate")
                 stop = gr.Button("Stop (save)", elem_id="train-stop")
                 resume = gr.Button("Resume", elem_id="train-resume")
+            estimate_out = gr.Markdown(elem_id="train-estimate-out")
         with gr.Column(scale=2):
-            selected = gr.Dropdown(choices=[r["run"] for r in ws.runs.list_runs()], label="Run", allow_custom_value=True,
-                                   elem_id="train-run")
+            with gr.Row():
+                selected = gr.Dropdown(choices=[r["run"] for r in ws.runs.list_runs()], label="Run",
+                                       allow_custom_value=True, elem_id="train-run")
+                clone = gr.Button("Clone config into the form", elem_id="train-clone")
+                merge = gr.Button("Merge adapter", elem_id="train-merge")
             progress = gr.Markdown(elem_id="train-progress")
-            curve = gr.LinePlot(x="step", y="loss", title="Training loss", height=260, elem_id="train-curve")
+            with gr.Row():
+                curve = gr.LinePlot(x="step", y="loss", title="Training loss", height=260, elem_id="train-curve")
+                eval_curve = gr.LinePlot(x="step", y="value", color="metric", title="Val (greedy)", height=260,
+                                         y_lim=[0, 1], elem_id="train-eval-curve")
             log = gr.Textbox(label="Log tail", lines=8, elem_id="train-log")
             table = gr.Dataframe(label="Runs", interactive=False)
+    form = [c[k] for k in FORM_KEYS]
 
     def refresh(run_name):
         table_df = runs_table(ws)
@@ -104,22 +216,49 @@ def build(ws) -> None:
             active = ws.runs.active()
             run_name = active.name if active else (choices[0] if choices else None)
         if not run_name:
-            return gr.update(choices=choices), "No runs yet.", pd.DataFrame({"step": [], "loss": []}), "", table_df
+            return (gr.update(choices=choices), "No runs yet.", pd.DataFrame({"step": [], "loss": []}),
+                    pd.DataFrame(columns=["step", "value", "metric"]), "", table_df)
         run_dir = ws.runs_dir / run_name
         status = ws.runs.state(run_dir)
         log_text = "\n".join((run_dir / "train.log").read_text().splitlines()[-12:]) if (run_dir / "train.log").is_file() else ""
         return (gr.update(choices=choices, value=run_name), progress_markdown(status), loss_frame(run_dir),
-                log_text, table_df)
+                eval_frame(run_dir), log_text, table_df)
 
-    def on_start(ds, run_name, *form):
+    def on_start(ds, run_name, base_cfg, *values):
         try:
-            cfg = form_to_config(*form)
+            cfg = form_to_config(base_cfg, **dict(zip(FORM_KEYS, values)))
             ws.models.unload_all()  # a training process needs the memory the app's models hold
             ws.runs.start(ds, run_name.strip(), cfg)
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info(f"started {run_name}; the app's loaded models were unloaded to free memory")
         return run_name.strip()
+
+    def on_estimate(ds, base_cfg, *values):
+        try:
+            return estimate_markdown(ds, base_cfg, dict(zip(FORM_KEYS, values)))
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    def on_clone(run_name):
+        try:
+            values, config = clone_config(ws, run_name)
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"form filled from {run_name}; give the new run a name and press Start")
+        return [config, time.strftime("run-%Y%m%d-%H%M%S")] + [values[k] for k in FORM_KEYS]
+
+    def on_merge(run_name):
+        from core.merge import merge_run
+
+        if not run_name:
+            raise gr.Error("pick a run")
+        try:
+            out = merge_run(ws.runs_dir / run_name)
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+        gr.Info(f"merged model written to {out}")
+        return f"merged model written to `{out}` (usable as a model anywhere)"
 
     def on_stop(run_name):
         if not run_name:
@@ -134,9 +273,11 @@ def build(ws) -> None:
             raise gr.Error(str(exc)) from exc
         return run_name
 
-    form = [model, method, lora_r, frames, sampling, width, height, max_steps, batch_size, lr, save_steps, seed]
-    outputs = [selected, progress, curve, log, table]
-    start.click(on_start, [dataset, name, *form], selected, api_name="start_run").then(refresh, selected, outputs)
+    outputs = [selected, progress, curve, eval_curve, log, table]
+    start.click(on_start, [dataset, name, base, *form], selected, api_name="start_run").then(refresh, selected, outputs)
+    estimate_btn.click(on_estimate, [dataset, base, *form], estimate_out, api_name="estimate")
+    clone.click(on_clone, selected, [base, name, *form], api_name="clone_config")
+    merge.click(on_merge, selected, estimate_out, api_name="merge_run")
     stop.click(on_stop, selected, selected, api_name="stop_run").then(refresh, selected, outputs)
     resume.click(on_resume, selected, selected, api_name="resume_run").then(refresh, selected, outputs)
     selected.change(refresh, selected, outputs, api_name="run_status")

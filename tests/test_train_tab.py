@@ -7,11 +7,14 @@ import time
 import pytest
 
 from conftest import SAMPLES
+from core.config import TrainConfig
 from core.errors import ConfigError
-from tabs.train import form_to_config, progress_markdown
+from tabs.train import FORM_KEYS, clone_config, config_to_form, form_to_config, progress_markdown
 
-FORM = dict(model="tiny:default", method="lora", lora_r=8, frames=None, sampling="uniform", width=None,
-            height=None, max_steps=12, batch_size=4, lr="", save_steps=6, seed=0)
+# every form field at its default, then what these tests change
+FORM = dict(config_to_form(vars(TrainConfig())), model="tiny:default", lora_r=8, frames=None, width=None,
+            height=None, max_steps=12, batch_size=4, lr="", save_steps=6, eval_steps=6, eval_max_clips=2,
+            max_new_tokens=32)
 
 
 def test_form_blank_fields_mean_model_defaults():
@@ -54,17 +57,64 @@ def app_client(tmp_path_factory):
 
 def test_start_run_from_the_tab_and_watch_it_complete(app_client):
     client, ws, data = app_client
-    form = [FORM[k] for k in ("model", "method", "lora_r", "frames", "sampling", "width", "height", "max_steps",
-                              "batch_size", "lr", "save_steps", "seed")]
+    form = [FORM[k] for k in FORM_KEYS]
     name = client.predict(str(data), "tabrun", *form, api_name="/start_run")
     assert name == "tabrun"
     deadline = time.time() + 600
     while time.time() < deadline:
-        _, progress, curve, log, table = client.predict("tabrun", api_name="/run_status")
+        _, progress, curve, eval_curve, log, table = client.predict("tabrun", api_name="/run_status")
         if progress.startswith("**completed**"):
             break
         time.sleep(1)
     assert progress.startswith("**completed**") and "step 12/12" in progress
     assert len(curve["data"]) >= 5  # the loss curve has points
+    # eval at steps 6 and 12, two metrics each, on the val split the generator wrote
+    assert sorted({row[0] for row in eval_curve["data"]}) == [6, 12] and len(eval_curve["data"]) == 4
     assert "completed at step 12" in log
     assert (ws.runs_dir / "tabrun" / "final" / "adapter_config.json").is_file()
+
+
+def test_new_form_fields_reach_the_config():
+    cfg = form_to_config(**dict(FORM, grad_accum=4, lr_scheduler="linear", optimizer="adafactor", precision="fp32",
+                                gradient_checkpointing=True, lora_alpha=64, lora_dropout=0.05, lora_targets="all",
+                                num_processes=2, distributed="fsdp", merge_at_end=True, report_to="none"))
+    assert (cfg.grad_accum, cfg.lr_scheduler, cfg.optimizer, cfg.precision) == (4, "linear", "adafactor", "fp32")
+    assert cfg.gradient_checkpointing and cfg.merge_at_end and cfg.lora_targets == "all"
+    assert (cfg.lora_alpha, cfg.lora_dropout, cfg.num_processes, cfg.distributed) == (64, 0.05, 2, "fsdp")
+    with pytest.raises(ConfigError, match="optimizer"):
+        form_to_config(**dict(FORM, optimizer="sgd"))
+
+
+def test_clone_fills_the_form_and_keeps_fields_the_form_does_not_show(tmp_path):
+    from types import SimpleNamespace
+
+    past = TrainConfig(model="tiny:qwen2_5_vl", lora_r=4, num_frames=6, learning_rate=2e-3, grad_accum=3,
+                       optimizer="adafactor", eval_steps=50, freeze_vision=True, train_embeddings=True, fps=3.0)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.yaml").write_text(past.to_yaml())
+    values, config = clone_config(SimpleNamespace(runs_dir=tmp_path), "old")
+    assert set(values) == set(FORM_KEYS)
+    assert (values["model"], values["lora_r"], values["frames"], values["lr"]) == ("tiny:qwen2_5_vl", 4, 6, "0.002")
+    assert (values["grad_accum"], values["optimizer"], values["eval_steps"]) == (3, "adafactor", 50)
+    again = form_to_config(config, **values)  # Start with the cloned form, untouched
+    assert vars(again) == dict(vars(past), logging_steps=again.logging_steps)
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        clone_config(SimpleNamespace(runs_dir=tmp_path), "missing")
+
+
+def test_clone_config_endpoint_returns_the_finished_runs_form(app_client):
+    import yaml
+
+    client, ws, _ = app_client
+    config = yaml.safe_load((ws.runs_dir / "tabrun" / "config.yaml").read_text())
+    out = client.predict("tabrun", api_name="/clone_config")
+    name, values = out[0], dict(zip(FORM_KEYS, out[1:]))
+    assert name.startswith("run-") and name != "tabrun"
+    assert values["max_steps"] == 12 and values["lora_r"] == 8 and values["eval_steps"] == 6
+    assert values["frames"] == config["num_frames"] == 8  # the resolved value the run actually used
+
+
+def test_estimate_endpoint_shows_tokens_and_memory_before_start(app_client):
+    client, _, data = app_client
+    text = client.predict(str(data), *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
+    assert "visual tokens per clip: 96" in text and "memory: weights" in text and "host RAM" in text
