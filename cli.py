@@ -74,6 +74,17 @@ def cmd_train(args) -> int:
             raise SystemExit("error: train needs --dataset DIR and --output RUN_DIR (or --resume RUN_DIR)")
         run_dir, dataset = args.output, args.dataset
     cfg = _train_config(args)
+    if "LOCAL_RANK" not in os.environ and "train" in sys.argv:  # typed by a user, not started by a launcher
+        from core.launch import plan_launch
+
+        plan = plan_launch(sys.argv[sys.argv.index("train") + 1:], cfg, run_dir)
+        if plan.processes > 1 or plan.config_path is not None:
+            os.makedirs(run_dir, exist_ok=True)
+            plan.write_config()
+            print(f"starting {plan.processes} processes: {' '.join(plan.cmd)}", file=sys.stderr)
+            import subprocess
+
+            return subprocess.call(plan.cmd)
     t0 = time.time()
     status = train(dataset, run_dir, cfg, resume=bool(args.resume), echo=_progress_echo)
     if dist_info()[0] == 0:
