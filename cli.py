@@ -193,15 +193,17 @@ def cmd_eval(args) -> int:
 
 def cmd_models(args) -> int:
     from core.models import FAMILIES
+    from core.tiny import TINY_MODELS
 
     rows = [{"family": f.name, "hub_examples": list(f.hub_examples), "frames_as": f.frames_as,
-             "tiny": f"tiny:{f.tiny}" if f.tiny else None, "default_frames": f.default_frames}
+             "tiny": f"tiny:{f.tiny}" if f.tiny else None, "tiny_offline": f.tiny in TINY_MODELS,
+             "default_frames": f.default_frames, "default_size": list(f.default_size)}
             for f in FAMILIES.values()]
     if args.json:
         _print_json(rows)
     else:
         for r in rows:
-            print(f"{r['family']:14} {r['tiny'] or '-':18} {', '.join(r['hub_examples'])}")
+            print(f"{r['family']:17} {r['tiny'] or '-':23} {', '.join(r['hub_examples'])}")
     return 0
 
 

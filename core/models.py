@@ -36,13 +36,24 @@ class Family:
     projector_modules: tuple  # name prefixes of the vision->text projector
     vision_tower_module: str = ""  # module name PEFT wraps whole when the tower trains under LoRA
     projector_module: str = ""  # same, for the projector alone
+    projector_in_tower: bool = False  # the projector module sits inside the tower module (Qwen's merger)
     embedding_modules: tuple = ("embed_tokens", "lm_head")
     default_frames: int = 8
     default_size: tuple = (448, 252)  # width, height of each frame fed to the processor
     tiny: str | None = None  # name in core.tiny.TINY_MODELS
 
+    def modules_to_save(self, train_embeddings: bool, freeze_vision: bool, freeze_projector: bool) -> list[str]:
+        """Modules PEFT trains whole (copies) beside LoRA: embeddings/head, an unfrozen tower, an
+        unfrozen projector. A projector inside the tower is covered by the tower's copy."""
+        names = list(self.embedding_modules) if train_embeddings else []
+        if not freeze_vision:
+            names.append(self.vision_tower_module)
+        if not freeze_projector and (freeze_vision or not self.projector_in_tower):
+            names.append(self.projector_module)
+        return [n for n in names if n]
 
-_QWEN_LM_LINEARS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+
+_LM_LINEARS = r".*language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 
 FAMILIES = {
     "qwen2_5_vl": Family(
@@ -50,13 +61,14 @@ FAMILIES = {
         model_types=("qwen2_5_vl",),
         hub_examples=("Qwen/Qwen2.5-VL-3B-Instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
         frames_as="video",
-        lora_target_regex=_QWEN_LM_LINEARS,
+        lora_target_regex=_LM_LINEARS,
         # In transformers 5 the projector ("merger") lives inside `visual`; freezing the tower
         # excludes it so the two toggles stay independent.
         vision_modules=("model.visual.patch_embed", "model.visual.blocks"),
         projector_modules=("model.visual.merger",),
         vision_tower_module="visual",
         projector_module="merger",
+        projector_in_tower=True,
         default_frames=8,
         default_size=(448, 252),
         tiny="qwen2_5_vl",
@@ -66,14 +78,78 @@ FAMILIES = {
         model_types=("qwen3_vl",),
         hub_examples=("Qwen/Qwen3-VL-2B-Instruct", "Qwen/Qwen3-VL-8B-Instruct"),
         frames_as="video",
-        lora_target_regex=_QWEN_LM_LINEARS,
+        lora_target_regex=_LM_LINEARS,
         vision_modules=("model.visual.patch_embed", "model.visual.pos_embed", "model.visual.blocks"),
         projector_modules=("model.visual.merger", "model.visual.deepstack_merger_list"),
         vision_tower_module="visual",
         projector_module="merger",
+        projector_in_tower=True,
         default_frames=8,
         default_size=(448, 256),
         tiny="qwen3_vl",
+    ),
+    "internvl": Family(
+        name="internvl",
+        model_types=("internvl",),
+        hub_examples=("OpenGVLab/InternVL3-1B-hf", "OpenGVLab/InternVL3-2B-hf", "OpenGVLab/InternVL3-8B-hf"),
+        # One video item; InternVLProcessor writes it as "Frame{i}: <img><IMG_CONTEXT>*256</img>" lines,
+        # one 448x448 tile a frame (no dynamic tiling for video frames).
+        frames_as="video",
+        lora_target_regex=_LM_LINEARS,  # the vision tower has q_proj/k_proj/v_proj too
+        vision_modules=("model.vision_tower",),
+        projector_modules=("model.multi_modal_projector",),
+        vision_tower_module="vision_tower",
+        projector_module="multi_modal_projector",
+        default_frames=8,
+        default_size=(448, 448),
+        tiny="internvl",
+    ),
+    "smolvlm": Family(
+        name="smolvlm",
+        model_types=("smolvlm",),
+        hub_examples=("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+                      "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"),
+        # One video item; SmolVLMProcessor writes "You are provided the following series of N frames
+        # ...\nFrame from MM:SS:<fake_token_around_image><global-img><image>*n<fake_token_around_image>".
+        frames_as="video",
+        lora_target_regex=r".*text_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",
+        vision_modules=("model.vision_model",),  # SigLIP: its attention has q_proj/k_proj/v_proj/out_proj
+        projector_modules=("model.connector",),
+        vision_tower_module="vision_model",
+        projector_module="connector",
+        default_frames=8,
+        default_size=(384, 384),
+        tiny="smolvlm",
+    ),
+    "llava_onevision": Family(
+        name="llava_onevision",
+        model_types=("llava_onevision",),
+        hub_examples=("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-hf/llava-onevision-qwen2-7b-ov-hf"),
+        frames_as="video",  # <video> expands to frames x 14x14 pooled SigLIP tokens + one newline token
+        lora_target_regex=_LM_LINEARS,
+        vision_modules=("model.vision_tower",),
+        projector_modules=("model.multi_modal_projector", "model.image_newline"),
+        vision_tower_module="vision_tower",
+        projector_module="multi_modal_projector",
+        default_frames=8,
+        default_size=(384, 384),
+        tiny="llava_onevision",
+    ),
+    "llava_next_video": Family(
+        name="llava_next_video",
+        model_types=("llava_next_video",),
+        hub_examples=("llava-hf/LLaVA-NeXT-Video-7B-hf", "llava-hf/LLaVA-NeXT-Video-7B-DPO-hf"),
+        # <video> expands to frames x 12x12 pooled CLIP tokens. The video processor resizes the short
+        # side to 336 and CENTER-CROPS 336x336: the sides of a wide frame are never seen.
+        frames_as="video",
+        lora_target_regex=_LM_LINEARS,
+        vision_modules=("model.vision_tower",),
+        projector_modules=("model.multi_modal_projector", "model.image_newline"),
+        vision_tower_module="vision_tower",
+        projector_module="multi_modal_projector",
+        default_frames=8,
+        default_size=(336, 336),
+        tiny="llava_next_video",
     ),
 }
 

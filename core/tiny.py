@@ -85,7 +85,17 @@ class TinyQwen3Spec(TinyQwenSpec):
     num_position_embeddings: int = 64  # 8x8 grid of patch positions, interpolated to the frame
 
 
-TINY_MODELS = {"default": TinyQwen3Spec(), "qwen3_vl": TinyQwen3Spec(), "qwen2_5_vl": TinyQwenSpec()}
+def _family_spec(arch: str):
+    from core.tiny_families import TinyVLMSpec
+
+    return TinyVLMSpec(arch=arch)
+
+
+# name -> spec; `arch` picks the builder (SPEC_CLASSES / _builder).
+TINY_MODELS = {
+    "default": TinyQwen3Spec(), "qwen3_vl": TinyQwen3Spec(), "qwen2_5_vl": TinyQwenSpec(),
+    **{arch: _family_spec(arch) for arch in ("internvl", "smolvlm", "llava_onevision", "llava_next_video")},
+}
 
 
 def tokenizer_corpus() -> list[str]:
@@ -113,22 +123,31 @@ def tokenizer_corpus() -> list[str]:
     return corpus * 4
 
 
-def _build_tokenizer(spec: TinyQwenSpec):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(vocab_size: int, special: tuple, chat_template: str, add_bos: str | None = None, **wrapper):
+    """Byte-level BPE trained on `tokenizer_corpus()` with `special` tokens first (ids 0..), wrapped as a
+    fast tokenizer. `add_bos`: a token the tokenizer puts before every text (Llama-style); `wrapper`:
+    eos/pad/bos/unk tokens and `extra_special_tokens` (named tokens processors read as attributes)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size, special_tokens=list(QWEN_SPECIAL_TOKENS),
+        vocab_size=vocab_size, special_tokens=list(special),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(tokenizer_corpus(), trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        chat_template=QWEN_CHAT_TEMPLATE, model_max_length=4096, padding_side="right",
-    )
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{add_bos} $A", pair=f"{add_bos} $A $B", special_tokens=[(add_bos, tok.token_to_id(add_bos))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=chat_template, model_max_length=4096,
+                                   padding_side="right", **wrapper)
+
+
+def _build_tokenizer(spec: TinyQwenSpec):
+    return build_tokenizer(spec.vocab_size, QWEN_SPECIAL_TOKENS, QWEN_CHAT_TEMPLATE,
+                           eos_token="<|im_end|>", pad_token="<|endoftext|>")
 
 
 def _build_qwen(spec: TinyQwenSpec, out: Path) -> None:
@@ -219,6 +238,28 @@ def _build_qwen3(spec: TinyQwen3Spec, out: Path) -> None:
     processor.save_pretrained(out)
 
 
+def spec_from_dict(recorded: dict):
+    """The spec dataclass of a recorded `tiny_spec.json` (its `arch` picks the class)."""
+    from core.tiny_families import TinyVLMSpec
+
+    fields = {k: v for k, v in recorded.items() if k != "name"}
+    arch = fields.get("arch", "qwen2_5_vl")
+    cls = {"qwen3_vl": TinyQwen3Spec, "qwen2_5_vl": TinyQwenSpec}.get(arch, TinyVLMSpec)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def _builder(arch: str):
+    if arch == "qwen3_vl":
+        return _build_qwen3
+    if arch == "qwen2_5_vl":
+        return _build_qwen
+    from core.tiny_families import BUILDERS_BY_ARCH
+
+    if arch not in BUILDERS_BY_ARCH:
+        raise ModelError(f"no tiny builder for architecture {arch!r}")
+    return BUILDERS_BY_ARCH[arch]
+
+
 def _spec_key(name: str, spec) -> str:
     # The tokenizer corpus is part of what is built: a changed preset must not reuse an old build.
     corpus = hashlib.sha256("\n".join(tokenizer_corpus()).encode()).hexdigest()
@@ -234,19 +275,14 @@ def ensure_tiny(name: str = "default", spec: dict | None = None) -> Path:
     """
     if name not in TINY_MODELS:
         raise ModelError(f"unknown tiny model 'tiny:{name}'; available: {', '.join('tiny:' + k for k in TINY_MODELS)}")
-    if spec is not None:
-        fields = {k: v for k, v in spec.items() if k != "name"}
-        cls = TinyQwen3Spec if fields.get("arch") == "qwen3_vl" else TinyQwenSpec
-        spec = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    else:
-        spec = TINY_MODELS[name]
+    spec = spec_from_dict(spec) if spec is not None else TINY_MODELS[name]
     out = cache_dir() / "models" / f"tiny-{name}-{_spec_key(name, spec)}"
     if (out / "config.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
-        (_build_qwen3 if spec.arch == "qwen3_vl" else _build_qwen)(spec, tmp)
+        _builder(spec.arch)(spec, tmp)
         (tmp / "tiny_spec.json").write_text(json.dumps({"name": name, **asdict(spec)}, indent=2))
         try:
             os.replace(tmp, out)  # atomic: a concurrent builder either wins or finds ours

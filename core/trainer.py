@@ -107,13 +107,8 @@ def apply_trainable(model, cfg: TrainConfig, family):
         from peft import LoraConfig, get_peft_model
 
         targets = family.lora_target_regex if cfg.lora_targets == "language" else "all-linear"
-        modules_to_save = list(family.embedding_modules) if cfg.train_embeddings else []
-        # PEFT copies modules_to_save whole; the tower module (which in some families contains
-        # the projector) is wrapped as one so its forward keeps working.
-        if not cfg.freeze_vision:
-            modules_to_save.append(family.vision_tower_module)
-        elif not cfg.freeze_projector:
-            modules_to_save.append(family.projector_module)
+        # PEFT copies modules_to_save whole (embeddings/head, an unfrozen tower or projector; see Family)
+        modules_to_save = family.modules_to_save(cfg.train_embeddings, cfg.freeze_vision, cfg.freeze_projector)
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=targets, modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")
         with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated is_gradient_checkpointing
