@@ -4,6 +4,9 @@ The prompt and the answer are tokenised separately and concatenated: the prompt 
 inference will see it (chat template with the generation prompt, vision placeholders expanded by
 the processor), the answer as the template's assistant suffix. The label mask is then exact by
 construction — only answer tokens carry labels — with no re-tokenisation guesswork at the boundary.
+When the template closes the assistant turn without the tokenizer's eos token (Vicuna-style
+templates such as LLaVA-NeXT-Video's end the answer with a space), the eos token is appended to the
+answer: generation stops on it, so the model has to learn to emit it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,20 @@ IGNORE_INDEX = -100
 # Per-token keys are padded along the sequence; everything else (pixel tensors, grids) is
 # concatenated along dim 0, which is how every processor we use batches vision inputs.
 TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
+
+
+def vision_placeholder_ids(processor) -> set[int]:
+    """Token ids the model replaces with vision features (the processor's image and video tokens,
+    e.g. <|video_pad|>, <IMG_CONTEXT>, <image>, <video>): what a clip costs in sequence length."""
+    tok = processor.tokenizer
+    ids = set()
+    for attr in ("image_token", "video_token"):
+        name = getattr(processor, attr, None)
+        if isinstance(name, str):
+            tid = tok.convert_tokens_to_ids(name)
+            if tid is not None and tid != tok.unk_token_id:
+                ids.add(int(tid))
+    return ids
 
 
 def render_prompt(processor, instruction: str, num_frames: int, frames_as: str) -> str:
@@ -36,21 +53,28 @@ def render_answer_suffix(processor, instruction: str, num_frames: int, frames_as
     return full[len(prompt):]
 
 
-def video_metadata(sampled):
+def video_metadata(sampled, indices=None):
     from transformers.video_utils import VideoMetadata
 
     info = sampled.info
     fps = info.fps or 1.0
     return VideoMetadata(
         total_num_frames=info.frame_count, fps=fps, duration=info.duration,
-        frames_indices=list(sampled.indices), width=info.width, height=info.height,
+        frames_indices=list(sampled.indices if indices is None else indices), width=info.width, height=info.height,
     )
 
 
 def processor_inputs(processor, prompt: str, sampled, frames_as: str) -> dict:
     frames = np.ascontiguousarray(sampled.frames)
     if frames_as == "video":
-        out = processor(text=[prompt], videos=[frames], video_metadata=[video_metadata(sampled)],
+        # A still image is a one-frame clip; video processors that patch frames in time (Qwen:
+        # temporal_patch_size 2) need that many frames, so it is repeated, as their image path does.
+        indices = list(sampled.indices)
+        need = int(getattr(getattr(processor, "video_processor", None), "temporal_patch_size", 1) or 1)
+        if len(frames) < need:
+            frames = np.concatenate([frames] + [frames[-1:]] * (need - len(frames)))
+            indices += [indices[-1]] * (need - len(indices))
+        out = processor(text=[prompt], videos=[frames], video_metadata=[video_metadata(sampled, indices)],
                         do_sample_frames=False, return_tensors="pt")
     else:
         out = processor(text=[prompt], images=[list(frames)], return_tensors="pt")
@@ -66,6 +90,9 @@ def encode_example(processor, instruction: str, sampled, frames_as: str, answer:
         return enc
     suffix = render_answer_suffix(processor, instruction, n, frames_as, answer, prompt)
     ans_ids = processor.tokenizer(suffix, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    eos = processor.tokenizer.eos_token_id
+    if eos is not None and not (ans_ids == eos).any():
+        ans_ids = torch.cat([ans_ids, torch.tensor([[eos]], dtype=ans_ids.dtype)], dim=1)
     prompt_len = enc["input_ids"].shape[1]
     for key in TOKEN_KEYS:
         if key in enc:
