@@ -1,7 +1,8 @@
 """Reading a dataset folder in the seed layout: `videos/` + `metadata.jsonl` (+ `schema.json`).
 
 Each metadata line is one JSON object with `video` (a path relative to the folder), an optional
-`split`, and the label fields. Bad lines and unsafe paths are reported per line and skipped; they
+`split`, and the label fields. The path may name a still image (jpg, png, ...) as well as a video:
+core.video samples an image as a one-frame clip, so image datasets need nothing else. Bad lines and unsafe paths are reported per line and skipped; they
 never stop the rest from loading. Writing, importing other layouts and splitting belong to the
 annotation store, not here.
 """

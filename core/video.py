@@ -11,6 +11,10 @@ What it does:
   averages like an area filter when shrinking; aspect ratio is not kept), and cache them on disk
   by file content + spec (``core.frame_cache``), so epochs, compare and export decode once.
 - ``chunk_video``: cut a long video into N-second H.264 mp4 pieces.
+- Still images (``IMAGE_EXTENSIONS``, by file name) are one-frame samples: ``sample_frames`` on a
+  jpg/png returns that one frame, upright (EXIF orientation applied) and resized like a video
+  frame, whatever the spec's frame count, so an image dataset trains and predicts with the same
+  code (families see it as a one-frame video).
 
 Decoding is PyAV only (``core.video_io``). decord is faster on some files but returned wrong
 frames on real ones (FIELD-NOTES), so it is not used. Sequential decoding is the reference;
@@ -44,9 +48,10 @@ from core.errors import VideoError
 from core.video_io import MAX_FRAME_PIXELS, VideoInfo
 
 __all__ = [
-    "FPS", "FPS_MAX_FRAMES", "FPS_MIN_FRAMES", "FRAME_FACTOR", "MAX_FRAME_PIXELS", "VIDEO_EXTENSIONS",
-    "SampledFrames", "SamplingSpec", "VideoInfo", "chunk_video", "fps_indices", "is_video_path",
-    "probe", "sample_frames", "sample_indices", "uniform_indices",
+    "FPS", "FPS_MAX_FRAMES", "FPS_MIN_FRAMES", "FRAME_FACTOR", "IMAGE_EXTENSIONS", "MAX_FRAME_PIXELS",
+    "VIDEO_EXTENSIONS", "SampledFrames", "SamplingSpec", "VideoInfo", "chunk_video", "fps_indices",
+    "is_image_path", "is_media_path", "is_video_path", "probe", "sample_frames", "sample_indices",
+    "uniform_indices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +67,7 @@ VIDEO_EXTENSIONS = frozenset((
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
     ".flv", ".wmv", ".asf", ".ogv", ".gif", ".3gp", ".mxf", ".nut", ".y4m", ".ivf",
 ))
+IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"))
 
 
 @dataclass(frozen=True)
@@ -197,15 +203,58 @@ def is_video_path(path) -> bool:
     return Path(str(path)).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def is_image_path(path) -> bool:
+    """True if the file name has a still-image extension (jpg, png, ...); a GIF counts as a video."""
+    return Path(str(path)).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_media_path(path) -> bool:
+    """A dataset item: a video or a still image (by file name)."""
+    return is_video_path(path) or is_image_path(path)
+
+
 # ----------------------------------------------------------------------------- files
 
 
 def probe(path) -> VideoInfo:
-    """Frame count, rate, size, keyframes, codec and rotation of a video file, or VideoError."""
+    """Frame count, rate, size, keyframes, codec and rotation of a video file (or of a still
+    image: one frame, fps 0, codec ``image/<format>``), or VideoError."""
+    if is_image_path(path):
+        video_io.check_regular_file(str(path))
+        return _open_image(str(path))[1]
     return video_io.scan(path).info
 
 
+def _open_image(path: str):
+    """(upright RGB PIL image, VideoInfo) of a still image, or VideoError naming the file."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_FRAME_PIXELS:
+                raise VideoError(path, f"image size {img.width}x{img.height} exceeds the limit of "
+                                       f"{MAX_FRAME_PIXELS} pixels")
+            fmt = (img.format or "unknown").lower()
+            upright = ImageOps.exif_transpose(img).convert("RGB")
+    except UnidentifiedImageError:
+        raise VideoError(path, "not a readable image (unrecognised or corrupt data)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise VideoError(path, f"cannot decode the image ({exc})") from None
+    info = VideoInfo(path=path, frame_count=1, fps=0.0, duration=0.0, width=upright.width, height=upright.height,
+                     keyframe_count=1, codec=f"image/{fmt}", rotation=0, frame_count_exact=True)
+    return upright, info
+
+
+def _sample_image(path: str, spec: SamplingSpec) -> SampledFrames:
+    image, info = _open_image(path)
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), video_io.RESAMPLE)  # as video frames are resized
+    return SampledFrames(np.array(image, dtype=np.uint8)[None], [0], [0.0], info)
+
+
 def _sample_uncached(path: str, spec: SamplingSpec, strategy: str = "auto") -> SampledFrames:
+    if is_image_path(path):
+        return _sample_image(path, spec)
     layout = video_io.scan(path)
     try:
         indices = sample_indices(layout.info, spec)
@@ -224,7 +273,8 @@ def _sample_uncached(path: str, spec: SamplingSpec, strategy: str = "auto") -> S
 
 
 def sample_frames(path, spec: SamplingSpec, use_cache: bool = True) -> SampledFrames:
-    """Sampled, upright, resized RGB frames of a video; cached on disk by content + spec."""
+    """Sampled, upright, resized RGB frames of a video (one frame for a still image); cached on
+    disk by content + spec."""
     path = str(path)
     video_io.check_regular_file(path)  # before hashing: a FIFO must never be read
     if not use_cache:
