@@ -21,7 +21,7 @@ from core.dataset import load_dataset
 from core.errors import DatasetError
 from core.paths import REPO_ROOT
 from core.predictions import FileWriter, make_row, open_writer, read_rows
-from core.video import is_video_path
+from core.video import is_media_path
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ def list_inputs(path, split: str | None = None) -> list[tuple[str, Path]]:
         raise DatasetError(f"{path}: no such file or folder")
     if split and (path / "metadata.jsonl").is_file():
         return [(s.rel, s.video) for s in load_dataset(path).split(split)]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and is_video_path(p) and not p.name.startswith("."))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and is_media_path(p) and not p.name.startswith("."))
     if not files:
-        raise DatasetError(f"{path}: no video files found")
+        raise DatasetError(f"{path}: no video or image files found")
     return [(p.relative_to(path).as_posix(), p) for p in files]
 
 

@@ -27,7 +27,7 @@ from core.config import atomic_write_text
 from core.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, safe_video_path
 from core.errors import DatasetError, SchemaError, VideoError, WorkbenchError
 from core.schema import canonical_answer, label_errors, load_schema, parse_schema, schema_hash
-from core.video import is_video_path, probe
+from core.video import is_image_path, is_media_path, probe
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +134,11 @@ class AnnotationStore:
         return out
 
     def video_files(self) -> list[str]:
-        """Video files under videos/ (relative paths), whether or not metadata mentions them."""
+        """Video (and still image) files under videos/ (relative paths), whether or not metadata mentions them."""
         base = self.root / VIDEOS
         if not base.is_dir():
             return []
-        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and is_video_path(p))
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and is_media_path(p))
 
     def clips(self, check_video: bool = True) -> list[Clip]:
         """Every clip the dataset knows (metadata rows first, then files without a row), with status."""
@@ -377,7 +377,7 @@ class AnnotationStore:
         for src in _expand_uploads([Path(f) for f in files], problems):
             try:
                 probe(src)
-                if chunk_seconds:
+                if chunk_seconds and not is_image_path(src):  # an image is one frame: nothing to cut
                     pieces = chunk_video(src, chunk_seconds, dest / "_incoming")
                     for piece in pieces:
                         added.append(_move_unique(piece, dest))
@@ -418,7 +418,7 @@ def _expand_uploads(paths: list[Path], problems: list[str]) -> list[Path]:
                     tmp = Path(tempfile.mkdtemp(prefix="vvw-zip-"))
                     for info in zf.infolist():
                         name = Path(info.filename)
-                        if info.is_dir() or not is_video_path(name):
+                        if info.is_dir() or not is_media_path(name):
                             continue
                         if name.is_absolute() or ".." in name.parts:
                             problems.append(f"{p.name}: {info.filename}: path escapes the archive; skipped")
@@ -429,8 +429,9 @@ def _expand_uploads(paths: list[Path], problems: list[str]) -> list[Path]:
                     out.extend(sorted(f for f in tmp.iterdir() if f.is_file()))
             except zipfile.BadZipFile:
                 problems.append(f"{p}: not a valid zip file")
-        elif is_video_path(p):
+        elif is_media_path(p):
             out.append(p)
         else:
-            problems.append(f"{p}: not a video file (expected .mp4, .mov, .avi, .mkv, .webm or a .zip of them)")
+            problems.append(f"{p}: not a video or image file (expected .mp4, .mov, .avi, .mkv, .webm, .jpg, .png "
+                            "or a .zip of them)")
     return out
