@@ -118,6 +118,11 @@ def collate(examples: list[dict], pad_id: int, padding_side: str = "right") -> d
                 padded.append(torch.cat([v, pad] if padding_side == "right" else [pad, v], dim=1))
             batch[key] = torch.cat(padded, dim=0)
         elif isinstance(values[0], torch.Tensor):
+            shapes = {tuple(v.shape[1:]) for v in values if v.dim() > 1}
+            if len(shapes) > 1:
+                raise ValueError(f"cannot batch {key} of shapes {sorted(shapes)}: this family's processor keeps "
+                                 "one tensor per clip, so clips with different frame counts (still images "
+                                 "beside videos, or fps sampling) need batch_size 1")
             batch[key] = torch.cat([v if v.dim() else v.view(1) for v in values], dim=0)
         elif isinstance(values[0], list):
             batch[key] = [x for v in values for x in v]

@@ -158,10 +158,24 @@ TINY_DEFAULT = "tiny:default"
 TINY_FRAME_SIZE = (96, 64)
 
 
+# Checkpoints that load only with code from their own repository. Nothing here runs it unless the
+# user opts in (`--trust-remote-code`, `trust_remote_code: true`); even then they have no family entry,
+# because their preprocessing and chat format live in that code, not in a transformers processor.
+REMOTE_CODE_MODEL_TYPES = {
+    "internvl_chat": ("the original InternVL2.5 / InternVL3 and InternVideo2.5 checkpoints "
+                      "(OpenGVLab/InternVL3-8B, OpenGVLab/InternVideo2_5_Chat_8B)", "OpenGVLab/InternVL3-8B-hf"),
+}
+
+
 def family_for_model_type(model_type: str) -> Family:
     for fam in FAMILIES.values():
         if model_type in fam.model_types:
             return fam
+    if model_type in REMOTE_CODE_MODEL_TYPES:
+        what, native = REMOTE_CODE_MODEL_TYPES[model_type]
+        raise ModelError(f"model type '{model_type}' is {what}: remote-code models have no family entry here "
+                         f"(their preprocessing lives in the repository's code); use a transformers-native "
+                         f"conversion such as {native}")
     known = ", ".join(sorted(t for f in FAMILIES.values() for t in f.model_types))
     raise ModelError(f"model type '{model_type}' is not in the family table (known: {known})")
 
@@ -231,26 +245,50 @@ def pick_dtype(device: str):
     return torch.float32
 
 
+def _load_error(source: ModelSource, what: str, exc: Exception) -> ModelError:
+    if "trust_remote_code" in str(exc):
+        return ModelError(f"{source.base}: this checkpoint needs code from its own repository to load; it is "
+                          "loaded only with --trust-remote-code (trust_remote_code: true), which runs that code: "
+                          "pass it only for a repository you trust")
+    return ModelError(f"{source.base}: cannot load {what} ({exc})")
+
+
+def _refuse_remote_code(source: ModelSource, trust_remote_code: bool) -> None:
+    """A local folder whose config maps to its own code is refused without the opt-in (hub ids are
+    refused by transformers itself, which `_load_error` words the same way)."""
+    config = Path(source.base) / "config.json"
+    if trust_remote_code or not config.is_file():
+        return
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return
+    if data.get("auto_map") or data.get("model_type") in REMOTE_CODE_MODEL_TYPES:
+        raise _load_error(source, "model", ValueError("trust_remote_code"))
+
+
 def load_processor(source: ModelSource, trust_remote_code: bool = False):
     from transformers import AutoProcessor
 
+    _refuse_remote_code(source, trust_remote_code)
     try:
         return AutoProcessor.from_pretrained(source.base, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise ModelError(f"{source.base}: cannot load processor ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, "processor", exc) from exc
 
 
 def load_base_model(source: ModelSource, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
     """Load weights with the same call for tiny, local and hub models (safetensors only)."""
     from transformers import AutoModelForImageTextToText
 
+    _refuse_remote_code(source, trust_remote_code)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             source.base, dtype=dtype or pick_dtype(device), use_safetensors=True,
             trust_remote_code=trust_remote_code,
         )
-    except OSError as exc:
-        raise ModelError(f"{source.base}: cannot load model ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, "model", exc) from exc
     return model.to(device)
 
 
