@@ -85,7 +85,8 @@ def main(argv=None) -> int:
     demo = build_app(ws)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)], head=KEYBOARD_JS)
+                allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)], head=KEYBOARD_JS,
+                show_error=True)
     return 0
 
 

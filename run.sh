@@ -25,13 +25,24 @@ ensure_venv() {
   fi
 }
 
+# The browser test drives Debian's Chromium (Playwright's own browser download is blocked here).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 && return
+  if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) == 0 ]]; then
+    echo "installing Debian chromium for the browser test" >&2
+    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
+  else
+    echo "warning: no chromium on PATH; tests/test_browser.py will fail (apt-get install chromium)" >&2
+  fi
+}
+
 cmd=${1:-app}
 shift || true
 ensure_venv
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
 case "$cmd" in
   app)  exec "$VENV/bin/python" app.py "$@" ;;
-  test) exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  test) ensure_chromium; exec "$VENV/bin/python" -m pytest -q "$@" ;;
   cli)  exec "$VENV/bin/python" cli.py "$@" ;;
   *) echo "usage: bash run.sh app|test|cli [args]" >&2; exit 2 ;;
 esac

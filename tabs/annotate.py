@@ -95,6 +95,13 @@ def next_clip(store, rels: list[str], rel: str) -> str | None:
     return next((r for r in after if r in todo), after[0] if after else rel)
 
 
+def page_load():
+    """The Blocks' load event (gr.render needs it named when other triggers are given)."""
+    from gradio.context import get_blocks_context
+
+    return get_blocks_context().root_block.load
+
+
 def build(ws, schema_state: gr.State) -> None:
     store = ws.store
     items0, rels0, summary0 = gallery_items(store)
@@ -154,13 +161,16 @@ def build(ws, schema_state: gr.State) -> None:
         event.then(show, picked, view_outputs).then(refresh, *listing)
 
     with form_box:
-        @gr.render(inputs=[schema_state, current])
+        # Redrawn only when the schema changes. Opening a clip fills the same widgets through an
+        # event: redrawing per clip would swap the Save handler while a fast user presses it.
+        @gr.render(inputs=[schema_state, current], triggers=[schema_state.change, page_load()])
         def draw_form(schema, cur):
             if not schema:
                 gr.Markdown("Save a schema in the Schema tab to get a form.")
                 return
             fields = form.form_fields(schema)
             comps = render_fields(fields, form.label_to_values(fields, (cur or {}).get("start")))
+            current.change(lambda c: form.label_to_values(fields, (c or {}).get("start")), current, comps)
 
             def on_save(cur_, split_, rels_, *values):
                 label, problems = form.values_to_label(fields, list(values))

@@ -101,7 +101,7 @@ def build(ws) -> None:
                                allow_custom_value=True)
             mode = gr.Radio([SCHEMA_PROMPT, FREE_PROMPT], value=SCHEMA_PROMPT, label="Prompt")
             prompt = gr.Textbox(EXAMPLE_PROMPT, label="Free-form prompt", lines=2, visible=False)
-            constrained = gr.Checkbox(False, label="Constrain decoding to the schema")
+            constrained = gr.Checkbox(False, label="Constrain decoding to the schema", elem_id="compare-constrained")
             go = gr.Button("Compare", variant="primary", elem_id="compare-run-button")
             memory = gr.Markdown(ws.models.status_line(), elem_id="compare-memory")
         with gr.Column(scale=3):
@@ -118,5 +118,9 @@ def build(ws) -> None:
     mode.change(lambda m: gr.update(visible=m == FREE_PROMPT), mode, prompt)
     run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
     clip.focus(lambda: gr.update(choices=clip_choices(ws)), None, clip)
-    go.click(lambda *a: run_compare(ws, *a), [clip, upload, run, base, mode, prompt, constrained],
+    def on_compare(*args):
+        # a generator function (not a lambda returning one): Gradio streams only what it sees is one
+        yield from run_compare(ws, *args)
+
+    go.click(on_compare, [clip, upload, run, base, mode, prompt, constrained],
              [frames, instruction, *outs, memory], api_name="compare", concurrency_id="gpu", concurrency_limit=1)

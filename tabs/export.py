@@ -78,17 +78,18 @@ def build(ws) -> None:
 
     with gr.Accordion("Batch prediction", open=True):
         with gr.Row():
-            model = gr.Dropdown(model_choices(), value=ws.default_model, label="Model", allow_custom_value=True)
+            model = gr.Dropdown(model_choices(), value=ws.default_model, label="Model", allow_custom_value=True,
+                                elem_id="export-model")
             source = gr.Radio(["dataset split", "folder"], value="dataset split", label="Clips from")
-            split = gr.Dropdown(SPLITS, value="test", label="Split")
+            split = gr.Dropdown(SPLITS, value="test", label="Split", elem_id="export-split")
             folder = gr.Textbox(label="Folder of videos (for 'folder')")
         with gr.Row():
-            fmt = gr.Dropdown(FORMATS, value=".sqlite", label="Output")
-            constrained = gr.Checkbox(True, label="Constrain decoding to the schema")
+            fmt = gr.Dropdown(FORMATS, value=".sqlite", label="Output", elem_id="export-format")
+            constrained = gr.Checkbox(True, label="Constrain decoding to the schema", elem_id="export-constrained")
             batch = gr.Number(8, precision=0, label="Batch size")
             go = gr.Button("Predict", variant="primary", elem_id="export-predict")
-        pred_msg = gr.Markdown()
-        pred_file = gr.File(label="Predictions")
+        pred_msg = gr.Markdown(elem_id="export-pred-msg")
+        pred_file = gr.File(label="Predictions", elem_id="export-pred-file")
 
     with gr.Accordion("Evaluate (base vs fine-tuned)", open=True):
         with gr.Row():
