@@ -71,8 +71,10 @@ def parse_auth(value: str | None):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Video VLM Workbench")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("VVW_PORT", 7860)))
+    # loopback unless asked: --host, or GRADIO_SERVER_NAME as set by a platform (HF Spaces, our Dockerfile)
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int,
+                        default=int(os.environ.get("VVW_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
     parser.add_argument("--share", action="store_true", help="create a public Gradio link (requires --auth)")
     parser.add_argument("--auth", help="USER:PASSWORD (or env VVW_AUTH)")
     parser.add_argument("--dataset", help="dataset folder (default: the bundled sample_videos)")
@@ -81,6 +83,9 @@ def main(argv=None) -> int:
     auth = parse_auth(args.auth)
     if args.share and not auth:
         raise SystemExit("error: --share exposes the app publicly; give --auth USER:PASSWORD (or VVW_AUTH)")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not auth and not os.environ.get("SPACE_ID"):
+        print(f"warning: listening on {args.host} without --auth: anyone who can reach this port can use the app",
+              file=sys.stderr)
     ws = Workspace(**{k: v for k, v in {"dataset_dir": args.dataset, "runs_dir": args.runs}.items() if v})
     demo = build_app(ws)
     demo.queue(default_concurrency_limit=1)
