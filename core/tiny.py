@@ -3,7 +3,10 @@
 `ensure_tiny(name)` builds the model once into the cache (a normal Hugging Face folder: config,
 safetensors weights, tokenizer, processor with chat template) and returns its path, so everything
 downstream loads it with the same `from_pretrained` code a hub model takes. The weights are random:
-the base emits noise, which is the point of the demo. This module does not train or run models.
+the base emits noise, which is the point of the demo. This module builds the Qwen ones (`default`,
+`qwen3_vl`, `qwen2_5_vl`) and the shared tokenizer; `core.tiny_families` builds one per other family
+in the table (`tiny:internvl`, `tiny:smolvlm`, `tiny:llava_onevision`, `tiny:llava_next_video`).
+It does not train or run models.
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ def _family_spec(arch: str):
     return TinyVLMSpec(arch=arch)
 
 
-# name -> spec; `arch` picks the builder (SPEC_CLASSES / _builder).
+# name -> spec; the spec's `arch` picks the builder (`_builder`).
 TINY_MODELS = {
     "default": TinyQwen3Spec(), "qwen3_vl": TinyQwen3Spec(), "qwen2_5_vl": TinyQwenSpec(),
     **{arch: _family_spec(arch) for arch in ("internvl", "smolvlm", "llava_onevision", "llava_next_video")},

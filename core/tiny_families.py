@@ -210,14 +210,14 @@ PROCESSOR_BUILDERS = {
 
 
 def _text_config(spec: TinyVLMSpec, tokenizer, model_type: str) -> dict:
-    ids = tokenizer
+    tok = tokenizer
     return dict(
         model_type=model_type, vocab_size=len(tokenizer), hidden_size=spec.hidden_size,
         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads, max_position_embeddings=4096,
         rope_parameters={"rope_type": "default", "rope_theta": spec.rope_theta},
-        bos_token_id=ids.bos_token_id if ids.bos_token_id is not None else ids.pad_token_id,
-        eos_token_id=ids.eos_token_id, pad_token_id=ids.pad_token_id, tie_word_embeddings=False,
+        bos_token_id=tok.bos_token_id if tok.bos_token_id is not None else tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
     )
 
 
@@ -295,8 +295,7 @@ def build_family(spec: TinyVLMSpec, out: Path) -> None:
 
     from core.tiny import build_tokenizer
 
-    tok_args = dict(TOKENIZERS[spec.arch])
-    tokenizer = build_tokenizer(spec.vocab_size, **tok_args)
+    tokenizer = build_tokenizer(spec.vocab_size, **TOKENIZERS[spec.arch])
     processor = PROCESSOR_BUILDERS[spec.arch](tokenizer, spec.image_size, spec.patch_size)
     torch.manual_seed(spec.seed)
     model = MODEL_BUILDERS[spec.arch](spec, tokenizer)
