@@ -21,6 +21,8 @@ THUMB_SIZE = (160, 96)
 
 def thumbnail(path) -> Path | None:
     path = Path(path)
+    if not path.is_file():  # a FIFO or device must never be read for hashing: it could block forever
+        return None
     try:
         key = file_digest(path)
     except OSError:
