@@ -9,13 +9,13 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, SAMPLES
+from conftest import SAMPLES
 from core.config import TrainConfig
 from core.errors import ConfigError
 from core.schema import ENUM, ENUM_LIST, fields
 
 CONFIG = TrainConfig(max_steps=8, save_steps=8, logging_steps=2, warmup_steps=2, batch_size=4, eval_steps=4,
-                     eval_max_clips=2, max_new_tokens=48)
+                     eval_max_clips=2, max_new_tokens=48, merge_at_end=True)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory, dataset):
 
     run = tmp_path_factory.mktemp("runs") / "short"
     status = train(dataset, run, CONFIG)
-    assert status["state"] == "completed"
+    assert status["state"] == "completed" and "merged model in merged/" in status["message"]
     return run
 
 
@@ -73,16 +73,9 @@ def test_evaluator_generates_in_eval_mode_on_the_lora_model_and_restores_train_m
     assert row["step"] == 3 and row["eval_clips"] == len(clips)
 
 
-def _merge(run_dir):
-    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "merge", str(run_dir)], capture_output=True,
-                         text=True, timeout=300, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return run_dir / "merged"
-
-
 @pytest.fixture(scope="module")
 def merged(run_dir):
-    return _merge(run_dir)
+    return run_dir / "merged"  # written by the run itself (merge_at_end)
 
 
 def test_merged_model_answers_exactly_like_base_plus_adapter(run_dir, merged, dataset):
@@ -137,8 +130,18 @@ def test_merged_folder_is_plain_transformers_with_the_trained_vision_and_project
     assert not torch.equal(saved[q], original[q])  # LoRA delta folded into the language model
 
 
-def test_merge_refuses_to_overwrite(run_dir, merged):
+def test_cli_merge_writes_the_same_model_and_refuses_to_overwrite(run_dir, merged, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    import cli
     from core.merge import merge_run
 
+    assert cli.main(["merge", str(run_dir), "--output", str(tmp_path / "again")]) == 0
+    a, b = load_file(merged / "model.safetensors"), load_file(tmp_path / "again" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert cli.main(["merge", str(run_dir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0]
     with pytest.raises(ConfigError, match="already exists"):
         merge_run(run_dir)
