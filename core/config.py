@@ -20,7 +20,7 @@ from core.errors import ConfigError
 from core.prompt import DEFAULT_TEMPLATE
 from core.video import SamplingSpec
 
-METHODS = ("lora", "qlora", "full")
+METHODS = ("lora", "qlora", "full", "grpo")
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -35,7 +35,8 @@ class TrainConfig:
     model: str = "tiny:default"
     """Base model: tiny:NAME, a hub id, a local folder, or a run directory (its final model)."""
     method: str = "lora"
-    """lora | qlora | full. LoRA goes on the language model's linear layers (see core/models.py);
+    """lora | qlora | full | grpo. grpo: reinforcement learning with schema rewards (core.grpo) on a
+    LoRA adapter, from the base or from an SFT run's adapter (init_adapter). LoRA goes on the language model's linear layers (see core/models.py);
     qlora is LoRA on a 4-bit (NF4, bitsandbytes) base and needs bitsandbytes and a CUDA GPU."""
     lora_r: int = 16
     lora_alpha: int = 32
@@ -107,6 +108,22 @@ class TrainConfig:
     device: str = "auto"
     trust_remote_code: bool = False
     dataloader_workers: int = 0
+    # --- method grpo (core.grpo, rewards in core.rewards) ---
+    init_adapter: str = ""
+    """grpo: an SFT run directory to start from (its adapter, frames and prompt); empty: the base."""
+    num_generations: int = 4
+    """grpo: completions sampled per clip; advantages are normalised within each group."""
+    temperature: float = 1.0
+    beta: float = 0.04
+    """grpo: weight of the KL penalty to the reference (the starting policy)."""
+    max_completion_length: int = 160
+    reward_json: float = 1.0
+    reward_schema: float = 2.0
+    reward_fields: float = 5.0
+    length_penalty: float = 0.0
+    """grpo: subtracted times completion tokens / max_completion_length."""
+    custom_reward: str = ""
+    """grpo: optional "module:function" called as fn(completion, label, schema) -> float (weight 1)."""
 
     @classmethod
     def from_yaml(cls, path) -> TrainConfig:
@@ -148,6 +165,10 @@ class TrainConfig:
                 raise ConfigError(f"{source}: {key} must be >= 0")
         if self.eval_max_clips < 1:
             raise ConfigError(f"{source}: eval_max_clips must be >= 1")
+        if self.method == "grpo" and (self.num_generations < 2 or self.temperature <= 0 or self.beta < 0
+                                      or self.max_completion_length < 1):
+            raise ConfigError(f"{source}: grpo needs num_generations >= 2, temperature > 0, beta >= 0, "
+                              "max_completion_length >= 1")
         if self.merge_at_end and self.method == "full":
             raise ConfigError(f"{source}: merge_at_end applies to lora/qlora; a full fine-tune is already a whole model")
         self.report_to = ",".join(report_targets(self.report_to, source)) or "none"

@@ -235,7 +235,11 @@ def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_p
     run = RunFiles(run_dir, writer=rank == 0)
     run.prepare(resume=resume)
     try:
-        status = _train(load_dataset(dataset_dir, schema_path), run, cfg, resume, echo)
+        if cfg.method == "grpo":  # reinforcement learning with schema rewards: its own loop
+            from core.grpo import train_grpo as _train_impl
+        else:
+            _train_impl = _train
+        status = _train_impl(load_dataset(dataset_dir, schema_path), run, cfg, resume, echo)
         _finish_distributed()
         return status
     except KeyboardInterrupt:
