@@ -54,7 +54,7 @@ from dataclasses import dataclass
 
 from core.config import TrainConfig
 from core.dataset import load_dataset
-from core.errors import DatasetError
+from core.errors import ConfigError, DatasetError
 from core.models import module_group, pick_device, resolve_model
 from core.prompt import build_instruction
 from core.schema import label_errors
@@ -202,6 +202,8 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     from core.models import load_processor
     from core.trainer import check_runtime, family_of, is_random_init, resolve_defaults, weight_dtype
 
+    if cfg.method not in ("lora", "qlora", "full"):
+        raise ConfigError(f"the estimate covers supervised fine-tuning (lora, qlora, full), not method {cfg.method}")
     data = load_dataset(dataset_dir, schema_path)
     if data.schema is None:
         raise DatasetError(f"{data.root}: no schema.json; the prompt and answers are built from it")

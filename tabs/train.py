@@ -141,8 +141,9 @@ def build(ws) -> None:
             name = gr.Textbox(value=lambda: time.strftime("run-%Y%m%d-%H%M%S"), label="Run name", elem_id="train-name")
             c = {"model": gr.Dropdown(choices=ws.model_choices(), value=ws.default_model, allow_custom_value=True,
                                       label="Base model"),
-                 "method": gr.Radio(["lora", "qlora", "full"], value=d.method, label="Method",
-                                    info="qlora: 4-bit base, needs bitsandbytes and a CUDA GPU")}
+                 "method": gr.Radio(["lora", "qlora", "full", "grpo"], value=d.method, label="Method",
+                                    info="qlora: 4-bit base, needs bitsandbytes and a CUDA GPU; grpo: RL with "
+                                         "schema rewards (its settings come from a cloned run or the defaults)")}
             with gr.Row():
                 c["sampling"] = gr.Radio(["uniform", "fps"], value=d.sampling, label="Frame sampling")
                 c["frames"] = gr.Number(value=None, label="Frames per clip (blank: model default)", precision=0)
@@ -225,8 +226,12 @@ def build(ws) -> None:
                 eval_frame(run_dir), log_text, table_df)
 
     def on_start(ds, run_name, base_cfg, *values):
+        from core.models import pick_device
+        from core.trainer import check_runtime
+
         try:
             cfg = form_to_config(base_cfg, **dict(zip(FORM_KEYS, values)))
+            check_runtime(cfg, pick_device(cfg.device))  # qlora / precision refused here, not in a dead process
             ws.models.unload_all()  # a training process needs the memory the app's models hold
             ws.runs.start(ds, run_name.strip(), cfg)
         except WorkbenchError as exc:

@@ -118,3 +118,15 @@ def test_estimate_endpoint_shows_tokens_and_memory_before_start(app_client):
     client, _, data = app_client
     text = client.predict(str(data), *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
     assert "visual tokens per clip: 96" in text and "memory: weights" in text and "host RAM" in text
+
+
+def test_start_refuses_what_this_machine_cannot_do_before_launching(app_client):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    client, ws, data = app_client
+    form = [dict(FORM, method="qlora")[k] for k in FORM_KEYS]
+    with pytest.raises(Exception, match="bitsandbytes"):
+        client.predict(str(data), "qlora-run", *form, api_name="/start_run")
+    assert not (ws.runs_dir / "qlora-run" / "launch.json").exists()
