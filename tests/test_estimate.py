@@ -16,7 +16,7 @@ after the first large free and then serves big tensors from the heap, where free
 resident (measured here: the loop's RSS rises 1.5-1.9x the live tensor peak, with the excess varying
 with allocation order). The subprocess therefore runs with MALLOC_MMAP_THRESHOLD_=131072, so
 tensors above 128 KiB are mmapped and returned to the system when freed and the RSS peak follows
-the live peak. Nothing else about the run changes.
+the live peak. Nothing else about the run changes (it is slower: every large tensor is a fresh mapping).
 """
 
 import json
