@@ -155,13 +155,15 @@ class ModelManager:
             return list(self._bases)
 
     def status(self) -> list[dict]:
-        """What is resident: base path, device, parameter bytes, attached adapters."""
-        with self.lock:
-            out = []
-            for path, b in self._bases.items():
-                size = sum(p.numel() * p.element_size() for p in b.model.parameters())
-                out.append({"base": path, "device": b.device, "param_bytes": size, "adapters": list(b.adapters)})
-            return out
+        """What is resident: base path, device, parameter bytes, attached adapters.
+
+        Read without the lock (a snapshot of the dict, read-only walks of the weights): a status line
+        must never wait for a generate that another thread is running."""
+        out = []
+        for path, b in list(self._bases.items()):
+            size = sum(p.numel() * p.element_size() for p in b.model.parameters())
+            out.append({"base": path, "device": b.device, "param_bytes": size, "adapters": list(b.adapters)})
+        return out
 
     def status_line(self) -> str:
         items = self.status()
