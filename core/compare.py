@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 from pathlib import Path
 
-from core.evaluation import score_row
+from core.inference import analyse_frames
 from core.models import resolve_model
-from core.schema import extract_json, label_errors
-from core.video import SampledFrames, sample_frames
+from core.video import sample_frames
 
 SIDES = ("base", "finetuned")
 
@@ -29,22 +27,6 @@ def side_view(predictor, spec):
     view = copy.copy(predictor)
     view.spec = spec
     return view
-
-
-def answer(predictor, frames: SampledFrames, label: dict | None, constrained: bool = False,
-           max_new_tokens: int = 160) -> dict:
-    t0 = time.time()
-    (text, n_tokens), = predictor.generate([frames], max_new_tokens, constrained=constrained)
-    seconds = time.time() - t0
-    schema = predictor.spec.schema
-    parsed, parse_error = extract_json(text)
-    errors = label_errors(schema, parsed) if parsed is not None else []
-    out = {"text": text, "parsed": parsed, "parse_error": parse_error, "schema_errors": errors,
-           "schema_valid": parsed is not None and not errors, "seconds": round(seconds, 3), "new_tokens": n_tokens,
-           "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else 0.0, "model": predictor.name}
-    if label:
-        out["agreement"] = score_row(schema, text, label).fields
-    return out
 
 
 def prepare(models, finetuned: str, base: str | None = None, prompt: str | None = None):
@@ -68,7 +50,7 @@ def compare_clip(models, video, finetuned: str, base: str | None = None, label: 
             on_frames(frames, spec.instruction)
         result = {"frames": frames, "instruction": spec.instruction, "sides": {}}
         for name, predictor in zip(SIDES, (b, ft)):
-            side = answer(predictor, frames, label, constrained, max_new_tokens)
+            side = analyse_frames(predictor, frames, label, max_new_tokens, constrained)
             result["sides"][name] = side
             if on_side:
                 on_side(name, side)

@@ -120,15 +120,15 @@ class Predictor:
         return results
 
 
-def analyse_clip(predictor: Predictor, video, label: dict | None = None, max_new_tokens: int = 160) -> dict:
-    """Everything a UI shows for one clip: the frames fed, raw output, parsed JSON, validity,
-    per-field agreement with the label, latency. Raises VideoError for an unreadable clip."""
+def analyse_frames(predictor: Predictor, frames: SampledFrames, label: dict | None = None,
+                   max_new_tokens: int = 160, constrained: bool = False) -> dict:
+    """Everything a UI shows for one answer: raw output, parsed JSON, validity, per-field agreement
+    with the label, latency and tokens/s (Inference and Compare both show this)."""
     from core.evaluation import score_row
     from core.schema import extract_json, label_errors
 
-    frames = sample_frames(Path(video), predictor.spec.sampling_spec)
     t0 = time.time()
-    (text, n_tokens), = predictor.generate([frames], max_new_tokens)
+    (text, n_tokens), = predictor.generate([frames], max_new_tokens, constrained=constrained)
     seconds = time.time() - t0
     parsed, parse_error = extract_json(text)
     schema = predictor.spec.schema
@@ -136,9 +136,14 @@ def analyse_clip(predictor: Predictor, video, label: dict | None = None, max_new
         "frames": frames, "text": text, "parsed": parsed, "parse_error": parse_error,
         "schema_errors": label_errors(schema, parsed) if parsed is not None else [],
         "seconds": round(seconds, 3), "new_tokens": n_tokens,
-        "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else 0.0,
+        "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else 0.0, "model": predictor.name,
     }
     result["schema_valid"] = parsed is not None and not result["schema_errors"]
     if label:
         result["agreement"] = score_row(schema, text, label).fields
     return result
+
+
+def analyse_clip(predictor: Predictor, video, label: dict | None = None, max_new_tokens: int = 160) -> dict:
+    """`analyse_frames` on a clip sampled with the predictor's spec. Raises VideoError if unreadable."""
+    return analyse_frames(predictor, sample_frames(Path(video), predictor.spec.sampling_spec), label, max_new_tokens)

@@ -9,6 +9,7 @@ import gradio as gr
 from core.dataset import load_dataset
 from core.errors import WorkbenchError
 from core.inference import analyse_clip
+from tabs.compare import side_markdown
 
 
 def _clip_choices(ws):
@@ -55,12 +56,7 @@ def build(ws) -> None:
                 result = analyse_clip(predictor, sample.video, sample.label)
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
-        badge = "✅ schema-valid" if result["schema_valid"] else "❌ not schema-valid: " + (
-            result["parse_error"] or "; ".join(result["schema_errors"][:3]))
-        agree = result.get("agreement") or {}
-        agree_txt = ", ".join(f"{k} {'✓' if v == 1 else ('✗' if v == 0 else f'{v:.2f}')}" for k, v in agree.items())
-        md = (f"**{badge}** · {result['new_tokens']} tokens in {result['seconds']:.2f}s "
-              f"({result['tokens_per_s']} tok/s)\n\nAgreement with label: {agree_txt}")
+        md = side_markdown(result)
         gallery = [(f, f"frame {i}") for f, i in zip(result["frames"].frames, result["frames"].indices)]
         return gallery, md, result["text"], result["parsed"] if result["parsed"] is not None else json.dumps(None)
 
