@@ -46,3 +46,15 @@ def short_run(tmp_path_factory):
                          capture_output=True, text=True, timeout=900, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     return run
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory):
+    """16 generated clips (seed 5), shared read-only by the runner, launch, estimate and run tests."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("small")
+    subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--seed", "5", "--count", "16", "--out", str(out)],
+                   check=True, timeout=120)
+    return out

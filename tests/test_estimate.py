@@ -26,7 +26,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, SAMPLES
+from conftest import REPO
 from core.config import TrainConfig
 from core.dataset import load_dataset
 from core.estimate import estimate, format_estimate
@@ -35,11 +35,8 @@ CLIP = "videos/clip_0003.mp4"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("small")
-    subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--seed", "5", "--count", "16", "--out", str(out)],
-                   check=True, timeout=120)
-    return out
+def dataset(small_dataset):
+    return small_dataset
 
 
 def _trainer_features(dataset, cfg, rels):

@@ -2,13 +2,12 @@
 run over gloo on CPU through the same launcher the Train tab uses."""
 
 import json
-import subprocess
 import sys
 
 import pytest
 import yaml
 
-from conftest import REPO, SAMPLES
+from conftest import REPO
 from core.config import TrainConfig
 from core.errors import ConfigError
 from core.launch import ACCELERATE_CONFIG, plan_launch, visible_gpus
@@ -66,14 +65,6 @@ def test_gpu_count_reads_cuda_visible_devices(monkeypatch):
     assert visible_gpus() == 0
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert visible_gpus() == 0
-
-
-@pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("small")
-    subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--seed", "5", "--count", "16", "--out", str(out)],
-                   check=True, timeout=120)
-    return out
 
 
 def test_two_processes_over_gloo_train_together_and_rank_0_writes_once(tmp_path, small_dataset):

@@ -4,26 +4,15 @@ stop (STOP file → save), resume with the step count continuing, crash detectio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import SAMPLES
 from core.config import TrainConfig
 from core.run_files import RunFiles
 from core.runs import RunError, RunManager
 
 CONFIG = TrainConfig(max_steps=40, save_steps=10, logging_steps=2, warmup_steps=2, batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def small_dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("small")
-    subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--seed", "5", "--count", "16", "--out", str(out)],
-                   check=True, timeout=120)
-    return out
 
 
 def wait_for(predicate, timeout_s=300, what="condition"):

@@ -3,13 +3,10 @@ eval lines in metrics.jsonl, generation in eval mode on the LoRA model, and a me
 plain transformers reloads with the same greedy answers and the trained vision/projector weights."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import SAMPLES
 from core.config import TrainConfig
 from core.errors import ConfigError
 from core.schema import ENUM, ENUM_LIST, fields
@@ -19,11 +16,8 @@ CONFIG = TrainConfig(max_steps=8, save_steps=8, logging_steps=2, warmup_steps=2,
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    out = tmp_path_factory.mktemp("small")
-    subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--seed", "5", "--count", "16", "--out", str(out)],
-                   check=True, timeout=120)
-    return out
+def dataset(small_dataset):
+    return small_dataset
 
 
 @pytest.fixture(scope="module")
