@@ -67,6 +67,9 @@ class TrainConfig:
     """Instruction template; {fields} is replaced by a field list built from the schema."""
     max_steps: int = 720
     """Optimiser steps; 0 means use `epochs`."""
+    step_cap: int = 0
+    """Stop after at most this many optimiser steps whatever max_steps/epochs say (0: no cap). The app
+    sets it in Space mode (core.space_mode), so the cap is recorded with the run."""
     epochs: float = 1.0
     batch_size: int = 8
     """Clips per device per forward pass."""

@@ -39,7 +39,7 @@ from core.features import TOKEN_KEYS, collate, encode_example
 from core.models import load_base_model, load_processor, pick_device, resolve_model
 from core.prompt import build_instruction
 from core.rewards import COMPONENTS, RewardWeights, group_advantages, load_custom_reward, score_batch
-from core.run_files import MetricsWriter, RunFiles
+from core.run_files import MetricsWriter, RunFiles, guarded_save
 from core.schema import label_errors, schema_hash
 from core.video import sample_frames
 
@@ -174,7 +174,12 @@ def _to(batch, device):
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
-def _save(model, processor, pspec, path: Path, optimizer=None, step: int = 0) -> None:
+def _save(model, processor, pspec, path: Path, optimizer=None, step: int = 0, previous: Path | None = None) -> None:
+    with guarded_save(path, previous):
+        _write(model, processor, pspec, path, optimizer, step)
+
+
+def _write(model, processor, pspec, path: Path, optimizer=None, step: int = 0) -> None:
     model.save_pretrained(str(path), selected_adapters=["default"])
     if optimizer is not None:
         torch.save(optimizer.state_dict(), path / "optimizer.pt")
@@ -188,7 +193,7 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     """The GRPO counterpart of core.trainer._train: same run directory, same final layout."""
     from transformers import get_scheduler
 
-    from core.trainer import HF_SCHEDULERS, _val_evaluator, check_runtime, dist_info
+    from core.trainer import HF_SCHEDULERS, _val_evaluator, capped_steps, check_runtime, dist_info
 
     if data.schema is None:
         raise DatasetError(f"{data.root}: no schema.json; GRPO rewards are derived from the schema")
@@ -211,7 +216,7 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     weights, custom = reward_weights(cfg), load_custom_reward(cfg.custom_reward)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    max_steps = cfg.max_steps or max(1, int(cfg.epochs * len(items) / cfg.batch_size))
+    max_steps = capped_steps(cfg, cfg.max_steps or max(1, int(cfg.epochs * len(items) / cfg.batch_size)), run)
     scheduler = get_scheduler(HF_SCHEDULERS[cfg.lr_scheduler], optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=max_steps)
     start = 0
@@ -251,14 +256,14 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
             run.log(f"eval at step {step}: mean field accuracy {eval_row['eval_mean_field_accuracy']:.3f}")
         stopped = run.stop_path.exists()
         if (cfg.save_steps and step % cfg.save_steps == 0) or stopped:
-            _save(model, processor, pspec, run.dir / f"checkpoint-{step}", optimizer, step)
+            _save(model, processor, pspec, run.dir / f"checkpoint-{step}", optimizer, step, run.last_checkpoint())
             _prune(run, cfg.save_total_limit)
             run.write_status(last_checkpoint=f"checkpoint-{step}", message="checkpoint saved")
         if stopped:
             run.log(f"STOP file seen at step {step}: saving and stopping")
             break
     final = run.dir / pspec.final_dir
-    _save(model, processor, pspec, final)
+    _save(model, processor, pspec, final, previous=run.last_checkpoint())
     pspec.save(run.dir)
     state = "stopped" if stopped else "completed"
     run.log(f"{state} at step {step}")

@@ -23,14 +23,42 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 from core.config import atomic_write_text
+from core.errors import WorkbenchError
 
 STATES = ("running", "completed", "stopped", "crashed")
 # written by core.runs before the training process starts
 LAUNCH_FILES = (".gitkeep", "launch.yaml", "launch.log", "launch.json", "accelerate.yaml")
+
+
+class CheckpointError(WorkbenchError):
+    """A checkpoint or final model could not be written (disk full, permissions...)."""
+
+
+@contextmanager
+def guarded_save(path: Path, previous: Path | None):
+    """Write a checkpoint/model folder inside this block; on OSError remove the partial folder and
+    raise CheckpointError naming the folder, the free space and the checkpoint that is still intact.
+
+    Why remove it: a half-written `checkpoint-N` without trainer_state.json is already skipped by
+    `checkpoints()`, but its partial safetensors keep the disk full, so resuming would fail again."""
+    path = Path(path)
+    try:
+        yield path
+    except OSError as exc:
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        kept = f"{previous.name}/ is intact: free some space, then Resume" if previous else \
+            "no earlier checkpoint exists: free some space and start again"
+        raise CheckpointError(f"could not save {path.name}/ in {path.parent} ({exc.strerror or exc}; {free}). "
+                              f"The partial {path.name}/ was removed; {kept}.") from exc
 
 
 class RunFiles:

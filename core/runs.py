@@ -27,6 +27,7 @@ from core.errors import WorkbenchError
 from core.launch import LaunchPlan, plan_launch
 from core.paths import REPO_ROOT
 from core.run_files import RunFiles
+from core.space_mode import TrainingPolicy, training_policy
 
 LAUNCH_CONFIG = "launch.yaml"
 LAUNCH_LOG = "launch.log"
@@ -66,11 +67,19 @@ class RunManager:
     """Starts, stops, resumes and reports runs under `runs_dir`. One active run at a time."""
 
     def __init__(self, runs_dir, python: str = sys.executable, cli: Path = REPO_ROOT / "cli.py",
-                 gpus: int | None = None):
+                 gpus: int | None = None, policy: TrainingPolicy | None = None):
         self.runs_dir = Path(runs_dir)
         self.python, self.cli = python, Path(cli)
         self.gpus = gpus  # None: count visible GPUs at launch (core.launch.visible_gpus)
+        self._policy = policy
         self._procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def policy(self) -> TrainingPolicy:
+        """Space mode (core.space_mode), detected on first use: detection may run nvidia-smi."""
+        if self._policy is None:
+            self._policy = training_policy()
+        return self._policy
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -122,11 +131,11 @@ class RunManager:
     def start(self, dataset, name: str, config) -> Path:
         """Launch `cli.py train` for a new run directory `runs_dir/name`."""
         self._refuse_if_busy()
+        data = self.policy.apply(asdict(config) if is_dataclass(config) else dict(config))
         run_dir = self.runs_dir / name
         if run_dir.exists() and any(run_dir.iterdir()):
             raise RunError(f"{run_dir}: a run with this name exists; pick another name or resume it")
         run_dir.mkdir(parents=True, exist_ok=True)
-        data = asdict(config) if is_dataclass(config) else dict(config)
         atomic_write_text(run_dir / LAUNCH_CONFIG, yaml.safe_dump(data, sort_keys=False))
         args = ["--dataset", str(dataset), "--output", str(run_dir), "--config", str(run_dir / LAUNCH_CONFIG)]
         try:
@@ -148,6 +157,9 @@ class RunManager:
             data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         except (OSError, yaml.YAMLError):
             data = {}
+        if self.policy.mode != "full" and self.policy.apply(data).get("step_cap") != data.get("step_cap"):
+            raise RunError(f"{run_dir}: started without the step limit of this deployment "
+                           f"({self.policy.reason}); start a new run instead")
         return self._launch(run_dir, plan_launch(["--resume", str(run_dir)], data, run_dir, self.python, self.cli,
                                                  gpus=self.gpus))
 

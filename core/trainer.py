@@ -38,7 +38,7 @@ from core.models import (
     resolve_model,
 )
 from core.prompt import build_instruction
-from core.run_files import MetricsWriter, RunFiles
+from core.run_files import MetricsWriter, RunFiles, guarded_save
 from core.schema import canonical_answer, label_errors, schema_hash
 from core.video import SamplingSpec, sample_frames
 
@@ -63,6 +63,13 @@ def resolve_defaults(cfg: TrainConfig, family, random_init: bool) -> TrainConfig
     for key in ("freeze_vision", "freeze_projector"):
         d[key] = (not random_init) if getattr(cfg, key) is None else getattr(cfg, key)
     return TrainConfig(**d)
+
+
+def capped_steps(cfg: TrainConfig, max_steps: int, run: RunFiles) -> int:
+    if cfg.step_cap and max_steps > cfg.step_cap:
+        run.log(f"{max_steps} steps capped at step_cap {cfg.step_cap}")
+        return cfg.step_cap
+    return max_steps
 
 
 def sampling_spec(cfg: TrainConfig) -> SamplingSpec:
@@ -291,7 +298,7 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
             f"schedule {cfg.lr_scheduler}, gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
 
     steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.grad_accum * world))
-    max_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    max_steps = capped_steps(cfg, cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch), run)
     pspec = PreprocessSpec(
         base_model=cfg.model if not cfg.model.startswith(".") else str(Path(cfg.model).resolve()),
         family=family.name, sampling=spec.to_dict(), instruction=instruction, schema=data.schema,
@@ -315,7 +322,7 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
                            tokens_per_example=_mean_tokens(train_ex), echo=echo, evaluator=evaluator,
                            eval_steps=cfg.eval_steps)
     collator = CountingCollator(processor.tokenizer.pad_token_id, cfg.dataloader_workers == 0)
-    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(train_ex), data_collator=collator,
+    trainer = guarded_trainer(Trainer, run)(model=model, args=args, train_dataset=_ListDataset(train_ex), data_collator=collator,
                       callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
     checkpoint = run.last_checkpoint() if resume else None
@@ -325,7 +332,8 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     final = run.dir / pspec.final_dir
-    trainer.save_model(str(final))  # main process only; gathers sharded (DeepSpeed/FSDP) weights first
+    with guarded_save(final, run.last_checkpoint()):
+        trainer.save_model(str(final))  # main process only; gathers sharded (DeepSpeed/FSDP) weights first
     ranks = gather_objects({"rank": rank, "examples": collator.examples, "steps": trainer.state.global_step})
     if run.writer:
         processor.save_pretrained(final)
@@ -352,6 +360,18 @@ def _merge_at_end(run: RunFiles, state: str) -> dict:
     merged = merge_run(run.dir)
     run.log(f"merged model written to {merged}")
     return run.write_status(state=state, message=f"final adapter in final/, merged model in {merged.name}/")
+
+
+def guarded_trainer(trainer_cls, run: RunFiles):
+    """The HF Trainer with checkpoint saves that fail cleanly (disk full: core.run_files.guarded_save)."""
+
+    class GuardedTrainer(trainer_cls):
+        def _save_checkpoint(self, model, trial):
+            path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            with guarded_save(path, run.last_checkpoint()):
+                super()._save_checkpoint(model, trial)
+
+    return GuardedTrainer
 
 
 def _val_evaluator(data: Dataset, cfg: TrainConfig, processor, family, pspec, precision: str, run: RunFiles):

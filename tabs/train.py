@@ -135,6 +135,9 @@ def estimate_markdown(dataset: str, base: dict | None, form: dict) -> str:
 def build(ws) -> None:
     d = TrainConfig()
     base = gr.State(None)  # the full config of a cloned run: fields the form does not show
+    policy = ws.runs.policy
+    if policy.banner():
+        gr.Markdown(policy.banner(), elem_id="train-policy")
     with gr.Row():
         with gr.Column(scale=1):
             dataset = gr.Textbox(value=str(ws.dataset_dir), label="Dataset folder (seed layout)", elem_id="train-dataset")
@@ -190,7 +193,8 @@ def build(ws) -> None:
                                                    label="Processes (0: one per GPU)")
                     c["distributed"] = gr.Radio(["ddp", "deepspeed", "fsdp"], value=d.distributed, label="Distributed")
             with gr.Row():
-                start = gr.Button("Start", variant="primary", elem_id="train-start")
+                start = gr.Button("Start", variant="primary", elem_id="train-start",
+                                  interactive=policy.mode != "off")
                 estimate_btn = gr.Button("Estimate", elem_id="train-estimate")
                 stop = gr.Button("Stop (save)", elem_id="train-stop")
                 resume = gr.Button("Resume", elem_id="train-resume")

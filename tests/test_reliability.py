@@ -215,3 +215,48 @@ def test_eight_concurrent_clients_on_annotate_and_compare(tmp_path, short_run):
     labels = {r.video: r.data["caption"] for r in AnnotationStore(root).rows()}
     assert labels == {rel: f"by {i % 6}" for i, rel in enumerate(rels)}  # no label lost
     assert len(compares) == 2 and all("schema-valid" in c[5] for c in compares)
+
+
+def test_disk_full_on_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, small_dataset, monkeypatch):
+    """ENOSPC while checkpoint-4 is being written (after its weights, as a real full disk would
+    strike): clear error in the exception and status.json, partial folder removed, checkpoint-2
+    byte-identical, and Resume from it finishes the run."""
+    import errno
+    import hashlib
+
+    from transformers import Trainer
+
+    from core.config import TrainConfig
+    from core.run_files import CheckpointError, RunFiles
+    from core.trainer import train
+
+    def digests(folder: Path) -> dict:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+    before: dict = {}
+    real = Trainer._save_optimizer_and_scheduler
+
+    def disk_full_at_step_4(self, output_dir):
+        if self.state.global_step == 4:
+            before.update(digests(Path(output_dir).parent / "checkpoint-2"))
+            (Path(output_dir) / "optimizer.pt").write_bytes(b"\0" * 4096)  # a torn write
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, output_dir)
+
+    monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", disk_full_at_step_4)
+    run = tmp_path / "run"
+    cfg = TrainConfig(max_steps=6, save_steps=2, save_total_limit=5, batch_size=4, logging_steps=1, warmup_steps=1)
+    with pytest.raises(CheckpointError) as err:
+        train(small_dataset, run, cfg)
+    for text in ("checkpoint-4/", "No space left on device", "MiB free", "checkpoint-2/ is intact"):
+        assert text in str(err.value)
+    status = RunFiles(run).read_status()
+    assert status["state"] == "crashed" and "checkpoint-2/ is intact" in status["message"]
+    assert not (run / "checkpoint-4").exists()
+    assert RunFiles(run).last_checkpoint().name == "checkpoint-2"
+    assert before and digests(run / "checkpoint-2") == before
+
+    monkeypatch.undo()
+    status = train(small_dataset, run, cfg, resume=True)
+    assert status["state"] == "completed" and status["global_step"] == 6
+    assert (run / "final" / "adapter_model.safetensors").is_file()

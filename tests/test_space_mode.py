@@ -1,0 +1,75 @@
+"""Space mode: a hosted Space without a GPU limits training from the app to the embedded tiny
+models, one process and LIMITED_MAX_STEPS; VVW_TRAINING overrides; the cap reaches the trainer."""
+
+import pytest
+import yaml
+
+from core.config import TrainConfig
+from core.errors import ConfigError
+from core.runs import RunManager
+from core.space_mode import LIMITED_MAX_STEPS, TrainingPolicy, is_tiny_model, training_policy
+
+
+def test_detection_from_the_environment():
+    assert training_policy({}, cuda_available=False).mode == "full"
+    assert training_policy({"SPACE_ID": "me/demo"}, cuda_available=False).mode == "limited"
+    assert training_policy({"SPACE_ID": "me/demo"}, cuda_available=True).mode == "full"
+    assert training_policy({"SPACE_ID": "me/demo", "VVW_TRAINING": "off"}, cuda_available=True).mode == "off"
+    assert training_policy({"VVW_TRAINING": "Limited"}, cuda_available=True).mode == "limited"
+    with pytest.raises(ConfigError, match="VVW_TRAINING='most'"):
+        training_policy({"VVW_TRAINING": "most"})
+
+
+def test_limited_allows_the_tiny_models_and_caps_steps(short_run):
+    limited = training_policy({"SPACE_ID": "me/demo"}, cuda_available=False)
+    assert "Space me/demo" in limited.banner() and str(LIMITED_MAX_STEPS) in limited.banner()
+    cfg = limited.apply({"model": "tiny:default", "max_steps": 5000})
+    assert cfg["step_cap"] == LIMITED_MAX_STEPS and cfg["max_steps"] == 5000
+    assert limited.apply({"model": "tiny:default", "step_cap": 10})["step_cap"] == 10
+    assert is_tiny_model(str(short_run))  # a run trained on the tiny default is itself trainable
+    assert limited.apply({"model": "tiny:default", "method": "grpo", "init_adapter": str(short_run)})
+    with pytest.raises(ConfigError, match="only the embedded tiny models"):
+        limited.apply({"model": "Qwen/Qwen2.5-VL-7B-Instruct"})
+    with pytest.raises(ConfigError, match="one process only"):
+        limited.apply({"model": "tiny:default", "num_processes": 2})
+    with pytest.raises(ConfigError, match="qlora needs a CUDA GPU"):
+        limited.apply({"model": "tiny:default", "method": "qlora"})
+    full = TrainingPolicy("full", "x")
+    assert full.banner() == "" and full.apply({"model": "Qwen/Qwen2.5-VL-7B-Instruct"})["model"].startswith("Qwen")
+
+
+def test_run_manager_refuses_before_creating_the_run(tmp_path, small_dataset):
+    runs = RunManager(tmp_path, policy=TrainingPolicy("off", "set by VVW_TRAINING"))
+    with pytest.raises(ConfigError, match="training is off"):
+        runs.start(small_dataset, "r", TrainConfig())
+    limited = RunManager(tmp_path, policy=TrainingPolicy("limited", "Space me/demo runs on CPU hardware"))
+    with pytest.raises(ConfigError, match="only the embedded tiny models"):
+        limited.start(small_dataset, "r", TrainConfig(model="Qwen/Qwen2.5-VL-7B-Instruct"))
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_cap_is_saved_with_the_run_and_stops_training(tmp_path, small_dataset):
+    runs = RunManager(tmp_path, policy=TrainingPolicy("limited", "test"))
+    policy_cfg = runs.policy.apply({"model": "tiny:default", "step_cap": 3})
+    assert policy_cfg["step_cap"] == 3
+    run = runs.start(small_dataset, "capped", TrainConfig(max_steps=0, epochs=5, batch_size=4, step_cap=3,
+                                                          logging_steps=1, warmup_steps=1, save_steps=100))
+    assert yaml.safe_load((run / "launch.yaml").read_text())["step_cap"] == 3
+    final = runs.wait(run, timeout_s=600)
+    assert final["state"] == "completed", final
+    assert final["global_step"] == 3 and final["max_steps"] == 3  # 5 epochs of 16 clips would be 20 steps
+    assert "capped at step_cap 3" in (run / "train.log").read_text()
+
+
+def test_train_tab_shows_the_banner_and_off_disables_start(tmp_path):
+    from app import build_app
+    from core.workspace import Workspace
+
+    for mode, interactive in (("limited", True), ("off", False)):
+        ws = Workspace(runs_dir=tmp_path / mode)
+        ws.runs._policy = TrainingPolicy(mode, "Space me/demo runs on CPU hardware")
+        config = build_app(ws).get_config_file()
+        texts = [c["props"].get("value") for c in config["components"] if c["props"].get("elem_id") == "train-policy"]
+        assert texts and "Space me/demo" in texts[0]
+        start = next(c for c in config["components"] if c["props"].get("elem_id") == "train-start")
+        assert start["props"].get("interactive", True) is interactive
