@@ -27,7 +27,7 @@ import torch
 from core.config import PreprocessSpec, TrainConfig, report_targets
 from core.dataset import Dataset, load_dataset
 from core.errors import ConfigError, DatasetError, VideoError
-from core.features import collate, encode_example
+from core.features import IGNORE_INDEX, collate, encode_example
 from core.models import (
     TINY_FRAME_SIZE,
     family_for_model_type,
@@ -322,8 +322,8 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
                            tokens_per_example=_mean_tokens(train_ex), echo=echo, evaluator=evaluator,
                            eval_steps=cfg.eval_steps)
     collator = CountingCollator(processor.tokenizer.pad_token_id, cfg.dataloader_workers == 0)
-    trainer = guarded_trainer(Trainer, run)(model=model, args=args, train_dataset=_ListDataset(train_ex), data_collator=collator,
-                      callbacks=[callback])
+    trainer = workbench_trainer(Trainer, run)(model=model, args=args, train_dataset=_ListDataset(train_ex),
+                                              data_collator=collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
     checkpoint = run.last_checkpoint() if resume else None
     start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
@@ -362,16 +362,42 @@ def _merge_at_end(run: RunFiles, state: str) -> dict:
     return run.write_status(state=state, message=f"final adapter in final/, merged model in {merged.name}/")
 
 
-def guarded_trainer(trainer_cls, run: RunFiles):
-    """The HF Trainer with checkpoint saves that fail cleanly (disk full: core.run_files.guarded_save)."""
+def workbench_trainer(trainer_cls, run: RunFiles):
+    """The HF Trainer with two changes: checkpoint saves that fail cleanly (disk full:
+    core.run_files.guarded_save), and a loss computed from the logits of answer positions only."""
 
-    class GuardedTrainer(trainer_cls):
+    class WorkbenchTrainer(trainer_cls):
         def _save_checkpoint(self, model, trial):
             path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             with guarded_save(path, run.last_checkpoint()):
                 super()._save_checkpoint(model, trial)
 
-    return GuardedTrainer
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """Why: the prompt (video tokens, instruction) is most of every sequence and has no labels,
+            yet the default loss projects every position onto the vocabulary. Projecting only the
+            positions whose next token is supervised (their union over the batch) gives the same loss
+            and gradients, with a fraction of the lm_head compute and of the [batch, seq, vocab]
+            logits memory (for a 7B Qwen at 4k video tokens, ~20 GB of fp32 logits per batch of 8).
+            The normalisation mirrors transformers' ForCausalLMLoss and Trainer.compute_loss."""
+            labels = inputs.get("labels")
+            if labels is None or self.label_smoother is not None or self.compute_loss_func is not None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            shifted = labels[:, 1:]
+            keep = (shifted != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
+            logits = outputs.logits.float()
+            target = shifted[:, keep].to(logits.device)
+            total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                      ignore_index=IGNORE_INDEX, reduction="sum")
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                loss = total / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    loss = loss * self.accelerator.num_processes  # num_items_in_batch counts every process
+            else:
+                loss = total / (target != IGNORE_INDEX).sum().clamp(min=1)
+            return (loss, outputs) if return_outputs else loss
+
+    return WorkbenchTrainer
 
 
 def _val_evaluator(data: Dataset, cfg: TrainConfig, processor, family, pspec, precision: str, run: RunFiles):
