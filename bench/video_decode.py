@@ -7,21 +7,26 @@ For each clip set and sampling spec, every method returns the same frame indices
 our sequential-decode reference (mean/max absolute pixel difference). Methods:
 
   ours first epoch   ``sample_frames`` against an empty frame cache (fresh cache dir, file hash
-                     memo cleared): scan + hash + decode (auto: seek or sequential) + write .npz
+                     memo and digest index forgotten): one open (scan + decode: auto = seek or
+                     sequential, skipping unwanted non-reference frames on large frames) + hash +
+                     write the ``.frames`` entry
   ours no cache      ``sample_frames(use_cache=False)``: scan + decode only
-  ours sequential    the same, forced to decode sequentially (``decode_wanted(strategy=...)``)
-  ours seek          the same, forced to seek to keyframes
-  ours cached        ``sample_frames`` hitting the cache, file hash memo cleared each call (what a
-                     new process pays: sha256 of the file + .npz load); "memo" keeps the memo
+  ours reference     the same, plain sequential decode on a fresh open, nothing skipped
+                     (``decode_wanted(strategy="reference")``): what every method is checked against
+  ours sequential    forced to decode sequentially (with skipping where core skips)
+  ours seek          forced to seek to keyframes (with skipping where core skips)
+  ours cached        ``sample_frames`` hitting the cache, in-process memo and loaded digest index
+                     forgotten each call (what a new process pays: stat + digest index read +
+                     entry load); "memo" keeps the memo
   (a) decode-all     LLaMA-Factory 0.9.5 ``mm_plugin._regularize_videos``: PyAV with its default
                      threading, decode every frame of the file, keep the sampled ones (to_image)
   (b) cv2 seek       OpenCV ``CAP_PROP_POS_FRAMES`` + ``read()`` per sampled frame (the seed's way)
   (c) hf load_video  ``transformers.video_utils.load_video(backend="pyav")`` with our indices
                      (decodes sequentially up to the last sampled frame), then resize
-  prototype          NOT in core: sequential decoding that discards non-reference frames it does
-                     not need (FFmpeg ``skip_frame=NONREF`` per packet): the fix proposed for the
-                     long-clip target, measured here beside the rest; "seek + skip non-ref"
-                     adds it to our seek plan (seek_plan) when rolling forward to each frame
+  prototype          the stand-alone prototypes of the non-reference skipping now in core
+                     (``core.video_io``, ``skip_frame=NONREF`` per packet): sequential, and "seek +
+                     skip non-ref" on our seek plan; kept to compare core against them (they
+                     open the file twice and always use PyAV's default slice threading)
 
 Bundled clips: 160x96, 3 s at 10 fps. Long clips are generated once (H.264 via PyAV, GOP 60,
 1280x720 at 30 fps) into ``--media-dir`` (default /tmp/vvw-bench-media); generation is not timed.
@@ -155,7 +160,7 @@ def hf_load_video(path, indices, size):
 
 
 def skip_nonref_prototype(path, indices, size):
-    """NOT in core: a prototype of the fix BENCHMARKS.md proposes for long clips. Decode forward
+    """Stand-alone prototype of the non-reference skipping now in core.video_io. Decode forward
     from the start like ``decode_sequential``, but tell FFmpeg to discard non-reference frames
     (``skip_frame = NONREF``: B-frames nothing else predicts from) on every packet that is not a
     wanted frame; a wanted frame's packet is decoded in full. Frames are converted exactly as ours
@@ -194,7 +199,7 @@ def skip_nonref_prototype(path, indices, size):
 
 
 def seek_skip_nonref_prototype(path, indices, size):
-    """NOT in core: ``core.video_io.seek_plan`` (seek to the keyframe before a wanted frame when
+    """Stand-alone prototype: ``core.video_io.seek_plan`` (seek to the keyframe before a wanted frame when
     that decodes less) combined with discarding non-reference frames while rolling forward to each
     wanted frame. Same conversion as ours; must equal our reference."""
     import av
@@ -254,7 +259,7 @@ class FreshCache:
         self.n += 1
         d = self.root / f"cold{self.n}"
         os.environ["VVW_CACHE_DIR"] = str(d)
-        frame_cache._digest_cached.cache_clear()
+        frame_cache.forget_memo()
 
 
 # ----------------------------------------------------------------------------- one case
@@ -278,13 +283,14 @@ def run_case(label: str, clips: list[Path], spec, repeats: int, tmp: Path) -> di
         def run(c):
             os.environ["VVW_CACHE_DIR"] = str(warm_dir)
             if not memo:
-                frame_cache._digest_cached.cache_clear()
+                frame_cache.forget_memo()
             sample_frames(c, spec)
         return run
 
     methods = {
         "ours first epoch (cold cache)": first_epoch,
         "ours no cache": lambda c: ours(c, spec),
+        "ours reference": lambda c: ours(c, spec, "reference"),
         "ours sequential": lambda c: ours(c, spec, "sequential"),
         "ours seek": lambda c: ours(c, spec, "seek"),
         "ours cached (hash + load)": cached(False),
@@ -298,9 +304,10 @@ def run_case(label: str, clips: list[Path], spec, repeats: int, tmp: Path) -> di
     # correctness: same indices, same size, same pixels (within tolerance) as our sequential reference
     os.environ["VVW_CACHE_DIR"] = str(warm_dir)
     checks = {}
-    ref = {c: ours(c, spec, "sequential") for c in clips}
+    ref = {c: ours(c, spec, "reference") for c in clips}
     getters = {
         "ours no cache": lambda c: ours(c, spec),
+        "ours sequential": lambda c: ours(c, spec, "sequential"),
         "ours seek": lambda c: ours(c, spec, "seek"),
         "ours cached (hash + load)": lambda c: sample_frames(c, spec).frames,  # also warms the cache
         "(a) decode-all (LLaMA-Factory)": lambda c: decode_all_keep_sampled(c, idx[c], size),
@@ -375,7 +382,7 @@ def print_case(case: dict) -> None:
     rows = []
     for name, r in m.items():
         check = case["checks"].get(name)
-        same = "reference" if name == "ours sequential" else (
+        same = "reference" if name == "ours reference" else (
             f"{'ok' if check['ok'] else 'DIFFERS'} (mean {check['worst_clip_mean_abs']}, max {check['max_abs']})"
             if check else "same code path")
         rows.append([name, f"{r['best_ms_per_clip']:.1f}", f"{r['median_ms_per_clip']:.1f}",

@@ -20,7 +20,10 @@ Decoding is PyAV only (``core.video_io``). decord is faster on some files but re
 frames on real ones (FIELD-NOTES), so it is not used. Sequential decoding is the reference;
 seeking to the keyframe before each wanted frame is used when the keyframe layout makes it
 decode fewer frames (long clips, short GOPs), is verified by exact pts, and falls back to
-sequential decoding on any surprise. Tests check that both return identical frames.
+sequential decoding on any surprise. The file is opened once per sample (scan, then decode from
+the same container), and on large frames unwanted non-reference frames are discarded undecoded
+(``core.video_io``). Tests check that all of these return the frames of the plain sequential
+reference decode (``strategy="reference"``), bit for bit.
 
 Failures: every problem with a file raises ``VideoError`` naming it (missing, folder, FIFO,
 empty, not a video, no video stream, frame larger than ``MAX_FRAME_PIXELS``, nothing
@@ -255,13 +258,14 @@ def _sample_image(path: str, spec: SamplingSpec) -> SampledFrames:
 def _sample_uncached(path: str, spec: SamplingSpec, strategy: str = "auto") -> SampledFrames:
     if is_image_path(path):
         return _sample_image(path, spec)
-    layout = video_io.scan(path)
-    try:
-        indices = sample_indices(layout.info, spec)
-    except ValueError as exc:
-        raise VideoError(path, str(exc)) from None
-    convert = video_io.rgb_converter(layout.info.rotation, spec.width, spec.height)
-    got, last_ok = video_io.decode_wanted(path, layout, sorted(set(indices)), convert, strategy)
+    with video_io.open_scanned(path) as (container, stream, layout):  # one open: scan, then decode
+        try:
+            indices = sample_indices(layout.info, spec)
+        except ValueError as exc:
+            raise VideoError(path, str(exc)) from None
+        convert = video_io.rgb_converter(layout.info.rotation, spec.width, spec.height)
+        got, last_ok = video_io.decode_wanted(path, layout, sorted(set(indices)), convert, strategy,
+                                              container=container, stream=stream)
     used = [i if i in got else last_ok for i in indices]
     if used != indices:
         logger.warning(

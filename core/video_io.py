@@ -7,9 +7,28 @@ What it does:
   with open/read timeouts and a frame-size bound enforced before and during decoding;
 - ``scan``: demux every video packet once, without decoding (except until the first frame, to
   read the display matrix), to learn the frame count, keyframes and per-frame pts;
+  ``open_scanned`` does the same and keeps the container open, so that ``decode_wanted`` can
+  decode from it (one ``av.open`` per sample instead of two: opening probes the stream and was
+  ~1 ms of a 10 ms bundled clip);
 - ``decode_wanted``: decode a set of frame indices either sequentially (the reference) or by
   seeking to keyframes, whichever ``seek_plan`` estimates decodes fewer frames. Seeking is
   checked frame by frame (exact pts); any surprise falls back to sequential decoding.
+
+Speed-ups, each verified and each falling back to the plain reference decode on any surprise:
+- reusing the scanned container: it is rewound to the first frame's pts, and the first decoded
+  frame must carry that pts (else the file is opened again); only for indexed containers;
+- threading: frames of at least ``FRAME_THREADS_MIN_PIXELS`` use FFmpeg frame + slice threads
+  ("AUTO"); smaller ones keep PyAV's default slice threading, because frame threads cost a
+  start-up per open and a pipeline delay that small frames never pay back;
+- skipping non-reference frames: while rolling forward to a wanted frame, packets that are not
+  wanted are decoded with ``skip_frame = "NONREF"``, so FFmpeg drops the frames nothing else is
+  predicted from (most B-frames of an x264 stream) without decoding them. A wanted frame's packet
+  is decoded in full, and it can only reference frames that were decoded, so its pixels are the
+  reference's. Only for codecs whose NONREF discard is tested here (``SKIP_NONREF_CODECS``), for
+  frames of at least ``SKIP_NONREF_MIN_PIXELS`` (on tiny frames it does not pay), and only where
+  every frame can be named by its pts. Sequential decoding with skips names frames by pts rank
+  instead of counting them; any decoder error, unknown or out-of-order pts or early end redoes
+  the decode without skipping. ``strategy="reference"`` turns all of this off (tests, benches).
 
 What it does not do: choose which frames to sample (``core.video``), cache (``core.frame_cache``),
 or use any backend other than PyAV (decord returned wrong frames on real files, FIELD-NOTES).
@@ -50,6 +69,12 @@ ROTATION_PROBE_PACKETS = 64
 NO_SEEK_DEMUXERS = frozenset({"mpegts", "mpeg", "h264", "hevc", "m4v", "yuv4mpegpipe", "gif"})
 # PIL bilinear widens its kernel when shrinking, so it averages like an area filter.
 RESAMPLE = Image.Resampling.BILINEAR
+# Frames this large get frame threading (thread_type "AUTO"); smaller ones PyAV's slice threading.
+FRAME_THREADS_MIN_PIXELS = 300_000
+# Discard unwanted non-reference frames (skip_frame NONREF) for frames this large, these codecs.
+SKIP_NONREF_MIN_PIXELS = 300_000
+SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4", "vp9"})
+STRATEGIES = ("auto", "seek", "sequential", "reference")
 CHUNK_CRF = "18"
 CHUNK_PRESET = "veryfast"
 
@@ -146,17 +171,26 @@ def video_stream(container, path):
     width, height = stream.codec_context.width, stream.codec_context.height
     if width * height > MAX_FRAME_PIXELS:
         raise VideoError(path, f"frame size {width}x{height} exceeds the limit of {MAX_FRAME_PIXELS} pixels")
-    stream.thread_type = "AUTO"
+    if width * height >= FRAME_THREADS_MIN_PIXELS:
+        stream.thread_type = "AUTO"  # else PyAV's default: slice threads, no frame-thread start-up
     # The decoder itself refuses bigger frames, even where the bitstream contradicts the header.
     stream.codec_context.options = {"max_pixels": str(MAX_FRAME_PIXELS)}
     return stream
 
 
-def iter_frames(container, stream, errors: list):
+def iter_frames(container, stream, errors: list, want_pts=None):
     """Decoded frames in presentation order. A packet that fails to decode costs only its own
-    frames (its error goes to ``errors``); a read error ends the stream like an end of file."""
+    frames (its error goes to ``errors``); a read error ends the stream like an end of file.
+    With ``want_pts`` (a set), packets whose pts is not in it are decoded with
+    ``skip_frame="NONREF"``: their frame is dropped unless other frames are predicted from it."""
+    ctx = stream.codec_context if want_pts is not None else None
+    mode = None
     try:
         for packet in container.demux(stream):
+            if ctx is not None:
+                new = "NONREF" if packet.size and packet.pts not in want_pts else "DEFAULT"
+                if new != mode:
+                    ctx.skip_frame = mode = new
             try:
                 decoded = packet.decode()
             except AV_ERRORS as exc:
@@ -165,6 +199,9 @@ def iter_frames(container, stream, errors: list):
             yield from decoded
     except AV_ERRORS as exc:
         errors.append(exc)
+    finally:
+        if ctx is not None and mode != "DEFAULT":
+            ctx.skip_frame = "DEFAULT"
 
 
 # ----------------------------------------------------------------------------- scanning
@@ -180,51 +217,63 @@ def _decode_packet(packet, errors: list) -> list:
 
 def scan(path) -> Layout:
     """Demux all video packets (cheap: no decoding) and describe the file, or VideoError."""
+    with open_scanned(path) as (_container, _stream, layout):
+        return layout
+
+
+@contextmanager
+def open_scanned(path):
+    """``with open_scanned(path) as (container, stream, layout):`` the scan of ``scan`` with the
+    container kept open (demuxed to its end) for ``decode_wanted(..., container=, stream=)``."""
     path = str(path)
     with open_video(path) as container:
         stream = video_stream(container, path)
-        pts, keys, rotation, errors = [], [], None, []
-        try:
-            for packet in container.demux(stream):
-                if packet.size and not packet.is_discard:
-                    pts.append(packet.pts)
-                    keys.append(packet.is_keyframe)
-                if rotation is None and len(pts) <= ROTATION_PROBE_PACKETS:
-                    # decode only until the first frame, which carries the display matrix
-                    decoded = _decode_packet(packet, errors)
-                    if decoded:
-                        rotation = (round(decoded[0].rotation / 90) % 4) * 90
-        except AV_ERRORS as exc:
-            logger.warning("%s: stopped reading after %d video packets (%s)", path, len(pts), exc)
-        if not pts:
-            raise VideoError(path, "no video frames found (empty or truncated stream)")
-        declared, n = stream.frames, len(pts)
-        if declared and declared != n:
-            logger.warning("%s: container declares %d frames but %d are present", path, declared, n)
-        rate, tb = stream.average_rate or stream.guessed_rate, stream.time_base
-        have_pts = all(p is not None for p in pts)
-        sorted_pts = tuple(sorted(pts)) if have_pts else None
-        if rate is None and have_pts and n > 1 and tb and sorted_pts[-1] > sorted_pts[0]:
-            rate = Fraction(n - 1) / ((sorted_pts[-1] - sorted_pts[0]) * tb)
-        fps = float(rate) if rate else 0.0
-        indexed = not NO_SEEK_DEMUXERS.intersection(container.format.name.split(","))
-        seekable = indexed and have_pts and tb is not None and len(set(pts)) == n
-        if seekable:
-            rank = {p: i for i, p in enumerate(sorted_pts)}
-            keyframes = tuple(sorted(rank[p] for p, k in zip(pts, keys) if k))
-        else:
-            keyframes = tuple(i for i, k in enumerate(keys) if k)
-        rotation = rotation or 0
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if rotation in (90, 270):
-            width, height = height, width
-        info = VideoInfo(
-            path=path, frame_count=n, fps=fps,
-            duration=n / fps if fps else float(container.duration or 0) / av.time_base,
-            width=width, height=height, keyframe_count=sum(keys), codec=stream.codec_context.name,
-            rotation=rotation, frame_count_exact=not declared or declared == n,
-        )
-        return Layout(info, sorted_pts, seekable, keyframes, tb, rate)
+        yield container, stream, _scan(container, stream, path)
+
+
+def _scan(container, stream, path: str) -> Layout:
+    pts, keys, rotation, errors = [], [], None, []
+    try:
+        for packet in container.demux(stream):
+            if packet.size and not packet.is_discard:
+                pts.append(packet.pts)
+                keys.append(packet.is_keyframe)
+            if rotation is None and len(pts) <= ROTATION_PROBE_PACKETS:
+                # decode only until the first frame, which carries the display matrix
+                decoded = _decode_packet(packet, errors)
+                if decoded:
+                    rotation = (round(decoded[0].rotation / 90) % 4) * 90
+    except AV_ERRORS as exc:
+        logger.warning("%s: stopped reading after %d video packets (%s)", path, len(pts), exc)
+    if not pts:
+        raise VideoError(path, "no video frames found (empty or truncated stream)")
+    declared, n = stream.frames, len(pts)
+    if declared and declared != n:
+        logger.warning("%s: container declares %d frames but %d are present", path, declared, n)
+    rate, tb = stream.average_rate or stream.guessed_rate, stream.time_base
+    have_pts = all(p is not None for p in pts)
+    sorted_pts = tuple(sorted(pts)) if have_pts else None
+    if rate is None and have_pts and n > 1 and tb and sorted_pts[-1] > sorted_pts[0]:
+        rate = Fraction(n - 1) / ((sorted_pts[-1] - sorted_pts[0]) * tb)
+    fps = float(rate) if rate else 0.0
+    indexed = not NO_SEEK_DEMUXERS.intersection(container.format.name.split(","))
+    seekable = indexed and have_pts and tb is not None and len(set(pts)) == n
+    if seekable:
+        rank = {p: i for i, p in enumerate(sorted_pts)}
+        keyframes = tuple(sorted(rank[p] for p, k in zip(pts, keys) if k))
+    else:
+        keyframes = tuple(i for i, k in enumerate(keys) if k)
+    rotation = rotation or 0
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if rotation in (90, 270):
+        width, height = height, width
+    info = VideoInfo(
+        path=path, frame_count=n, fps=fps,
+        duration=n / fps if fps else float(container.duration or 0) / av.time_base,
+        width=width, height=height, keyframe_count=sum(keys), codec=stream.codec_context.name,
+        rotation=rotation, frame_count_exact=not declared or declared == n,
+    )
+    return Layout(info, sorted_pts, seekable, keyframes, tb, rate)
 
 
 def frame_timestamp(layout: Layout, index: int) -> float:
@@ -261,14 +310,32 @@ def use_seeking(layout: Layout, wanted: list[int]) -> bool:
     return seek_plan(wanted, layout.keyframes)[1] < max(wanted) + 1
 
 
-def decode_seeking(container, stream, layout: Layout, wanted, convert) -> dict[int, np.ndarray]:
+def skips_nonref(layout: Layout) -> bool:
+    """Whether decoding may discard unwanted non-reference frames (see the module docstring)."""
+    info = layout.info
+    return (
+        info.codec in SKIP_NONREF_CODECS
+        and info.width * info.height >= SKIP_NONREF_MIN_PIXELS
+        and layout.pts is not None
+        and len(set(layout.pts)) == len(layout.pts)
+    )
+
+
+def decode_seeking(container, stream, layout: Layout, wanted, convert, skip: bool = False,
+                   rewind: bool = False) -> dict[int, np.ndarray]:
+    """Frames for sorted unique ``wanted`` indices by ``seek_plan``, or SeekMiss. ``skip``:
+    discard unwanted non-reference frames; ``rewind``: the container was read before (the scan),
+    so a plan that starts by decoding forward first seeks to the first frame."""
     got, frames, errors = {}, None, []
+    want_pts = {layout.pts[w] for w in wanted} if skip else None
     for w, key in seek_plan(wanted, layout.keyframes)[0]:
+        if key is None and frames is None and rewind:
+            key = 0
         if key is not None:
             container.seek(layout.pts[key], stream=stream, backward=True, any_frame=False)
-            frames = iter_frames(container, stream, errors)
+            frames = iter_frames(container, stream, errors, want_pts)
         elif frames is None:
-            frames = iter_frames(container, stream, errors)
+            frames = iter_frames(container, stream, errors, want_pts)
         target = layout.pts[w]
         for frame in frames:
             if frame.pts is None or frame.pts > target:
@@ -281,12 +348,15 @@ def decode_seeking(container, stream, layout: Layout, wanted, convert) -> dict[i
     return got
 
 
-def decode_sequential(container, stream, wanted, convert, path) -> tuple[dict[int, np.ndarray], int]:
+def decode_sequential(container, stream, wanted, convert, path, first_pts=None) -> tuple[dict[int, np.ndarray], int]:
     """Decode from the start up to the last wanted frame: (frames by index, last index reached).
-    If the file ends early, the last decoded frame is returned under its own index."""
+    If the file ends early, the last decoded frame is returned under its own index.
+    ``first_pts``: the container was rewound; the first frame must carry this pts, else SeekMiss."""
     got, wanted_set, last, index, errors = {}, set(wanted), None, -1, []
     for frame in iter_frames(container, stream, errors):
         index += 1
+        if index == 0 and first_pts is not None and frame.pts != first_pts:
+            raise SeekMiss(f"rewind: first frame has pts {frame.pts}, not {first_pts}")
         last = frame
         if index in wanted_set:
             got[index] = convert(frame)
@@ -298,6 +368,28 @@ def decode_sequential(container, stream, wanted, convert, path) -> tuple[dict[in
     if index not in got:
         got[index] = convert(last)
     return got, index
+
+
+def decode_sequential_skipping(container, stream, layout: Layout, wanted, convert) -> dict[int, np.ndarray]:
+    """``decode_sequential`` from the container's current position (its start), discarding
+    unwanted non-reference frames; frames are named by pts rank, since skipped frames cannot be
+    counted. Anything the plain decode would treat differently raises SeekMiss: a decoder error,
+    a pts that is unknown or not increasing, or the stream ending before the last wanted frame."""
+    rank = {p: i for i, p in enumerate(layout.pts)}
+    want_pts = {layout.pts[w] for w in wanted}
+    got, errors, prev = {}, [], -1
+    for frame in iter_frames(container, stream, errors, want_pts):
+        index = rank.get(frame.pts)
+        if errors or index is None or index <= prev:
+            raise SeekMiss(f"skipping: frame pts {frame.pts} after index {prev} ({len(errors)} decoder errors)")
+        prev = index
+        if frame.pts in want_pts:
+            got[index] = convert(frame)
+        if index >= wanted[-1]:
+            break
+    if errors or len(got) != len(want_pts):
+        raise SeekMiss(f"skipping: got {len(got)} of {len(want_pts)} frames ({len(errors)} decoder errors)")
+    return got
 
 
 def rgb_converter(rotation: int, width: int, height: int):
@@ -315,20 +407,46 @@ def rgb_converter(rotation: int, width: int, height: int):
     return convert
 
 
-def decode_wanted(path, layout: Layout, wanted: list[int], convert, strategy: str = "auto"):
+def decode_wanted(path, layout: Layout, wanted: list[int], convert, strategy: str = "auto",
+                  container=None, stream=None):
     """Frames for sorted unique ``wanted`` indices: ``(frames by index, last decodable index)``.
-    ``strategy``: "auto" (by keyframe layout), "seek" or "sequential" (for tests and benches)."""
+    ``strategy``: "auto" (by keyframe layout), "seek" or "sequential" (for tests and benches), or
+    "reference": a fresh open, decoded sequentially with no skipping (what the others must equal).
+    ``container``/``stream``: from ``open_scanned``, reused instead of opening the file again."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    reference = strategy == "reference"
     seek = strategy == "seek" or (strategy == "auto" and use_seeking(layout, wanted))
+    skip = not reference and skips_nonref(layout)
+    reuse = container is not None and not reference
     try:
         if seek and layout.seekable and max(wanted) < len(layout.pts):
             try:
-                with open_video(path) as container:
-                    got = decode_seeking(container, video_stream(container, path), layout, wanted, convert)
+                if reuse:
+                    return decode_seeking(container, stream, layout, wanted, convert, skip, rewind=True), max(wanted)
+                with open_video(path) as fresh:
+                    got = decode_seeking(fresh, video_stream(fresh, path), layout, wanted, convert, skip)
                 return got, max(wanted)
             except SeekMiss as miss:
                 logger.info("%s: seeking missed (%s); decoding sequentially", path, miss)
-        with open_video(path) as container:
-            return decode_sequential(container, video_stream(container, path), wanted, convert, path)
+        if skip and max(wanted) < len(layout.pts):
+            try:
+                if reuse and layout.seekable:
+                    container.seek(layout.pts[0], stream=stream, backward=True, any_frame=False)
+                    return decode_sequential_skipping(container, stream, layout, wanted, convert), max(wanted)
+                with open_video(path) as fresh:
+                    got = decode_sequential_skipping(fresh, video_stream(fresh, path), layout, wanted, convert)
+                return got, max(wanted)
+            except SeekMiss as miss:
+                logger.info("%s: decoding with skipped frames missed (%s); decoding all frames", path, miss)
+        elif reuse and layout.seekable:
+            try:
+                container.seek(layout.pts[0], stream=stream, backward=True, any_frame=False)
+                return decode_sequential(container, stream, wanted, convert, path, first_pts=layout.pts[0])
+            except SeekMiss as miss:
+                logger.info("%s: %s; opening the file again", path, miss)
+        with open_video(path) as fresh:
+            return decode_sequential(fresh, video_stream(fresh, path), wanted, convert, path)
     except (*AV_ERRORS, MemoryError) as exc:
         raise VideoError(path, f"decoding failed ({exc})") from exc
 

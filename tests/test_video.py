@@ -255,7 +255,9 @@ def test_truncated_file_keeps_decodable_frames(tmp_path, caplog):
     cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.9)])
     info = video.probe(cut)
     assert info.frame_count < 100 and not info.frame_count_exact
-    spec = SamplingSpec(num_frames=info.frame_count, width=64, height=48)
+    # fps sampling always wants the last frame, whose packet is cut: it cannot be decoded
+    spec = SamplingSpec(sampling="fps", fps=10.0, max_frames=info.frame_count, width=64, height=48)
+    assert video.sample_indices(info, spec)[-1] == info.frame_count - 1
     with caplog.at_level(logging.WARNING, logger="core.video"):
         result = video.sample_frames(cut, spec)
     assert [read_index(f) for f in result.frames] == result.indices  # indices tell the truth
@@ -305,7 +307,7 @@ def test_cache_hit_miss_and_corruption(tmp_path, monkeypatch):
     clip = write_test_video(tmp_path / "c.mp4", n_frames=30)
     spec = SamplingSpec(num_frames=4, width=32, height=32)
     first = video.sample_frames(clip, spec)
-    entries = list(frame_cache.frames_dir().glob("*.npz"))
+    entries = list(frame_cache.frames_dir().glob("*" + frame_cache.ENTRY_SUFFIX))
     assert len(entries) == 1 and str(frame_cache.frames_dir()).startswith(str(tmp_path))
 
     real_uncached = video._sample_uncached
@@ -326,9 +328,9 @@ def test_cache_hit_miss_and_corruption(tmp_path, monkeypatch):
 
     monkeypatch.setattr(video, "_sample_uncached", counting)
     video.sample_frames(clip, SamplingSpec(num_frames=4, width=48, height=32))  # other spec: miss
-    assert len(calls) == 1 and len(list(frame_cache.frames_dir().glob("*.npz"))) == 2
+    assert len(calls) == 1 and len(list(frame_cache.frames_dir().glob("*" + frame_cache.ENTRY_SUFFIX))) == 2
 
-    entries[0].write_bytes(b"not an npz")  # corrupt entry: miss, then rewritten
+    entries[0].write_bytes(b"not an entry")  # corrupt entry: miss, then rewritten
     again = video.sample_frames(clip, spec)
     assert len(calls) == 2 and np.array_equal(again.frames, first.frames)
     assert frame_cache.load(entries[0].stem) is not None
@@ -358,3 +360,153 @@ def test_chunk_video(tmp_path):
     assert not list((tmp_path / "out").glob("*.part"))
     with pytest.raises(ValueError):
         video.chunk_video(clip, 0, tmp_path / "out")
+
+
+# ------------------------------------------------------------------ skipping non-reference frames
+
+
+def _write_coded_clip(path, codec, options, n_frames=150, fps=30, size=(64, 48)):
+    """Index-pattern frames with codec options write_test_video does not expose (open GOPs,
+    deeper B-pyramids, HEVC)."""
+    from fractions import Fraction
+
+    from tests.video_fixtures import index_pattern
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps), options=options)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        for i in range(n_frames):
+            frame = av.VideoFrame.from_ndarray(index_pattern(i, *size), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bframe_clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bframes")
+    x264 = "scenecut=0:keyint={k}:min-keyint={k}:bframes={b}:b-pyramid={p}:open-gop={o}:crf=10"
+    return {
+        "h264_bpyramid": _write_coded_clip(d / "pyr.mp4", "libx264", {"x264-params": x264.format(
+            k=30, b=3, p="normal", o=0)}),
+        "h264_open_gop": _write_coded_clip(d / "open.mp4", "libx264", {"x264-params": x264.format(
+            k=24, b=3, p="normal", o=1)}),
+        "h264_plain_b_mkv": _write_coded_clip(d / "plainb.mkv", "libx264", {"x264-params": x264.format(
+            k=30, b=2, p="none", o=0)}),
+        "hevc_bpyramid": _write_coded_clip(d / "hevc.mp4", "libx265", {"x265-params": (
+            "keyint=30:min-keyint=30:scenecut=0:bframes=4:b-pyramid=1:crf=10:log-level=error")}),
+        "hevc_open_gop": _write_coded_clip(d / "hevc_open.mkv", "libx265", {"x265-params": (
+            "keyint=24:min-keyint=24:scenecut=0:bframes=3:open-gop=1:crf=10:log-level=error")}),
+        "mpeg4_b": _write_coded_clip(d / "b.avi", "mpeg4", {"g": "30", "bf": "2", "q": "2"}),
+        "vp9_altref": _write_coded_clip(d / "alt.webm", "libvpx-vp9", {"g": "30", "crf": "10", "b": "0",
+                                                                        "auto-alt-ref": "1", "lag-in-frames": "16"}),
+    }
+
+
+def _frames_decoded(path, want_pts):
+    errors = []
+    with video_io.open_video(str(path)) as container:
+        stream = video_io.video_stream(container, str(path))
+        return sum(1 for _ in video_io.iter_frames(container, stream, errors, want_pts)), errors
+
+
+@pytest.mark.parametrize("name", ["h264_bpyramid", "h264_open_gop", "hevc_bpyramid", "mpeg4_b"])
+def test_skipping_discards_nonref_frames(bframe_clips, name):
+    total, errors = _frames_decoded(bframe_clips[name], None)
+    skipped, skip_errors = _frames_decoded(bframe_clips[name], set())
+    assert total == 150 and not errors and not skip_errors
+    assert skipped < total * 0.8  # the B-frames nothing references were not decoded
+
+
+@pytest.mark.parametrize("frame_threads", [False, True])
+@pytest.mark.parametrize("name", ["h264_bpyramid", "h264_open_gop", "h264_plain_b_mkv", "hevc_bpyramid",
+                                  "hevc_open_gop", "mpeg4_b", "vp9_altref"])
+def test_skipping_nonref_frames_gives_the_reference_frames(bframe_clips, name, frame_threads, monkeypatch):
+    """Decoding with and without skip_frame=NONREF, by every strategy, in both threading modes,
+    returns bit-identical frames for the same indices as the plain sequential reference."""
+    path = str(bframe_clips[name])
+    monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_PIXELS", 0 if frame_threads else 10**12)
+    monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 0)
+    layout = video_io.scan(path)
+    codec_skips = layout.info.codec in video_io.SKIP_NONREF_CODECS
+    assert video_io.skips_nonref(layout) == codec_skips
+    specs = [SamplingSpec(num_frames=8, width=64, height=48),
+             SamplingSpec(sampling="fps", fps=6.0, max_frames=32, width=64, height=48),
+             SamplingSpec(num_frames=150, width=64, height=48)]
+    for spec in specs:
+        reference = video._sample_uncached(path, spec, strategy="reference")
+        assert [read_index(f) for f in reference.frames] == reference.indices
+        for strategy in ("auto", "seek", "sequential"):
+            got = video._sample_uncached(path, spec, strategy=strategy)
+            assert got.indices == reference.indices, (spec, strategy)
+            assert np.array_equal(got.frames, reference.frames), (spec, strategy)
+
+
+def test_skipping_does_not_fall_back_on_h264(bframe_clips, monkeypatch):
+    """Skipping is not a no-op that silently falls back: both fast paths succeed on their own."""
+    path = str(bframe_clips["h264_bpyramid"])
+    monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 0)
+    spec = SamplingSpec(sampling="fps", fps=6.0, max_frames=32, width=64, height=48)
+    reference = video._sample_uncached(path, spec, strategy="reference")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("fell back to the plain sequential decode")
+
+    monkeypatch.setattr(video_io, "decode_sequential", must_not_run)
+    for strategy in ("seek", "sequential"):
+        got = video._sample_uncached(path, spec, strategy=strategy)
+        assert np.array_equal(got.frames, reference.frames) and got.indices == reference.indices
+
+
+def test_skipping_and_rewind_misses_fall_back_to_the_reference(clips, bframe_clips, monkeypatch, caplog):
+    spec = SamplingSpec(num_frames=8, width=64, height=48)
+    path = str(bframe_clips["h264_bpyramid"])
+    reference = video._sample_uncached(path, spec, strategy="reference")
+    monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 0)
+
+    def miss(*args, **kwargs):
+        raise video_io.SeekMiss("simulated")
+
+    with monkeypatch.context() as m:
+        m.setattr(video_io, "decode_sequential_skipping", miss)
+        got = video._sample_uncached(path, spec, strategy="sequential")
+    assert np.array_equal(got.frames, reference.frames) and got.indices == reference.indices
+
+    # a rewound container whose first frame is not the first frame: open the file again
+    real = video_io.decode_sequential
+    monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 10**12)
+
+    def wrong_first(container, stream, wanted, convert, path, first_pts=None):
+        return real(container, stream, wanted, convert, path, None if first_pts is None else first_pts + 1)
+
+    monkeypatch.setattr(video_io, "decode_sequential", wrong_first)
+    with caplog.at_level(logging.INFO, logger="core.video_io"):
+        got = video._sample_uncached(path, spec, strategy="sequential")
+    assert np.array_equal(got.frames, reference.frames) and "opening the file again" in caplog.text
+
+
+def test_one_open_per_sample(clips, monkeypatch):
+    opened = []
+    real = video_io.av.open
+
+    def counting(*args, **kwargs):
+        opened.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(video_io.av, "open", counting)
+    for name in ("short", "long_gop30", "mkv"):
+        opened.clear()
+        video.sample_frames(clips[name], SamplingSpec(num_frames=8, width=32, height=32), use_cache=False)
+        assert len(opened) == 1, name
+
+
+@pytest.mark.parametrize("name", ["h264_bpyramid", "hevc_open_gop", "vp9_altref"])
+def test_threading_mode_does_not_change_frames(bframe_clips, name, monkeypatch):
+    spec = SamplingSpec(num_frames=150, width=64, height=48)
+    by_mode = []
+    for threshold in (0, 10**12):  # frame + slice threads, then slice threads only
+        monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_PIXELS", threshold)
+        by_mode.append(video._sample_uncached(str(bframe_clips[name]), spec, strategy="reference").frames)
+    assert np.array_equal(*by_mode)
