@@ -28,6 +28,7 @@ import contextlib
 import json
 import random
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -227,8 +228,10 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
         set_peft_model_state_dict(model, load_peft_weights(str(checkpoint)), adapter_name="default")
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         start = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
-        for _ in range(start):
-            scheduler.step()
+        with warnings.catch_warnings():  # fast-forwarding the schedule: no optimizer step is meant here
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            for _ in range(start):
+                scheduler.step()
         run.log(f"resumed from {checkpoint.name}")
     evaluator = _val_evaluator(data, cfg, processor, family, pspec, precision, run)
     metrics = MetricsWriter(run.metrics_path, run.writer)

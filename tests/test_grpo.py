@@ -109,3 +109,35 @@ def test_image_dataset_trains_with_grpo(tmp_path):
     status = train(root, tmp_path / "run", TrainConfig(**{**SMALL, "max_completion_length": 8}))
     assert status["state"] == "completed" and status["global_step"] == 2
     assert all("reward_fields" in r for r in RunFiles(tmp_path / "run").read_metrics())
+
+
+def test_crash_then_resume_continues_from_the_last_checkpoint(four_clips, tmp_path, monkeypatch):
+    import core.grpo
+    from core.trainer import train
+
+    real_step, calls = core.grpo._step, []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash at step 3")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(core.grpo, "_step", crash_on_third)
+    run = tmp_path / "run"
+    cfg = TrainConfig(**{**SMALL, "max_steps": 4, "save_steps": 2})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(four_clips, run, cfg)
+    files = RunFiles(run)
+    assert files.read_status()["state"] == "crashed"
+    assert files.last_checkpoint().name == "checkpoint-2"
+    saved = (run / "checkpoint-2" / "adapter_model.safetensors").read_bytes()
+
+    monkeypatch.undo()
+    status = train(four_clips, run, cfg, resume=True)
+    assert status["state"] == "completed" and status["global_step"] == 4
+    assert "resumed from checkpoint-2" in (run / "train.log").read_text()
+    steps = [row["step"] for row in files.read_metrics() if "loss" in row]
+    assert steps == [1, 2, 3, 4], steps  # steps 1-2 before the crash, 3-4 after: none repeated
+    assert (run / "checkpoint-2" / "adapter_model.safetensors").read_bytes() == saved
+    assert files.last_checkpoint().name == "checkpoint-4"
