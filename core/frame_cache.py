@@ -8,24 +8,28 @@ Layout, chosen for the cost of a hit (on a 3 s 160x96 clip decoding takes ~10 ms
 cost well under 1 ms to be worth having):
 - one file per entry, ``<key>.frames``: the 8-byte magic ``VVWFRM1\\n``, a 4-byte little-endian
   header length, a UTF-8 JSON header (key, frames shape and dtype, indices, timestamps, meta),
-  then the frames as raw C-order uint8 bytes. A hit is one open and two reads into a bytearray
-  (no copy, a writeable array). The former ``.npz`` of four arrays cost ~1 ms per hit: a zip
-  directory, CRCs and four ``.npy`` headers parsed with ``ast.literal_eval``. Nothing is ever
-  unpickled. A short, long, foreign or otherwise inconsistent file is a miss and is rewritten;
-- ``digests.jsonl`` in ``cache_dir()``: a persistent (real path, size, mtime_ns, inode,
-  ctime_ns) -> sha256 index, so a new process (each training run, the app) does not re-read
-  every video to hash it (~0.5 ms for a 100 KB clip, ~20 ms for a 19 MB one). It is append-only:
-  each new digest is one line (newline first) written with a single ``O_APPEND`` write, so the
-  file is never rewritten and concurrent writers do not lose each other's lines; a line that
-  does not parse (a torn write, a corrupt file) is ignored, and a later line for the same file
-  wins. It is read once per process; an in-process memo sits in front of it.
+  then the frames as raw C-order uint8 bytes. A hit is one open, an fstat and three reads, the
+  last straight into a bytearray (no copy; a writeable array). The former ``.npz`` of four
+  arrays cost ~1 ms per hit: a zip directory, CRCs and four ``.npy`` headers parsed with
+  ``ast.literal_eval``. Nothing is ever unpickled. A short, long, foreign or otherwise
+  inconsistent file is a miss and is rewritten;
+- ``digests.jsonl`` in ``cache_dir()``: a persistent (absolute path, device, inode, size,
+  mtime_ns, ctime_ns) -> sha256 index, so a new process (each training run, the app) does not
+  re-read every video to hash it (sha256 of a 19 MB 720p clip is ~15 ms, more than the rest of a
+  hit). It is append-only: each new digest is one line, a JSON list (newline first), written with
+  a single ``O_APPEND`` write, so the file is never rewritten and concurrent writers do not lose
+  each other's lines; a line that does not parse (a torn write, a corrupt file) is ignored, a
+  digest that is not 64 hex digits is recomputed, and a later line for the same file wins. It is
+  read once per process; an in-process memo sits in front of it.
 
 What it does not do: decode video (see ``core.video``), evict old entries (the folder is
-re-creatable; delete it to reclaim space, including ``.npz`` entries of format version 1), or lock
-across processes. Entry writes are atomic (a temp file in the same folder, then ``os.replace``),
-so two writers of the same key at worst both write the same content, and a reader never sees half
-a file. There is no ``fsync``: the cache is re-creatable and a torn entry after a crash is already
-a miss, while an fsync per entry cost ~1-2 ms of a first epoch.
+re-creatable; delete it to reclaim space, including ``.npz`` entries of format version 1), compact
+the digest index (one line per new file version; delete it to reset), or lock across processes.
+Entry writes are atomic (a temp file in the same folder, then ``os.replace``), so two writers of
+the same key at worst both write the same content, and a reader never sees half a file. There is
+no ``fsync``: the cache is re-creatable and a torn entry after a crash is already a miss, while
+the fsync was a large part of the 2.7 ms a first epoch spent on the cache per bundled clip
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -71,19 +75,22 @@ def frames_dir() -> Path:
 
 
 def file_digest(path) -> str:
-    """sha256 hex digest of the file's bytes; recomputed only when the file's signature (real
-    path, size, mtime, inode, ctime) is in neither the in-process memo nor the persistent index.
+    """sha256 hex digest of the file's bytes; recomputed only when the file's signature (absolute
+    path, device, inode, size, mtime, ctime) is in neither the in-process memo nor the persistent
+    index. Device + inode identify the file a path or symlink points to (no ``realpath`` lstat
+    walk per call); ctime, which no user call can set back, catches in-place rewrites that keep
+    size and mtime.
 
     Raises OSError when the file cannot be read (the caller names the file).
     """
     st = os.stat(path)
-    sig = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    sig = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     digest = _memo.get(sig)
     if digest is None:
         index_path = cache_dir() / DIGEST_INDEX_NAME
         index = _load_index(index_path)
         digest = index.get(sig)
-        if digest is None:
+        if not _valid_digest(digest):
             digest = _hash_file(sig[0])
             index[sig] = digest
             _append_index(index_path, sig, digest)
@@ -108,6 +115,9 @@ def _hash_file(real_path: str) -> str:
 
 
 def _load_index(index_path: Path) -> dict[tuple, str]:
+    """The index as {signature: digest}, read once per process. Each line is a JSON list
+    ``[path, dev, ino, size, mtime_ns, ctime_ns, sha256]``; lines are only split here, and a
+    digest is checked when it is looked up (``_valid_digest``), which keeps loading cheap."""
     key = str(index_path)
     index = _indexes.get(key)
     if index is None:
@@ -128,22 +138,22 @@ def _load_index(index_path: Path) -> dict[tuple, str]:
                 except ValueError:
                     continue  # torn or foreign line: ignore it
         for rec in records:
-            try:
-                sig = (rec["path"], rec["size"], rec["mtime_ns"], rec["ino"], rec["ctime_ns"])
-                digest = rec["sha256"]
-            except (TypeError, KeyError, IndexError):
-                continue
-            if (isinstance(sig[0], str) and all(type(v) is int for v in sig[1:])
-                    and isinstance(digest, str) and _HEX64.fullmatch(digest)):
-                index[sig] = digest
+            if type(rec) is list and len(rec) == 7:
+                try:
+                    index[tuple(rec[:6])] = rec[6]
+                except TypeError:  # unhashable junk
+                    continue
         _indexes[key] = index
     return index
 
 
+def _valid_digest(digest) -> bool:
+    return isinstance(digest, str) and _HEX64.fullmatch(digest) is not None
+
+
 def _append_index(index_path: Path, sig: tuple, digest: str) -> None:
-    rec = dict(zip(("path", "size", "mtime_ns", "ino", "ctime_ns"), sig), sha256=digest)
     # the newline goes first: a line torn by a crash is closed off by the next record
-    line = ("\n" + json.dumps(rec, separators=(",", ":"))).encode("utf-8")
+    line = ("\n" + json.dumps([*sig, digest], separators=(",", ":"))).encode("utf-8")
     try:
         fd = os.open(index_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -171,9 +181,13 @@ def entry_path(key: str) -> Path:
     return frames_dir() / f"{key}{ENTRY_SUFFIX}"
 
 
+def _entry_path_for_reading(key: str) -> Path:
+    return cache_dir() / "frames" / f"{key}{ENTRY_SUFFIX}"  # no mkdir: a missing folder is a miss
+
+
 def load(key: str) -> dict | None:
     """Return ``{"frames", "indices", "timestamps", "meta"}`` or None on a miss or a bad entry."""
-    path = entry_path(key)
+    path = _entry_path_for_reading(key)
     try:
         f = open(path, "rb")
     except FileNotFoundError:

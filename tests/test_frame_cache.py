@@ -125,18 +125,23 @@ def test_digest_index_spares_a_new_process_the_hash(tmp_path, monkeypatch):
     assert frame_cache.file_digest(video) == hashlib.sha256(video.read_bytes()).hexdigest()
 
 
+def _sig_record(path, digest, mtime_delta=0):
+    st = path.stat()
+    return [str(path.absolute()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns + mtime_delta, st.st_ctime_ns,
+            digest]
+
+
 def test_corrupt_digest_index_is_ignored(tmp_path):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"x" * 5000)
     expected = hashlib.sha256(video.read_bytes()).hexdigest()
     index = frame_cache.cache_dir() / frame_cache.DIGEST_INDEX_NAME
-    index.write_bytes(b"\x00\xffgarbage\n{not json\n[1,2]\n" + json.dumps({
-        "path": str(video.resolve()), "size": 5000, "mtime_ns": video.stat().st_mtime_ns,
-        "ino": video.stat().st_ino, "ctime_ns": video.stat().st_ctime_ns, "sha256": "not a digest"}).encode())
+    index.write_bytes(b"\x00\xffgarbage\n{not json\n[1,2]\n[[1],2,3,4,5,6,7]\n{\"a\": 1}\n"
+                      + json.dumps(_sig_record(video, "not a digest")).encode())
     assert frame_cache.file_digest(video) == expected  # bad lines ignored, digest recomputed
     frame_cache.forget_memo()
     lines = index.read_bytes().splitlines()
-    assert json.loads(lines[-1])["sha256"] == expected  # appended after the garbage
+    assert json.loads(lines[-1]) == _sig_record(video, expected)  # appended after the garbage
     index.write_bytes(index.read_bytes()[:-20])  # a torn last line: ignored, rehashed
     assert frame_cache.file_digest(video) == expected
 
@@ -145,11 +150,12 @@ def test_stale_index_line_for_other_content_is_not_used(tmp_path):
     """A line whose signature no longer matches the file (rewritten since) is never used."""
     video = tmp_path / "v.mp4"
     video.write_bytes(b"y" * 5000)
-    st = video.stat()
     index = frame_cache.cache_dir() / frame_cache.DIGEST_INDEX_NAME
-    index.write_text(json.dumps({"path": str(video.resolve()), "size": 5000, "mtime_ns": st.st_mtime_ns - 1,
-                                 "ino": st.st_ino, "ctime_ns": st.st_ctime_ns, "sha256": "0" * 64}) + "\n")
+    index.write_text(json.dumps(_sig_record(video, "0" * 64, mtime_delta=-1)) + "\n")
     assert frame_cache.file_digest(video) == hashlib.sha256(video.read_bytes()).hexdigest()
+    frame_cache.forget_memo()  # the same line with the right signature is used as it is
+    index.write_text(json.dumps(_sig_record(video, "0" * 64)) + "\n")
+    assert frame_cache.file_digest(video) == "0" * 64
 
 
 def test_failed_write_leaves_nothing_and_is_not_an_error(monkeypatch):
