@@ -407,6 +407,17 @@ def rgb_converter(rotation: int, width: int, height: int):
     return convert
 
 
+def _rewind(container, stream, layout: Layout, path) -> bool:
+    """Seek a scanned container back to its first frame; False (and the caller opens the file
+    again) if the demuxer refuses. Where it lands is checked by the decode that follows."""
+    try:
+        container.seek(layout.pts[0], stream=stream, backward=True, any_frame=False)
+        return True
+    except AV_ERRORS as exc:
+        logger.info("%s: cannot seek back to the start (%s); opening the file again", path, exc)
+        return False
+
+
 def decode_wanted(path, layout: Layout, wanted: list[int], convert, strategy: str = "auto",
                   container=None, stream=None):
     """Frames for sorted unique ``wanted`` indices: ``(frames by index, last decodable index)``.
@@ -429,19 +440,18 @@ def decode_wanted(path, layout: Layout, wanted: list[int], convert, strategy: st
                 return got, max(wanted)
             except SeekMiss as miss:
                 logger.info("%s: seeking missed (%s); decoding sequentially", path, miss)
+        rewound = (reuse and layout.seekable) and _rewind(container, stream, layout, path)
         if skip and max(wanted) < len(layout.pts):
             try:
-                if reuse and layout.seekable:
-                    container.seek(layout.pts[0], stream=stream, backward=True, any_frame=False)
+                if rewound:
                     return decode_sequential_skipping(container, stream, layout, wanted, convert), max(wanted)
                 with open_video(path) as fresh:
                     got = decode_sequential_skipping(fresh, video_stream(fresh, path), layout, wanted, convert)
                 return got, max(wanted)
             except SeekMiss as miss:
                 logger.info("%s: decoding with skipped frames missed (%s); decoding all frames", path, miss)
-        elif reuse and layout.seekable:
+        elif rewound:
             try:
-                container.seek(layout.pts[0], stream=stream, backward=True, any_frame=False)
                 return decode_sequential(container, stream, wanted, convert, path, first_pts=layout.pts[0])
             except SeekMiss as miss:
                 logger.info("%s: %s; opening the file again", path, miss)

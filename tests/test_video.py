@@ -510,3 +510,25 @@ def test_threading_mode_does_not_change_frames(bframe_clips, name, monkeypatch):
         monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_PIXELS", threshold)
         by_mode.append(video._sample_uncached(str(bframe_clips[name]), spec, strategy="reference").frames)
     assert np.array_equal(*by_mode)
+
+
+def test_refused_rewind_opens_the_file_again(clips):
+    class NoSeek:  # a scanned container whose demuxer refuses to seek
+        def __init__(self, container):
+            self._container = container
+
+        def seek(self, *args, **kwargs):
+            raise OSError("seek refused")
+
+        def __getattr__(self, name):
+            return getattr(self._container, name)
+
+    path = str(clips["long_gop30"])
+    spec = SamplingSpec(num_frames=8, width=64, height=48)
+    reference = video._sample_uncached(path, spec, strategy="reference")
+    convert = video_io.rgb_converter(0, 64, 48)
+    with video_io.open_scanned(path) as (container, stream, layout):
+        wanted = sorted(set(video.sample_indices(layout.info, spec)))
+        got, last = video_io.decode_wanted(path, layout, wanted, convert, "sequential",
+                                           container=NoSeek(container), stream=stream)
+    assert last == wanted[-1] and np.array_equal(np.stack([got[i] for i in reference.indices]), reference.frames)
