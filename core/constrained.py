@@ -36,6 +36,7 @@ What it does not do:
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -258,6 +259,12 @@ class SchemaLogitsProcessor(LogitsProcessor):
         self._matchers: list[xgr.GrammarMatcher] | None = None
         self._prompt_len = 0
         self._scratch = xgr.allocate_token_bitmask(1, compiled.vocab_size)
+        self._scratch_words = self._scratch.numpy().view(np.uint32)[0]
+        # where each closer candidate's bit sits: its word, that word's keep mask, its shift
+        cand = compiled.candidates
+        self._cand_words = cand >> 5
+        self._cand_keep = compiled.keep_words[self._cand_words]
+        self._cand_shifts = (cand & 31).astype(np.uint32)
 
     def _start(self, batch: int, prompt_len: int) -> None:
         self._matchers = [xgr.GrammarMatcher(self.compiled.grammar) for _ in range(batch)]
@@ -270,6 +277,12 @@ class SchemaLogitsProcessor(LogitsProcessor):
         # row takes that token the path need not be searched again.
         self._expect: list[tuple[int, list[int]] | None] = [None] * batch
         self._path: list[list[int] | None] = [None] * batch
+        # Each row's output so far as an incremental digest of its bytes: the grammar matcher works
+        # on bytes, so that text fixes the matcher's state and with it the closer's next token.
+        self._digest = [hashlib.blake2b(digest_size=16) for _ in range(batch)]
+        # state digest -> (a closing path found, index of that state on it), shared by the rows: a
+        # search from a nearby state soon runs into a state some earlier path went through.
+        self._memo: dict[bytes, tuple[list[int], int]] = {}
 
     def _advance(self, last_tokens: list[int]) -> None:
         for i, (matcher, token) in enumerate(zip(self._matchers, last_tokens)):
@@ -284,6 +297,7 @@ class SchemaLogitsProcessor(LogitsProcessor):
                 continue
             data, lexer = self.compiled.token_bytes[token], self._lexer[i]
             self._lexer[i] = _scan(lexer, data)
+            self._digest[i].update(data)
             expect, self._expect[i] = self._expect[i], None
             path = self._path[i]
             if expect is not None and expect[0] == token:
@@ -295,52 +309,81 @@ class SchemaLogitsProcessor(LogitsProcessor):
         words = words & self.compiled.keep_words
         return np.unpackbits(words.view(np.uint8), bitorder="little")[: self.compiled.vocab_size].astype(bool)
 
-    def _bit(self, words: np.ndarray, token: int) -> bool:
-        return bool((words[token >> 5] >> np.uint32(token & 31)) & 1)
-
     def _next_closing_token(self, matcher: xgr.GrammarMatcher, lexer: tuple[bool, bool]) -> int | None:
         matcher.fill_next_token_bitmask(self._scratch, 0)
-        words = self._scratch.numpy().view(np.uint32)[0] & self.compiled.keep_words
-        closers = self.compiled.closers
+        raw, keep, closers = self._scratch_words, self.compiled.keep_words, self.compiled.closers
         for char in (b'"',) if lexer[0] else (b"]", b"}", b","):
-            if char in closers and self._bit(words, closers[char]):
-                return closers[char]
-        cand = self.compiled.candidates
-        hits = (words[cand >> 5] >> (cand & 31).astype(np.uint32)) & 1
-        if hits.any():
-            return int(cand[hits.argmax()])
-        lengths = np.where(self._allowed(words), self.compiled.token_len, -1)
+            token = closers.get(char)
+            if token is not None and (int(raw[token >> 5]) & int(keep[token >> 5])) >> (token & 31) & 1:
+                return token
+        hits = ((raw[self._cand_words] & self._cand_keep) >> self._cand_shifts) & 1
+        first = int(hits.argmax()) if len(hits) else 0
+        if len(hits) and hits[first]:
+            return int(self.compiled.candidates[first])
+        lengths = np.where(self._allowed(raw), self.compiled.token_len, -1)
         best = int(lengths.argmax())
         return best if lengths[best] > 0 else None
 
-    def closing_path(self, matcher: xgr.GrammarMatcher, lexer: tuple[bool, bool]) -> list[int] | None:
+    def closing_path(self, matcher: xgr.GrammarMatcher, lexer: tuple[bool, bool], state=None,
+                     then: int | None = None) -> list[int] | None:
         """A short token sequence that completes the JSON from `matcher`'s state (left untouched);
         None if none is found within CLOSE_SEARCH_LIMIT. Closing characters first (a quote inside a
         string; else a bracket, brace or comma), else the longest allowed token of the schema's
         keys and literals, so forced keys cost few tokens. Deterministic, so the path from the
-        state after its first token is its tail."""
-        matcher, path = matcher.fork(), []
-        while not matcher.is_completed():
-            token = self._next_closing_token(matcher, lexer) if len(path) < CLOSE_SEARCH_LIMIT else None
+        state after its first token is its tail.
+
+        `then`: a token taken first (not part of the path). `state`: a digest of the output so far
+        (matching `matcher`); with it, every state a found path passes through is remembered in the
+        rows' shared memo, and a search that reaches one of them takes the rest of that path."""
+        memo = self._memo if state is not None else None
+        fork, path, keys = matcher.fork(), [], []
+        if then is not None:
+            fork.accept_token(then)
+            lexer = _scan(lexer, self.compiled.token_bytes[then])
+        if memo is not None:
+            state = state.copy()
+            if then is not None:
+                state.update(self.compiled.token_bytes[then])
+        while True:
+            if memo is not None:
+                key = state.digest()
+                hit = memo.get(key)
+                if hit is not None:
+                    path += hit[0][hit[1]:]
+                    break
+                keys.append(key)
+            if fork.is_completed():
+                break
+            token = self._next_closing_token(fork, lexer) if len(path) < CLOSE_SEARCH_LIMIT else None
             if token is None:
                 return None
-            matcher.accept_token(token)
-            lexer = _scan(lexer, self.compiled.token_bytes[token])
+            data = self.compiled.token_bytes[token]
+            fork.accept_token(token)
+            lexer = _scan(lexer, data)
+            if memo is not None:
+                state.update(data)
             path.append(token)
+        if len(path) > CLOSE_SEARCH_LIMIT:
+            return None
+        for i, key in enumerate(keys):
+            memo[key] = (path, i)
         return path
 
     def _row_allows(self, row: int, token: int) -> bool:
-        return self._bit(self._bitmask.numpy().view(np.uint32)[row] & self.compiled.keep_words, token)
+        word = int(self._bitmask.numpy().view(np.uint32)[row, token >> 5]) & int(self.compiled.keep_words[token >> 5])
+        return bool(word >> (token & 31) & 1)
 
-    def _tail_after(self, matcher: xgr.GrammarMatcher, lexer: tuple, token: int, path: list[int]) -> list[int] | None:
+    def _tail_after(self, row: int, token: int, path: list[int]) -> list[int] | None:
         """The closing path once `token` is taken, where `path` is the one before it."""
+        matcher, lexer = self._matchers[row], self._lexer[row]
         data = self.compiled.token_bytes[token]
-        after = matcher.fork()
-        after.accept_token(token)
         quote = self.compiled.closers.get(b'"')
-        if path[0] == quote and _stays_in_string(lexer, data) and after.fork().accept_token(quote):
-            return path
-        return self.closing_path(after, _scan(lexer, data))
+        if path[0] == quote and _stays_in_string(lexer, data):
+            after = matcher.fork()
+            after.accept_token(token)
+            if after.accept_token(quote):
+                return path
+        return self.closing_path(matcher, lexer, self._digest[row], then=token)
 
     def _budget_choice(self, row: int, scores_row: torch.Tensor, generated: int) -> int | None:
         """The one token row may take when its budget is tight, or None while it is not.
@@ -354,7 +397,7 @@ class SchemaLogitsProcessor(LogitsProcessor):
         matcher, lexer = self._matchers[row], self._lexer[row]
         path = self._path[row]
         if not path or not self._row_allows(row, path[0]):
-            path = self._path[row] = self.closing_path(matcher, lexer)
+            path = self._path[row] = self.closing_path(matcher, lexer, self._digest[row])
         if not path:
             self._next_check[row] = generated + CLOSE_MARGIN  # the closer found no way out; retry later
             return None
@@ -366,7 +409,7 @@ class SchemaLogitsProcessor(LogitsProcessor):
         allowed = torch.from_numpy(self._allowed(self._bitmask.numpy().view(np.uint32)[row]))
         best = int(scores_row.detach().float().cpu().masked_fill(~allowed, float("-inf")).argmax())
         if best != path[0] and allowed[best]:
-            tail = self._tail_after(matcher, lexer, best, path)
+            tail = self._tail_after(row, best, path)
             if tail is not None and 1 + len(tail) <= remaining:
                 self._expect[row] = (best, tail)
                 return best
