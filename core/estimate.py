@@ -30,7 +30,11 @@ step on, when every term below is alive at once:
                    backward, then its gradient and the logits' gradient at the start of backward)
                  vision tower, only when it trains (or LoRA reaches it): per patch token 10 hv + 2 Iv
                    (4 Iv gated) x depth; projector when it (or the tower) trains: 5 x merge^2 x hv
-                   per visual token; patch tokens = visual tokens x merge^2
+                   per visual token. Patch tokens are counted from the clip's encoded pixel values
+                   (values / (channels x temporal patch x patch area)); without a clip they are visual
+                   tokens x merge^2, merge being each family's spatial reduction per side: Qwen's
+                   spatial_merge_size, InternVL's pixel shuffle (1 / downsample_ratio), SmolVLM's
+                   pixel shuffle (scale_factor), the LLaVA video pooling stride (2)
                  inputs: pixel values (fp32) and token tensors (4 x int64 per token) of the batch in
                    use and of the one the data loader fetched ahead, and 2 x b*s*h for the embeddings
                Gradient checkpointing keeps only each layer's input (h per token, per layer; hv per
@@ -82,17 +86,41 @@ class Dims:
     attn: str = "sdpa"
 
 
+def patch_area(patch) -> int:
+    """Pixels in one patch: `patch_size` is an int in most vision configs, [h, w] in InternVL's."""
+    if isinstance(patch, (list, tuple)):
+        return math.prod(int(x) for x in patch) if len(patch) > 1 else int(patch[0]) ** 2
+    return int(patch) ** 2
+
+
+def vision_merge(config) -> int:
+    """How many patches per side become one visual token (patch tokens = visual tokens x merge^2)."""
+    v = config.vision_config
+    if getattr(v, "spatial_merge_size", None):  # Qwen2.5-VL / Qwen3-VL merger
+        return int(v.spatial_merge_size)
+    if getattr(config, "downsample_ratio", None):  # InternVL pixel shuffle: 0.5 -> 2x2 patches a token
+        return round(1 / config.downsample_ratio)
+    if getattr(config, "scale_factor", None):  # SmolVLM / Idefics3 pixel shuffle
+        return int(config.scale_factor)
+    if getattr(config, "spatial_pool_stride", None):  # LLaVA-NeXT-Video video pooling
+        return int(config.spatial_pool_stride)
+    if getattr(config, "model_type", None) == "llava_onevision":  # videos pooled to ceil(side / 2)
+        return 2
+    return 1
+
+
 def model_dims(config, names: list[str]) -> Dims:
     t, v = config.text_config, config.vision_config
     head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
-    patch = getattr(v, "patch_size", 14)
+    channels = getattr(v, "in_channels", None) or getattr(v, "num_channels", None) or 3
     return Dims(
         hidden=t.hidden_size, intermediate=t.intermediate_size, layers=t.num_hidden_layers,
         heads=t.num_attention_heads, kv_width=getattr(t, "num_key_value_heads", t.num_attention_heads) * head_dim,
         head_dim=head_dim, vocab=t.vocab_size, v_hidden=v.hidden_size,
-        v_intermediate=getattr(v, "intermediate_size", 4 * v.hidden_size), v_depth=getattr(v, "depth", 0),
-        merge=getattr(v, "spatial_merge_size", 1), patch_values=getattr(v, "in_channels", 3)
-        * getattr(v, "temporal_patch_size", 1) * patch * patch,
+        v_intermediate=getattr(v, "intermediate_size", 4 * v.hidden_size),
+        v_depth=getattr(v, "depth", None) or getattr(v, "num_hidden_layers", 0),
+        merge=vision_merge(config), patch_values=channels * (getattr(v, "temporal_patch_size", None) or 1)
+        * patch_area(getattr(v, "patch_size", 14)),
         text_gated=any("language_model" in n and "mlp.gate_proj" in n for n in names),
         vision_gated=any("visual" in n and "mlp.gate_proj" in n for n in names),
         attn=getattr(t, "_attn_implementation", None) or "sdpa",
@@ -100,8 +128,10 @@ def model_dims(config, names: list[str]) -> Dims:
 
 
 def activation_bytes(d: Dims, batch: int, seq: int, visual_tokens: int, act: int, checkpointing: bool,
-                     vision_trains: bool, projector_trains: bool, lora_width: int, norms_train: bool = False) -> dict:
-    """Bytes autograd keeps for one micro-batch (see the module docstring for each term)."""
+                     vision_trains: bool, projector_trains: bool, lora_width: int, norms_train: bool = False,
+                     patches: int | None = None) -> dict:
+    """Bytes autograd keeps for one micro-batch (see the module docstring for each term).
+    `patches`: vision patch tokens of one clip, when known (default visual_tokens x merge^2)."""
     tokens = batch * seq
     per_token = 9 * d.hidden + 2 * d.kv_width + (4 if d.text_gated else 2) * d.intermediate + 2 * d.head_dim
     per_token += lora_width + (2 * d.heads * seq if d.attn == "eager" else 0)
@@ -109,7 +139,7 @@ def activation_bytes(d: Dims, batch: int, seq: int, visual_tokens: int, act: int
         per_token += 3 * d.hidden + d.kv_width
     layer = tokens * per_token * act
     lm = (d.layers * tokens * d.hidden * act + layer) if checkpointing else d.layers * layer
-    patches = batch * visual_tokens * d.merge ** 2
+    patches = batch * (visual_tokens * d.merge ** 2 if patches is None else patches)
     v_layer = patches * (10 * d.v_hidden + (4 if d.vision_gated else 2) * d.v_intermediate) * act
     vision = 0
     if vision_trains:
@@ -161,6 +191,7 @@ def meta_model(source, cfg: TrainConfig, family):
 
 def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None, sample: int) -> dict:
     """Exact token counts from the trainer's encoder on real clips: the sample, plus `clip`."""
+    from core.features import vision_placeholder_ids
     from core.trainer import encode_split, sampling_spec
 
     spec = sampling_spec(cfg)
@@ -172,29 +203,24 @@ def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None,
         if not match:
             raise DatasetError(f"{data.root}: no clip {clip!r} in metadata.jsonl")
         chosen = [match[0]] + [s for s in chosen if s.rel != match[0].rel]
-    token_id = vision_token_id(processor, family)
-    lengths, visual, example_bytes = {}, {}, []
+    placeholders = vision_placeholder_ids(processor)
+    lengths, visual, pixels, example_bytes = {}, {}, {}, []
     for s in chosen:
         examples, _ = encode_split([s], data.schema, processor, spec, instruction, family.frames_as)
         if not examples:
             continue
         ids = examples[0]["input_ids"][0]
         lengths[s.rel] = int(ids.shape[0])
-        visual[s.rel] = int((ids == token_id).sum())
+        visual[s.rel] = sum(int((ids == t).sum()) for t in placeholders)
+        pixels[s.rel] = sum(v.numel() for k, v in examples[0].items() if k.startswith("pixel_values"))
         example_bytes.append(sum(v.numel() * v.element_size() for v in examples[0].values() if hasattr(v, "numel")))
     if not lengths:
         raise DatasetError(f"{data.root}: none of the sampled clips could be encoded")
     first = next(iter(lengths))
-    return {"clip": first, "clip_seq_len": lengths[first], "visual_tokens": visual[first],
+    return {"clip": first, "clip_seq_len": lengths[first], "visual_tokens": visual[first], "pixel_values": pixels[first],
             "max_seq_len": max(lengths.values()), "mean_seq_len": round(sum(lengths.values()) / len(lengths), 1),
             "sampled_clips": len(lengths), "train_clips": len(pool),
             "example_bytes": int(sum(example_bytes) / len(example_bytes))}
-
-
-def vision_token_id(processor, family) -> int:
-    tok = processor.tokenizer
-    name = getattr(processor, "video_token" if family.frames_as == "video" else "image_token", None)
-    return tok.convert_tokens_to_ids(name)
 
 
 def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int = 16, schema_path=None) -> dict:
@@ -214,10 +240,12 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     cfg = resolve_defaults(cfg, family, is_random_init(source.base))
     processor = load_processor(source, cfg.trust_remote_code)
     tokens = encoded_lengths(data, cfg, processor, family, clip, sample)
+    pixel_values = tokens.pop("pixel_values")
 
     model, config = meta_model(source, cfg, family)
     names = [n for n, _ in model.named_parameters()]
     dims = model_dims(config, names)
+    patches = pixel_values // dims.patch_values if pixel_values else None
     frozen_bytes = weight_dtype(cfg, precision).itemsize
     groups = {g: {"total": 0, "trainable": 0} for g in ("vision", "projector", "language")}
     weights, trainable_shapes = 0, []
@@ -241,7 +269,8 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     act = 4 if precision == "fp32" else 2
     norms_train = any(p.requires_grad for n, p in model.named_parameters() if "layers.0.input_layernorm" in n)
     acts = activation_bytes(dims, cfg.batch_size, tokens["max_seq_len"], tokens["visual_tokens"], act,
-                            cfg.gradient_checkpointing, vision_trains, projector_trains, lora_width, norms_train)
+                            cfg.gradient_checkpointing, vision_trains, projector_trains, lora_width, norms_train,
+                            patches)
     memory = {"weights": int(weights), "gradients": 4 * trainable,
               "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
     memory["total"] = sum(memory.values())
@@ -258,6 +287,7 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
         "frames": cfg.num_frames if cfg.sampling == "uniform" else None,
         "frame_size": [cfg.frame_width, cfg.frame_height], "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
         "optimizer": cfg.optimizer, "gradient_checkpointing": cfg.gradient_checkpointing, **tokens,
+        "vision_patches": patches,
         "parameters": {"total": sum(g["total"] for g in groups.values()), "trainable": trainable, **groups},
         "memory": memory, "activation_parts": acts, "dataset_bytes": dataset_bytes,
         "device_memory": capacity, "device_memory_what": what, "warnings": warnings,

@@ -29,7 +29,9 @@ import pytest
 from conftest import REPO
 from core.config import TrainConfig
 from core.dataset import load_dataset
-from core.estimate import estimate, format_estimate
+from core.estimate import activation_bytes, estimate, format_estimate, model_dims, vision_merge
+from core.features import vision_placeholder_ids
+from core.models import FAMILIES
 
 CLIP = "videos/clip_0003.mp4"
 
@@ -53,8 +55,11 @@ def _trainer_features(dataset, cfg, rels):
     samples = [s for s in data.samples if s.rel in rels]
     examples, _ = encode_split(samples, data.schema, processor, sampling_spec(cfg),
                                build_instruction(data.schema, cfg.prompt_template), family.frames_as)
-    video_id = processor.tokenizer.convert_tokens_to_ids(processor.video_token)
-    return {s.rel: ex for s, ex in zip(samples, examples)}, video_id
+    return {s.rel: ex for s, ex in zip(samples, examples)}, vision_placeholder_ids(processor)
+
+
+def _placeholders(ids, placeholder_ids) -> int:
+    return sum(int((ids == t).sum()) for t in placeholder_ids)
 
 
 def test_token_counts_equal_the_trainers_features(dataset):
@@ -62,13 +67,62 @@ def test_token_counts_equal_the_trainers_features(dataset):
     est = estimate(cfg, dataset, clip=CLIP, sample=6)
     data = load_dataset(dataset)
     sampled = [CLIP] + [s.rel for s in data.split("train") if s.rel != CLIP][:5]
-    features, video_id = _trainer_features(dataset, cfg, set(sampled))
+    features, placeholder_ids = _trainer_features(dataset, cfg, set(sampled))
     ids = features[CLIP]["input_ids"][0]
     assert est["clip"] == CLIP
-    assert est["visual_tokens"] == int((ids == video_id).sum()) == 96  # 8 frames, 96x64, patch 8, merge 2x2
+    assert est["visual_tokens"] == _placeholders(ids, placeholder_ids) == 96  # 8 frames, 96x64, patch 8, merge 2x2
+    assert est["vision_patches"] == 96 * 4
     assert est["clip_seq_len"] == ids.shape[0]
     assert est["max_seq_len"] == max(f["input_ids"].shape[1] for f in features.values())
     assert est["sampled_clips"] == 6 and est["train_clips"] == len(data.split("train"))
+
+
+# Visual tokens that stand for no patches: LLaVA-OneVision appends one newline token per video.
+EXTRA_VISUAL_TOKENS = {"llava_onevision": 1}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_visual_tokens_and_patches_of_every_family(dataset, name):
+    """Every family counts its own placeholders (InternVL and SmolVLM write a video as image
+    tokens), and the vision patches behind them follow the family's merge (InternVL's and SmolVLM's
+    pixel shuffle, LLaVA's video pooling, Qwen's merger)."""
+    from transformers import AutoConfig
+
+    from core.models import resolve_model
+
+    cfg = TrainConfig(model=f"tiny:{name}")
+    est = estimate(cfg, dataset, clip=CLIP, sample=1)
+    features, placeholder_ids = _trainer_features(dataset, cfg, {CLIP})
+    expected = _placeholders(features[CLIP]["input_ids"][0], placeholder_ids)
+    assert est["visual_tokens"] == expected > 0
+    merge = vision_merge(AutoConfig.from_pretrained(resolve_model(cfg.model).base))
+    assert merge == 2  # every tiny build pools 2x2 patches into a token
+    assert est["vision_patches"] == (expected - EXTRA_VISUAL_TOKENS.get(name, 0)) * merge ** 2
+    assert est["activation_parts"]["vision"] > 0  # a random-init base trains its vision tower
+
+
+def test_internvl_config_with_list_patch_size():
+    """Published InternVL -hf configs give patch_size (and image_size) as [h, w] lists, and merge
+    2x2 patches into a token by pixel shuffle (downsample_ratio 0.5)."""
+    from transformers import InternVLConfig
+
+    config = InternVLConfig(
+        vision_config=dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=2, intermediate_size=128,
+                           image_size=[448, 448], patch_size=[14, 14]),
+        text_config=dict(model_type="qwen2", vocab_size=256, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1),
+        downsample_ratio=0.5,
+    )
+    d = model_dims(config, [])
+    assert (d.patch_values, d.merge, d.v_depth) == (3 * 14 * 14, 2, 3)
+    frames, per_frame = 2, (448 // 14) ** 2 // 4  # 256 visual tokens a frame, from 1024 patches
+    acts = activation_bytes(d, 1, 600, frames * per_frame, 2, False, vision_trains=True, projector_trains=False,
+                            lora_width=0)
+    patches = frames * 1024
+    assert acts["vision"] == 3 * patches * (10 * 64 + 2 * 128) * 2
+    # pixel values (fp32, this batch and the one fetched ahead) are the frames themselves
+    assert acts["inputs"] - 2 * (4 * 600 * 8) - 2 * 600 * 32 * 2 == 2 * frames * 3 * 448 * 448 * 4
+    assert model_dims(InternVLConfig(vision_config=dict(patch_size=14)), []).patch_values == 3 * 14 * 14
 
 
 def test_parameter_counts_equal_the_real_models(dataset):
