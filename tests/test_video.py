@@ -428,6 +428,8 @@ def test_skipping_nonref_frames_gives_the_reference_frames(bframe_clips, name, f
     returns bit-identical frames for the same indices as the plain sequential reference."""
     path = str(bframe_clips[name])
     monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_PIXELS", 0 if frame_threads else 10**12)
+    monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_CPUS", 1)
+    assert video_io.use_frame_threads(64, 48) == frame_threads
     monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 0)
     layout = video_io.scan(path)
     codec_skips = layout.info.codec in video_io.SKIP_NONREF_CODECS
@@ -506,6 +508,7 @@ def test_one_open_per_sample(clips, monkeypatch):
 def test_threading_mode_does_not_change_frames(bframe_clips, name, monkeypatch):
     spec = SamplingSpec(num_frames=150, width=64, height=48)
     by_mode = []
+    monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_CPUS", 1)
     for threshold in (0, 10**12):  # frame + slice threads, then slice threads only
         monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_PIXELS", threshold)
         by_mode.append(video._sample_uncached(str(bframe_clips[name]), spec, strategy="reference").frames)
