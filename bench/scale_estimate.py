@@ -50,6 +50,7 @@ GiB = 1024 ** 3
 H100_BF16_DENSE_FLOPS = 989e12
 DP_EFFICIENCY = 0.9
 TEXT_TOKENS = 324  # instruction + answer of the dashcam schema (tiny tokenizer; see docstring)
+ANSWER_TOKENS = 86  # the longest bundled dashcam answer (tiny tokenizer, `cli.py estimate`): positions the loss projects
 
 
 def qwen2_5_vl_7b():
@@ -169,7 +170,8 @@ def estimate_one(name: str, frames_list, batch: int, mfus) -> list[dict]:
         seq = visual + TEXT_TOKENS
         for checkpointing in (False, True):
             acts = activation_bytes(dims, batch, seq, visual, 2, checkpointing, vision_trains=False,
-                                    projector_trains=False, lora_width=cfg.lora_r * lora_linears)
+                                    projector_trains=False, lora_width=cfg.lora_r * lora_linears,
+                                    answer_tokens=ANSWER_TOKENS)
             memory = {"weights": weights, "gradients": 4 * trainable,
                       "optimizer": optimizer_bytes("adamw", trainable_shapes), "activations": sum(acts.values())}
             total = sum(memory.values())
