@@ -168,3 +168,22 @@ def test_failed_write_leaves_nothing_and_is_not_an_error(monkeypatch):
     assert frame_cache.store("e" * 64, frames, indices, timestamps, meta) is None
     assert not list(frame_cache.frames_dir().iterdir())
     assert frame_cache.load("e" * 64) is None
+
+
+def test_cache_folder_deleted_while_running(tmp_path):
+    import shutil
+
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"z" * 3000)
+    frames, indices, timestamps, meta = _entry()
+    key = frame_cache.cache_key(frame_cache.file_digest(video), {"w": 1})
+    frame_cache.store(key, frames, indices, timestamps, meta)
+    assert frame_cache.load(key) is not None
+    shutil.rmtree(frame_cache.cache_dir())  # the user reclaims space while the app runs
+    assert frame_cache.load(key) is None
+    other = tmp_path / "w.mp4"
+    other.write_bytes(b"w" * 3000)
+    assert frame_cache.file_digest(other) == hashlib.sha256(other.read_bytes()).hexdigest()
+    assert (frame_cache.cache_dir() / frame_cache.DIGEST_INDEX_NAME).is_file()
+    assert frame_cache.store(key, frames, indices, timestamps, meta) is not None
+    assert frame_cache.load(key) is not None
