@@ -20,10 +20,10 @@ Speed-ups, each verified and each falling back to the plain reference decode on 
 - threading: PyAV's default slice threading, as transformers and LLaMA-Factory use; FFmpeg
   frame threads ("AUTO") only for frames of at least ``FRAME_THREADS_MIN_PIXELS`` on machines
   with at least ``FRAME_THREADS_MIN_CPUS`` CPUs. Frame threads cost a start-up per open and a
-  pipeline that every seek drains: on 160x96 clips that was ~1 ms of ~10, and on 2 CPUs even a
-  40 s 720p x264 clip decoded faster without them (fps 2, 2 runs each: seek + skip 1.2-1.27 s vs
-  1.58-1.66 s, plain full decode 2.28-2.37 s vs 2.84-3.02 s). With more CPUs they may pay on
-  long sequential decodes; that is not measured here, so such machines keep the former "AUTO";
+  pipeline that every seek drains; on 2 CPUs even a 40 s 720p x264 clip decoded faster without
+  them (fps 2, 2 runs each: seek + skip 1.2-1.27 s vs 1.58-1.66 s, plain full decode
+  2.28-2.37 s vs 2.84-3.02 s). With more CPUs they may pay on long sequential decodes; that is
+  not measured here, so such machines keep the former "AUTO";
 - skipping non-reference frames: while rolling forward to a wanted frame, packets that are not
   wanted are decoded with ``skip_frame = "NONREF"``, so FFmpeg drops the frames nothing else is
   predicted from (most B-frames of an x264 stream) without decoding them. A wanted frame's packet
@@ -32,7 +32,8 @@ Speed-ups, each verified and each falling back to the plain reference decode on 
   frames of at least ``SKIP_NONREF_MIN_PIXELS`` (on tiny frames it does not pay), and only where
   every frame can be named by its pts. Sequential decoding with skips names frames by pts rank
   instead of counting them; any decoder error, unknown or out-of-order pts or early end redoes
-  the decode without skipping. ``strategy="reference"`` turns all of this off (tests, benches).
+  the decode without skipping. ``strategy="reference"`` turns off reuse and skipping (not the
+  threading choice, which does not change pixels: tested) for tests and benches.
 
 What it does not do: choose which frames to sample (``core.video``), cache (``core.frame_cache``),
 or use any backend other than PyAV (decord returned wrong frames on real files, FIELD-NOTES).
