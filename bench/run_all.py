@@ -55,11 +55,13 @@ def headline() -> list[list]:
             rows.append([f"video {case['label']}: first epoch vs best alternative ({r['best_alternative'][:3]})",
                          f"{r['first_vs_best_alt_best']:.2f}x", ">= 1.0x (short)" if short else ">= 1.5x (long)",
                          verdict(r["first_vs_best_alt_best"] >= (1.0 if short else 1.5))])
-            rows.append([f"video {case['label']}: cached epoch vs (a) decode-all", f"{r['cached_vs_a_best']:.0f}x",
-                         ">= 20x", verdict(r["cached_vs_a_best"] >= 20)])
+            rows.append([f"video {case['label']}: cached epoch (new process) vs (a) decode-all",
+                         f"{r['cached_epoch_vs_a_best']:.0f}x", ">= 20x", verdict(r["cached_epoch_vs_a_best"] >= 20)])
+            rows.append([f"video {case['label']}: one cached clip, index re-read per clip, vs (a)",
+                         f"{r['cached_vs_a_best']:.0f}x", "", ""])
             if not short:
                 rows.append([f"video {case['label']}: prototype seek+skip non-ref vs best alternative",
-                             f"{r['seek_skip_prototype_vs_best_alt_best']:.2f}x", "(proposed fix)", ""])
+                             f"{r['seek_skip_prototype_vs_best_alt_best']:.2f}x", "(core does this now)", ""])
             bad = [k for k, c in case["checks"].items() if not c["ok"]]
             rows.append([f"video {case['label']}: same frames as reference (mean abs diff <= 3)",
                          "all" if not bad else "differ: " + ", ".join(bad), "all", verdict(not bad)])
