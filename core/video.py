@@ -338,7 +338,7 @@ def chunk_video(path, seconds: float, out_dir) -> list[Path]:
                         written.append(writer.close())
                     name = f"{Path(path).stem}_chunk{i // per_chunk:03d}.mp4"
                     writer = video_io.ChunkWriter(out_dir / name, rate, width, height)
-                rgb = np.rot90(frame.to_ndarray(format="rgb24"), turns)
+                rgb = np.rot90(video_io.to_rgb24(frame), turns)
                 writer.write(np.ascontiguousarray(rgb[:height, :width]))
             if writer is not None:
                 written.append(writer.close())

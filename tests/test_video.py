@@ -535,3 +535,32 @@ def test_refused_rewind_opens_the_file_again(clips):
         got, last = video_io.decode_wanted(path, layout, wanted, convert, "sequential",
                                            container=NoSeek(container), stream=stream)
     assert last == wanted[-1] and np.array_equal(np.stack([got[i] for i in reference.indices]), reference.frames)
+
+
+@pytest.mark.parametrize("codec,pix_fmt,size,suffix", [
+    ("libx264", "yuv420p", (160, 96), "mp4"), ("libx264", "yuv444p", (161, 97), "mp4"),
+    ("libx264", "yuv420p10le", (128, 72), "mkv"), ("mjpeg", "yuvj420p", (160, 120), "mov"),
+    ("ffv1", "gray", (80, 60), "mkv"), ("png", "rgb24", (81, 61), "mov"), ("gif", "rgb8", (65, 47), "gif"),
+    ("libx264", "yuv420p", (1280, 720), "mp4"),
+])
+def test_to_rgb24_is_to_ndarray_bit_for_bit(tmp_path, codec, pix_fmt, size, suffix):
+    """The shared single-thread reformatter gives the pixels of ``to_ndarray(format="rgb24")``."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / f"clip.{suffix}"
+    w, h = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=Fraction(10))
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
+        for _ in range(4):
+            img = (rng.integers(0, 128, (h, w, 3)) + np.linspace(0, 127, w)[None, :, None]).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 4
+    for frame in frames:
+        assert np.array_equal(video_io.to_rgb24(frame), frame.to_ndarray(format="rgb24"))
