@@ -21,8 +21,8 @@ frames on real ones (FIELD-NOTES), so it is not used. Sequential decoding is the
 seeking to the keyframe before each wanted frame is used when the keyframe layout makes it
 decode fewer frames (long clips, short GOPs), is verified by exact pts, and falls back to
 sequential decoding on any surprise. The file is opened once per sample (scan, then decode from
-the same container), and on large frames unwanted non-reference frames are discarded undecoded
-(``core.video_io``). Tests check that all of these return the frames of the plain sequential
+the same container; a small clip is decoded in full during the scan, in one demux pass), and on
+large frames unwanted non-reference frames are discarded undecoded (``core.video_io``). Tests check that all of these return the frames of the plain sequential
 reference decode (``strategy="reference"``), bit for bit.
 
 Failures: every problem with a file raises ``VideoError`` naming it (missing, folder, FIFO,
@@ -259,14 +259,15 @@ def _sample_image(path: str, spec: SamplingSpec) -> SampledFrames:
 def _sample_uncached(path: str, spec: SamplingSpec, strategy: str = "auto") -> SampledFrames:
     if is_image_path(path):
         return _sample_image(path, spec)
-    with video_io.open_scanned(path) as (container, stream, layout):  # one open: scan, then decode
+    # one open: scan (decoding every frame of a small clip as it goes), then decode what is left
+    with video_io.open_scanned_decoding(path, strategy == "auto") as (container, stream, layout, decoded):
         try:
             indices = sample_indices(layout.info, spec)
         except ValueError as exc:
             raise VideoError(path, str(exc)) from None
         convert = video_io.rgb_converter(layout.info.rotation, spec.width, spec.height)
         got, last_ok = video_io.decode_wanted(path, layout, sorted(set(indices)), convert, strategy,
-                                              container=container, stream=stream)
+                                              container=container, stream=stream, decoded=decoded)
     used = [i if i in got else last_ok for i in indices]
     if used != indices:
         logger.warning(
@@ -303,7 +304,7 @@ def sample_frames(path, spec: SamplingSpec, use_cache: bool = True) -> SampledFr
         except (KeyError, TypeError) as exc:
             logger.warning("%s: frame cache entry has an old layout (%s); rebuilding it", path, exc)
     result = _sample_uncached(path, spec)
-    meta = {"info": dataclasses.asdict(result.info)}
+    meta = {"info": dict(vars(result.info))}  # flat scalars: what dataclasses.asdict gives, ~0.1 ms less
     frame_cache.store(key, result.frames, result.indices, result.timestamps, meta)
     return result
 

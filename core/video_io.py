@@ -10,6 +10,15 @@ What it does:
   ``open_scanned`` does the same and keeps the container open, so that ``decode_wanted`` can
   decode from it (one ``av.open`` per sample instead of two: opening probes the stream and was
   ~1 ms of a 10 ms bundled clip);
+- ``open_scanned_decoding``: for a small clip (the container declares at most
+  ``SCAN_DECODE_MAX_FRAMES`` frames of fewer than ``SCAN_DECODE_MAX_PIXELS`` pixels) the scan
+  also decodes every packet as it reads it and keeps the frames (as decoded, not converted), so
+  that the sampled ones are picked from that list: one demux pass, no rewind, no frame decoded
+  twice (the scan otherwise decodes up to the first frame, then the decode starts over). That is
+  the plain sequential decode of the file, in the same order with the same per-packet error
+  handling, so the frames are the reference's. The declared count is only trusted to choose:
+  past ``SCAN_DECODE_MAX_FRAMES`` packets the kept frames are dropped and the clip is decoded
+  as below. Only for ``strategy="auto"``;
 - ``decode_wanted``: decode a set of frame indices either sequentially (the reference) or by
   seeking to keyframes, whichever ``seek_plan`` estimates decodes fewer frames. Seeking is
   checked frame by frame (exact pts); any surprise falls back to sequential decoding.
@@ -87,6 +96,11 @@ FRAME_THREADS_MIN_CPUS = 4
 # Discard unwanted non-reference frames (skip_frame NONREF) for frames this large, these codecs.
 SKIP_NONREF_MIN_PIXELS = 300_000
 SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4", "vp9"})
+# ``open_scanned(path, decode_small=True)`` decodes every frame during the scan when the
+# container declares at most this many frames (stream count, else duration x rate) of fewer
+# pixels than this, and keeps them while at most this many packets have been read.
+SCAN_DECODE_MAX_FRAMES = 64
+SCAN_DECODE_MAX_PIXELS = 300_000
 STRATEGIES = ("auto", "seek", "sequential", "reference")
 CHUNK_CRF = "18"
 CHUNK_PRESET = "veryfast"
@@ -246,19 +260,57 @@ def scan(path) -> Layout:
 def open_scanned(path):
     """``with open_scanned(path) as (container, stream, layout):`` the scan of ``scan`` with the
     container kept open (demuxed to its end) for ``decode_wanted(..., container=, stream=)``."""
+    with open_scanned_decoding(path, decode_small=False) as (container, stream, layout, _decoded):
+        yield container, stream, layout
+
+
+@contextmanager
+def open_scanned_decoding(path, decode_small: bool = True):
+    """``open_scanned`` that also yields ``decoded``: for a small clip (``decode_small`` and
+    ``scan_decodes``) every frame the plain sequential decode of the file gives, in its order
+    (each packet decoded as the scan reads it, then the decoder flushed), for
+    ``decode_wanted(..., decoded=)``; else None."""
     path = str(path)
     with open_video(path) as container:
         stream = video_stream(container, path)
-        yield container, stream, _scan(container, stream, path)
+        layout, decoded = _scan(container, stream, path, decode_small and scan_decodes(container, stream))
+        yield container, stream, layout, decoded
 
 
-def _scan(container, stream, path: str) -> Layout:
+def scan_decodes(container, stream) -> bool:
+    """Whether the scan should decode every frame: small frames, few frames by the container's
+    own count (or duration x rate). The count is only an estimate: the scan stops keeping frames
+    past ``SCAN_DECODE_MAX_FRAMES`` packets whatever the container said."""
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height >= SCAN_DECODE_MAX_PIXELS or use_frame_threads(width, height):
+        return False
+    count = stream.frames
+    if not count:
+        rate = stream.average_rate or stream.guessed_rate
+        if not (rate and container.duration and container.duration > 0):
+            return False
+        count = container.duration / av.time_base * float(rate)
+    return 0 < count <= SCAN_DECODE_MAX_FRAMES
+
+
+def _scan(container, stream, path: str, keep: bool = False) -> tuple[Layout, DecodedFrames | None]:
     pts, keys, rotation, errors = [], [], None, []
+    kept = [] if keep else None
     try:
         for packet in container.demux(stream):
             if packet.size and not packet.is_discard:
                 pts.append(packet.pts)
                 keys.append(packet.is_keyframe)
+            if kept is not None:
+                if len(pts) > SCAN_DECODE_MAX_FRAMES:
+                    kept = None  # more frames than the container said: decode as usual afterwards
+                else:
+                    decoded = _decode_packet(packet, errors)
+                    if decoded:
+                        if rotation is None and len(pts) <= ROTATION_PROBE_PACKETS:
+                            rotation = (round(decoded[0].rotation / 90) % 4) * 90
+                        kept.extend(decoded)
+                    continue
             if rotation is None and len(pts) <= ROTATION_PROBE_PACKETS:
                 # decode only until the first frame, which carries the display matrix
                 decoded = _decode_packet(packet, errors)
@@ -294,7 +346,16 @@ def _scan(container, stream, path: str) -> Layout:
         width=width, height=height, keyframe_count=sum(keys), codec=stream.codec_context.name,
         rotation=rotation, frame_count_exact=not declared or declared == n,
     )
-    return Layout(info, sorted_pts, seekable, keyframes, tb, rate)
+    layout = Layout(info, sorted_pts, seekable, keyframes, tb, rate)
+    return layout, (None if kept is None else DecodedFrames(kept, errors))
+
+
+@dataclass
+class DecodedFrames:
+    """Every frame of a clip decoded by the scan, in decoding order, and its decoder errors."""
+
+    frames: list
+    errors: list
 
 
 def frame_timestamp(layout: Layout, index: int) -> float:
@@ -373,8 +434,15 @@ def decode_sequential(container, stream, wanted, convert, path, first_pts=None) 
     """Decode from the start up to the last wanted frame: (frames by index, last index reached).
     If the file ends early, the last decoded frame is returned under its own index.
     ``first_pts``: the container was rewound; the first frame must carry this pts, else SeekMiss."""
-    got, wanted_set, last, index, errors = {}, set(wanted), None, -1, []
-    for frame in iter_frames(container, stream, errors):
+    errors = []
+    return take_sequential(iter_frames(container, stream, errors), errors, wanted, convert, path, first_pts)
+
+
+def take_sequential(frames, errors: list, wanted, convert, path, first_pts=None) -> tuple[dict[int, np.ndarray], int]:
+    """``decode_sequential`` over an iterable of decoded ``frames`` (``errors``: their decoder
+    errors, for the message when none decoded)."""
+    got, wanted_set, last, index = {}, set(wanted), None, -1
+    for frame in frames:
         index += 1
         if index == 0 and first_pts is not None and frame.pts != first_pts:
             raise SeekMiss(f"rewind: first frame has pts {frame.pts}, not {first_pts}")
@@ -458,13 +526,17 @@ def _rewind(container, stream, layout: Layout, path) -> bool:
 
 
 def decode_wanted(path, layout: Layout, wanted: list[int], convert, strategy: str = "auto",
-                  container=None, stream=None):
+                  container=None, stream=None, decoded: DecodedFrames | None = None):
     """Frames for sorted unique ``wanted`` indices: ``(frames by index, last decodable index)``.
     ``strategy``: "auto" (by keyframe layout), "seek" or "sequential" (for tests and benches), or
     "reference": a fresh open, decoded sequentially with no skipping (what the others must equal).
-    ``container``/``stream``: from ``open_scanned``, reused instead of opening the file again."""
+    ``container``/``stream``: from ``open_scanned``, reused instead of opening the file again.
+    ``decoded``: from ``open_scanned_decoding``: the clip's frames, already decoded in the order
+    of the sequential decode, so nothing is decoded again (ignored by "reference")."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if decoded is not None and strategy != "reference":
+        return take_sequential(decoded.frames, decoded.errors, wanted, convert, path)
     reference = strategy == "reference"
     seek = strategy == "seek" or (strategy == "auto" and use_seeking(layout, wanted))
     skip = not reference and skips_nonref(layout)

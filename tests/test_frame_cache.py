@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pickle
 
 import numpy as np
@@ -187,3 +188,31 @@ def test_cache_folder_deleted_while_running(tmp_path):
     assert (frame_cache.cache_dir() / frame_cache.DIGEST_INDEX_NAME).is_file()
     assert frame_cache.store(key, frames, indices, timestamps, meta) is not None
     assert frame_cache.load(key) is not None
+
+
+def test_entry_folder_deleted_is_made_again_on_store(tmp_path):
+    import shutil
+
+    frames, indices, timestamps, meta = _entry()
+    assert frame_cache.store("c" * 64, frames, indices, timestamps, meta) is not None
+    shutil.rmtree(frame_cache.frames_dir())
+    assert frame_cache.store("d" * 64, frames, indices, timestamps, meta) is not None
+    hit = frame_cache.load("d" * 64)
+    assert hit is not None and np.array_equal(hit["frames"], frames)
+
+
+def test_write_all_resumes_after_short_writes(tmp_path, monkeypatch):
+    """Short writev results (signals, huge entries) continue where they stopped."""
+    real = os.writev
+
+    def short(fd, parts):
+        return real(fd, [bytes(parts[0][:7])])  # at most 7 bytes a call
+
+    monkeypatch.setattr(frame_cache.os, "writev", short)
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        frame_cache._write_all(fd, [b"header-bytes", b"", memoryview(np.arange(50, dtype=np.uint8))])
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"header-bytes" + bytes(range(50))

@@ -564,3 +564,51 @@ def test_to_rgb24_is_to_ndarray_bit_for_bit(tmp_path, codec, pix_fmt, size, suff
     assert len(frames) == 4
     for frame in frames:
         assert np.array_equal(video_io.to_rgb24(frame), frame.to_ndarray(format="rgb24"))
+
+
+@pytest.mark.parametrize("name", ["short", "rotated", "single", "unicode", "moov_end", "webm_vp9"])
+def test_small_clip_is_decoded_during_the_scan(clips, name, monkeypatch):
+    """A small clip is decoded once, while it is scanned: same frames as the reference, and no
+    decoding afterwards."""
+    path = str(clips[name])
+    with video_io.open_scanned_decoding(path) as (_container, _stream, layout, decoded):
+        expect_decoded = name != "webm_vp9"  # 90 frames: above SCAN_DECODE_MAX_FRAMES
+        assert (decoded is not None) == expect_decoded
+        if expect_decoded:
+            assert len(decoded.frames) == layout.info.frame_count
+    for spec in (SamplingSpec(num_frames=8, width=64, height=48),
+                 SamplingSpec(sampling="fps", fps=10.0, max_frames=64, width=40, height=30)):
+        reference = video._sample_uncached(path, spec, strategy="reference")
+        with monkeypatch.context() as m:
+            if expect_decoded:
+                for fn in ("decode_sequential", "decode_seeking", "decode_sequential_skipping"):
+                    m.setattr(video_io, fn, lambda *a, **k: pytest.fail("decoded again after the scan"))
+            got = video.sample_frames(path, spec, use_cache=False)
+        assert got.indices == reference.indices and got.timestamps == reference.timestamps
+        assert got.info == reference.info and np.array_equal(got.frames, reference.frames)
+
+
+def test_scan_decoding_stops_past_its_frame_cap(clips, monkeypatch):
+    """A container that declares fewer frames than it holds: the scan drops what it decoded and
+    the usual decode (rewind or reopen) gives the reference frames."""
+    path = str(clips["short"])
+    spec = SamplingSpec(num_frames=8, width=64, height=48)
+    reference = video._sample_uncached(path, spec, strategy="reference")
+    monkeypatch.setattr(video_io, "scan_decodes", lambda container, stream: True)
+    monkeypatch.setattr(video_io, "SCAN_DECODE_MAX_FRAMES", 10)
+    with video_io.open_scanned_decoding(path) as (_container, _stream, layout, decoded):
+        assert decoded is None and layout.info.frame_count == 30
+    got = video.sample_frames(path, spec, use_cache=False)
+    assert got.indices == reference.indices and np.array_equal(got.frames, reference.frames)
+
+
+def test_truncated_small_clip_decoded_during_the_scan(tmp_path):
+    full = write_test_video(tmp_path / "full.mp4", n_frames=40, gop=10)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.85)])
+    with video_io.open_scanned_decoding(str(cut)) as (_container, _stream, layout, decoded):
+        assert decoded is not None and not layout.info.frame_count_exact
+    spec = SamplingSpec(sampling="fps", fps=10.0, max_frames=layout.info.frame_count, width=64, height=48)
+    reference = video._sample_uncached(str(cut), spec, strategy="reference")
+    got = video.sample_frames(cut, spec, use_cache=False)
+    assert got.indices == reference.indices and np.array_equal(got.frames, reference.frames)
