@@ -509,10 +509,11 @@ def test_threading_mode_does_not_change_frames(bframe_clips, name, monkeypatch):
     spec = SamplingSpec(num_frames=150, width=64, height=48)
     by_mode = []
     monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_CPUS", 1)
-    for threshold in (0, 10**12):  # frame + slice threads, then slice threads only
+    for threshold, single in ((0, 0), (10**12, 0), (10**12, 10**12)):  # frame, slice, one thread
         monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_PIXELS", threshold)
+        monkeypatch.setattr(video_io, "SINGLE_THREAD_MAX_PIXELS", single)
         by_mode.append(video._sample_uncached(str(bframe_clips[name]), spec, strategy="reference").frames)
-    assert np.array_equal(*by_mode)
+    assert np.array_equal(by_mode[0], by_mode[1]) and np.array_equal(by_mode[1], by_mode[2])
 
 
 def test_refused_rewind_opens_the_file_again(clips):
