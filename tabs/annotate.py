@@ -6,6 +6,7 @@ the page only remembers which clip is open and the revision it was opened at.
 from __future__ import annotations
 
 import json
+import math
 
 import gradio as gr
 
@@ -30,8 +31,13 @@ def placeholder_image():
     return path
 
 
-def gallery_items(store, status_filter: str = "all", query: str = "") -> tuple[list, list[str], str]:
-    """(gallery items, their clip paths in order, a summary line) for the current filter."""
+PAGE_SIZE = 120  # thumbnails per gallery page: a 2,000-clip folder must not render (or decode) all at once
+
+
+def gallery_items(store, status_filter: str = "all", query: str = "", page: int = 0,
+                  focus: str | None = None) -> tuple[list, list[str], str, int]:
+    """(gallery items of one page, every matching clip path in order, a summary line, the page).
+    `focus`: a clip whose page to show instead of `page` (the clip just opened), when it matches."""
     from core.thumbs import thumbnail
 
     clips = store.clips()
@@ -39,13 +45,29 @@ def gallery_items(store, status_filter: str = "all", query: str = "") -> tuple[l
     q = (query or "").strip().lower()
     shown = [c for c in clips if (status_filter in (None, "", "all") or c.status == status_filter)
              and (not q or q in c.rel.lower() or q in json.dumps(c.label).lower())]
+    rels = [c.rel for c in shown]
+    pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
+    page = rels.index(focus) // PAGE_SIZE if focus in rels else int(page or 0)
+    page = min(max(page, 0), pages - 1)
+    window = shown[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
     items = [(str(thumbnail(c.path) or placeholder_image()), f"{STATUS_ICON[c.status]} {c.rel.split('/')[-1]}")
-             for c in shown]
+             for c in window]
     summary = f"{len(clips)} clips · " + " · ".join(f"{STATUS_ICON[s]} {s} {n}" for s, n in counts.items())
+    if pages > 1:
+        summary += (f"\n\npage {page + 1} of {pages}: clips {page * PAGE_SIZE + 1}-{page * PAGE_SIZE + len(window)}"
+                    f" of {len(shown)} shown")
     problems = store.problems()
     if problems:
         summary += f"\n\n⚠️ {len(problems)} unreadable metadata lines kept as they are: " + "; ".join(problems[:3])
-    return items, [c.rel for c in shown], summary
+    return items, rels, summary, page
+
+
+def clip_at(rels: list[str], page: int, index: int | None) -> str | None:
+    """The clip under a click on gallery tile `index` of `page`."""
+    if index is None:
+        return None
+    pos = int(page or 0) * PAGE_SIZE + index
+    return rels[pos] if 0 <= pos < len(rels) else None
 
 
 def open_clip(store, rel: str | None, sampling) -> dict:
@@ -104,13 +126,16 @@ def page_load():
 
 def build(ws, schema_state: gr.State) -> None:
     store = ws.store
-    items0, rels0, summary0 = gallery_items(store)
+    items0, rels0, summary0, _ = gallery_items(store)
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
                 status_filter = gr.Dropdown(["all", *STATUSES], value="all", label="Status", scale=1)
                 query = gr.Textbox(label="Search", placeholder="file name or label text", scale=2)
             summary = gr.Markdown(summary0, elem_id="annotate-summary")
+            with gr.Row():
+                prev_page = gr.Button("◀ Previous page", size="sm", elem_id="annotate-prev-page")
+                next_page = gr.Button("Next page ▶", size="sm", elem_id="annotate-next-page")
             gallery = gr.Gallery(items0, columns=3, height=520, allow_preview=False, label="Clips",
                                  elem_id="annotate-gallery")
         with gr.Column(scale=3):
@@ -129,11 +154,12 @@ def build(ws, schema_state: gr.State) -> None:
                 raw = gr.Code(language="json", label="Label as JSON", elem_id="annotate-raw")
                 save_raw = gr.Button("Save raw JSON")
     rels = gr.State(rels0)
+    page = gr.State(0)
     current = gr.State({})
     picked = gr.Textbox(visible=False, elem_id="annotate-picked")  # the clip to open (API + gallery)
 
-    def refresh(status_, query_):
-        return gallery_items(store, status_, query_)
+    def refresh(status_, query_, page_, focus=None):
+        return gallery_items(store, status_, query_, page_, focus)
 
     def show(rel):
         try:
@@ -142,8 +168,8 @@ def build(ws, schema_state: gr.State) -> None:
             raise gr.Error(str(exc)) from exc
         return view["current"], view["video"], view["frames"], view["title"], view["split"], view["raw"]
 
-    def on_select(rels_, evt: gr.SelectData):
-        return rels_[evt.index] if evt.index is not None and evt.index < len(rels_) else None
+    def on_select(rels_, page_, evt: gr.SelectData):
+        return clip_at(rels_, page_, evt.index)
 
     def on_save_raw(cur_, split_, rels_, text):
         try:
@@ -154,11 +180,12 @@ def build(ws, schema_state: gr.State) -> None:
         return msg, nxt or cur_.get("rel")
 
     view_outputs = [current, video, frames, title, split, raw]
-    listing = ([status_filter, query], [gallery, rels, summary])
+    listing = ([status_filter, query, page], [gallery, rels, summary, page])
 
     def then_show(event):
-        # every way of moving to a clip ends here, so the form, player and gallery stay in step
-        event.then(show, picked, view_outputs).then(refresh, *listing)
+        # every way of moving to a clip ends here, so the form, player and gallery (on the open
+        # clip's page) stay in step
+        event.then(show, picked, view_outputs).then(refresh, [status_filter, query, page, picked], listing[1])
 
     with form_box:
         # Redrawn only when the schema changes. Opening a clip fills the same widgets through an
@@ -181,12 +208,15 @@ def build(ws, schema_state: gr.State) -> None:
 
             then_show(save_next.click(on_save, [current, split, rels, *comps], [message, picked]))
 
-    then_show(gallery.select(on_select, rels, picked))
+    then_show(gallery.select(on_select, [rels, page], picked))
     then_show(skip.click(lambda cur_, rels_: next_clip(store, rels_, cur_.get("rel")), [current, rels], picked))
     then_show(save_raw.click(on_save_raw, [current, split, rels, raw], [message, picked]))
-    status_filter.change(refresh, *listing)
-    query.submit(refresh, *listing)
+    first_page = ([status_filter, query], listing[1])  # a new filter or search starts at page 1
+    status_filter.change(lambda s_, q_: gallery_items(store, s_, q_), *first_page)
+    query.submit(lambda s_, q_: gallery_items(store, s_, q_), *first_page)
     schema_state.change(refresh, *listing)
+    prev_page.click(lambda s_, q_, p_: gallery_items(store, s_, q_, p_ - 1), *listing)
+    next_page.click(lambda s_, q_, p_: gallery_items(store, s_, q_, p_ + 1), *listing)
 
     def api_open(rel: str) -> dict:
         """API: what the editor shows for a clip (its revision is needed to save)."""
@@ -205,12 +235,11 @@ def build(ws, schema_state: gr.State) -> None:
 
     gr.api(api_open, api_name="open_clip")
     gr.api(api_save, api_name="save_label")
-    build_tools(ws, store, status_filter, query, gallery, rels, summary)
+    build_tools(ws, store, listing)
 
 
-def build_tools(ws, store, status_filter, query, gallery, rels, summary) -> None:
+def build_tools(ws, store, listing) -> None:
     """Pre-label, upload, split and import panels under the editor."""
     from tabs import annotate_tools
 
-    annotate_tools.build(ws, store, [status_filter, query], [gallery, rels, summary],
-                         lambda s, q: gallery_items(store, s, q))
+    annotate_tools.build(ws, store, *listing, lambda s, q, p: gallery_items(store, s, q, p))

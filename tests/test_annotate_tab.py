@@ -10,6 +10,7 @@ from core import form
 from core.presets import PRESETS
 from core.schema import is_valid
 from core.store import DRAFT, LABELLED, AnnotationStore
+from tests.conftest import SAMPLES
 from tests.test_store import LABEL, make_dataset
 
 NESTED = {
@@ -90,7 +91,7 @@ def test_annotate_handlers_save_next_and_status(tmp_path):
     (root / "videos" / "zz_broken.mp4").write_bytes(b"junk")
     store = AnnotationStore(root)
     store.save_draft("videos/clip_0002.mp4", json.dumps(LABEL), model="tiny")
-    items, rels, summary = gallery_items(store)
+    items, rels, summary, _ = gallery_items(store)
     assert len(items) == 5 and "unreadable 1" in summary and "draft 1" in summary
     assert [r for r in rels if "broken" in r] == ["videos/zz_broken.mp4"]
     only_drafts = gallery_items(store, "draft")[1]
@@ -149,3 +150,19 @@ def test_client_saves_schema_and_it_is_versioned(app_client):
     assert json.loads((root / "schema.json").read_text())["properties"]["caption"]["description"] == \
         "Edited in the Schema tab."
     assert len(list((root / ".schema_history").glob("*.json"))) == 2
+
+
+def test_gallery_pages_follow_the_open_clip():
+    from tabs.annotate import PAGE_SIZE, clip_at, gallery_items
+
+    store = AnnotationStore(SAMPLES)  # 300 clips, read only
+    items, rels, summary, page = gallery_items(store)
+    assert (len(items), len(rels), page) == (PAGE_SIZE, 300, 0) and "page 1 of 3" in summary
+    last = gallery_items(store, page=7)  # past the end: the last page
+    assert last[3] == 2 and len(last[0]) == 300 - 2 * PAGE_SIZE and "clips 241-300 of 300" in last[2]
+    focus = rels[250]
+    items, _, summary, page = gallery_items(store, page=0, focus=focus)
+    assert page == 2 and items[250 - 2 * PAGE_SIZE][1].endswith(focus.split("/")[-1])
+    assert clip_at(rels, page, 250 - 2 * PAGE_SIZE) == focus and clip_at(rels, 2, 999) is None
+    one = gallery_items(store, "all", "clip_0003.mp4")
+    assert one[1] == ["videos/clip_0003.mp4"] and "page" not in one[2]

@@ -97,6 +97,11 @@ def test_newcomer_path(app, artifacts):
 
         # Annotate: open a clip, change one field, save with the keyboard
         page.get_by_role("tab", name="Annotate").click()
+        expect(page.locator("#annotate-summary")).to_contain_text("page 1 of 3", timeout=30_000)
+        page.locator("#annotate-next-page").click()  # 300 clips come in pages of 120
+        expect(page.locator("#annotate-summary")).to_contain_text("clips 121-240", timeout=30_000)
+        page.locator("#annotate-prev-page").click()
+        expect(page.locator("#annotate-summary")).to_contain_text("clips 1-120", timeout=30_000)
         page.locator("#annotate-gallery .thumbnail-item").nth(1).click()
         expect(page.locator("#annotate-title")).to_contain_text("videos/clip_0001.mp4", timeout=60_000)
         page.get_by_label("collision").first.check()
