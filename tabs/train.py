@@ -132,6 +132,14 @@ def estimate_markdown(dataset: str, base: dict | None, form: dict) -> str:
     return "```\n" + format_estimate(estimate(form_to_config(base, **form), dataset)) + "\n```"
 
 
+def trainable_models(ws, policy) -> list[str]:
+    """The base-model choices; in Space mode only those the policy lets a run start from."""
+    from core.space_mode import is_tiny_model
+
+    choices = ws.model_choices()
+    return choices if policy.mode == "full" else [m for m in choices if is_tiny_model(m)]
+
+
 def build(ws) -> None:
     d = TrainConfig()
     base = gr.State(None)  # the full config of a cloned run: fields the form does not show
@@ -142,7 +150,7 @@ def build(ws) -> None:
         with gr.Column(scale=1):
             dataset = gr.Textbox(value=str(ws.dataset_dir), label="Dataset folder (seed layout)", elem_id="train-dataset")
             name = gr.Textbox(value=lambda: time.strftime("run-%Y%m%d-%H%M%S"), label="Run name", elem_id="train-name")
-            c = {"model": gr.Dropdown(choices=ws.model_choices(), value=ws.default_model, allow_custom_value=True,
+            c = {"model": gr.Dropdown(choices=trainable_models(ws, policy), value=ws.default_model, allow_custom_value=True,
                                       label="Base model"),
                  "method": gr.Radio(["lora", "qlora", "full", "grpo"], value=d.method, label="Method",
                                     info="qlora: 4-bit base, needs bitsandbytes and a CUDA GPU; grpo: RL with "

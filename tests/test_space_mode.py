@@ -73,3 +73,25 @@ def test_train_tab_shows_the_banner_and_off_disables_start(tmp_path):
         assert texts and "Space me/demo" in texts[0]
         start = next(c for c in config["components"] if c["props"].get("elem_id") == "train-start")
         assert start["props"].get("interactive", True) is interactive
+
+
+def test_limited_mode_offers_only_trainable_base_models(tmp_path, short_run):
+    import json
+    import shutil
+
+    from core.workspace import Workspace
+    from tabs.train import trainable_models
+
+    runs = tmp_path / "runs"
+    shutil.copytree(short_run, runs / "tiny_run")
+    hub = runs / "hub_run"
+    (hub / "final").mkdir(parents=True)
+    (hub / "final" / "adapter_config.json").write_text("{}")
+    spec = json.loads((short_run / "preprocessing.json").read_text())
+    (hub / "preprocessing.json").write_text(json.dumps({**spec, "base_model": "Qwen/Qwen2.5-VL-7B-Instruct",
+                                                        "extra": {}}))
+    ws = Workspace(runs_dir=runs)
+    assert set(ws.model_choices()) == {"tiny:default", str(runs / "tiny_run"), str(hub)}
+    limited = trainable_models(ws, TrainingPolicy("limited", "test"))
+    assert set(limited) == {"tiny:default", str(runs / "tiny_run")}
+    assert set(trainable_models(ws, TrainingPolicy("full", "test"))) == set(ws.model_choices())
