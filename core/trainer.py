@@ -13,6 +13,7 @@ pre-launch memory estimate in `core.estimate`.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import logging
 import math
@@ -380,10 +381,13 @@ def workbench_trainer(trainer_cls, run: RunFiles):
             logits memory (for a 7B Qwen at 4k video tokens, ~20 GB of fp32 logits per batch of 8).
             The normalisation mirrors transformers' ForCausalLMLoss and Trainer.compute_loss."""
             labels = inputs.get("labels")
-            if labels is None or self.label_smoother is not None or self.compute_loss_func is not None:
+            if (labels is None or self.label_smoother is not None or self.compute_loss_func is not None
+                    or not self._takes_logits_to_keep(model)):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             shifted = labels[:, 1:]
             keep = (shifted != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+            if keep.numel() == 0:  # nothing supervised in this batch: let transformers decide what that means
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
             logits = outputs.logits.float()
             target = shifted[:, keep].to(logits.device)
@@ -396,6 +400,14 @@ def workbench_trainer(trainer_cls, run: RunFiles):
             else:
                 loss = total / (target != IGNORE_INDEX).sum().clamp(min=1)
             return (loss, outputs) if return_outputs else loss
+
+        def _takes_logits_to_keep(self, model) -> bool:
+            """Every family in core.models does; remote-code models may not (then: the default loss)."""
+            if getattr(self, "_logits_to_keep", None) is None:
+                inner = self.accelerator.unwrap_model(model)
+                inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+                self._logits_to_keep = "logits_to_keep" in inspect.signature(inner.forward).parameters
+            return self._logits_to_keep
 
     return WorkbenchTrainer
 

@@ -34,6 +34,7 @@ def test_answer_only_loss_equals_the_full_loss_with_the_same_gradients(name, tmp
     assert len(set(lengths.tolist())) > 1 or (batch["attention_mask"] == 0).any()  # really padded/ragged
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
     trainer = workbench_trainer(Trainer, RunFiles(tmp_path))(model=model, args=args)
+    assert trainer._takes_logits_to_keep(model)  # the answer-only path is the one compared below
     params = [p for p in model.parameters() if p.requires_grad]
 
     def loss_and_grads(compute, n):
