@@ -40,25 +40,33 @@ class CheckpointError(WorkbenchError):
 
 
 @contextmanager
-def guarded_save(path: Path, previous: Path | None):
-    """Write a checkpoint/model folder inside this block; on OSError remove the partial folder and
-    raise CheckpointError naming the folder, the free space and the checkpoint that is still intact.
+def guarded_save(path: Path, previous: Path | None, owner: bool = True):
+    """Write a checkpoint/model folder inside this block; if writing fails, remove the partial folder
+    and raise CheckpointError naming the folder, the cause, the free space and the checkpoint that
+    is still intact.
 
-    Why remove it: a half-written `checkpoint-N` without trainer_state.json is already skipped by
-    `checkpoints()`, but its partial safetensors keep the disk full, so resuming would fail again."""
+    Any exception counts, not only OSError: on a full disk safetensors raises SafetensorError ("No
+    space left on device (os error 28)") and torch.save a RuntimeError ("unexpected pos ..."), neither
+    an OSError. Why remove the folder: a half-written `checkpoint-N` without trainer_state.json is
+    already skipped by `checkpoints()`, but its partial files keep the disk full, so resuming would
+    fail again. Only the `owner` (the main process) removes it: another rank failing must not delete
+    what rank 0 finished."""
     path = Path(path)
     try:
         yield path
-    except OSError as exc:
-        shutil.rmtree(path, ignore_errors=True)
+    except Exception as exc:
+        if owner:
+            shutil.rmtree(path, ignore_errors=True)
         try:
             free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
         except OSError:
             free = "free space unknown"
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
         kept = f"{previous.name}/ is intact: free some space, then Resume" if previous else \
             "no earlier checkpoint exists: free some space and start again"
-        raise CheckpointError(f"could not save {path.name}/ in {path.parent} ({exc.strerror or exc}; {free}). "
-                              f"The partial {path.name}/ was removed; {kept}.") from exc
+        removed = f"The partial {path.name}/ was removed; " if owner else ""
+        raise CheckpointError(f"could not save {path.name}/ in {path.parent} ({cause}; {free}). "
+                              f"{removed}{kept}.") from exc
 
 
 class RunFiles:

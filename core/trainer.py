@@ -333,7 +333,7 @@ def _train(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=No
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
     final = run.dir / pspec.final_dir
-    with guarded_save(final, run.last_checkpoint()):
+    with guarded_save(final, run.last_checkpoint(), owner=run.writer):
         trainer.save_model(str(final))  # main process only; gathers sharded (DeepSpeed/FSDP) weights first
     ranks = gather_objects({"rank": rank, "examples": collator.examples, "steps": trainer.state.global_step})
     if run.writer:
@@ -370,7 +370,7 @@ def workbench_trainer(trainer_cls, run: RunFiles):
     class WorkbenchTrainer(trainer_cls):
         def _save_checkpoint(self, model, trial):
             path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
-            with guarded_save(path, run.last_checkpoint()):
+            with guarded_save(path, run.last_checkpoint(), owner=self.args.should_save):
                 super()._save_checkpoint(model, trial)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -382,6 +382,7 @@ def workbench_trainer(trainer_cls, run: RunFiles):
             The normalisation mirrors transformers' ForCausalLMLoss and Trainer.compute_loss."""
             labels = inputs.get("labels")
             if (labels is None or self.label_smoother is not None or self.compute_loss_func is not None
+                    or self.args.n_gpu > 1  # nn.DataParallel would split the positions tensor across GPUs
                     or not self._takes_logits_to_keep(model)):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             shifted = labels[:, 1:]
