@@ -163,7 +163,7 @@ class TrainConfig:
             raise ConfigError(f"{source}: set max_steps > 0 or epochs > 0")
         if self.lora_r < 1 or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"{source}: need lora_r >= 1, lora_alpha > 0 and 0 <= lora_dropout < 1")
-        for key in ("warmup_steps", "eval_steps", "num_processes", "logging_steps", "save_steps"):
+        for key in ("warmup_steps", "eval_steps", "num_processes", "logging_steps", "save_steps", "step_cap"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{source}: {key} must be >= 0")
         if self.eval_max_clips < 1:

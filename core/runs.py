@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -73,6 +74,8 @@ class RunManager:
         self.gpus = gpus  # None: count visible GPUs at launch (core.launch.visible_gpus)
         self._policy = policy
         self._procs: dict[str, subprocess.Popen] = {}
+        # Gradio runs start/resume handlers concurrently: the busy check and the launch are one step
+        self._launching = threading.Lock()
 
     @property
     def policy(self) -> TrainingPolicy:
@@ -128,11 +131,22 @@ class RunManager:
 
     # --- acting ----------------------------------------------------------------------------------
 
+    def run_dir(self, name: str) -> Path:
+        """`runs_dir/name` for a plain folder name; anything that could point elsewhere is refused."""
+        name = str(name or "").strip()
+        if not name or name in (".", "..") or "/" in name or "\\" in name or Path(name).is_absolute():
+            raise RunError(f"run name {name!r}: use a plain folder name (no / or ..)")
+        return self.runs_dir / name
+
     def start(self, dataset, name: str, config) -> Path:
         """Launch `cli.py train` for a new run directory `runs_dir/name`."""
+        with self._launching:
+            return self._start(dataset, name, config)
+
+    def _start(self, dataset, name: str, config) -> Path:
         self._refuse_if_busy()
         data = self.policy.apply(asdict(config) if is_dataclass(config) else dict(config))
-        run_dir = self.runs_dir / name
+        run_dir = self.run_dir(name)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise RunError(f"{run_dir}: a run with this name exists; pick another name or resume it")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +160,10 @@ class RunManager:
         return self._launch(run_dir, plan)
 
     def resume(self, run_dir) -> Path:
-        run_dir = Path(run_dir)
+        with self._launching:
+            return self._resume(Path(run_dir))
+
+    def _resume(self, run_dir: Path) -> Path:
         self._refuse_if_busy()
         state = self.state(run_dir).get("state")
         if state == "completed":

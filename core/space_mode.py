@@ -20,6 +20,11 @@ from core.errors import ConfigError, ModelError
 
 MODES = ("full", "limited", "off")
 LIMITED_MAX_STEPS = 1000  # the default tiny fine-tune is 720 steps, ~5 min on 2 CPU cores
+# What one step may cost in limited mode (the step cap alone would let grad_accum 10000 through):
+# at most these values; None fields are the model's defaults, which are within them.
+LIMITED_MAX = {"batch_size": 16, "grad_accum": 2, "num_frames": 16, "max_frames": 32, "frame_width": 224,
+               "frame_height": 224, "eval_max_clips": 32, "max_new_tokens": 256, "num_generations": 8,
+               "max_completion_length": 256, "dataloader_workers": 2}
 TINY_PREFIX = "tiny:"
 
 
@@ -52,8 +57,12 @@ class TrainingPolicy:
             raise ConfigError(f"num_processes {config['num_processes']}: one process only here ({self.reason})")
         if config.get("method") == "qlora":
             raise ConfigError(f"qlora needs a CUDA GPU ({self.reason})")
+        for key, most in LIMITED_MAX.items():
+            value = config.get(key)
+            if value is not None and float(value) > most:
+                raise ConfigError(f"{key} {value}: at most {most} here ({self.reason})")
         cap = int(config.get("step_cap") or 0)
-        return dict(config, step_cap=min(cap, LIMITED_MAX_STEPS) if cap else LIMITED_MAX_STEPS)
+        return dict(config, step_cap=cap if 0 < cap <= LIMITED_MAX_STEPS else LIMITED_MAX_STEPS)
 
 
 def training_policy(env=None, cuda_available: bool | None = None) -> TrainingPolicy:
@@ -82,6 +91,6 @@ def is_tiny_model(name: str) -> bool:
 
     try:
         source = resolve_model(name)
-    except ModelError:
+    except (ModelError, OSError, ValueError, KeyError, TypeError):  # a broken run folder is not trainable
         return False
     return (Path(source.base) / "tiny_spec.json").is_file()

@@ -7,6 +7,8 @@ file never breaks the page. Does not sample training frames (core.video does).
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 from core.errors import VideoError
@@ -40,7 +42,9 @@ def thumbnail(path) -> Path | None:
     from PIL import Image
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.jpg")
-    Image.fromarray(frames.frames[0]).save(tmp, quality=85)
-    tmp.replace(out)
+    # a unique temp name: two gallery refreshes may make the same thumbnail at once
+    fd, tmp = tempfile.mkstemp(prefix=out.stem + ".", suffix=".tmp.jpg", dir=out.parent)
+    with os.fdopen(fd, "wb") as fh:
+        Image.fromarray(frames.frames[0]).save(fh, format="JPEG", quality=85)
+    os.replace(tmp, out)
     return out

@@ -9,6 +9,7 @@ so closing the browser changes nothing and a reload re-attaches to whatever is r
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 import gradio as gr
 import pandas as pd
@@ -71,7 +72,7 @@ def clone_config(ws, run_name: str) -> tuple[dict, dict]:
     """(form values, full config) of a past run, read from its config.yaml (or launch.yaml)."""
     if not run_name:
         raise ConfigError("pick a run to clone")
-    run_dir = ws.runs_dir / run_name
+    run_dir = ws.runs.run_dir(run_name)
     for name in ("config.yaml", "launch.yaml"):
         if (run_dir / name).is_file():
             try:
@@ -79,6 +80,7 @@ def clone_config(ws, run_name: str) -> tuple[dict, dict]:
             except yaml.YAMLError as exc:
                 raise ConfigError(f"{run_dir / name}: cannot read ({exc})") from exc
             TrainConfig.from_dict(dict(config), source=str(run_dir / name))  # refuse configs we cannot run
+            config.pop("step_cap", None)  # the deployment's limit, not the run's choice: the policy re-adds it
             return config_to_form(config), config
     raise ConfigError(f"{run_dir}: no config.yaml to clone")
 
@@ -231,7 +233,11 @@ def build(ws) -> None:
         if not run_name:
             return (gr.update(choices=choices), "No runs yet.", pd.DataFrame({"step": [], "loss": []}),
                     pd.DataFrame(columns=["step", "value", "metric"]), "", table_df)
-        run_dir = ws.runs_dir / run_name
+        try:
+            run_dir = ws.runs.run_dir(run_name)
+        except WorkbenchError as exc:
+            return (gr.update(choices=choices), str(exc), pd.DataFrame({"step": [], "loss": []}),
+                    pd.DataFrame(columns=["step", "value", "metric"]), "", table_df)
         status = ws.runs.state(run_dir)
         log_text = "\n".join((run_dir / "train.log").read_text().splitlines()[-12:]) if (run_dir / "train.log").is_file() else ""
         return (gr.update(choices=choices, value=run_name), progress_markdown(status), loss_frame(run_dir),
@@ -244,6 +250,8 @@ def build(ws) -> None:
         try:
             cfg = form_to_config(base_cfg, **dict(zip(FORM_KEYS, values)))
             check_runtime(cfg, pick_device(cfg.device))  # qlora / precision refused here, not in a dead process
+            ws.runs.policy.apply(asdict(cfg))  # refused runs must not unload what other users have loaded
+            ws.runs.run_dir(run_name)
             ws.models.unload_all()  # a training process needs the memory the app's models hold
             ws.runs.start(ds, run_name.strip(), cfg)
         except WorkbenchError as exc:
@@ -271,7 +279,7 @@ def build(ws) -> None:
         if not run_name:
             raise gr.Error("pick a run")
         try:
-            out = merge_run(ws.runs_dir / run_name)
+            out = merge_run(ws.runs.run_dir(run_name))
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info(f"merged model written to {out}")
@@ -280,12 +288,15 @@ def build(ws) -> None:
     def on_stop(run_name):
         if not run_name:
             raise gr.Error("pick a run")
-        ws.runs.stop(ws.runs_dir / run_name)
+        try:
+            ws.runs.stop(ws.runs.run_dir(run_name))
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
         return run_name
 
     def on_resume(run_name):
         try:
-            ws.runs.resume(ws.runs_dir / run_name)
+            ws.runs.resume(ws.runs.run_dir(run_name))
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
         return run_name

@@ -95,3 +95,38 @@ def test_limited_mode_offers_only_trainable_base_models(tmp_path, short_run):
     limited = trainable_models(ws, TrainingPolicy("limited", "test"))
     assert set(limited) == {"tiny:default", str(runs / "tiny_run")}
     assert set(trainable_models(ws, TrainingPolicy("full", "test"))) == set(ws.model_choices())
+
+
+def test_limited_bounds_the_cost_of_a_step_and_the_cap_cannot_be_undone():
+    limited = TrainingPolicy("limited", "test")
+    assert limited.apply(dict(TrainConfig(model="tiny:default").__dict__))["step_cap"] == LIMITED_MAX_STEPS
+    for key, value in (("grad_accum", 10000), ("batch_size", 512), ("num_frames", 256), ("frame_width", 1920),
+                       ("eval_max_clips", 100000), ("max_new_tokens", 100000), ("num_generations", 64)):
+        with pytest.raises(ConfigError, match=f"{key} {value}: at most"):
+            limited.apply({"model": "tiny:default", key: value})
+    assert limited.apply({"model": "tiny:default", "step_cap": -1})["step_cap"] == LIMITED_MAX_STEPS
+    with pytest.raises(ConfigError, match="step_cap must be >= 0"):
+        TrainConfig(step_cap=-1).validate()
+
+
+def test_run_names_cannot_leave_the_runs_folder(tmp_path):
+    from core.runs import RunError
+
+    runs = RunManager(tmp_path / "runs", policy=TrainingPolicy("full", "test"))
+    assert runs.run_dir("run-1") == tmp_path / "runs" / "run-1"
+    for bad in ("", "..", "../x", "/etc", "a/b", "a\\b"):
+        with pytest.raises(RunError, match="plain folder name"):
+            runs.run_dir(bad)
+
+
+def test_clone_leaves_the_deployments_step_cap_behind(tmp_path):
+    from core.workspace import Workspace
+    from tabs.train import clone_config
+
+    ws = Workspace(runs_dir=tmp_path)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.yaml").write_text(yaml.safe_dump({**TrainConfig().__dict__, "step_cap": 1000}))
+    _, config = clone_config(ws, "old")
+    assert "step_cap" not in config and config["max_steps"] == TrainConfig().max_steps
+    with pytest.raises(Exception, match="plain folder name"):
+        clone_config(ws, "/etc")

@@ -9,6 +9,7 @@ import pytest
 from conftest import SAMPLES
 from core.config import TrainConfig
 from core.errors import ConfigError
+from core.runs import RunManager
 from tabs.train import FORM_KEYS, clone_config, config_to_form, form_to_config, progress_markdown
 
 # every form field at its default, then what these tests change
@@ -92,14 +93,14 @@ def test_clone_fills_the_form_and_keeps_fields_the_form_does_not_show(tmp_path):
                        optimizer="adafactor", eval_steps=50, freeze_vision=True, train_embeddings=True, fps=3.0)
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.yaml").write_text(past.to_yaml())
-    values, config = clone_config(SimpleNamespace(runs_dir=tmp_path), "old")
+    values, config = clone_config(SimpleNamespace(runs=RunManager(tmp_path)), "old")
     assert set(values) == set(FORM_KEYS)
     assert (values["model"], values["lora_r"], values["frames"], values["lr"]) == ("tiny:qwen2_5_vl", 4, 6, "0.002")
     assert (values["grad_accum"], values["optimizer"], values["eval_steps"]) == (3, "adafactor", 50)
     again = form_to_config(config, **values)  # Start with the cloned form, untouched
     assert vars(again) == dict(vars(past), logging_steps=again.logging_steps)
     with pytest.raises(ConfigError, match="no config.yaml"):
-        clone_config(SimpleNamespace(runs_dir=tmp_path), "missing")
+        clone_config(SimpleNamespace(runs=RunManager(tmp_path)), "missing")
 
 
 def test_clone_config_endpoint_returns_the_finished_runs_form(app_client):
