@@ -28,8 +28,10 @@ step on, when every term below is alive at once:
                  the shared 4-D padding mask: b x s^2 x act
                  logits for the loss: 3 x b x a x vocab x 4 B (the fp32 log-softmax kept for the
                    backward, then its gradient and the logits' gradient at the start of backward),
-                   a = the longest answer in tokens: the trainer projects only supervised positions
-                   onto the vocabulary (core.trainer.workbench_trainer), not all s
+                   a = positions the trainer projects onto the vocabulary (core.trainer.workbench_trainer:
+                   the union of supervised positions over the batch, not all s): the span from the
+                   earliest answer start to the latest answer end over the sampled clips, at most
+                   b x the longest answer (prompts of different lengths shift answers apart)
                  vision tower, only when it trains (or LoRA reaches it): per patch token 10 hv + 2 Iv
                    (4 Iv gated) x depth; projector when it (or the tower) trains: 5 x merge^2 x hv
                    per visual token. Patch tokens are counted from the clip's encoded pixel values
@@ -134,7 +136,7 @@ def activation_bytes(d: Dims, batch: int, seq: int, visual_tokens: int, act: int
                      patches: int | None = None, answer_tokens: int | None = None) -> dict:
     """Bytes autograd keeps for one micro-batch (see the module docstring for each term).
     `patches`: vision patch tokens of one clip, when known (default visual_tokens x merge^2).
-    `answer_tokens`: positions the loss projects onto the vocabulary per clip (default: all seq)."""
+    `answer_tokens`: positions the loss projects onto the vocabulary per row (default: all seq)."""
     tokens = batch * seq
     per_token = 9 * d.hidden + 2 * d.kv_width + (4 if d.text_gated else 2) * d.intermediate + 2 * d.head_dim
     per_token += lora_width + (2 * d.heads * seq if d.attn == "eager" else 0)
@@ -207,7 +209,7 @@ def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None,
             raise DatasetError(f"{data.root}: no clip {clip!r} in metadata.jsonl")
         chosen = [match[0]] + [s for s in chosen if s.rel != match[0].rel]
     placeholders = vision_placeholder_ids(processor)
-    lengths, visual, pixels, answers, example_bytes = {}, {}, {}, {}, []
+    lengths, visual, pixels, answers, spans, example_bytes = {}, {}, {}, {}, [], []
     for s in chosen:
         examples, _ = encode_split([s], data.schema, processor, spec, instruction, family.frames_as)
         if not examples:
@@ -215,14 +217,18 @@ def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None,
         ids = examples[0]["input_ids"][0]
         lengths[s.rel] = int(ids.shape[0])
         visual[s.rel] = sum(int((ids == t).sum()) for t in placeholders)
-        answers[s.rel] = int((examples[0]["labels"] != IGNORE_INDEX).sum())
+        supervised = (examples[0]["labels"][0] != IGNORE_INDEX).nonzero().flatten()
+        answers[s.rel] = int(supervised.numel())
+        spans.append((int(supervised.min()), int(supervised.max()) + 1) if supervised.numel() else (0, 0))
         pixels[s.rel] = sum(v.numel() for k, v in examples[0].items() if k.startswith("pixel_values"))
         example_bytes.append(sum(v.numel() * v.element_size() for v in examples[0].values() if hasattr(v, "numel")))
     if not lengths:
         raise DatasetError(f"{data.root}: none of the sampled clips could be encoded")
     first = next(iter(lengths))
     return {"clip": first, "clip_seq_len": lengths[first], "visual_tokens": visual[first], "pixel_values": pixels[first],
-            "max_seq_len": max(lengths.values()), "max_answer_tokens": max(answers.values()), "mean_seq_len": round(sum(lengths.values()) / len(lengths), 1),
+            "max_seq_len": max(lengths.values()), "max_answer_tokens": max(answers.values()),
+            # right padding: answers of clips with different prompt lengths sit at different positions
+            "answer_span": max(e for _, e in spans) - min(b for b, _ in spans), "mean_seq_len": round(sum(lengths.values()) / len(lengths), 1),
             "sampled_clips": len(lengths), "train_clips": len(pool),
             "example_bytes": int(sum(example_bytes) / len(example_bytes))}
 
@@ -274,7 +280,7 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     norms_train = any(p.requires_grad for n, p in model.named_parameters() if "layers.0.input_layernorm" in n)
     acts = activation_bytes(dims, cfg.batch_size, tokens["max_seq_len"], tokens["visual_tokens"], act,
                             cfg.gradient_checkpointing, vision_trains, projector_trains, lora_width, norms_train,
-                            patches, tokens["max_answer_tokens"])
+                            patches, min(tokens["answer_span"], cfg.batch_size * tokens["max_answer_tokens"]))
     memory = {"weights": int(weights), "gradients": 4 * trainable,
               "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
     memory["total"] = sum(memory.values())

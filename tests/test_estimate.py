@@ -75,6 +75,13 @@ def test_token_counts_equal_the_trainers_features(dataset):
     assert est["clip_seq_len"] == ids.shape[0]
     assert est["max_seq_len"] == max(f["input_ids"].shape[1] for f in features.values())
     assert est["sampled_clips"] == 6 and est["train_clips"] == len(data.split("train"))
+    # the positions the answer-only loss projects: exactly the trainer's, for a batch of these clips
+    from core.trainer import CountingCollator
+
+    batch = CountingCollator(0)([features[r] for r in sampled])
+    union = int((batch["labels"][:, 1:] != -100).any(dim=0).sum())
+    assert est["max_answer_tokens"] == max(int((f["labels"] != -100).sum()) for f in features.values())
+    assert est["answer_span"] == union
 
 
 # Visual tokens that stand for no patches: LLaVA-OneVision appends one newline token per video.
