@@ -95,6 +95,9 @@ def file_digest(path) -> str:
         digest = index.get(sig)
         if not _valid_digest(digest):
             digest = _hash_file(sig[0])
+            after = os.stat(path)
+            if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != sig[3:]:
+                return digest  # written to while we read it: the digest may mix versions, keep no record
             index[sig] = digest
             _append_index(index_path, sig, digest)
         if len(_memo) >= 65536:

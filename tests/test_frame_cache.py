@@ -216,3 +216,24 @@ def test_write_all_resumes_after_short_writes(tmp_path, monkeypatch):
     finally:
         os.close(fd)
     assert path.read_bytes() == b"header-bytes" + bytes(range(50))
+
+
+def test_a_file_written_while_hashed_is_not_recorded(tmp_path, monkeypatch):
+    video = tmp_path / "growing.mp4"
+    video.write_bytes(b"first version" * 100)
+    real = frame_cache._hash_file
+
+    def hash_then_append(path):
+        digest = real(path)
+        with open(path, "ab") as fh:  # a writer still copying the file in
+            fh.write(b"more")
+        return digest
+
+    frame_cache.forget_memo()
+    monkeypatch.setattr(frame_cache, "_hash_file", hash_then_append)
+    frame_cache.file_digest(video)
+    monkeypatch.undo()
+    frame_cache.forget_memo()
+    index = frame_cache.cache_dir() / frame_cache.DIGEST_INDEX_NAME
+    assert not index.is_file() or str(video.absolute()) not in index.read_text()
+    assert frame_cache.file_digest(video) == hashlib.sha256(video.read_bytes()).hexdigest()
