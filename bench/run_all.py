@@ -59,9 +59,6 @@ def headline() -> list[list]:
                          f"{r['cached_epoch_vs_a_best']:.0f}x", ">= 20x", verdict(r["cached_epoch_vs_a_best"] >= 20)])
             rows.append([f"video {case['label']}: one cached clip, index re-read per clip, vs (a)",
                          f"{r['cached_vs_a_best']:.0f}x", "", ""])
-            if not short:
-                rows.append([f"video {case['label']}: prototype seek+skip non-ref vs best alternative",
-                             f"{r['seek_skip_prototype_vs_best_alt_best']:.2f}x", "(core does this now)", ""])
             bad = [k for k, c in case["checks"].items() if not c["ok"]]
             rows.append([f"video {case['label']}: same frames as reference (mean abs diff <= 3)",
                          "all" if not bad else "differ: " + ", ".join(bad), "all", verdict(not bad)])

@@ -25,10 +25,7 @@ our sequential-decode reference (mean/max absolute pixel difference). Methods:
   (b) cv2 seek       OpenCV ``CAP_PROP_POS_FRAMES`` + ``read()`` per sampled frame (the seed's way)
   (c) hf load_video  ``transformers.video_utils.load_video(backend="pyav")`` with our indices
                      (decodes sequentially up to the last sampled frame), then resize
-  prototype          the stand-alone prototypes of the non-reference skipping now in core
-                     (``core.video_io``, ``skip_frame=NONREF`` per packet): sequential, and "seek +
-                     skip non-ref" on our seek plan; kept to compare core against them (they
-                     open the file twice and always use PyAV's default slice threading)
+(The stand-alone "skip non-ref" prototypes of run C were removed once core.video_io did the same.)
 
 Bundled clips: 160x96, 3 s at 10 fps. Long clips are generated once (H.264 via PyAV, GOP 60,
 1280x720 at 30 fps) into ``--media-dir`` (default /tmp/vvw-bench-media); generation is not timed.
@@ -161,86 +158,6 @@ def hf_load_video(path, indices, size):
     return np.stack([_resize(f, size) for f in video])
 
 
-def skip_nonref_prototype(path, indices, size):
-    """Stand-alone prototype of the non-reference skipping now in core.video_io. Decode forward
-    from the start like ``decode_sequential``, but tell FFmpeg to discard non-reference frames
-    (``skip_frame = NONREF``: B-frames nothing else predicts from) on every packet that is not a
-    wanted frame; a wanted frame's packet is decoded in full. Frames are converted exactly as ours
-    (same rgb24 conversion and PIL resize), so the result must equal our reference."""
-    import av
-
-    from core.video_io import scan
-
-    layout = scan(str(path))
-    want = {layout.pts[i]: i for i in set(indices)}
-    got = {}
-    container = av.open(str(path))
-    stream = container.streams.video[0]
-    ctx = stream.codec_context
-
-    def take(frames):
-        for f in frames:
-            if f.pts in want and want[f.pts] not in got:
-                got[want[f.pts]] = _resize(f.to_ndarray(format="rgb24"), size)
-
-    try:
-        for packet in container.demux(stream):
-            if packet.pts is None and packet.size == 0:
-                break
-            ctx.skip_frame = "DEFAULT" if packet.pts in want else "NONREF"
-            take(packet.decode())
-            if len(got) == len(want):
-                break
-        else:
-            ctx.skip_frame = "DEFAULT"
-        if len(got) < len(want):
-            take(ctx.decode(None))  # flush the frames the decoder still holds (B-frame delay)
-    finally:
-        container.close()
-    return np.stack([got[i] for i in indices])
-
-
-def seek_skip_nonref_prototype(path, indices, size):
-    """Stand-alone prototype: ``core.video_io.seek_plan`` (seek to the keyframe before a wanted frame when
-    that decodes less) combined with discarding non-reference frames while rolling forward to each
-    wanted frame. Same conversion as ours; must equal our reference."""
-    import av
-
-    from core.video_io import scan, seek_plan
-
-    layout = scan(str(path))
-    wanted = sorted(set(indices))
-    want = {layout.pts[i]: i for i in wanted}
-    got = {}
-    container = av.open(str(path))
-    stream = container.streams.video[0]
-    ctx = stream.codec_context
-
-    def take(frames):
-        for f in frames:
-            if f.pts in want and want[f.pts] not in got:
-                got[want[f.pts]] = _resize(f.to_ndarray(format="rgb24"), size)
-
-    try:
-        for w, key in seek_plan(wanted, layout.keyframes)[0]:
-            if w in got:
-                continue
-            if key is not None:
-                container.seek(layout.pts[key], stream=stream, backward=True, any_frame=False)
-            for packet in container.demux(stream):
-                if packet.pts is None and packet.size == 0:
-                    ctx.skip_frame = "DEFAULT"
-                    take(ctx.decode(None))
-                    break
-                ctx.skip_frame = "DEFAULT" if packet.pts in want else "NONREF"
-                take(packet.decode())
-                if w in got:
-                    break
-    finally:
-        container.close()
-    return np.stack([got[i] for i in indices])
-
-
 def ours(path, spec, strategy="auto"):
     from core import video as cv
 
@@ -303,8 +220,6 @@ def run_case(label: str, clips: list[Path], spec, repeats: int, tmp: Path) -> di
         "(a) decode-all (LLaMA-Factory)": lambda c: decode_all_keep_sampled(c, idx[c], size),
         "(b) cv2 seek per frame": lambda c: cv2_seek(c, idx[c], size),
         "(c) hf load_video (pyav)": lambda c: hf_load_video(c, idx[c], size),
-        "prototype: skip non-ref frames": lambda c: skip_nonref_prototype(c, idx[c], size),
-        "prototype: seek + skip non-ref": lambda c: seek_skip_nonref_prototype(c, idx[c], size),
     }
     # correctness: same indices, same size, same pixels (within tolerance) as our sequential reference
     os.environ["VVW_CACHE_DIR"] = str(warm_dir)
@@ -318,8 +233,6 @@ def run_case(label: str, clips: list[Path], spec, repeats: int, tmp: Path) -> di
         "(a) decode-all (LLaMA-Factory)": lambda c: decode_all_keep_sampled(c, idx[c], size),
         "(b) cv2 seek per frame": lambda c: cv2_seek(c, idx[c], size),
         "(c) hf load_video (pyav)": lambda c: hf_load_video(c, idx[c], size),
-        "prototype: skip non-ref frames": lambda c: skip_nonref_prototype(c, idx[c], size),
-        "prototype: seek + skip non-ref": lambda c: seek_skip_nonref_prototype(c, idx[c], size),
     }
     for name, get in getters.items():
         diffs = []
@@ -391,7 +304,6 @@ def ratios(case: dict) -> dict:
         out[f"cached_vs_a_{key}"] = m[alts[0]][stat] / cached[stat]
         out[f"cached_vs_best_alt_{key}"] = m[best_alt][stat] / cached[stat]
         out[f"cached_epoch_vs_a_{key}"] = m[alts[0]][stat] / epoch[stat]
-        out[f"seek_skip_prototype_vs_best_alt_{key}"] = m[best_alt][stat] / m["prototype: seek + skip non-ref"][stat]
         out[f"no_cache_vs_best_alt_{key}"] = m[best_alt][stat] / m["ours no cache"][stat]
     return out
 
@@ -417,8 +329,7 @@ def print_case(case: dict) -> None:
     print(f"first epoch vs best alternative {r['best_alternative']}: {r['first_vs_best_alt_best']:.2f}x "
           f"(median {r['first_vs_best_alt_median']:.2f}x); cached vs (a): {r['cached_vs_a_best']:.1f}x "
           f"(median {r['cached_vs_a_median']:.1f}x); cached epoch in a new process vs (a): "
-          f"{r['cached_epoch_vs_a_best']:.1f}x (median {r['cached_epoch_vs_a_median']:.1f}x); prototype seek + skip non-ref vs best alternative: "
-          f"{r['seek_skip_prototype_vs_best_alt_best']:.2f}x")
+          f"{r['cached_epoch_vs_a_best']:.1f}x (median {r['cached_epoch_vs_a_median']:.1f}x)")
 
 
 def main(argv=None) -> dict:
