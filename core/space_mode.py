@@ -19,7 +19,7 @@ from pathlib import Path
 from core.errors import ConfigError, ModelError
 
 MODES = ("full", "limited", "off")
-LIMITED_MAX_STEPS = 1000  # the default tiny fine-tune is 720 steps, ~5 min on 2 CPU cores
+LIMITED_MAX_STEPS = 1000  # the default tiny fine-tune is 1000 steps, ~6 min on 2 CPU cores
 # What one step may cost in limited mode (the step cap alone would let grad_accum 10000 through):
 # at most these values; None fields are the model's defaults, which are within them.
 LIMITED_MAX = {"batch_size": 16, "grad_accum": 2, "num_frames": 16, "max_frames": 32, "frame_width": 224,
