@@ -68,10 +68,9 @@ _roots: dict[str | None, Path] = {}  # VVW_CACHE_DIR value -> cache_dir(), for t
 
 
 def frames_dir() -> Path:
-    """The folder that holds the cached entries (created on demand)."""
-    root = cache_dir() / "frames"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    """The folder that holds the cached entries. Not created here: a missing folder is a miss for
+    a reader, and a writer creates it when its first open finds it missing."""
+    return _root() / "frames"
 
 
 # ----------------------------------------------------------------------------- content hashes
@@ -203,13 +202,9 @@ def entry_path(key: str) -> Path:
     return frames_dir() / f"{key}{ENTRY_SUFFIX}"
 
 
-def _entry_path_for_reading(key: str) -> Path:
-    return _root() / "frames" / f"{key}{ENTRY_SUFFIX}"  # no mkdir: a missing folder is a miss
-
-
 def load(key: str) -> dict | None:
     """Return ``{"frames", "indices", "timestamps", "meta"}`` or None on a miss or a bad entry."""
-    path = _entry_path_for_reading(key)
+    path = entry_path(key)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -250,8 +245,8 @@ def load(key: str) -> dict | None:
 def store(key: str, frames: np.ndarray, indices, timestamps, meta: dict) -> Path | None:
     """Write one entry atomically. Returns its path, or None if the cache could not be written
     (a full or read-only disk must not fail the caller: it only loses the speed-up)."""
-    folder = _root() / "frames"
-    final = folder / f"{key}{ENTRY_SUFFIX}"
+    final = entry_path(key)
+    folder = final.parent
     created = None
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     head = json.dumps({

@@ -177,17 +177,13 @@ def _to(batch, device):
 
 def _save(model, processor, pspec, path: Path, optimizer=None, step: int = 0, previous: Path | None = None) -> None:
     with guarded_save(path, previous):
-        _write(model, processor, pspec, path, optimizer, step)
-
-
-def _write(model, processor, pspec, path: Path, optimizer=None, step: int = 0) -> None:
-    model.save_pretrained(str(path), selected_adapters=["default"])
-    if optimizer is not None:
-        torch.save(optimizer.state_dict(), path / "optimizer.pt")
-        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-    else:
-        processor.save_pretrained(path)
-        pspec.save(path)
+        model.save_pretrained(str(path), selected_adapters=["default"])
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), path / "optimizer.pt")
+            (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        else:
+            processor.save_pretrained(path)
+            pspec.save(path)
 
 
 def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo=None) -> dict:

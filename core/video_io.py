@@ -101,7 +101,7 @@ SINGLE_THREAD_MAX_PIXELS = 50_000
 # Discard unwanted non-reference frames (skip_frame NONREF) for frames this large, these codecs.
 SKIP_NONREF_MIN_PIXELS = 300_000
 SKIP_NONREF_CODECS = frozenset({"h264", "hevc", "mpeg4", "vp9"})
-# ``open_scanned(path, decode_small=True)`` decodes every frame during the scan when the
+# ``open_scanned_decoding(path)`` decodes every frame during the scan when the
 # container declares at most this many frames (stream count, else duration x rate) of fewer
 # pixels than this, and keeps them while at most this many packets have been read.
 SCAN_DECODE_MAX_FRAMES = 64
@@ -289,7 +289,7 @@ def scan_decodes(container, stream) -> bool:
     own count (or duration x rate). The count is only an estimate: the scan stops keeping frames
     past ``SCAN_DECODE_MAX_FRAMES`` packets whatever the container said."""
     width, height = stream.codec_context.width, stream.codec_context.height
-    if width * height >= SCAN_DECODE_MAX_PIXELS or use_frame_threads(width, height):
+    if width * height >= SCAN_DECODE_MAX_PIXELS:
         return False
     count = stream.frames
     if not count:
