@@ -35,7 +35,8 @@ def _print_json(obj) -> None:
 
 
 def cmd_inspect_video(args) -> int:
-    from core.video import SamplingSpec, probe, sample_indices
+    from core.video.frames import probe
+    from core.video.sampling import SamplingSpec, sample_indices
 
     info = probe(args.path)
     spec = SamplingSpec(sampling=args.sampling, num_frames=args.frames, fps=args.fps)
@@ -64,7 +65,8 @@ def _progress_echo(step: int, max_steps: int, loss: float) -> None:
 
 
 def cmd_train(args) -> int:
-    from core.trainer import dist_info, train
+    from core.train.entry import train
+    from core.train.runtime import dist_info
 
     if args.resume:
         run_dir = args.resume
@@ -75,7 +77,7 @@ def cmd_train(args) -> int:
         run_dir, dataset = args.output, args.dataset
     cfg = _train_config(args)
     if "LOCAL_RANK" not in os.environ and "train" in sys.argv:  # typed by a user, not started by a launcher
-        from core.launch import plan_launch
+        from core.runs.launch import plan_launch
 
         plan = plan_launch(sys.argv[sys.argv.index("train") + 1:], cfg, run_dir)
         if plan.processes > 1 or plan.config_path is not None:
@@ -127,7 +129,7 @@ def _add_train_config_flags(p) -> None:
 
 
 def cmd_estimate(args) -> int:
-    from core.estimate import estimate, format_estimate
+    from core.train.estimate import estimate, format_estimate
 
     report = estimate(_train_config(args), args.dataset, clip=args.clip, sample=args.sample)
     if args.json:
@@ -138,7 +140,7 @@ def cmd_estimate(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    from core.merge import merge_run
+    from core.train.merge import merge_run
 
     out = merge_run(args.run_dir, args.output)
     print(f"merged model -> {out} (use it as --model {out})")
@@ -153,9 +155,9 @@ def _dataset_of_run(run_dir: str) -> str:
 
 
 def cmd_eval(args) -> int:
-    from core.dataset import load_dataset
-    from core.evaluation import evaluate
-    from core.inference import Predictor
+    from core.data.dataset import load_dataset
+    from core.schema.scoring import evaluate
+    from core.serve.predictor import Predictor
 
     data = load_dataset(args.dataset)
     samples = data.split(args.split)
@@ -164,7 +166,7 @@ def cmd_eval(args) -> int:
     predictor = Predictor.load(args.model, schema=data.schema, device=args.device,
                                trust_remote_code=args.trust_remote_code)
     schema = predictor.spec.schema
-    from core.schema import schema_hash
+    from core.schema.base import schema_hash
 
     if data.schema is not None and schema_hash(data.schema) != predictor.spec.schema_hash:
         print(f"warning: {args.dataset}/schema.json differs from the schema {args.model} was trained with; "
@@ -192,8 +194,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from core.models import FAMILIES
-    from core.tiny import TINY_MODELS
+    from core.models.families import FAMILIES
+    from core.models.tiny.registry import TINY_MODELS
 
     rows = [{"family": f.name, "hub_examples": list(f.hub_examples), "frames_as": f.frames_as,
              "tiny": f"tiny:{f.tiny}" if f.tiny else None, "tiny_offline": f.tiny in TINY_MODELS,
@@ -208,7 +210,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core.predict import list_inputs, parse_shard, predict_sharded, run_predict
+    from core.serve.batch import list_inputs, parse_shard, predict_sharded, run_predict
 
     items = list_inputs(args.input, args.split)
     if args.num_processes > 1:
@@ -218,7 +220,7 @@ def cmd_predict(args) -> int:
         rows = predict_sharded(passthrough, args.output, args.num_processes, schema)
         print(f"{len(rows)} rows from {args.num_processes} workers -> {args.output}")
         return 0
-    from core.inference import Predictor
+    from core.serve.predictor import Predictor
 
     predictor = Predictor.load(args.model, schema=_dataset_schema(args), device=args.device,
                                trust_remote_code=args.trust_remote_code)
@@ -247,8 +249,8 @@ def _worker_args(args) -> list[str]:
 def _predict_schema(args):
     from pathlib import Path
 
-    from core.config import PreprocessSpec
-    from core.models import is_run_dir
+    from core.models.loading import is_run_dir
+    from core.spec import PreprocessSpec
 
     if Path(args.model).is_dir() and is_run_dir(Path(args.model)):
         return PreprocessSpec.load(args.model).schema
@@ -262,7 +264,7 @@ def _dataset_schema(args):
     """The schema a base model is asked with: --schema FILE, else the input dataset's schema.json."""
     from pathlib import Path
 
-    from core.schema import load_schema
+    from core.schema.base import load_schema
 
     if args.schema_from:
         return load_schema(args.schema_from)
@@ -271,7 +273,7 @@ def _dataset_schema(args):
 
 
 def cmd_import(args) -> int:
-    from core.importers import import_dataset
+    from core.data.imports.layouts import import_dataset
 
     report = import_dataset(args.src, args.output, layout=args.layout, merge=args.merge)
     for problem in report.problems:
@@ -282,13 +284,13 @@ def cmd_import(args) -> int:
 
 
 def cmd_export_dataset(args) -> int:
-    from core.importers import export_conversations, export_seed
+    from core.data.exports import export_conversations, export_seed
 
     if args.format == "seed":
         export_seed(args.dataset, args.output)
     else:
-        from core.prompt import build_instruction
-        from core.store import AnnotationStore
+        from core.data.store import AnnotationStore
+        from core.schema.prompt import build_instruction
 
         schema = AnnotationStore(args.dataset).schema()
         if schema is None:
@@ -299,8 +301,8 @@ def cmd_export_dataset(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from core.splits import assign_splits, parse_ratios
-    from core.store import AnnotationStore
+    from core.data.splits import assign_splits, parse_ratios
+    from core.data.store import AnnotationStore
 
     store = AnnotationStore(args.dataset)
     clips = store.clips(check_video=False)
@@ -315,7 +317,7 @@ def cmd_split(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from core.store import INVALID, UNREADABLE, AnnotationStore
+    from core.data.store import INVALID, UNREADABLE, AnnotationStore
 
     store = AnnotationStore(args.dataset, schema_path=args.schema)
     schema = store.schema()
@@ -335,9 +337,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_prelabel(args) -> int:
-    from core.inference import Predictor
-    from core.prelabel import clips_to_prelabel, prelabel
-    from core.store import AnnotationStore
+    from core.data.prelabel import clips_to_prelabel, prelabel
+    from core.data.store import AnnotationStore
+    from core.serve.predictor import Predictor
 
     store = AnnotationStore(args.dataset)
     schema = store.schema()

@@ -33,9 +33,9 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from core.inference import Predictor
-    from core.schema import load_schema
-    from core.video import sample_frames
+    from core.schema.base import load_schema
+    from core.serve.predictor import Predictor
+    from core.video.frames import sample_frames
 
     info = machine()
     print(f"machine: {machine_line(info)}")

@@ -5,16 +5,16 @@
 Nothing here is measured on a GPU. The 7B/8B weights cannot be downloaded on this machine, so each
 model is built on the ``meta`` device from its published architecture, written out below with the
 real transformers config classes, then given our trainer's own LoRA setup for a pretrained base
-(``core.trainer.resolve_defaults`` + ``apply_trainable``: LoRA r16 on the language linears, vision
+(``core.train.sft.resolve_defaults`` + ``apply_trainable``: LoRA r16 on the language linears, vision
 and projector frozen). From there every figure uses core's own code:
 
-- visual tokens per clip: ``core.tiny_families.vision_tokens_per_clip`` — the family's real
+- visual tokens per clip: ``core.models.tiny.reference.vision_tokens_per_clip`` — the family's real
   processor class with the reference checkpoint's frame geometry encodes a clip of N frames at the
   family's default frame size (Qwen2.5-VL 448x252 -> 16x9 merged patches per 2 frames; InternVL3
   448x448 -> 256 tokens per frame);
 - text tokens: the dashcam schema's instruction + answer as the embedded tiny tokenizer encodes
   them (324; a 150k-vocabulary Qwen tokenizer needs fewer, so this errs high);
-- memory: ``core.estimate``'s formula (weights bf16 frozen / fp32 trainable, gradients, AdamW,
+- memory: ``core.train.estimate``'s formula (weights bf16 frozen / fp32 trainable, gradients, AdamW,
   activations from ``activation_bytes`` under bf16 autocast), per GPU, unsharded (DDP);
 - throughput: FLOPs per sample (language model forward 2·N·s + attention 4·L·s²·h, doubled for the
   backward pass that LoRA needs through every frozen layer; vision tower forward only, attention
@@ -88,7 +88,8 @@ def meta_lora_model(config, family):
     from transformers import AutoModelForImageTextToText
 
     from core.config import TrainConfig
-    from core.trainer import apply_trainable, resolve_defaults
+    from core.spec import resolve_defaults
+    from core.train.setup import apply_trainable
 
     cfg = resolve_defaults(TrainConfig(model="paper"), family, random_init=False)
     with torch.device("meta"):
@@ -98,7 +99,7 @@ def meta_lora_model(config, family):
 
 
 def _int_patch(config):
-    """core.estimate.model_dims multiplies by ``vision_config.patch_size``, which the published
+    """core.train.estimate.model_dims multiplies by ``vision_config.patch_size``, which the published
     InternVL -hf configs give as a list ([14, 14]): it raises TypeError there (reported in
     BENCHMARKS.md). Hand it a copy with the int; nothing else changes."""
     import copy
@@ -139,9 +140,9 @@ def language_flops(config, seq: int, lm_params: int) -> float:
 
 
 def estimate_one(name: str, frames_list, batch: int, mfus) -> list[dict]:
-    from core.estimate import activation_bytes, model_dims, optimizer_bytes
-    from core.models import FAMILIES, module_group
-    from core.tiny_families import reference_processor, vision_tokens_per_clip
+    from core.models.families import FAMILIES, module_group
+    from core.models.tiny.reference import reference_processor, vision_tokens_per_clip
+    from core.train.estimate import activation_bytes, model_dims, optimizer_bytes
 
     family_name, build = MODELS[name]
     family = FAMILIES[family_name]

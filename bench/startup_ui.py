@@ -109,7 +109,7 @@ def startup(repeats: int, lf_venv: Path, runs_dir: Path) -> dict:
 
 def make_run(work: Path) -> Path:
     """A finished two-step run of tiny:default on four clips (what Compare needs)."""
-    from core.dataset import load_dataset
+    from core.data.dataset import load_dataset
 
     src = REPO_ROOT / "sample_videos"
     data = work / "data"

@@ -57,9 +57,9 @@ LM_LINEARS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # Qwen3-
 
 def prepare_data(work: Path, n_clips: int) -> dict:
     """A seed-layout dataset of the first `n_clips` train clips, and the same as LLaMA-Factory sharegpt."""
-    from core.dataset import load_dataset
-    from core.prompt import DEFAULT_TEMPLATE, build_instruction
-    from core.schema import canonical_answer, label_errors
+    from core.data.dataset import load_dataset
+    from core.schema.base import canonical_answer, label_errors
+    from core.schema.prompt import DEFAULT_TEMPLATE, build_instruction
 
     src = REPO_ROOT / "sample_videos"
     data = load_dataset(src)
@@ -226,7 +226,7 @@ def main(argv=None) -> dict:
     p.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
     args = p.parse_args(argv)
 
-    from core.tiny import ensure_tiny
+    from core.models.tiny.registry import ensure_tiny
 
     info = machine()
     print(f"machine: {machine_line(info)}")

@@ -3,7 +3,7 @@
     python bench/video_decode.py [--clips 60] [--repeats 3] [--long-seconds 40] [--media-dir DIR]
 
 For each clip set and sampling spec, every method returns the same frame indices (ours, from
-``core.video.sample_indices``) resized to the same size with PIL bilinear, and is checked against
+``core.video.frames.sample_indices``) resized to the same size with PIL bilinear, and is checked against
 our sequential-decode reference (mean/max absolute pixel difference). Methods:
 
   ours first epoch   ``sample_frames`` against an empty frame cache (fresh cache dir, file hash
@@ -25,7 +25,7 @@ our sequential-decode reference (mean/max absolute pixel difference). Methods:
   (b) cv2 seek       OpenCV ``CAP_PROP_POS_FRAMES`` + ``read()`` per sampled frame (the seed's way)
   (c) hf load_video  ``transformers.video_utils.load_video(backend="pyav")`` with our indices
                      (decodes sequentially up to the last sampled frame), then resize
-(The stand-alone "skip non-ref" prototypes of run C were removed once core.video_io did the same.)
+(The stand-alone "skip non-ref" prototypes of run C were removed once core.video.decode did the same.)
 
 Bundled clips: 160x96, 3 s at 10 fps. Long clips are generated once (H.264 via PyAV, GOP 60,
 1280x720 at 30 fps) into ``--media-dir`` (default /tmp/vvw-bench-media); generation is not timed.
@@ -60,7 +60,7 @@ setup_path()
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-RESAMPLE = Image.Resampling.BILINEAR  # what core.video_io uses
+RESAMPLE = Image.Resampling.BILINEAR  # what core.video.decode uses
 PIXEL_TOLERANCE = 3.0  # mean absolute difference (0-255) allowed against our reference
 
 
@@ -159,7 +159,7 @@ def hf_load_video(path, indices, size):
 
 
 def ours(path, spec, strategy="auto"):
-    from core import video as cv
+    from core.video import frames as cv
 
     if strategy == "auto":
         return cv.sample_frames(path, spec, use_cache=False).frames
@@ -173,7 +173,7 @@ class FreshCache:
         self.root, self.n = root, 0
 
     def __call__(self):
-        from core import frame_cache
+        from core.video import cache as frame_cache
 
         self.n += 1
         d = self.root / f"cold{self.n}"
@@ -188,8 +188,9 @@ EPOCH = "ours cached epoch (new process: index read once, then every clip)"
 
 
 def run_case(label: str, clips: list[Path], spec, repeats: int, tmp: Path) -> dict:
-    from core import frame_cache
-    from core.video import probe, sample_frames, sample_indices
+    from core.video import cache as frame_cache
+    from core.video.frames import probe, sample_frames
+    from core.video.sampling import sample_indices
 
     size = (spec.width, spec.height)
     idx = {c: sample_indices(probe(c), spec) for c in clips}
@@ -342,7 +343,7 @@ def main(argv=None) -> dict:
     p.add_argument("--media-dir", default="/tmp/vvw-bench-media")
     args = p.parse_args(argv)
 
-    from core.video import SamplingSpec
+    from core.video.sampling import SamplingSpec
 
     info = machine()
     print(f"machine: {machine_line(info)}")

@@ -8,17 +8,13 @@ never guesses.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
 
 from core.errors import ConfigError
-from core.prompt import DEFAULT_TEMPLATE
-from core.video import SamplingSpec
+from core.schema.prompt import DEFAULT_TEMPLATE
 
 METHODS = ("lora", "qlora", "full", "grpo")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -35,8 +31,8 @@ class TrainConfig:
     model: str = "tiny:default"
     """Base model: tiny:NAME, a hub id, a local folder, or a run directory (its final model)."""
     method: str = "lora"
-    """lora | qlora | full | grpo. grpo: reinforcement learning with schema rewards (core.grpo) on a
-    LoRA adapter, from the base or from an SFT run's adapter (init_adapter). LoRA goes on the language model's linear layers (see core/models.py);
+    """lora | qlora | full | grpo. grpo: reinforcement learning with schema rewards (core.train.grpo) on a
+    LoRA adapter, from the base or from an SFT run's adapter (init_adapter). LoRA goes on the language model's linear layers (see core/models/families.py);
     qlora is LoRA on a 4-bit (NF4, bitsandbytes) base and needs bitsandbytes and a CUDA GPU."""
     lora_r: int = 16
     lora_alpha: int = 32
@@ -71,7 +67,7 @@ class TrainConfig:
     (0.99): a run whose numerics learn slower still lands on the plateau."""
     step_cap: int = 0
     """Stop after at most this many optimiser steps whatever max_steps/epochs say (0: no cap). The app
-    sets it in Space mode (core.space_mode), so the cap is recorded with the run."""
+    sets it in Space mode (core.runs.policy), so the cap is recorded with the run."""
     epochs: float = 1.0
     batch_size: int = 8
     """Clips per device per forward pass."""
@@ -113,7 +109,7 @@ class TrainConfig:
     device: str = "auto"
     trust_remote_code: bool = False
     dataloader_workers: int = 0
-    # --- method grpo (core.grpo, rewards in core.rewards) ---
+    # --- method grpo (core.train.grpo, rewards in core.train.rewards) ---
     init_adapter: str = ""
     """grpo: an SFT run directory to start from (its adapter, frames and prompt); empty: the base."""
     num_generations: int = 4
@@ -150,7 +146,7 @@ class TrainConfig:
 
     def validate(self, source: str = "config") -> None:
         """Checks that need no ML library. Device-dependent checks (precision, qlora) are in
-        core.trainer.check_runtime, which training and the estimate both call."""
+        core.train.sft.check_runtime, which training and the estimate both call."""
         for key, aliases in _ALIASES.items():
             setattr(self, key, aliases.get(getattr(self, key), getattr(self, key)))
         choices = {"method": METHODS, "sampling": ("uniform", "fps"), "lora_targets": ("language", "all"),
@@ -194,53 +190,3 @@ def report_targets(value: str, source: str = "config") -> list[str]:
             raise ConfigError(f"{source}: report_to {name} needs the {REPORTERS[name][0]} package, which is not "
                               f"installed here (pip install {REPORTERS[name][0]}), or set report_to: none")
     return names
-
-
-@dataclass
-class PreprocessSpec:
-    """What the model saw in training; saved as preprocessing.json and reused by every consumer."""
-
-    base_model: str
-    family: str
-    sampling: dict
-    instruction: str
-    schema: dict
-    schema_hash: str
-    frames_as: str = "video"
-    answer_format: str = "json-compact"
-    final_dir: str = "final"
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def sampling_spec(self) -> SamplingSpec:
-        return SamplingSpec.from_dict(self.sampling)
-
-    def save(self, directory) -> Path:
-        path = Path(directory) / "preprocessing.json"
-        atomic_write_text(path, json.dumps(asdict(self), indent=2, ensure_ascii=False))
-        return path
-
-    @classmethod
-    def load(cls, directory) -> PreprocessSpec:
-        path = Path(directory) / "preprocessing.json"
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read preprocessing spec ({exc})") from exc
-        return cls(**{k: v for k, v in data.items() if k in {f.name for f in fields(cls)}})
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write via a temp file in the same folder then os.replace: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.model_manager import ModelManager
-from core.models import SPEC_FILE, TINY_DEFAULT
+from core.models.families import TINY_DEFAULT
 from core.paths import REPO_ROOT
-from core.runs import RunManager
+from core.runs.manager import RunManager
+from core.serve.manager import ModelManager
+from core.spec import SPEC_FILE
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Workspace:
 
     @property
     def store(self):
-        from core.store import AnnotationStore
+        from core.data.store import AnnotationStore
 
         return AnnotationStore(self.dataset_dir)
 
@@ -40,8 +41,9 @@ class Workspace:
             import json
 
             from core.config import TrainConfig
-            from core.models import family_for_model_type, resolve_model
-            from core.trainer import is_random_init, resolve_defaults, sampling_spec
+            from core.models.families import family_for_model_type
+            from core.models.loading import resolve_model
+            from core.spec import is_random_init, resolve_defaults, sampling_spec
 
             source = resolve_model(self.default_model)
             family = family_for_model_type(json.loads((Path(source.base) / "config.json").read_text())["model_type"])

@@ -10,9 +10,9 @@ import math
 
 import gradio as gr
 
-from core import form
+from core.data.store import DRAFT, STATUSES, UNLABELLED, UNREADABLE
 from core.errors import WorkbenchError
-from core.store import DRAFT, STATUSES, UNLABELLED, UNREADABLE
+from core.schema import form
 from tabs.widgets import render_fields
 
 STATUS_ICON = {"unlabelled": "○", "draft": "✎", "labelled": "●", "invalid": "⚠", "unreadable": "✖"}
@@ -38,7 +38,7 @@ def gallery_items(store, status_filter: str = "all", query: str = "", page: int 
                   focus: str | None = None) -> tuple[list, list[str], str, int]:
     """(gallery items of one page, every matching clip path in order, a summary line, the page).
     `focus`: a clip whose page to show instead of `page` (the clip just opened), when it matches."""
-    from core.thumbs import thumbnail
+    from core.video.thumbs import thumbnail
 
     clips = store.clips()
     counts = {s: sum(1 for c in clips if c.status == s) for s in STATUSES}
@@ -84,7 +84,7 @@ def open_clip(store, rel: str | None, sampling) -> dict:
         title += f"\n\nDraft by `{clip.draft.get('model')}` — review, edit and save to accept it."
     frames = []
     if clip.status != UNREADABLE:
-        from core.video import sample_frames
+        from core.video.frames import sample_frames
 
         try:
             sampled = sample_frames(clip.path, sampling)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from core.errors import WorkbenchError
-from core.schema import ENUM, fields
+from core.schema.base import ENUM, fields
 
 
 def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
@@ -28,7 +28,7 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
     model.focus(lambda: gr.update(choices=ws.model_choices()), None, model)
 
     def on_prelabel(model_name, n, redo_, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
-        from core.prelabel import clips_to_prelabel, prelabel
+        from core.data.prelabel import clips_to_prelabel, prelabel
 
         schema = store.schema()
         if schema is None:
@@ -74,7 +74,7 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
         split_msg = gr.Markdown()
 
     def on_split(ratios_, seed_, strat, keep_):
-        from core.splits import assign_splits, parse_ratios
+        from core.data.splits import assign_splits, parse_ratios
 
         try:
             clips = [c for c in store.clips(check_video=False) if not keep_ or c.split is None]
@@ -101,7 +101,7 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
         io_msg = gr.Markdown()
 
     def on_import(path, layout_):
-        from core.importers import import_dataset
+        from core.data.imports.layouts import import_dataset
 
         if not (path or "").strip():
             raise gr.Error("give a folder or file to import")
@@ -114,8 +114,8 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
         return "\n".join(lines)
 
     def on_export(path, fmt_):
-        from core.importers import export_conversations, export_seed
-        from core.prompt import build_instruction
+        from core.data.exports import export_conversations, export_seed
+        from core.schema.prompt import build_instruction
 
         if not (path or "").strip():
             raise gr.Error("give a destination")

@@ -41,7 +41,7 @@ def run_compare(ws, rel, upload, run, base, mode, prompt, constrained):
     import queue
     import threading
 
-    from core.compare import compare_clip
+    from core.serve.compare import compare_clip
 
     if not run:
         raise gr.Error("pick a fine-tuned run (train one in the Train tab)")

@@ -1,6 +1,6 @@
 """Export tab: batch prediction to files, evaluation reports (base vs fine-tuned), model and dataset export.
 
-Thin handlers over core.predict, core.report, core.merge and core.importers; the same work as
+Thin handlers over core.serve.batch, core.serve.report, core.train.merge and core.data.imports.layouts; the same work as
 `cli.py predict`, `cli.py eval` and `cli.py merge`.
 """
 
@@ -26,7 +26,7 @@ def exports_dir(ws) -> Path:
 
 
 def do_predict(ws, model, source, folder, split, fmt, constrained, batch_size, progress=None) -> tuple[str, str]:
-    from core.predict import list_inputs, run_predict
+    from core.serve.batch import list_inputs, run_predict
 
     src = Path(folder) if source == "folder" else ws.dataset_dir
     items = list_inputs(src, None if source == "folder" else split)
@@ -41,7 +41,7 @@ def do_predict(ws, model, source, folder, split, fmt, constrained, batch_size, p
 
 
 def do_evaluate(ws, names, split, constrained, progress=None):
-    from core.report import comparison_rows, confusion_rows, evaluate_models, write_report
+    from core.serve.report import comparison_rows, confusion_rows, evaluate_models, write_report
 
     if not names:
         raise gr.Error("pick at least one model")
@@ -65,7 +65,7 @@ def export_model(ws, run, what) -> str:
         shutil.copytree(final, target)
         shutil.copy2(run_dir / "preprocessing.json", target / "preprocessing.json")
     elif what == "merged":
-        from core.merge import merge_run
+        from core.train.merge import merge_run
 
         merge_run(run_dir, target)
     shutil.make_archive(str(target), "zip", target)
@@ -151,8 +151,8 @@ def build(ws) -> None:
             raise gr.Error(str(exc)) from exc
 
     def on_export_dataset(layout):
-        from core.importers import export_conversations, export_seed, export_videofolder
-        from core.prompt import build_instruction
+        from core.data.exports import export_conversations, export_seed, export_videofolder
+        from core.schema.prompt import build_instruction
 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         target = exports_dir(ws) / f"dataset-{layout}-{stamp}"

@@ -6,9 +6,9 @@ import json
 
 import gradio as gr
 
-from core.dataset import load_dataset
+from core.data.dataset import load_dataset
 from core.errors import WorkbenchError
-from core.inference import analyse_clip
+from core.serve.predictor import analyse_clip
 from tabs.compare import side_markdown
 
 

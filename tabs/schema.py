@@ -11,11 +11,11 @@ import json
 import gradio as gr
 import pandas as pd
 
-from core import form
 from core.errors import WorkbenchError
-from core.presets import PRESETS
-from core.prompt import build_instruction
-from core.schema import parse_schema, schema_hash
+from core.schema import form
+from core.schema.base import parse_schema, schema_hash
+from core.schema.presets import PRESETS
+from core.schema.prompt import build_instruction
 from tabs.widgets import render_fields
 
 RECHECK_COLUMNS = ["file", "field", "reason"]
@@ -96,7 +96,7 @@ def build(ws, saved: gr.State) -> None:
         return r["status"], r["broken"], schema
 
     def on_infer():
-        from core.schema_infer import infer_schema_from_file
+        from core.data.schema_infer import infer_schema_from_file
 
         if not store.metadata_path.is_file():
             raise gr.Error(f"{store.metadata_path} does not exist yet")

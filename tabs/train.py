@@ -1,9 +1,9 @@
 """Train tab: a form that builds a TrainConfig, and a live view of runs that polls their files.
 
-Runs are processes (core.runs); this tab only writes a config, starts/stops/resumes the
+Runs are processes (core.runs.manager); this tab only writes a config, starts/stops/resumes the
 `cli.py train` process (or `accelerate launch` for several processes) and reads the run directory,
 so closing the browser changes nothing and a reload re-attaches to whatever is running. Estimate
-(core.estimate), merge (core.merge) and cloning a past run's config are thin calls too.
+(core.train.estimate), merge (core.train.merge) and cloning a past run's config are thin calls too.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 
 from core.config import TrainConfig
 from core.errors import ConfigError, WorkbenchError
-from core.run_files import RunFiles
+from core.runs.files import RunFiles
 
 # The form's fields, in the order the handlers (and the /start_run and /estimate API) take them.
 FORM_KEYS = ("model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "frames", "sampling",
@@ -129,14 +129,14 @@ def runs_table(ws) -> pd.DataFrame:
 
 
 def estimate_markdown(dataset: str, base: dict | None, form: dict) -> str:
-    from core.estimate import estimate, format_estimate
+    from core.train.estimate import estimate, format_estimate
 
     return "```\n" + format_estimate(estimate(form_to_config(base, **form), dataset)) + "\n```"
 
 
 def trainable_models(ws, policy) -> list[str]:
     """The base-model choices; in Space mode only those the policy lets a run start from."""
-    from core.space_mode import is_tiny_model
+    from core.runs.policy import is_tiny_model
 
     choices = ws.model_choices()
     return choices if policy.mode == "full" else [m for m in choices if is_tiny_model(m)]
@@ -244,8 +244,8 @@ def build(ws) -> None:
                 eval_frame(run_dir), log_text, table_df)
 
     def on_start(ds, run_name, base_cfg, *values):
-        from core.models import pick_device
-        from core.trainer import check_runtime
+        from core.models.loading import pick_device
+        from core.train.runtime import check_runtime
 
         try:
             cfg = form_to_config(base_cfg, **dict(zip(FORM_KEYS, values)))
@@ -274,7 +274,7 @@ def build(ws) -> None:
         return [config, time.strftime("run-%Y%m%d-%H%M%S")] + [values[k] for k in FORM_KEYS]
 
     def on_merge(run_name):
-        from core.merge import merge_run
+        from core.train.merge import merge_run
 
         if not run_name:
             raise gr.Error("pick a run")

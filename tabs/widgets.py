@@ -1,10 +1,10 @@
-"""Gradio components for a generated annotation form (core.form decides the fields, this draws them)."""
+"""Gradio components for a generated annotation form (core.schema.form decides the fields, this draws them)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from core import form
+from core.schema import form
 
 
 def render_fields(fields: list[form.FormField], values: list, interactive: bool = True) -> list:

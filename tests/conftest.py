@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "sample_videos"
+from tests.support import REPO, SAMPLES
 
 if "VVW_CACHE_DIR" not in os.environ:
     os.environ["VVW_CACHE_DIR"] = tempfile.mkdtemp(prefix="vvw-test-cache-")
@@ -20,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_path():
-    from core.tiny import ensure_tiny
+    from core.models.tiny.registry import ensure_tiny
 
     return ensure_tiny("default")
 
@@ -28,7 +26,7 @@ def tiny_path():
 @pytest.fixture(scope="session")
 def tiny(tiny_path):
     """(model, processor, family) of the untrained embedded default."""
-    from core.models import load_model, resolve_model
+    from core.models.loading import load_model, resolve_model
 
     return load_model(resolve_model("tiny:default"))
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from core.data.store import LABELLED, UNREADABLE, AnnotationStore
 from core.errors import VideoError
-from core.store import LABELLED, UNREADABLE, AnnotationStore
-from tests.conftest import REPO, SAMPLES
-from tests.test_store import LABEL, make_dataset
-from tests.video_fixtures import make_bad_files, write_test_video
+from tests.support import LABEL, REPO, SAMPLES, make_bad_files, make_dataset, write_test_video
+
+pytestmark = pytest.mark.slow  # end to end: see pyproject markers
 
 
 def bad_dataset(root: Path) -> tuple[Path, dict[str, Path], list[str]]:
@@ -49,13 +49,13 @@ def bad_dataset(root: Path) -> tuple[Path, dict[str, Path], list[str]]:
 
 
 def test_bad_videos_at_every_entry_point(tmp_path, tiny, short_run):
-    from core.config import PreprocessSpec
-    from core.dataset import load_dataset
-    from core.inference import Predictor
-    from core.predict import run_predict
-    from core.schema import load_schema
-    from core.trainer import encode_split
-    from core.video import SamplingSpec
+    from core.data.dataset import load_dataset
+    from core.schema.base import load_schema
+    from core.serve.batch import run_predict
+    from core.serve.predictor import Predictor
+    from core.spec import PreprocessSpec
+    from core.train.setup import encode_split
+    from core.video.sampling import SamplingSpec
 
     root, bad, good = bad_dataset(tmp_path / "d")
     store = AnnotationStore(root)
@@ -93,8 +93,8 @@ def test_bad_videos_at_every_entry_point(tmp_path, tiny, short_run):
     con.close()
 
     # compare and inspect: a clear VideoError naming the file, no hang
-    from core.compare import compare_clip
-    from core.model_manager import ModelManager
+    from core.serve.compare import compare_clip
+    from core.serve.manager import ModelManager
 
     with pytest.raises(VideoError, match="notes.mp4"):
         compare_clip(ModelManager(), bad["text"], str(short_run))
@@ -164,7 +164,7 @@ def test_kill_9_during_export_then_resume_without_duplicates(tmp_path, ext):
     again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert f"{partial} already done" in again.stdout
-    from core.predictions import read_rows
+    from core.serve.writers import read_rows
 
     videos = [r["video"] for r in read_rows(out)]
     assert sorted(videos) == sorted(f"c{i}.mp4" for i in range(10))
@@ -238,8 +238,8 @@ def test_disk_full_on_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, sm
     from transformers import Trainer
 
     from core.config import TrainConfig
-    from core.run_files import CheckpointError, RunFiles
-    from core.trainer import train
+    from core.runs.files import CheckpointError, RunFiles
+    from core.train.entry import train
 
     def digests(folder: Path) -> dict:
         return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}

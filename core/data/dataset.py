@@ -1,0 +1,99 @@
+"""Reading a dataset folder in the seed layout: `videos/` + `metadata.jsonl` (+ `schema.json`).
+
+Each metadata line is one JSON object with `video` (a path relative to the folder), an optional
+`split`, and the label fields. The path may name a still image (jpg, png, ...) as well as a video:
+core.video.frames samples an image as a one-frame clip, so image datasets need nothing else. Bad lines and unsafe paths are reported per line and skipped; they
+never stop the rest from loading. Writing, importing other layouts and splitting belong to the
+annotation store, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import DatasetError
+from core.schema.base import load_schema
+
+log = logging.getLogger(__name__)
+
+METADATA = "metadata.jsonl"
+SCHEMA = "schema.json"
+RESERVED_KEYS = ("video", "split", "file_name", "id")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Sample:
+    video: Path  # absolute path, checked to stay inside the dataset root
+    rel: str  # as written in metadata
+    label: dict
+    split: str | None
+    line: int
+
+
+@dataclass
+class Dataset:
+    root: Path
+    schema: dict | None
+    samples: list[Sample]
+    problems: list[str] = field(default_factory=list)  # "metadata.jsonl:LINE: reason"
+
+    def split(self, name: str) -> list[Sample]:
+        if name == "all":
+            return list(self.samples)
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}; use one of {', '.join(SPLITS)} or all")
+        return [s for s in self.samples if s.split == name]
+
+
+def safe_video_path(root: Path, rel: str) -> Path:
+    """Resolve `rel` under `root`, refusing absolute paths, `..` and symlinks that leave the root."""
+    if not isinstance(rel, str) or not rel.strip():
+        raise DatasetError("empty video path")
+    candidate = Path(rel)
+    if candidate.is_absolute():
+        raise DatasetError(f"{rel}: absolute paths are not allowed (use a path relative to the dataset)")
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise DatasetError(f"{rel}: path escapes the dataset folder")
+    return resolved
+
+
+def load_dataset(root, schema_path=None) -> Dataset:
+    root = Path(root)
+    meta = root / METADATA
+    if not meta.is_file():
+        raise DatasetError(f"{root}: no {METADATA} (expected the seed layout: videos/ + {METADATA})")
+    schema_file = Path(schema_path) if schema_path else root / SCHEMA
+    schema = load_schema(schema_file) if schema_file.is_file() else None
+    samples, problems = [], []
+    with meta.open(encoding="utf-8", errors="replace") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                samples.append(_parse_line(root, line, line_no))
+            except DatasetError as exc:
+                problems.append(f"{METADATA}:{line_no}: {exc}")
+    for p in problems:
+        log.warning("%s: %s", root, p)
+    return Dataset(root=root, schema=schema, samples=samples, problems=problems)
+
+
+def _parse_line(root: Path, line: str, line_no: int) -> Sample:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"malformed JSON at column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(row, dict):
+        raise DatasetError("line is not a JSON object")
+    rel = row.get("video", row.get("file_name"))
+    video = safe_video_path(root, rel)
+    label = {k: v for k, v in row.items() if k not in RESERVED_KEYS}
+    split = row.get("split")
+    if split is not None and split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}")
+    return Sample(video=video, rel=rel, label=label, split=split, line=line_no)

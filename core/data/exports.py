@@ -1,0 +1,107 @@
+"""Writing a seed dataset out: as a seed copy, as Hugging Face VideoFolder, or as conversation JSONL.
+
+`export_dataset(dataset, dest, fmt)` is the one entry the CLI and both tabs call. Conversation
+answers are the `canonical_answer` text a model trains on; a dataset without a schema keeps a
+plain-text `answer` as text when importing it back gives the same label. Videos are hard-linked
+when possible, else copied; nothing is decoded."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from core.data.dataset import METADATA, SCHEMA, load_dataset
+from core.data.imports.layouts import ANSWER_KEY, VIDEO_TOKEN, answer_label, place_video, read_seed, run_import
+from core.data.imports.rows import ImportReport
+from core.errors import DatasetError
+from core.fileio import atomic_write_text
+from core.schema.base import ANSWER_SEPARATORS, canonical_answer
+from core.schema.prompt import build_instruction
+
+
+def export_seed(dataset_dir, dest, keep: Callable[[dict], bool] | None = None) -> ImportReport:
+    """Copy a seed dataset to `dest`; `keep(row)` (row: `video`, `split` and label fields) filters rows."""
+    source = read_seed(Path(dataset_dir), None)
+    if keep is not None:
+        source.rows = [r for r in source.rows if keep({"video": r.rel, **r.fields})]
+    return run_import(source, Path(dest), "seed", copy_videos=True, merge=False)
+
+
+def export_conversations(dataset_dir, out_path, instruction: str) -> ImportReport:
+    """Write one conversation record per sample to `out_path` (JSONL).
+
+    Video paths stay relative to `dataset_dir`: import the file back with `video_root=dataset_dir`
+    unless it sits in that folder.
+    """
+    dataset = load_dataset(dataset_dir)
+    prompt = f"{VIDEO_TOKEN}\n{instruction}"
+    lines = []
+    for sample in dataset.samples:
+        record: dict = {"video": sample.rel}
+        if sample.split:
+            record["split"] = sample.split
+        record["conversations"] = [{"from": "human", "value": prompt},
+                                   {"from": "gpt", "value": _answer_text(dataset.schema, sample.label)}]
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    atomic_write_text(out_path, "".join(lines))
+    return ImportReport(len(lines), list(dataset.problems), "conversation", Path(out_path), instruction)
+
+
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+
+def export_videofolder(dataset_dir, dest) -> ImportReport:
+    """Hugging Face VideoFolder layout: `dest/<train|validation|test>/` with the clips and a
+    `metadata.jsonl` whose `file_name` is relative to that folder (`datasets.load_dataset("videofolder")`
+    reads it). Clips without a split go to train, and are reported."""
+    dataset = load_dataset(dataset_dir)
+    dest = Path(dest)
+    problems = list(dataset.problems)
+    per_split: dict[str, list[str]] = {}
+    for sample in dataset.samples:
+        split = HF_SPLITS.get(sample.split or "train")
+        if sample.split is None:
+            problems.append(f"{sample.rel}: no split; exported under train/")
+        rel = Path(sample.rel)
+        name = rel.relative_to("videos") if rel.parts[0] == "videos" else rel
+        place_video(sample.video, dest / split / name)
+        per_split.setdefault(split, []).append(json.dumps({"file_name": name.as_posix(), **sample.label},
+                                                          ensure_ascii=False) + "\n")
+    for split, lines in per_split.items():
+        atomic_write_text(dest / split / METADATA, "".join(lines))
+    if dataset.schema is not None:
+        atomic_write_text(dest / SCHEMA, json.dumps(dataset.schema, indent=2, ensure_ascii=False) + "\n")
+    return ImportReport(len(dataset.samples), problems, "videofolder", dest)
+
+
+def _answer_text(schema: dict | None, label: dict) -> str:
+    if schema is not None:
+        return canonical_answer(schema, label)  # the exact text a model trains on
+    text = label.get(ANSWER_KEY)
+    # A plain-text answer goes out as text only when importing it gives this label back.
+    if len(label) == 1 and isinstance(text, str) and answer_label(text) == label:
+        return text
+    return json.dumps(label, ensure_ascii=False, separators=ANSWER_SEPARATORS)
+
+
+DATASET_FORMATS = ("seed", "videofolder", "conversation")
+
+
+def export_dataset(dataset_dir, dest, fmt: str) -> ImportReport:
+    """The one entry for every dataset export (CLI, Annotate and Export tabs): `seed` and
+    `videofolder` write a folder at `dest`; `conversation` writes JSONL at `dest` (into
+    `dest/conversations.jsonl` when `dest` is a folder), its prompt built from the dataset's schema."""
+    if fmt == "seed":
+        return export_seed(dataset_dir, dest)
+    if fmt == "videofolder":
+        return export_videofolder(dataset_dir, dest)
+    if fmt != "conversation":
+        raise DatasetError(f"unknown dataset format {fmt!r}; use one of {', '.join(DATASET_FORMATS)}")
+    schema = load_dataset(dataset_dir).schema
+    if schema is None:
+        raise DatasetError(f"{dataset_dir}: no schema.json; the conversation prompt is built from it")
+    dest = Path(dest)
+    if dest.is_dir():
+        dest = dest / "conversations.jsonl"
+    return export_conversations(dataset_dir, dest, build_instruction(schema))

@@ -1,0 +1,47 @@
+"""AI pre-labelling: run a loaded model over clips and store its answers as drafts, never as labels.
+
+A person accepts or edits each draft in the Annotate tab (or `cli.py validate` shows what is
+flagged). Drafts that are not valid JSON or break the schema are stored with their reasons so the
+form can show them. This module does not load models (the model manager or `Predictor.load` does).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from core.data.store import DRAFT, UNLABELLED, AnnotationStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrelabelReport:
+    drafted: int = 0
+    flagged: int = 0  # drafts that are not schema-valid
+    errors: list[str] = field(default_factory=list)  # clips that could not be decoded
+
+
+def clips_to_prelabel(store: AnnotationStore, include_drafts: bool = False, limit: int | None = None) -> list[str]:
+    wanted = (UNLABELLED, DRAFT) if include_drafts else (UNLABELLED,)
+    rels = [c.rel for c in store.clips() if c.status in wanted]
+    return rels[:limit] if limit else rels
+
+
+def prelabel(store: AnnotationStore, predictor, rels: list[str], batch_size: int = 4,
+             progress=None, **generate_kwargs) -> PrelabelReport:
+    """Draft labels for `rels` with `predictor`; each draft is written as soon as its batch is done."""
+    report = PrelabelReport()
+    for start in range(0, len(rels), batch_size):
+        chunk = rels[start:start + batch_size]
+        preds = predictor.predict([store.root / r for r in chunk], batch_size=batch_size, **generate_kwargs)
+        for rel, pred in zip(chunk, preds):
+            if pred.error:
+                report.errors.append(pred.error)
+                continue
+            draft = store.save_draft(rel, pred.text, model=predictor.name or "model")
+            report.drafted += 1
+            report.flagged += bool(draft["errors"])
+        if progress:
+            progress(min(start + batch_size, len(rels)), len(rels))
+    return report

@@ -1,0 +1,144 @@
+"""Turning what a user typed into a model source, and loading it.
+
+`resolve_model` maps `tiny:NAME` (built offline on first use), a run directory (its final adapter
+or model, with the spec it was trained with), a local folder or a hub id to a `ModelSource`;
+`load_model` / `load_base_model` / `load_processor` load it with `from_pretrained`: safetensors only,
+remote-code checkpoints refused unless `trust_remote_code` is given. `pick_device`/`pick_dtype`
+choose where. Training-specific loading (4-bit bases) is core.train.setup's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.errors import ModelError
+from core.models.families import REMOTE_CODE_MODEL_TYPES, TINY_PREFIX, family_for_model_type
+from core.spec import SPEC_FILE
+
+
+@dataclass
+class ModelSource:
+    """Where weights come from. `adapter` is set when the name was a run directory with a LoRA adapter."""
+
+    base: str  # local folder or hub id for from_pretrained
+    adapter: Path | None = None
+    run_dir: Path | None = None
+    display: str = ""
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / SPEC_FILE).is_file()
+
+
+def resolve_model(name: str, tiny_spec: dict | None = None) -> ModelSource:
+    """`tiny:NAME` | run directory | local HF folder | hub id. `tiny_spec` pins a tiny build."""
+    name = str(name).strip()
+    if not name:
+        raise ModelError("no model given")
+    if name.startswith(TINY_PREFIX):
+        from core.models.tiny.registry import ensure_tiny
+
+        return ModelSource(base=str(ensure_tiny(name[len(TINY_PREFIX):], tiny_spec)), display=name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if is_run_dir(path):
+            return _resolve_run_dir(path)
+        if (path / "config.json").is_file():
+            return ModelSource(base=str(path), display=name)
+        raise ModelError(f"{path}: not a model folder (no config.json) and not a run directory (no {SPEC_FILE})")
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return ModelSource(base=name, display=name)  # a hub id; from_pretrained reports if unreachable
+    raise ModelError(f"{name}: no such folder, and not a hub id (owner/name) or tiny:NAME")
+
+
+def _resolve_run_dir(run_dir: Path) -> ModelSource:
+    """A run directory points at its final model: a merged model folder, or base + adapter."""
+    spec = json.loads((run_dir / SPEC_FILE).read_text())
+    final = run_dir / spec.get("final_dir", "final")
+    if (final / "adapter_config.json").is_file():
+        base = resolve_model(spec["base_model"], spec.get("extra", {}).get("tiny_spec")).base
+        return ModelSource(base=base, adapter=final, run_dir=run_dir, display=str(run_dir))
+    if (final / "config.json").is_file():
+        return ModelSource(base=str(final), run_dir=run_dir, display=str(run_dir))
+    raise ModelError(f"{run_dir}: run has no final model yet (no {final.name}/adapter_config.json or config.json)")
+
+
+def pick_device(preferred: str = "auto") -> str:
+    import torch
+
+    if preferred != "auto":
+        return preferred
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def pick_dtype(device: str):
+    import torch
+
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _load_error(source: ModelSource, what: str, exc: Exception) -> ModelError:
+    if "trust_remote_code" in str(exc):
+        return ModelError(f"{source.base}: this checkpoint needs code from its own repository to load; it is "
+                          "loaded only with --trust-remote-code (trust_remote_code: true), which runs that code: "
+                          "pass it only for a repository you trust")
+    return ModelError(f"{source.base}: cannot load {what} ({exc})")
+
+
+def _refuse_remote_code(source: ModelSource, trust_remote_code: bool) -> None:
+    """A local folder whose config maps to its own code is refused without the opt-in (hub ids are
+    refused by transformers itself, which `_load_error` words the same way)."""
+    config = Path(source.base) / "config.json"
+    if trust_remote_code or not config.is_file():
+        return
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return
+    if data.get("auto_map") or data.get("model_type") in REMOTE_CODE_MODEL_TYPES:
+        raise _load_error(source, "model", ValueError("trust_remote_code"))
+
+
+def load_processor(source: ModelSource, trust_remote_code: bool = False):
+    from transformers import AutoProcessor
+
+    _refuse_remote_code(source, trust_remote_code)
+    try:
+        return AutoProcessor.from_pretrained(source.base, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, "processor", exc) from exc
+
+
+def load_base_model(source: ModelSource, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+    """Load weights with the same call for tiny, local and hub models (safetensors only)."""
+    from transformers import AutoModelForImageTextToText
+
+    _refuse_remote_code(source, trust_remote_code)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            source.base, dtype=dtype or pick_dtype(device), use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, "model", exc) from exc
+    return model.to(device)
+
+
+def load_model(source: ModelSource, device: str = "cpu", dtype=None, trust_remote_code: bool = False):
+    """(model, processor, family) with the run's adapter attached when there is one."""
+    model = load_base_model(source, device, dtype, trust_remote_code)
+    processor = load_processor(source, trust_remote_code)
+    family = family_for_model_type(model.config.model_type)
+    if source.adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(source.adapter))
+        model.to(device)
+    model.eval()
+    return model, processor, family

@@ -1,0 +1,182 @@
+"""The run directory is the protocol between a training process and whoever watches it.
+
+Layout of `checkpoints/<run>/`:
+  config.yaml        the resolved config (what actually ran)
+  schema.json        the schema labels were checked against
+  data.jsonl         snapshot of the metadata lines used
+  status.json        {state, global_step, max_steps, pid, message, updated}; atomic rewrites
+  train.log          human-readable log, appended
+  metrics.jsonl      one JSON object per logging step, flushed per line
+  STOP               created by a watcher to ask the run to save and stop
+  checkpoint-N/      Hugging Face Trainer checkpoints (resume)
+  final/             final adapter or model + preprocessing.json
+  merged/            (optional) the adapter merged into the base: a plain HF model folder
+  accelerate.yaml    (multi-process runs with deepspeed/fsdp) the generated accelerate config
+  preprocessing.json copy of the spec at the top, so a run dir is a model name
+This module imports no torch: the UI reads runs without loading ML libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from core.fileio import atomic_write_text
+from core.errors import WorkbenchError
+
+STATES = ("running", "completed", "stopped", "crashed")
+# written by core.runs.manager before the training process starts
+LAUNCH_FILES = (".gitkeep", "launch.yaml", "launch.log", "launch.json", "accelerate.yaml")
+
+
+class CheckpointError(WorkbenchError):
+    """A checkpoint or final model could not be written (disk full, permissions...)."""
+
+
+@contextmanager
+def guarded_save(path: Path, previous: Path | None, owner: bool = True):
+    """Write a checkpoint/model folder inside this block; if writing fails, remove the partial folder
+    and raise CheckpointError naming the folder, the cause, the free space and the checkpoint that
+    is still intact.
+
+    Any exception counts, not only OSError: on a full disk safetensors raises SafetensorError ("No
+    space left on device (os error 28)") and torch.save a RuntimeError ("unexpected pos ..."), neither
+    an OSError. Why remove the folder: a half-written `checkpoint-N` without trainer_state.json is
+    already skipped by `checkpoints()`, but its partial files keep the disk full, so resuming would
+    fail again. Only the `owner` (the main process) removes it: another rank failing must not delete
+    what rank 0 finished."""
+    path = Path(path)
+    try:
+        yield path
+    except Exception as exc:
+        if owner:
+            shutil.rmtree(path, ignore_errors=True)
+        try:
+            free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        kept = f"{previous.name}/ is intact: free some space, then Resume" if previous else \
+            "no earlier checkpoint exists: free some space and start again"
+        removed = f"The partial {path.name}/ was removed; " if owner else ""
+        raise CheckpointError(f"could not save {path.name}/ in {path.parent} ({cause}; {free}). "
+                              f"{removed}{kept}.") from exc
+
+
+class RunFiles:
+    """Reads and writes one run directory. `writer=False` (ranks other than 0 in a distributed run)
+    makes every write a no-op, so exactly one process writes status, log and metrics."""
+
+    def __init__(self, run_dir, writer: bool = True):
+        self.dir = Path(run_dir)
+        self.writer = writer
+
+    @property
+    def status_path(self) -> Path:
+        return self.dir / "status.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def stop_path(self) -> Path:
+        return self.dir / "STOP"
+
+    def prepare(self, resume: bool) -> None:
+        if not self.writer:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.stop_path.unlink(missing_ok=True)
+            return
+        leftovers = [p for p in self.dir.iterdir() if p.name not in LAUNCH_FILES]
+        if leftovers:
+            from core.errors import ConfigError
+
+            raise ConfigError(f"{self.dir}: run directory is not empty; choose a new --output or use --resume")
+
+    def save_inputs(self, cfg, data) -> None:
+        if not self.writer:
+            return
+        import yaml
+
+        atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+        atomic_write_text(self.dir / "schema.json", json.dumps(data.schema, indent=2, ensure_ascii=False))
+        lines = [json.dumps({"video": str(s.video), "split": s.split, **s.label}, ensure_ascii=False)
+                 for s in data.samples]
+        atomic_write_text(self.dir / "data.jsonl", "\n".join(lines) + "\n")
+        # Lets `train --resume RUN_DIR` find the data with nothing else given.
+        atomic_write_text(self.dir / "dataset.txt", str(Path(data.root).resolve()) + "\n")
+
+    def read_status(self) -> dict:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def write_status(self, **fields) -> dict:
+        status = self.read_status()
+        status.update(fields)
+        if not self.writer:
+            return status
+        status["pid"] = os.getpid()
+        status["updated"] = time.time()
+        atomic_write_text(self.status_path, json.dumps(status, indent=2))
+        return status
+
+    def log(self, message: str) -> None:
+        if not self.writer:
+            return
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
+        with open(self.dir / "train.log", "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    def checkpoints(self) -> list[Path]:
+        found = []
+        for p in self.dir.glob("checkpoint-*"):
+            m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+            if m and p.is_dir() and (p / "trainer_state.json").is_file():
+                found.append((int(m.group(1)), p))
+        return [p for _, p in sorted(found)]
+
+    def last_checkpoint(self) -> Path | None:
+        cps = self.checkpoints()
+        return cps[-1] if cps else None
+
+    def read_metrics(self) -> list[dict]:
+        rows = []
+        if self.metrics_path.is_file():
+            for line in self.metrics_path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line being written right now
+        return rows
+
+    def remove_stop(self) -> None:
+        self.stop_path.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class MetricsWriter:
+    """Append-only JSONL, one flushed line per call, so a watcher always sees whole lines."""
+
+    def __init__(self, path, writer: bool = True):
+        self.path = Path(path)
+        self.writer = writer
+
+    def write(self, row: dict) -> None:
+        if not self.writer:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()

@@ -1,0 +1,113 @@
+"""Scoring model answers against labels, field by field, as the schema defines the fields.
+
+Enums score exact match; enum lists score set match (plus precision/recall/F1); free text scores
+token F1; numbers and booleans exact match. An answer that does not parse or breaks the schema
+still gets per-field credit for the fields it got right — the schema-valid rate reports validity
+separately. This module does not run models.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from core.schema.base import BOOLEAN, ENUM, ENUM_LIST, NUMBER, TEXT, extract_json, fields, is_valid
+
+_WORD = re.compile(r"[\w']+")
+
+
+def token_f1(pred: str, ref: str) -> float:
+    p, r = _WORD.findall(str(pred).lower()), _WORD.findall(str(ref).lower())
+    if not p and not r:
+        return 1.0
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def set_prf(pred, ref) -> tuple[float, float, float]:
+    p = set(pred) if isinstance(pred, list) else set()
+    r = set(ref) if isinstance(ref, list) else set()
+    if not p and not r:
+        return 1.0, 1.0, 1.0
+    tp = len(p & r)
+    precision = tp / len(p) if p else 0.0
+    recall = tp / len(r) if r else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+@dataclass
+class RowScore:
+    json_valid: bool
+    schema_valid: bool
+    parsed: dict | None
+    error: str | None
+    fields: dict = field(default_factory=dict)  # field -> score in [0, 1]
+
+
+def score_row(schema: dict, text: str | None, label: dict) -> RowScore:
+    zero = {f.name: 0.0 for f in fields(schema) if f.name in label}
+    if text is None:
+        return RowScore(False, False, None, "no output", zero)
+    obj, err = extract_json(text)
+    if obj is None:
+        return RowScore(False, False, None, err, zero)
+    scores = {}
+    for f in fields(schema):
+        if f.name not in label:
+            continue
+        pred, ref = obj.get(f.name), label[f.name]
+        if f.kind == ENUM_LIST:
+            scores[f.name] = float(isinstance(pred, list) and set(map(_hashable, pred)) == set(map(_hashable, ref)))
+        elif f.kind == TEXT:
+            scores[f.name] = token_f1(pred, ref) if isinstance(pred, str) else 0.0
+        else:
+            scores[f.name] = float(pred == ref)
+    return RowScore(True, is_valid(schema, obj), obj, None, scores)
+
+
+def evaluate(schema: dict, texts: list, labels: list[dict]) -> dict:
+    """Aggregate metrics for aligned lists of model outputs (None = failed clip) and labels."""
+    rows = [score_row(schema, t, lab) for t, lab in zip(texts, labels)]
+    n = len(rows)
+    per_field, text_scores, enum_list_f1, confusion = {}, {}, {}, {}
+    for f in fields(schema):
+        vals = [r.fields[f.name] for r in rows if f.name in r.fields]
+        if not vals:
+            continue
+        mean = sum(vals) / len(vals)
+        if f.kind == TEXT:
+            text_scores[f.name] = round(mean, 4)
+        elif f.kind in (ENUM, ENUM_LIST, NUMBER, BOOLEAN):
+            per_field[f.name] = round(mean, 4)
+        if f.kind == ENUM_LIST:
+            prf = [set_prf((r.parsed or {}).get(f.name), lab.get(f.name)) for r, lab in zip(rows, labels)]
+            enum_list_f1[f.name] = {k: round(sum(x[i] for x in prf) / n, 4) for i, k in enumerate(("precision", "recall", "f1"))}
+        if f.kind == ENUM:
+            matrix = {str(a): {str(b): 0 for b in (*f.choices, "invalid")} for a in f.choices}
+            for r, lab in zip(rows, labels):
+                truth, pred = lab.get(f.name), (r.parsed or {}).get(f.name)
+                if str(truth) in matrix:
+                    key = str(pred) if pred in f.choices else "invalid"
+                    matrix[str(truth)][key] += 1
+            confusion[f.name] = matrix
+    enum_scores = [per_field[f.name] for f in fields(schema) if f.kind in (ENUM, ENUM_LIST) and f.name in per_field]
+    return {
+        "count": n,
+        "json_valid_rate": round(sum(r.json_valid for r in rows) / n, 4) if n else 0.0,
+        "schema_valid_rate": round(sum(r.schema_valid for r in rows) / n, 4) if n else 0.0,
+        "mean_field_accuracy": round(sum(enum_scores) / len(enum_scores), 4) if enum_scores else 0.0,
+        "per_field": per_field,
+        "text_scores": {k: {"token_f1": v} for k, v in text_scores.items()},
+        "array_prf": enum_list_f1,
+        "confusion": confusion,
+        "errors": sum(1 for r in rows if r.error),
+    }

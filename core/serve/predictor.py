@@ -1,0 +1,136 @@
+"""Greedy generation over clips with the preprocessing spec a model was trained with.
+
+`Predictor` holds a loaded model, its processor, family and spec; `predict` samples frames with the
+spec's sampler (the frame cache makes this cheap), builds the same prompt training used, and
+decodes in batches with left padding, optionally masked to the spec's schema (`constrained=True`,
+see core.serve.constrained). It does not parse or score answers (core.schema.scoring does),
+and does not manage several resident models (the model manager does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.errors import VideoError
+from core.models.inputs import collate, encode_example
+from core.models.loading import load_model, pick_device, pick_dtype, resolve_model
+from core.serve.constrained import schema_logits_processor
+from core.spec import PreprocessSpec, default_spec
+from core.video.frames import SampledFrames, sample_frames
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    video: str
+    text: str | None
+    error: str | None = None
+    seconds: float = 0.0
+    new_tokens: int = 0
+
+
+class Predictor:
+    def __init__(self, model, processor, family, spec: PreprocessSpec, device: str, name: str = ""):
+        self.model, self.processor, self.family, self.spec = model, processor, family, spec
+        self.device, self.name = device, name
+
+    @classmethod
+    def load(cls, model_name: str, schema: dict | None = None, device: str = "auto",
+             trust_remote_code: bool = False) -> Predictor:
+        source = resolve_model(model_name)
+        device = pick_device(device)
+        model, processor, family = load_model(source, device, pick_dtype(device), trust_remote_code)
+        if source.run_dir is not None:
+            spec = PreprocessSpec.load(source.run_dir)
+        elif schema is not None:
+            spec = default_spec(source, family, schema)
+        else:
+            raise ValueError("a base model needs a schema to build its prompt")
+        return cls(model, processor, family, spec, device, name=source.display)
+
+    def encode(self, frames: SampledFrames) -> dict:
+        return encode_example(self.processor, self.spec.instruction, frames, self.spec.frames_as)
+
+    @torch.no_grad()
+    def generate(self, frames_list: list[SampledFrames], max_new_tokens: int = 160,
+                 constrained: bool = False) -> list[tuple[str, int]]:
+        """Greedy outputs (text, new token count) for a batch of already-sampled clips.
+
+        `constrained` masks decoding to the spec's schema, so every answer is complete JSON in it."""
+        tok = self.processor.tokenizer
+        batch = collate([self.encode(f) for f in frames_list], tok.pad_token_id, padding_side="left")
+        batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        extra = {}
+        if constrained:
+            extra["logits_processor"] = [schema_logits_processor(
+                self.model, tok, self.spec.schema, eos_token_id=tok.eos_token_id, max_new_tokens=max_new_tokens)]
+        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **extra)
+        new = out[:, batch["input_ids"].shape[1]:]
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        counts = [int((row != tok.pad_token_id).sum()) for row in new]
+        return list(zip(texts, counts))
+
+    def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,
+                constrained: bool = False) -> list[Prediction]:
+        """One Prediction per video, in order; a clip that fails to decode becomes an error row."""
+        results: list[Prediction | None] = [None] * len(videos)
+        pending: list[tuple[int, SampledFrames]] = []
+        sampling = self.spec.sampling_spec
+
+        def flush():
+            if not pending:
+                return
+            t0 = time.time()
+            outs = self.generate([f for _, f in pending], max_new_tokens, constrained=constrained)
+            dt = (time.time() - t0) / len(pending)
+            for (i, _), (text, n) in zip(pending, outs):
+                results[i] = Prediction(video=str(videos[i]), text=text, seconds=dt, new_tokens=n)
+            pending.clear()
+
+        for i, video in enumerate(videos):
+            try:
+                pending.append((i, sample_frames(Path(video), sampling)))
+            except VideoError as exc:
+                results[i] = Prediction(video=str(video), text=None, error=str(exc))
+            if len(pending) >= batch_size:
+                flush()
+            if progress:
+                progress(i + 1, len(videos))
+        flush()
+        return results
+
+
+def analyse_frames(predictor: Predictor, frames: SampledFrames, label: dict | None = None,
+                   max_new_tokens: int = 160, constrained: bool = False) -> dict:
+    """Everything a UI shows for one answer: raw output, parsed JSON, validity, per-field agreement
+    with the label, latency and tokens/s (Inference and Compare both show this)."""
+    from core.schema.base import extract_json, label_errors
+    from core.schema.scoring import score_row
+
+    t0 = time.time()
+    (text, n_tokens), = predictor.generate([frames], max_new_tokens, constrained=constrained)
+    seconds = time.time() - t0
+    parsed, parse_error = extract_json(text)
+    schema = predictor.spec.schema
+    result = {
+        "frames": frames, "text": text, "parsed": parsed, "parse_error": parse_error,
+        "schema_errors": label_errors(schema, parsed) if parsed is not None else [],
+        "seconds": round(seconds, 3), "new_tokens": n_tokens,
+        "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else 0.0, "model": predictor.name,
+    }
+    result["schema_valid"] = parsed is not None and not result["schema_errors"]
+    if label:
+        result["agreement"] = score_row(schema, text, label).fields
+    return result
+
+
+def analyse_clip(predictor: Predictor, video, label: dict | None = None, max_new_tokens: int = 160) -> dict:
+    """`analyse_frames` on a clip sampled with the predictor's spec. Raises VideoError if unreadable."""
+    return analyse_frames(predictor, sample_frames(Path(video), predictor.spec.sampling_spec), label, max_new_tokens)

@@ -1,0 +1,233 @@
+"""Prediction rows and the files they go to: JSONL, CSV, Parquet and SQLite.
+
+A row is keyed by (video, model): re-running an export skips clips already done for that model
+(resume) or, with `overwrite`, replaces them (upsert) — never a duplicate. SQLite rows go straight
+into a table with one typed column per top-level schema field, in one transaction per batch. The
+other formats cannot be appended to safely (Parquet) or cheaply de-duplicated in place, so rows
+are first journalled to `OUT.partial.jsonl` (flushed per row: an interrupted export resumes from
+it) and the final file is written atomically when the run ends.
+
+This module does not run models (core.serve.batch does) and does not score rows (core.schema.scoring does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from core.errors import ConfigError
+from core.fileio import atomic_write_text
+from core.schema.base import BOOLEAN, ENUM, NUMBER, TEXT, extract_json, fields, label_errors
+
+FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet", ".sqlite": "sqlite", ".db": "sqlite",
+           ".sqlite3": "sqlite"}
+META_COLUMNS = ("video", "model", "spec_hash", "created", "schema_valid", "error", "raw", "seconds")
+TABLE = "predictions"
+
+
+@dataclass
+class PredictionRow:
+    video: str
+    model: str
+    spec_hash: str
+    created: str
+    schema_valid: bool
+    error: str | None  # decode failure, parse failure or schema violations; None when valid
+    raw: str | None
+    seconds: float
+    fields: dict  # parsed top-level fields (empty when the output did not parse)
+
+    def flat(self) -> dict:
+        d = asdict(self)
+        d.pop("fields")
+        for name, value in self.fields.items():
+            d[column_name(name)] = value
+        return d
+
+
+def column_name(field: str) -> str:
+    # a schema field called "video" or "model" must not overwrite the row's key columns
+    return f"field_{field}" if field in META_COLUMNS else field
+
+
+def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | None, error: str | None,
+             seconds: float = 0.0) -> PredictionRow:
+    parsed, parse_error = (extract_json(text) if text is not None else (None, None))
+    problems = [error] if error else []
+    if not problems and parse_error:
+        problems = [parse_error]
+    if not problems and parsed is not None:
+        problems = label_errors(schema, parsed)
+    props = schema.get("properties", {})
+    kept = {k: v for k, v in (parsed or {}).items() if k in props}
+    return PredictionRow(video=video, model=model, spec_hash=spec_hash, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                         schema_valid=not problems, error="; ".join(problems) or None, raw=text,
+                         seconds=round(seconds, 4), fields=kept)
+
+
+def output_format(path) -> str:
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"{path}: unknown output type; use one of {', '.join(sorted(FORMATS))}")
+    return fmt
+
+
+# ---------------------------------------------------------------------------- SQLite
+
+def _sql_type(kind: str, prop: dict) -> str:
+    if kind == NUMBER:
+        return "INTEGER" if prop.get("type") == "integer" else "REAL"
+    if kind == BOOLEAN:
+        return "INTEGER"
+    if kind in (ENUM, TEXT):
+        return "TEXT"
+    return "TEXT"  # arrays and objects are stored as JSON text
+
+
+def sqlite_columns(schema: dict) -> list[tuple[str, str]]:
+    meta = [("video", "TEXT NOT NULL"), ("model", "TEXT NOT NULL"), ("spec_hash", "TEXT"), ("created", "TEXT"),
+            ("schema_valid", "INTEGER"), ("error", "TEXT"), ("raw", "TEXT"), ("seconds", "REAL")]
+    props = schema.get("properties", {})
+    return meta + [(column_name(f.name), _sql_type(f.kind, props.get(f.name, {}))) for f in fields(schema)]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class SqliteWriter:
+    def __init__(self, path, schema: dict):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.columns = sqlite_columns(schema)
+        self.db = sqlite3.connect(self.path)
+        cols = ", ".join(f"{_quote(n)} {t}" for n, t in self.columns)
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols}, PRIMARY KEY (video, model))")
+        have = {r[1] for r in self.db.execute(f"PRAGMA table_info({TABLE})")}
+        for name, typ in self.columns:  # a schema that gained fields adds columns, old rows keep NULL
+            if name not in have:
+                self.db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {_quote(name)} {typ}")
+        self.db.commit()
+
+    def done(self, model: str) -> set[str]:
+        return {r[0] for r in self.db.execute(f"SELECT video FROM {TABLE} WHERE model = ?", (model,))}
+
+    def write(self, rows: list[PredictionRow]) -> None:
+        names = [n for n, _ in self.columns]
+        sql = (f"INSERT INTO {TABLE} ({', '.join(map(_quote, names))}) VALUES ({', '.join('?' * len(names))}) "
+               f"ON CONFLICT(video, model) DO UPDATE SET "
+               + ", ".join(f"{_quote(n)} = excluded.{_quote(n)}" for n in names[2:]))
+        with self.db:
+            self.db.executemany(sql, [[_sql_value(row.flat().get(n)) for n in names] for row in rows])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _sql_value(value):
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+# ---------------------------------------------------------------------------- journalled files
+
+class FileWriter:
+    """JSONL / CSV / Parquet: rows journalled to OUT.partial.jsonl, the final file written at close."""
+
+    def __init__(self, path, schema: dict, overwrite: bool = False):
+        self.path = Path(path)
+        self.fmt = output_format(path)
+        self.schema = schema
+        self.overwrite = overwrite
+        self.journal = self.path.with_name(self.path.name + ".partial.jsonl")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = self.journal.open("a", encoding="utf-8")
+
+    def existing(self) -> list[dict]:
+        return read_rows(self.path) if self.path.is_file() else []
+
+    def journalled(self) -> list[dict]:
+        if not self.journal.is_file():
+            return []
+        rows = []
+        for line in self.journal.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash mid-write: that clip is simply redone
+        return rows
+
+    def done(self, model: str) -> set[str]:
+        rows = self.journalled() + ([] if self.overwrite else self.existing())
+        return {r["video"] for r in rows if r.get("model") == model}
+
+    def write(self, rows: list[PredictionRow]) -> None:
+        for row in rows:
+            self._fh.write(json.dumps(row.flat(), ensure_ascii=False) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+        merged: dict[tuple, dict] = {}
+        for r in self.existing() + self.journalled():  # later rows replace earlier: upsert by key
+            merged[(r["video"], r["model"])] = r
+        _write_table(self.path, self.fmt, list(merged.values()), self.schema)
+        self.journal.unlink(missing_ok=True)
+
+
+def _columns(rows: list[dict], schema: dict) -> list[str]:
+    cols = list(META_COLUMNS) + [column_name(f.name) for f in fields(schema)]
+    extra = [k for r in rows for k in r if k not in cols]
+    return cols + list(dict.fromkeys(extra))
+
+
+def _write_table(path: Path, fmt: str, rows: list[dict], schema: dict) -> None:
+    import pandas as pd
+
+    cols = _columns(rows, schema)
+    if fmt == "jsonl":
+        atomic_write_text(path, "".join(json.dumps({c: r.get(c) for c in cols}, ensure_ascii=False) + "\n"
+                                        for r in rows))
+        return
+    frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "csv":
+        for c in frame.columns:  # lists/objects as JSON text: a CSV cell holds one string
+            if frame[c].map(lambda v: isinstance(v, (list, dict))).any():
+                frame[c] = frame[c].map(lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v)
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def read_rows(path) -> list[dict]:
+    """Rows of a prediction file of any supported format (used for resume and in tests)."""
+    path = Path(path)
+    fmt = output_format(path)
+    if fmt == "jsonl":
+        return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    if fmt == "sqlite":
+        db = sqlite3.connect(path)
+        db.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in db.execute(f"SELECT * FROM {TABLE}")]
+        finally:
+            db.close()
+    import pandas as pd
+
+    frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict("records")
+
+
+def open_writer(path, schema: dict, overwrite: bool = False):
+    return SqliteWriter(path, schema) if output_format(path) == "sqlite" else FileWriter(path, schema, overwrite)

@@ -1,0 +1,44 @@
+"""`train`: the one entry a training process calls (`cli.py train`, under accelerate on every rank).
+
+It checks the config against the machine before the run folder is touched, prepares the folder,
+loads the dataset and dispatches to supervised fine-tuning (core.train.sft) or GRPO
+(core.train.grpo); a crash or Ctrl-C is written to status.json before it propagates.
+"""
+
+from __future__ import annotations
+
+from core.config import TrainConfig
+from core.data.dataset import load_dataset
+from core.models.loading import pick_device
+from core.runs.files import RunFiles
+from core.train.runtime import check_runtime, dist_info, finish_distributed
+from core.train.sft import train_sft
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_path=None, echo=None) -> dict:
+    """Fine-tune and write `run_dir`. Returns the final status dict. `echo(step, max_steps, loss)`
+    is called at each logging step (the CLI draws a progress bar with it).
+
+    Under torch.distributed (launched by `accelerate launch`/torchrun) every rank trains; only rank
+    0 writes the run directory (status, log, metrics, final model); HF Trainer saves checkpoints
+    from the main process."""
+    rank, _, _ = dist_info()
+    check_runtime(cfg, pick_device(cfg.device))  # refuse what this machine cannot do before touching run_dir
+    run = RunFiles(run_dir, writer=rank == 0)
+    run.prepare(resume=resume)
+    try:
+        if cfg.method == "grpo":  # reinforcement learning with schema rewards: its own loop
+            from core.train.grpo import train_grpo as _train_impl
+        else:
+            _train_impl = train_sft
+        status = _train_impl(load_dataset(dataset_dir, schema_path), run, cfg, resume, echo)
+        finish_distributed()
+        return status
+    except KeyboardInterrupt:
+        run.write_status(state="stopped", message="interrupted")
+        raise
+    except Exception as exc:
+        run.write_status(state="crashed", message=f"{type(exc).__name__}: {exc}")
+        raise

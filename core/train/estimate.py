@@ -1,0 +1,354 @@
+"""Pre-launch estimate of a training run: tokens per clip, sequence length, parameters, memory.
+
+Nothing is trained and no weights are loaded. Token counts are exact: one clip (or a sample) is
+sampled and encoded by the trainer's own `encode_split`, so the numbers are what training will
+feed. Parameters are counted on the model built from its config on the `meta` device with the run's
+LoRA / freezing applied (`core.train.sft.apply_trainable`), grouped by `core.models.families.module_group`.
+
+Memory (bytes, for the chosen device) is the steady-state peak of a training step, from the second
+step on, when every term below is alive at once:
+
+  weights      every parameter at its dtype: a frozen LoRA base at the run's precision (bf16/fp16 on
+               GPU, fp32 on CPU), 4-bit NF4 (~0.52 B/param) for QLoRA's quantised language linears,
+               fp32 for everything that trains (including PEFT's modules_to_save copies, which sit
+               beside the frozen originals)
+  gradients    4 B per trainable parameter
+  optimizer    AdamW: 8 B per trainable parameter (exp_avg + exp_avg_sq, fp32). Adafactor
+               (transformers' defaults in the Trainer, no first moment): factored second moment,
+               4 B x (rows + cols) for a matrix (for N-d weights rows = prod(shape[:-1]),
+               cols = prod(shape[:-2]) x shape[-1]), 4 B x n for vectors
+  activations  what autograd keeps for the backward pass of one micro-batch of b clips padded to
+               the longest sequence s (act = 4 B in fp32, 2 B under bf16/fp16 autocast):
+                 language decoder layer, per token: 9h + 2kv + 4I (gated MLP; 2I plain) + 2*head_dim
+                   + r per LoRA-adapted linear (+ 3h + kv when the RMSNorm weights train, as in a full
+                   fine-tune), where h hidden, kv = key/value width, I intermediate; x L layers x b*s x act. Counted from the tensors transformers' Qwen-style layer
+                   saves under SDPA (norm inputs/outputs, q/k/v before and after RoPE and GQA
+                   expansion, attention output, gate/up/activation/product, LoRA A outputs);
+                   eager attention adds 2 x heads x s per token (probabilities and softmax)
+                 the shared 4-D padding mask: b x s^2 x act
+                 logits for the loss: 3 x b x a x vocab x 4 B (the fp32 log-softmax kept for the
+                   backward, then its gradient and the logits' gradient at the start of backward),
+                   a = positions the trainer projects onto the vocabulary (core.train.sft.workbench_trainer:
+                   the union of supervised positions over the batch, not all s): the span from the
+                   earliest answer start to the latest answer end over the sampled clips, at most
+                   b x the longest answer (prompts of different lengths shift answers apart)
+                 vision tower, only when it trains (or LoRA reaches it): per patch token 10 hv + 2 Iv
+                   (4 Iv gated) x depth; projector when it (or the tower) trains: 5 x merge^2 x hv
+                   per visual token. Patch tokens are counted from the clip's encoded pixel values
+                   (values / (channels x temporal patch x patch area)); without a clip they are visual
+                   tokens x merge^2, merge being each family's spatial reduction per side: Qwen's
+                   spatial_merge_size, InternVL's pixel shuffle (1 / downsample_ratio), SmolVLM's
+                   pixel shuffle (scale_factor), the LLaVA video pooling stride (2)
+                 inputs: pixel values (fp32) and token tensors (4 x int64 per token) of the batch in
+                   use and of the one the data loader fetched ahead, and 2 x b*s*h for the embeddings
+               Gradient checkpointing keeps only each layer's input (h per token, per layer; hv per
+               patch per vision block) plus one layer's full activations during its recomputation.
+
+Not counted: the framework runtime (CUDA context and library workspaces, ~0.5-1 GB per GPU
+process; on CPU ~25 MB of first-step kernel scratch and thread pools, measured on 2 cores), the
+encoded dataset (host RAM, reported separately), allocator caching and fragmentation (the CUDA
+caching allocator reserves more than it hands out; glibc's default malloc keeps freed blocks, so a
+CPU process's RSS was measured at 1.5-1.9x this estimate's tensor peak), and DeepSpeed/FSDP
+sharding (the estimate is per process, unsharded). On CPU the device memory is the host's RAM, on
+CUDA the GPU's total. tests/test_estimate.py compares gradients + optimizer + activations with the
+peak RSS increase of a real training loop on the tiny model (and explains how it measures).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from core.config import TrainConfig
+from core.data.dataset import load_dataset
+from core.errors import ConfigError, DatasetError
+from core.models.families import module_group
+from core.models.loading import pick_device, resolve_model
+from core.schema.base import label_errors
+from core.schema.prompt import build_instruction
+
+QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
+GiB = 1024 ** 3
+
+
+@dataclass
+class Dims:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_width: int
+    head_dim: int
+    vocab: int
+    v_hidden: int
+    v_intermediate: int
+    v_depth: int
+    merge: int
+    patch_values: int  # numbers per patch token in pixel_values (channels x temporal x patch^2)
+    text_gated: bool = True
+    vision_gated: bool = False
+    attn: str = "sdpa"
+
+
+def patch_area(patch) -> int:
+    """Pixels in one patch: `patch_size` is an int in most vision configs, [h, w] in InternVL's."""
+    if isinstance(patch, (list, tuple)):
+        return math.prod(int(x) for x in patch) if len(patch) > 1 else int(patch[0]) ** 2
+    return int(patch) ** 2
+
+
+def vision_merge(config) -> int:
+    """How many patches per side become one visual token (patch tokens = visual tokens x merge^2)."""
+    v = config.vision_config
+    if getattr(v, "spatial_merge_size", None):  # Qwen2.5-VL / Qwen3-VL merger
+        return int(v.spatial_merge_size)
+    if getattr(config, "downsample_ratio", None):  # InternVL pixel shuffle: 0.5 -> 2x2 patches a token
+        return round(1 / config.downsample_ratio)
+    if getattr(config, "scale_factor", None):  # SmolVLM / Idefics3 pixel shuffle
+        return int(config.scale_factor)
+    if getattr(config, "spatial_pool_stride", None):  # LLaVA-NeXT-Video video pooling
+        return int(config.spatial_pool_stride)
+    if getattr(config, "model_type", None) == "llava_onevision":  # videos pooled to ceil(side / 2)
+        return 2
+    return 1
+
+
+def model_dims(config, names: list[str]) -> Dims:
+    t, v = config.text_config, config.vision_config
+    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
+    channels = getattr(v, "in_channels", None) or getattr(v, "num_channels", None) or 3
+    return Dims(
+        hidden=t.hidden_size, intermediate=t.intermediate_size, layers=t.num_hidden_layers,
+        heads=t.num_attention_heads, kv_width=getattr(t, "num_key_value_heads", t.num_attention_heads) * head_dim,
+        head_dim=head_dim, vocab=t.vocab_size, v_hidden=v.hidden_size,
+        v_intermediate=getattr(v, "intermediate_size", 4 * v.hidden_size),
+        v_depth=getattr(v, "depth", None) or getattr(v, "num_hidden_layers", 0),
+        merge=vision_merge(config), patch_values=channels * (getattr(v, "temporal_patch_size", None) or 1)
+        * patch_area(getattr(v, "patch_size", 14)),
+        text_gated=any("language_model" in n and "mlp.gate_proj" in n for n in names),
+        vision_gated=any("visual" in n and "mlp.gate_proj" in n for n in names),
+        attn=getattr(t, "_attn_implementation", None) or "sdpa",
+    )
+
+
+def activation_bytes(d: Dims, batch: int, seq: int, visual_tokens: int, act: int, checkpointing: bool,
+                     vision_trains: bool, projector_trains: bool, lora_width: int, norms_train: bool = False,
+                     patches: int | None = None, answer_tokens: int | None = None) -> dict:
+    """Bytes autograd keeps for one micro-batch (see the module docstring for each term).
+    `patches`: vision patch tokens of one clip, when known (default visual_tokens x merge^2).
+    `answer_tokens`: positions the loss projects onto the vocabulary per row (default: all seq)."""
+    tokens = batch * seq
+    per_token = 9 * d.hidden + 2 * d.kv_width + (4 if d.text_gated else 2) * d.intermediate + 2 * d.head_dim
+    per_token += lora_width + (2 * d.heads * seq if d.attn == "eager" else 0)
+    if norms_train:  # RMSNorm weight gradients need the normalised inputs: 2 layer norms + q/k norms
+        per_token += 3 * d.hidden + d.kv_width
+    layer = tokens * per_token * act
+    lm = (d.layers * tokens * d.hidden * act + layer) if checkpointing else d.layers * layer
+    patches = batch * (visual_tokens * d.merge ** 2 if patches is None else patches)
+    v_layer = patches * (10 * d.v_hidden + (4 if d.vision_gated else 2) * d.v_intermediate) * act
+    vision = 0
+    if vision_trains:
+        vision = (d.v_depth * patches * d.v_hidden * act + v_layer) if checkpointing else d.v_depth * v_layer
+    projector = batch * visual_tokens * 5 * d.merge ** 2 * d.v_hidden * act if (vision_trains or projector_trains) else 0
+    return {
+        "language": lm, "mask": batch * seq * seq * act, "logits": 3 * batch * min(seq, answer_tokens or seq) * d.vocab * 4,
+        "vision": vision, "projector": projector,
+        # the batch being trained on and the one the data loader fetched ahead, plus the embeddings
+        "inputs": 2 * (patches * d.patch_values * 4 + 4 * tokens * 8) + 2 * tokens * d.hidden * act,
+    }
+
+
+def optimizer_bytes(optimizer: str, shapes: list[tuple]) -> int:
+    if optimizer == "adamw":
+        return sum(8 * math.prod(s) for s in shapes)
+    total = 0
+    for s in shapes:  # adafactor
+        if len(s) >= 2:
+            total += 4 * (math.prod(s[:-1]) + math.prod(s[:-2]) * s[-1])
+        else:
+            total += 4 * math.prod(s)
+    return total
+
+
+def device_memory(device: str) -> tuple[int, str]:
+    """(bytes, what) of the memory a run on `device` has: GPU total, or host RAM on CPU."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.device(device))
+        return props.total_memory, f"{props.name} memory"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "host RAM"
+
+
+def meta_model(source, cfg: TrainConfig, family):
+    """The run's model (LoRA/freezing applied) with no storage: shapes, dtypes and names only."""
+    import torch
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    from core.train.setup import apply_trainable
+
+    config = AutoConfig.from_pretrained(source.base, trust_remote_code=cfg.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, trust_remote_code=cfg.trust_remote_code)
+        model = apply_trainable(model, cfg, family)
+    return model, config
+
+
+def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None, sample: int) -> dict:
+    """Exact token counts from the trainer's encoder on real clips: the sample, plus `clip`."""
+    from core.models.inputs import IGNORE_INDEX, vision_placeholder_ids
+    from core.spec import sampling_spec
+    from core.train.setup import encode_split
+
+    spec = sampling_spec(cfg)
+    instruction = build_instruction(data.schema, cfg.prompt_template)
+    pool = data.split("train") or data.samples
+    chosen = [s for s in pool if not label_errors(data.schema, s.label)][:sample]
+    if clip is not None:
+        match = [s for s in data.samples if s.rel == clip or str(s.video) == str(clip)]
+        if not match:
+            raise DatasetError(f"{data.root}: no clip {clip!r} in metadata.jsonl")
+        chosen = [match[0]] + [s for s in chosen if s.rel != match[0].rel]
+    placeholders = vision_placeholder_ids(processor)
+    lengths, visual, pixels, answers, spans, example_bytes = {}, {}, {}, {}, [], []
+    for s in chosen:
+        examples, _ = encode_split([s], data.schema, processor, spec, instruction, family.frames_as)
+        if not examples:
+            continue
+        ids = examples[0]["input_ids"][0]
+        lengths[s.rel] = int(ids.shape[0])
+        visual[s.rel] = sum(int((ids == t).sum()) for t in placeholders)
+        supervised = (examples[0]["labels"][0] != IGNORE_INDEX).nonzero().flatten()
+        answers[s.rel] = int(supervised.numel())
+        spans.append((int(supervised.min()), int(supervised.max()) + 1) if supervised.numel() else (0, 0))
+        pixels[s.rel] = sum(v.numel() for k, v in examples[0].items() if k.startswith("pixel_values"))
+        example_bytes.append(sum(v.numel() * v.element_size() for v in examples[0].values() if hasattr(v, "numel")))
+    if not lengths:
+        raise DatasetError(f"{data.root}: none of the sampled clips could be encoded")
+    first = next(iter(lengths))
+    return {"clip": first, "clip_seq_len": lengths[first], "visual_tokens": visual[first], "pixel_values": pixels[first],
+            "max_seq_len": max(lengths.values()), "max_answer_tokens": max(answers.values()),
+            # right padding: answers of clips with different prompt lengths sit at different positions
+            "answer_span": max(e for _, e in spans) - min(b for b, _ in spans), "mean_seq_len": round(sum(lengths.values()) / len(lengths), 1),
+            "sampled_clips": len(lengths), "train_clips": len(pool),
+            "example_bytes": int(sum(example_bytes) / len(example_bytes))}
+
+
+def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int = 16, schema_path=None) -> dict:
+    """The estimate for training `cfg` on `dataset_dir` (sizes in bytes; see the module docstring)."""
+    from core.models.loading import load_processor
+    from core.spec import is_random_init, resolve_defaults
+    from core.train.runtime import check_runtime, weight_dtype
+    from core.train.setup import family_of
+
+    if cfg.method not in ("lora", "qlora", "full"):
+        raise ConfigError(f"the estimate covers supervised fine-tuning (lora, qlora, full), not method {cfg.method}")
+    data = load_dataset(dataset_dir, schema_path)
+    if data.schema is None:
+        raise DatasetError(f"{data.root}: no schema.json; the prompt and answers are built from it")
+    source = resolve_model(cfg.model)
+    device = pick_device(cfg.device)
+    precision = check_runtime(cfg, device)
+    family = family_of(source, cfg.trust_remote_code)
+    cfg = resolve_defaults(cfg, family, is_random_init(source.base))
+    processor = load_processor(source, cfg.trust_remote_code)
+    tokens = encoded_lengths(data, cfg, processor, family, clip, sample)
+    pixel_values = tokens.pop("pixel_values")
+
+    model, config = meta_model(source, cfg, family)
+    names = [n for n, _ in model.named_parameters()]
+    dims = model_dims(config, names)
+    patches = pixel_values // dims.patch_values if pixel_values else None
+    frozen_bytes = weight_dtype(cfg, precision).itemsize
+    groups = {g: {"total": 0, "trainable": 0} for g in ("vision", "projector", "language")}
+    weights, trainable_shapes = 0, []
+    quantised = _qlora_quantised(model, family) if cfg.method == "qlora" else set()
+    for name, p in model.named_parameters():
+        g = groups[module_group(name, family)]
+        g["total"] += p.numel()
+        if p.requires_grad:
+            g["trainable"] += p.numel()
+            trainable_shapes.append(tuple(p.shape))
+            weights += 4 * p.numel()
+        elif name in quantised:
+            weights += QLORA_BYTES_PER_PARAM * p.numel()
+        else:
+            weights += frozen_bytes * p.numel()
+    trainable = sum(math.prod(s) for s in trainable_shapes)
+    vision_trains = any(p.requires_grad for n, p in model.named_parameters() if module_group(n, family) == "vision")
+    projector_trains = any(p.requires_grad for n, p in model.named_parameters()
+                           if module_group(n, family) == "projector")
+    lora_width = cfg.lora_r * _lora_linears_per_layer(model) if cfg.method in ("lora", "qlora") else 0
+    act = 4 if precision == "fp32" else 2
+    norms_train = any(p.requires_grad for n, p in model.named_parameters() if "layers.0.input_layernorm" in n)
+    acts = activation_bytes(dims, cfg.batch_size, tokens["max_seq_len"], tokens["visual_tokens"], act,
+                            cfg.gradient_checkpointing, vision_trains, projector_trains, lora_width, norms_train,
+                            patches, min(tokens["answer_span"], cfg.batch_size * tokens["max_answer_tokens"]))
+    memory = {"weights": int(weights), "gradients": 4 * trainable,
+              "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
+    memory["total"] = sum(memory.values())
+    capacity, what = device_memory(device)
+    dataset_bytes = tokens["example_bytes"] * tokens["train_clips"]
+    warnings = []
+    need = memory["total"] + (dataset_bytes if device == "cpu" else 0)
+    if need > capacity:
+        warnings.append(f"estimated {need / GiB:.1f} GiB exceeds the {capacity / GiB:.1f} GiB of {what}: lower "
+                        "batch_size (raise grad_accum), turn on gradient_checkpointing, use adafactor, fewer or "
+                        "smaller frames, or qlora on a GPU")
+    return {
+        "model": cfg.model, "family": family.name, "method": cfg.method, "device": device, "precision": precision,
+        "frames": cfg.num_frames if cfg.sampling == "uniform" else None,
+        "frame_size": [cfg.frame_width, cfg.frame_height], "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+        "optimizer": cfg.optimizer, "gradient_checkpointing": cfg.gradient_checkpointing, **tokens,
+        "vision_patches": patches,
+        "parameters": {"total": sum(g["total"] for g in groups.values()), "trainable": trainable, **groups},
+        "memory": memory, "activation_parts": acts, "dataset_bytes": dataset_bytes,
+        "device_memory": capacity, "device_memory_what": what, "warnings": warnings,
+    }
+
+
+def _lora_linears_per_layer(model) -> int:
+    names = [n for n, _ in model.named_modules() if n.endswith("lora_A") and "language_model.layers.0." in n]
+    return len(names)
+
+
+def _qlora_quantised(model, family) -> set[str]:
+    """Weights bitsandbytes would store in 4 bits: linear layers outside vision, projector and head."""
+    import torch
+
+    skip = tuple(m for m in (family.vision_tower_module, family.projector_module, "lm_head") if m)
+    out = set()
+    for mname, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not any(s in mname for s in skip) and "lora_" not in mname:
+            out.add(f"{mname}.weight")
+    return out
+
+
+def format_estimate(e: dict) -> str:
+    """Human-readable summary (CLI text output and the Train tab)."""
+    m, p = e["memory"], e["parameters"]
+
+    def gib(x):
+        return f"{x / GiB:.2f} GiB" if x >= GiB / 10 else f"{x / 2 ** 20:.1f} MiB"
+
+    lines = [
+        f"model {e['model']} ({e['family']}), {e['method']}, {e['device']} {e['precision']}, "
+        f"batch {e['batch_size']} x accum {e['grad_accum']}, {e['optimizer']}"
+        + (", gradient checkpointing" if e["gradient_checkpointing"] else ""),
+        f"visual tokens per clip: {e['visual_tokens']} ({e['frames'] or 'fps-sampled'} frames at "
+        f"{e['frame_size'][0]}x{e['frame_size'][1]})",
+        f"sequence length: {e['clip_seq_len']} for {e['clip']}; max {e['max_seq_len']}, mean {e['mean_seq_len']} "
+        f"over {e['sampled_clips']} clips",
+        f"parameters: {p['total']:,} total, {p['trainable']:,} trainable ("
+        + ", ".join(f"{g} {p[g]['trainable']:,}/{p[g]['total']:,}" for g in ("vision", "projector", "language")) + ")",
+        f"memory: weights {gib(m['weights'])} + gradients {gib(m['gradients'])} + optimizer {gib(m['optimizer'])} "
+        f"+ activations {gib(m['activations'])} = {gib(m['total'])} of {gib(e['device_memory'])} "
+        f"{e['device_memory_what']}",
+        f"encoded dataset in host RAM: {gib(e['dataset_bytes'])} ({e['train_clips']} clips)",
+    ]
+    if e["device"] == "cpu":
+        lines.append("note: on CPU the process also holds the runtime (~0.5 GB) and glibc keeps freed blocks, so its "
+                     "RSS can reach 1.5-2x the activations term")
+    lines += [f"warning: {w}" for w in e["warnings"]]
+    return "\n".join(lines)

@@ -1,0 +1,139 @@
+"""What SFT and GRPO share between loading the base and the first step.
+
+Encoding clips into examples (`encode_split`, with "file: reason" for each skipped clip), loading
+the base for training (4-bit for qlora), LoRA on the language model or full fine-tuning with the
+freeze toggles (`apply_trainable`), fp32 trainable weights, parameter counts, the step cap and the
+val evaluator. Neither loop's own logic is here.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from core.config import TrainConfig
+from core.data.dataset import Dataset
+from core.errors import VideoError
+from core.models.families import family_for_model_type, module_group
+from core.models.inputs import encode_example
+from core.models.loading import load_base_model
+from core.runs.files import RunFiles
+from core.schema.base import canonical_answer, label_errors
+from core.train.runtime import weight_dtype
+from core.video.frames import sample_frames
+from core.video.sampling import SamplingSpec
+
+
+def capped_steps(cfg: TrainConfig, max_steps: int, run: RunFiles) -> int:
+    if cfg.step_cap and max_steps > cfg.step_cap:
+        run.log(f"{max_steps} steps capped at step_cap {cfg.step_cap}")
+        return cfg.step_cap
+    return max_steps
+
+
+def encode_split(samples, schema, processor, spec: SamplingSpec, instruction: str, frames_as: str):
+    """Encoded training examples, plus 'file: reason' for every clip or label that was skipped."""
+    examples, skipped = [], []
+    for s in samples:
+        errors = label_errors(schema, s.label)
+        if errors:
+            skipped.append(f"{s.rel}: label breaks the schema: {errors[0]}")
+            continue
+        try:
+            frames = sample_frames(s.video, spec)
+        except VideoError as exc:
+            skipped.append(str(exc))
+            continue
+        answer = canonical_answer(schema, s.label)
+        examples.append(encode_example(processor, instruction, frames, frames_as, answer))
+    return examples, skipped
+
+
+def apply_trainable(model, cfg: TrainConfig, family):
+    """LoRA (language-model linears unless asked otherwise) or full FT, plus freeze toggles."""
+    if cfg.method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model
+
+        targets = family.lora_target_regex if cfg.lora_targets == "language" else "all-linear"
+        # PEFT copies modules_to_save whole (embeddings/head, an unfrozen tower or projector; see Family)
+        modules_to_save = family.modules_to_save(cfg.train_embeddings, cfg.freeze_vision, cfg.freeze_projector)
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")
+        with warnings.catch_warnings():  # peft 0.21 reads transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            return get_peft_model(model, lora)
+    frozen = {"vision": cfg.freeze_vision, "projector": cfg.freeze_projector, "language": cfg.freeze_language}
+    for name, param in model.named_parameters():
+        group = module_group(name, family)
+        is_embedding = any(e in name for e in family.embedding_modules)
+        param.requires_grad = not frozen[group] or (is_embedding and cfg.train_embeddings)
+    return model
+
+
+def upcast_trainable(model) -> None:
+    """Trainable weights live in fp32 (the optimiser's master copy) even over a half-precision base."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def trainable_counts(model, family) -> dict:
+    counts = {"vision": 0, "projector": 0, "language": 0, "total": 0, "trainable": 0}
+    for name, p in model.named_parameters():
+        counts["total"] += p.numel()
+        if p.requires_grad:
+            counts["trainable"] += p.numel()
+            counts[module_group(name, family)] += p.numel()
+    return counts
+
+
+def family_of(source, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    return family_for_model_type(AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code).model_type)
+
+
+def load_for_training(source, cfg: TrainConfig, family, device: str, precision: str):
+    dtype = weight_dtype(cfg, precision)
+    if cfg.method != "qlora":
+        return load_base_model(source, device, dtype, cfg.trust_remote_code)
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
+        # vision tower, projector and head stay in 16 bits; only the language model is quantised
+        llm_int8_skip_modules=[m for m in (family.vision_tower_module, family.projector_module, "lm_head") if m],
+    )
+    model = AutoModelForImageTextToText.from_pretrained(
+        source.base, quantization_config=quant, dtype=dtype, device_map={"": torch.device(device)},
+        use_safetensors=True, trust_remote_code=cfg.trust_remote_code,
+    )
+    # the Trainer turns on activation checkpointing itself (with input grads) when asked
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+
+
+def val_evaluator(data: Dataset, cfg: TrainConfig, processor, family, pspec, precision: str, run: RunFiles):
+    """Greedy generation on (at most eval_max_clips) val clips every eval_steps, or None."""
+    from core.train.callbacks import ValEvaluator
+
+    if cfg.eval_steps <= 0:
+        return None
+    clips, skipped = [], 0
+    for s in data.split("val"):
+        if len(clips) >= cfg.eval_max_clips:
+            break
+        if label_errors(data.schema, s.label):
+            skipped += 1
+            continue
+        try:
+            clips.append((sample_frames(s.video, pspec.sampling_spec), s.label))
+        except VideoError:
+            skipped += 1
+    if not clips:
+        run.log(f"eval_steps={cfg.eval_steps} but the dataset has no usable val clips: no evaluation during training")
+        return None
+    run.log(f"evaluating on {len(clips)} val clips every {cfg.eval_steps} steps ({skipped} skipped)")
+    return ValEvaluator(processor, family, pspec, clips, batch_size=min(cfg.batch_size, 8),
+                        max_new_tokens=cfg.max_new_tokens, precision=precision)

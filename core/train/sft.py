@@ -1,0 +1,228 @@
+"""Supervised fine-tuning of a VLM on (clip, JSON label) pairs, writing a self-describing run directory.
+
+One readable function, `train`, does: check the config against this machine (precision, qlora)
+→ load data → sample frames once (cached) → encode once → attach LoRA / set freezing → Hugging Face
+`Trainer` (with greedy val evaluation every `eval_steps`) → save the final adapter and the
+preprocessing spec (→ optionally merge). We use `transformers.Trainer` directly rather than TRL's
+SFTTrainer: TRL has no video path and needs the same custom collator; Trainer alone gives
+checkpoints, resume, schedules and accelerate/DeepSpeed/FSDP launch. Building the launch command
+lives in `core.runs.launch`, launching processes and polling the run directory in `core.runs.manager`, the
+pre-launch memory estimate in `core.train.estimate`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from core.config import TrainConfig, report_targets
+from core.data.dataset import Dataset
+from core.errors import DatasetError
+from core.models.inputs import IGNORE_INDEX, collate
+from core.models.loading import load_processor, pick_device, resolve_model
+from core.runs.files import MetricsWriter, RunFiles, guarded_save
+from core.schema.base import schema_hash
+from core.schema.prompt import build_instruction
+from core.spec import PreprocessSpec, is_random_init, resolve_defaults, sampling_spec
+from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, check_runtime, dist_info, gather_objects
+from core.train.setup import (
+    apply_trainable,
+    capped_steps,
+    encode_split,
+    family_of,
+    load_for_training,
+    trainable_counts,
+    upcast_trainable,
+    val_evaluator,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=None) -> dict:
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    from core.train.callbacks import RunCallback
+
+    if data.schema is None:
+        raise DatasetError(f"{data.root}: no schema.json; training needs the schema that labels follow")
+    rank, local_rank, world = dist_info()
+    source = resolve_model(cfg.model)
+    device = pick_device(cfg.device)
+    if device == "cuda" and world > 1:
+        device = f"cuda:{local_rank}"
+    precision = check_runtime(cfg, device)
+    random_init = is_random_init(source.base)
+    processor = load_processor(source, cfg.trust_remote_code)
+    family = family_of(source, cfg.trust_remote_code)
+    cfg = resolve_defaults(cfg, family, random_init)
+    model = load_for_training(source, cfg, family, device, precision)
+    spec = sampling_spec(cfg)
+    instruction = build_instruction(data.schema, cfg.prompt_template)
+    run.save_inputs(cfg, data)
+    run.write_status(state="running", message="sampling frames and encoding clips")
+
+    t0 = time.time()
+    train_ex, skipped = encode_split(data.split("train") or data.samples, data.schema, processor, spec,
+                                     instruction, family.frames_as)
+    for msg in skipped:
+        run.log(f"skipped {msg}")
+    if not train_ex:
+        raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
+    run.log(f"encoded {len(train_ex)} clips in {time.time() - t0:.1f}s, skipped {len(skipped)}")
+
+    model = apply_trainable(model, cfg, family)
+    upcast_trainable(model)
+    counts = trainable_counts(model, family)
+    run.log(f"parameters: {json.dumps(counts)}")
+    run.log(f"device {device}, precision {precision}, processes {world}, optimizer {cfg.optimizer}, "
+            f"schedule {cfg.lr_scheduler}, gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
+
+    steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.grad_accum * world))
+    max_steps = capped_steps(cfg, cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch), run)
+    pspec = PreprocessSpec(
+        base_model=cfg.model if not cfg.model.startswith(".") else str(Path(cfg.model).resolve()),
+        family=family.name, sampling=spec.to_dict(), instruction=instruction, schema=data.schema,
+        schema_hash=schema_hash(data.schema), frames_as=family.frames_as,
+        extra={"tiny_spec": json.loads((Path(source.base) / "tiny_spec.json").read_text())} if random_init else {},
+    )
+    args = TrainingArguments(
+        output_dir=str(run.dir), max_steps=max_steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=HF_SCHEDULERS[cfg.lr_scheduler], warmup_steps=cfg.warmup_steps,
+        weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, optim=HF_OPTIMIZERS[cfg.optimizer],
+        seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, save_strategy="steps",
+        report_to=report_targets(cfg.report_to) or "none", run_name=run.dir.name, project="video-vlm-workbench",
+        bf16=precision == "bf16", fp16=precision == "fp16", activation_checkpointing=cfg.gradient_checkpointing,
+        remove_unused_columns=False, dataloader_num_workers=cfg.dataloader_workers, use_cpu=device == "cpu",
+        disable_tqdm=True,
+    )
+    evaluator = val_evaluator(data, cfg, processor, family, pspec, precision, run)
+    callback = RunCallback(run, MetricsWriter(run.metrics_path, writer=run.writer), pspec,
+                           tokens_per_example=_mean_tokens(train_ex), echo=echo, evaluator=evaluator,
+                           eval_steps=cfg.eval_steps)
+    collator = CountingCollator(processor.tokenizer.pad_token_id, cfg.dataloader_workers == 0)
+    trainer = workbench_trainer(Trainer, run)(model=model, args=args, train_dataset=_ListDataset(train_ex),
+                                              data_collator=collator, callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
+    checkpoint = run.last_checkpoint() if resume else None
+    start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    run.write_status(state="running", global_step=start_step, max_steps=max_steps, message="training",
+                     started=time.time(), start_step=start_step, world_size=world, precision=precision)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    final = run.dir / pspec.final_dir
+    with guarded_save(final, run.last_checkpoint(), owner=run.writer):
+        trainer.save_model(str(final))  # main process only; gathers sharded (DeepSpeed/FSDP) weights first
+    ranks = gather_objects({"rank": rank, "examples": collator.examples, "steps": trainer.state.global_step})
+    if run.writer:
+        processor.save_pretrained(final)
+        pspec.save(final)
+        pspec.save(run.dir)
+    state = "stopped" if callback.stop_requested else "completed"
+    run.log(f"{state} at step {trainer.state.global_step}; per process: {json.dumps(ranks)}")
+    status = run.write_status(state="running" if cfg.merge_at_end else state, global_step=trainer.state.global_step,
+                              max_steps=max_steps, message=f"final model saved to {final.name}/", skipped=len(skipped),
+                              train_seconds=round(time.time() - t0, 1), ranks=ranks)
+    if cfg.merge_at_end and run.writer:
+        del trainer, model, callback
+        status = _merge_at_end(run, state)
+    return status
+
+
+def _merge_at_end(run: RunFiles, state: str) -> dict:
+    import gc
+
+    from core.train.merge import merge_run
+
+    gc.collect()
+    run.write_status(message="merging the adapter into the base")
+    merged = merge_run(run.dir)
+    run.log(f"merged model written to {merged}")
+    return run.write_status(state=state, message=f"final adapter in final/, merged model in {merged.name}/")
+
+
+def workbench_trainer(trainer_cls, run: RunFiles):
+    """The HF Trainer with two changes: checkpoint saves that fail cleanly (disk full:
+    core.runs.files.guarded_save), and a loss computed from the logits of answer positions only."""
+
+    class WorkbenchTrainer(trainer_cls):
+        def _save_checkpoint(self, model, trial):
+            path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            with guarded_save(path, run.last_checkpoint(), owner=self.args.should_save):
+                super()._save_checkpoint(model, trial)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """Why: the prompt (video tokens, instruction) is most of every sequence and has no labels,
+            yet the default loss projects every position onto the vocabulary. Projecting only the
+            positions whose next token is supervised (their union over the batch) gives the same loss
+            and gradients, with a fraction of the lm_head compute and of the [batch, seq, vocab]
+            logits memory (for a 7B Qwen at 4k video tokens, ~20 GB of fp32 logits per batch of 8).
+            The normalisation mirrors transformers' ForCausalLMLoss and Trainer.compute_loss."""
+            labels = inputs.get("labels")
+            if (labels is None or self.label_smoother is not None or self.compute_loss_func is not None
+                    or self.args.n_gpu > 1  # nn.DataParallel would split the positions tensor across GPUs
+                    or not self._takes_logits_to_keep(model)):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            shifted = labels[:, 1:]
+            keep = (shifted != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+            if keep.numel() == 0:  # nothing supervised in this batch: let transformers decide what that means
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"}, logits_to_keep=keep)
+            logits = outputs.logits.float()
+            target = shifted[:, keep].to(logits.device)
+            total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                      ignore_index=IGNORE_INDEX, reduction="sum")
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+                loss = total / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    loss = loss * self.accelerator.num_processes  # num_items_in_batch counts every process
+            else:
+                loss = total / (target != IGNORE_INDEX).sum().clamp(min=1)
+            return (loss, outputs) if return_outputs else loss
+
+        def _takes_logits_to_keep(self, model) -> bool:
+            """Every family in core.models.families does; remote-code models may not (then: the default loss)."""
+            if getattr(self, "_logits_to_keep", None) is None:
+                inner = self.accelerator.unwrap_model(model)
+                inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+                self._logits_to_keep = "logits_to_keep" in inspect.signature(inner.forward).parameters
+            return self._logits_to_keep
+
+    return WorkbenchTrainer
+
+
+class CountingCollator:
+    """Batches examples and counts how many this process consumed (the per-rank proof of work)."""
+
+    def __init__(self, pad_id: int, counts: bool = True):
+        self.pad_id = pad_id
+        self.examples = 0 if counts else None
+
+    def __call__(self, examples):
+        if self.examples is not None:
+            self.examples += len(examples)
+        return collate(examples, self.pad_id)
+
+
+def _mean_tokens(examples) -> float:
+    return sum(ex["input_ids"].shape[1] for ex in examples) / max(len(examples), 1)

@@ -1,0 +1,160 @@
+"""A newcomer's whole path in a real browser (Debian Chromium driven by Playwright) against `python app.py`.
+
+Schema → Annotate (label one clip) → Train (a short run; the loss curve appears, the run completes)
+→ Compare (fine-tuned side schema-valid with constrained decoding) → Export (JSONL and SQLite
+downloaded and read back). Screenshots of each tab go to $VVW_ARTIFACTS (default: tests/artifacts/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO, SAMPLES
+
+pytestmark = pytest.mark.slow  # end to end: see pyproject markers
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+# Without these, Chromium keeps trying to reach Google's hosts, which this closed network refuses.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+STEPS = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    out = Path(os.environ.get("VVW_ARTIFACTS", REPO / "tests" / "artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, artifacts):
+    root = tmp_path_factory.mktemp("browser")
+    ds, runs = root / "ds", root / "runs"
+    shutil.copytree(SAMPLES, ds, ignore=shutil.ignore_patterns("generate.py", "README.md"))
+    port = _free_port()
+    log = open(artifacts / "browser-app.log", "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--dataset", str(ds), "--runs", str(runs),
+                             "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 240
+    while True:
+        try:
+            if urllib.request.urlopen(url, timeout=5).status == 200:
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None, f"app exited early; see {artifacts / 'browser-app.log'}"
+        assert time.time() < deadline, "app did not answer HTTP 200 within 240 s"
+        time.sleep(1)
+    try:
+        yield url, ds, runs
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+def _pick(page, elem_id: str, value: str) -> None:
+    """Set a Gradio dropdown that accepts custom values: type and confirm."""
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    box.fill(value)
+    box.press("Enter")
+    page.keyboard.press("Escape")
+
+
+def test_newcomer_path(app, artifacts):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, ds, runs = app
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        page.goto(url)
+
+        # Schema: the dashcam preset is what drives everything, and it is valid
+        page.get_by_role("tab", name="Schema").click()
+        expect(page.locator("#schema-status")).to_contain_text("valid JSON Schema", timeout=30_000)
+        expect(page.locator("#schema-prompt textarea")).to_have_value(re.compile("event_type"))
+        page.screenshot(path=artifacts / "1-schema.png", full_page=True)
+
+        # Annotate: open a clip, change one field, save with the keyboard
+        page.get_by_role("tab", name="Annotate").click()
+        expect(page.locator("#annotate-summary")).to_contain_text("page 1 of 3", timeout=30_000)
+        page.locator("#annotate-next-page").click()  # 300 clips come in pages of 120
+        expect(page.locator("#annotate-summary")).to_contain_text("clips 121-240", timeout=30_000)
+        page.locator("#annotate-prev-page").click()
+        expect(page.locator("#annotate-summary")).to_contain_text("clips 1-120", timeout=30_000)
+        page.locator("#annotate-gallery .thumbnail-item").nth(1).click()
+        expect(page.locator("#annotate-title")).to_contain_text("videos/clip_0001.mp4", timeout=60_000)
+        page.get_by_label("collision").first.check()
+        page.keyboard.press("Control+Enter")
+        expect(page.locator("#annotate-message")).to_contain_text("saved videos/clip_0001.mp4", timeout=30_000)
+        row = next(json.loads(x) for x in (ds / "metadata.jsonl").read_text().splitlines() if "clip_0001" in x)
+        assert row["event_type"] == "collision"
+        page.screenshot(path=artifacts / "2-annotate.png", full_page=True)
+
+        # Train: a short run; the loss curve draws and the run completes
+        page.get_by_role("tab", name="Train").click()
+        steps = page.locator("#train-steps input")
+        steps.fill(str(STEPS))
+        steps.press("Tab")
+        page.locator("#train-start").click()
+        expect(page.locator("#train-progress")).to_contain_text("completed", timeout=600_000)
+        expect(page.locator("#train-progress")).to_contain_text(f"step {STEPS}/{STEPS}")
+        expect(page.locator("#train-curve")).not_to_contain_text("No data", timeout=30_000)
+        page.screenshot(path=artifacts / "3-train.png", full_page=True)
+        run = next(p for p in runs.iterdir() if (p / "final").is_dir())
+
+        # Compare: the fine-tuned side is schema-valid with constrained decoding
+        page.get_by_role("tab", name="Compare").click()
+        _pick(page, "compare-run", str(run))
+        page.locator("#compare-constrained input").check()
+        page.locator("#compare-run-button").click()
+        badge = page.locator("#compare-fine-tuned-badge")
+        expect(badge).to_contain_text("schema-valid", timeout=300_000)
+        expect(badge).not_to_contain_text("not schema-valid")
+        page.screenshot(path=artifacts / "4-compare.png", full_page=True)
+
+        # Export: JSONL and SQLite predictions, downloaded and read back
+        page.get_by_role("tab", name="Export").click()
+        _pick(page, "export-model", str(run))
+        n_test = sum(1 for x in (ds / "metadata.jsonl").read_text().splitlines() if json.loads(x)["split"] == "test")
+        for fmt in (".jsonl", ".sqlite"):
+            _pick(page, "export-format", fmt)
+            page.locator("#export-predict").click()
+            link = page.locator("#export-pred-file a[data-testid=download-link]").first
+            expect(link).to_have_attribute("download", re.compile(re.escape(fmt) + "$"), timeout=300_000)
+            expect(page.locator("#export-pred-msg")).to_contain_text("rows written")
+            with page.expect_download() as info:
+                link.click()
+            saved = artifacts / f"predictions{fmt}"
+            info.value.save_as(saved)
+            if fmt == ".jsonl":
+                rows = [json.loads(x) for x in saved.read_text().splitlines()]
+                assert len(rows) == n_test and all(r["schema_valid"] for r in rows)
+            else:
+                con = sqlite3.connect(saved)
+                assert con.execute("SELECT count(*), sum(schema_valid) FROM predictions").fetchone() == (n_test, n_test)
+                con.close()
+        page.screenshot(path=artifacts / "5-export.png", full_page=True)
+        browser.close()

@@ -1,0 +1,133 @@
+"""Train tab: form parsing, and a real run started and watched through the Gradio API."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.config import TrainConfig
+from core.errors import ConfigError
+from core.runs.manager import RunManager
+from tabs.train import FORM_KEYS, clone_config, config_to_form, form_to_config, progress_markdown
+from tests.support import SAMPLES
+
+# every form field at its default, then what these tests change
+FORM = dict(config_to_form(vars(TrainConfig())), model="tiny:default", lora_r=8, frames=None, width=None,
+            height=None, max_steps=12, batch_size=4, lr="", save_steps=6, eval_steps=6, eval_max_clips=2,
+            max_new_tokens=32)
+
+
+def test_form_blank_fields_mean_model_defaults():
+    cfg = form_to_config(**FORM)
+    assert cfg.num_frames is None and cfg.learning_rate is None and cfg.max_steps == 12 and cfg.lora_r == 8
+
+
+def test_form_rejects_bad_values():
+    with pytest.raises(ConfigError):
+        form_to_config(**dict(FORM, batch_size=0))
+
+
+def test_progress_shows_state_step_and_crash_tail():
+    text = progress_markdown({"state": "running", "global_step": 5, "max_steps": 10, "loss": 0.5,
+                              "started": 100.0, "updated": 110.0, "start_step": 0})
+    assert "step 5/10" in text and "50%" in text and "ETA 10s" in text
+    crashed = progress_markdown({"state": "crashed", "exit_code": -9, "log_tail": "boom"})
+    assert "exit code -9" in crashed and "boom" in crashed
+
+
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory):
+    from gradio_client import Client
+
+    from app import build_app
+    from core.workspace import Workspace
+
+    data = tmp_path_factory.mktemp("data")
+    subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--seed", "9", "--count", "10", "--out", str(data)],
+                   check=True, timeout=120)
+    ws = Workspace(dataset_dir=data, runs_dir=tmp_path_factory.mktemp("runs"))
+    demo = build_app(ws)
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False), ws, data
+    finally:
+        demo.close()
+
+
+def test_start_run_from_the_tab_and_watch_it_complete(app_client):
+    client, ws, data = app_client
+    form = [FORM[k] for k in FORM_KEYS]
+    name = client.predict(str(data), "tabrun", *form, api_name="/start_run")
+    assert name == "tabrun"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        _, progress, curve, eval_curve, log, table = client.predict("tabrun", api_name="/run_status")
+        if progress.startswith("**completed**"):
+            break
+        time.sleep(1)
+    assert progress.startswith("**completed**") and "step 12/12" in progress
+    assert len(curve["data"]) >= 5  # the loss curve has points
+    # eval at steps 6 and 12, two metrics each, on the val split the generator wrote
+    assert sorted({row[0] for row in eval_curve["data"]}) == [6, 12] and len(eval_curve["data"]) == 4
+    assert "completed at step 12" in log
+    assert (ws.runs_dir / "tabrun" / "final" / "adapter_config.json").is_file()
+
+
+def test_new_form_fields_reach_the_config():
+    cfg = form_to_config(**dict(FORM, grad_accum=4, lr_scheduler="linear", optimizer="adafactor", precision="fp32",
+                                gradient_checkpointing=True, lora_alpha=64, lora_dropout=0.05, lora_targets="all",
+                                num_processes=2, distributed="fsdp", merge_at_end=True, report_to="none"))
+    assert (cfg.grad_accum, cfg.lr_scheduler, cfg.optimizer, cfg.precision) == (4, "linear", "adafactor", "fp32")
+    assert cfg.gradient_checkpointing and cfg.merge_at_end and cfg.lora_targets == "all"
+    assert (cfg.lora_alpha, cfg.lora_dropout, cfg.num_processes, cfg.distributed) == (64, 0.05, 2, "fsdp")
+    with pytest.raises(ConfigError, match="optimizer"):
+        form_to_config(**dict(FORM, optimizer="sgd"))
+
+
+def test_clone_fills_the_form_and_keeps_fields_the_form_does_not_show(tmp_path):
+    from types import SimpleNamespace
+
+    past = TrainConfig(model="tiny:qwen2_5_vl", lora_r=4, num_frames=6, learning_rate=2e-3, grad_accum=3,
+                       optimizer="adafactor", eval_steps=50, freeze_vision=True, train_embeddings=True, fps=3.0)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.yaml").write_text(past.to_yaml())
+    values, config = clone_config(SimpleNamespace(runs=RunManager(tmp_path)), "old")
+    assert set(values) == set(FORM_KEYS)
+    assert (values["model"], values["lora_r"], values["frames"], values["lr"]) == ("tiny:qwen2_5_vl", 4, 6, "0.002")
+    assert (values["grad_accum"], values["optimizer"], values["eval_steps"]) == (3, "adafactor", 50)
+    again = form_to_config(config, **values)  # Start with the cloned form, untouched
+    assert vars(again) == dict(vars(past), logging_steps=again.logging_steps)
+    with pytest.raises(ConfigError, match="no config.yaml"):
+        clone_config(SimpleNamespace(runs=RunManager(tmp_path)), "missing")
+
+
+def test_clone_config_endpoint_returns_the_finished_runs_form(app_client):
+    import yaml
+
+    client, ws, _ = app_client
+    config = yaml.safe_load((ws.runs_dir / "tabrun" / "config.yaml").read_text())
+    out = client.predict("tabrun", api_name="/clone_config")
+    name, values = out[0], dict(zip(FORM_KEYS, out[1:]))
+    assert name.startswith("run-") and name != "tabrun"
+    assert values["max_steps"] == 12 and values["lora_r"] == 8 and values["eval_steps"] == 6
+    assert values["frames"] == config["num_frames"] == 8  # the resolved value the run actually used
+
+
+def test_estimate_endpoint_shows_tokens_and_memory_before_start(app_client):
+    client, _, data = app_client
+    text = client.predict(str(data), *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
+    assert "visual tokens per clip: 96" in text and "memory: weights" in text and "host RAM" in text
+
+
+def test_start_refuses_what_this_machine_cannot_do_before_launching(app_client):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    client, ws, data = app_client
+    form = [dict(FORM, method="qlora")[k] for k in FORM_KEYS]
+    with pytest.raises(Exception, match="bitsandbytes"):
+        client.predict(str(data), "qlora-run", *form, api_name="/start_run")
+    assert not (ws.runs_dir / "qlora-run" / "launch.json").exists()

@@ -1,0 +1,179 @@
+"""The layout's rules, checked on the source: no gradio in core, no torch in the run manager, serve
+never reaches into train, no import circle in core (function-local imports count), every package
+has a documented face, names cited in docs exist, and files stay small."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO
+
+CORE = REPO / "core"
+PACKAGES = sorted(p.parent for p in CORE.rglob("__init__.py") if p.parent != CORE)
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in CORE.rglob("*.py")}
+
+
+def _imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Absolute names a module imports (a `from` import of a submodule counts as that submodule)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            subs = [f"{base}.{a.name}" for a in node.names]
+            found |= set(subs) if all(s in MODULES for s in subs) else {base}
+    return found
+
+
+def _core_edges(top_level_only: bool = False) -> dict[str, set[str]]:
+    edges = {}
+    for name, path in MODULES.items():
+        targets = set()
+        for imported in _imports(path, top_level_only):
+            while imported and imported not in MODULES:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        edges[name] = targets
+    return edges
+
+
+def _reachable(start: str, edges) -> set[str]:
+    seen, todo = set(), [m for m in MODULES if m == start or m.startswith(start + ".")]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += edges[m]
+    return seen
+
+
+def test_core_never_imports_gradio():
+    offenders = [m for m, p in MODULES.items() if any(i.split(".")[0] == "gradio" for i in _imports(p))]
+    assert offenders == []
+    code = "import sys, core.workspace; " + "; ".join(f"import {m}" for m in sorted(MODULES)) + \
+        "; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_no_import_circle_in_core_counting_function_local_imports():
+    edges = _core_edges()
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    assert cycles == []
+
+
+def test_serve_never_imports_train():
+    reached = _reachable("core.serve", _core_edges())
+    assert sorted(m for m in reached if m.startswith("core.train")) == []
+
+
+def test_run_manager_imports_no_ml_library():
+    heavy = {"torch", "transformers", "peft", "accelerate", "xgrammar", "gradio"}
+    edges = _core_edges(top_level_only=True)
+    loaded = {i.split(".")[0] for m in _reachable("core.runs", edges) for i in _imports(MODULES[m], top_level_only=True)}
+    assert loaded & heavy == set()
+    # and at run time: import everything the app's run table uses and list runs
+    code = ("import sys, tempfile; import core.runs as r; from core.runs import manager, launch, files, policy; "
+            "m = r.RunManager(tempfile.mkdtemp()); m.list_runs(); policy.training_policy(); "
+            f"print(sorted(k for k in sys.modules if k.split('.')[0] in {heavy!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: _module_name(p / "__init__.py"))
+def test_every_package_has_a_documented_face(package):
+    name = _module_name(package / "__init__.py")
+    module = importlib.import_module(name)
+    assert module.__doc__ and len(module.__doc__.split()) >= 20, f"{name}: say what the package owns and never does"
+    assert module.__all__, f"{name}: re-export the public names"
+    for public in module.__all__:
+        assert getattr(module, public) is not None
+    inner = [m for m in MODULES if m.startswith(name + ".")]
+    faces = [m for m in inner if any(i == name for i in _imports(MODULES[m]))]
+    assert faces == [], f"modules of {name} import their own package's face (a circle in waiting)"
+
+
+def _cited_names(text: str):
+    yield from re.findall(r"(?<![\w./])core(?:\.[A-Za-z_]\w*)+", text)
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.rstrip(".").split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[k:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+def test_names_and_paths_cited_in_code_and_docs_exist():
+    sources = [p for p in REPO.rglob("*.py") if ".venv" not in p.parts] + [REPO / "README.md", REPO / "RELIABILITY.md"]
+    stale = []
+    for path in sources:
+        text = path.read_text()
+        stale += [f"{path.relative_to(REPO)}: {n}" for n in set(_cited_names(text)) if not _resolves(n)]
+        stale += [f"{path.relative_to(REPO)}: {p}" for p in set(re.findall(r"(?<![\w/])core/[\w/]+\.py", text))
+                  if not (REPO / p).exists()]
+    assert sorted(stale) == []
+
+
+def test_source_files_stay_small():
+    sources = [*CORE.rglob("*.py"), *(REPO / "tabs").glob("*.py"), *(REPO / "commands").glob("*.py"), REPO / "app.py"]
+    long = {str(p.relative_to(REPO)): n for p in sources if (n := len(p.read_text().splitlines())) > 450}
+    assert long == {}
+    assert len((REPO / "cli.py").read_text().splitlines()) < 200
