@@ -11,7 +11,9 @@ import jsonschema
 import numpy as np
 import pytest
 
-GENERATE_PY = Path(__file__).resolve().parents[1] / "sample_videos" / "generate.py"
+from tests.support import SAMPLES
+
+GENERATE_PY = SAMPLES / "generate.py"
 
 
 def _load_generator():
