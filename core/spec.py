@@ -147,6 +147,12 @@ def build_spec(cfg: TrainConfig, family, base_path, schema: dict, base_model: st
     )
 
 
+def default_sampling(source, family) -> SamplingSpec:
+    """The frames a base model (a core.models.ModelSource) is trained on by default."""
+    cfg = TrainConfig(model=source.display or source.base)
+    return sampling_spec(resolve_defaults(cfg, family, is_random_init(source.base)))
+
+
 def default_spec(source, family, schema: dict, template: str | None = None) -> PreprocessSpec:
     """How a base model (a core.models.ModelSource) with no run spec is asked: the defaults training uses."""
     name = source.display or source.base

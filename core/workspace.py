@@ -12,7 +12,7 @@ from core.models.families import TINY_DEFAULT
 from core.paths import REPO_ROOT
 from core.runs.manager import RunManager
 from core.serve.manager import ModelManager
-from core.spec import SPEC_FILE
+from core.spec import has_final_model
 
 
 @dataclass
@@ -40,22 +40,19 @@ class Workspace:
         if self._sampling is None:
             import json
 
-            from core.config import TrainConfig
-            from core.models.families import family_for_model_type
-            from core.models.loading import resolve_model
-            from core.spec import is_random_init, resolve_defaults, sampling_spec
+            from core.models import family_for_model_type, resolve_model
+            from core.spec import default_sampling
 
             source = resolve_model(self.default_model)
             family = family_for_model_type(json.loads((Path(source.base) / "config.json").read_text())["model_type"])
-            cfg = resolve_defaults(TrainConfig(model=self.default_model), family, is_random_init(source.base))
-            self._sampling = sampling_spec(cfg)
+            self._sampling = default_sampling(source, family)
         return self._sampling
 
     def finished_runs(self) -> list[Path]:
         """Run directories that hold a final model, newest first."""
         if not self.runs_dir.is_dir():
             return []
-        runs = [p for p in self.runs_dir.iterdir() if (p / SPEC_FILE).is_file() and (p / "final").is_dir()]
+        runs = [p for p in self.runs_dir.iterdir() if has_final_model(p)]
         return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
 
     def model_choices(self) -> list[str]:

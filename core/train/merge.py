@@ -22,9 +22,7 @@ from pathlib import Path
 
 from core.errors import ConfigError, ModelError
 from core.models.loading import ModelSource, load_processor, resolve_model
-from core.spec import PreprocessSpec
-
-MERGED_DIR = "merged"
+from core.spec import MERGED_DIR, SPEC_FILE, PreprocessSpec
 
 
 def merge_run(run_dir, output=None) -> Path:
@@ -35,7 +33,7 @@ def merge_run(run_dir, output=None) -> Path:
     run_dir = Path(run_dir)
     source = resolve_model(str(run_dir))
     if source.run_dir is None:
-        raise ModelError(f"{run_dir}: not a run directory (no preprocessing.json)")
+        raise ModelError(f"{run_dir}: not a run directory (no {SPEC_FILE})")
     if source.adapter is None:
         raise ModelError(f"{run_dir}: the final model is not a LoRA adapter (a full fine-tune is already a whole "
                          "model: use the run directory or its final/ folder as is)")
