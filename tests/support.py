@@ -255,3 +255,25 @@ def make_qevd(root: Path, rows: list[dict], extra_manifest: int = 0) -> dict[str
     return {name(r): {"exercise": "squats" if i % 2 else "push_ups", "labels": [r["event_type"]],
                       "labels_descriptive": [r["caption"]]}
             for i, r in enumerate(rows[: len(rows) - extra_manifest])}
+
+
+# --- still images: a wildfire-from-satellite style yes/no task -----------------------------------
+
+IMAGE_SCHEMA = {"type": "object", "properties": {"wildfire": {"type": "string", "enum": ["yes", "no"]}},
+                "required": ["wildfire"], "additionalProperties": False}
+
+
+def terrain(seed: int, fire: bool, size=(120, 80)) -> Image.Image:
+    """Green-brown noise; a fire is a red/orange blob of random place and radius."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = np.empty((h, w, 3), np.uint8)
+    img[..., 0] = rng.integers(60, 110, (h, w))
+    img[..., 1] = rng.integers(90, 150, (h, w))
+    img[..., 2] = rng.integers(30, 70, (h, w))
+    if fire:
+        cx, cy, r = rng.integers(20, w - 20), rng.integers(15, h - 15), rng.integers(8, 14)
+        yy, xx = np.mgrid[:h, :w]
+        blob = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        img[blob] = (235, int(rng.integers(60, 140)), 20)
+    return Image.fromarray(img)

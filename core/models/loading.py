@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.errors import ModelError
 from core.models.families import REMOTE_CODE_MODEL_TYPES, TINY_PREFIX, family_for_model_type
+from core.models.tiny.registry import ensure_tiny
 from core.spec import SPEC_FILE
 
 
@@ -38,8 +39,6 @@ def resolve_model(name: str, tiny_spec: dict | None = None) -> ModelSource:
     if not name:
         raise ModelError("no model given")
     if name.startswith(TINY_PREFIX):
-        from core.models.tiny.registry import ensure_tiny
-
         return ModelSource(base=str(ensure_tiny(name[len(TINY_PREFIX):], tiny_spec)), display=name)
     path = Path(name).expanduser()
     if path.exists():

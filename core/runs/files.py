@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from core.errors import ConfigError
 from core.fileio import atomic_write_text
 from core.errors import WorkbenchError
 
@@ -98,8 +99,6 @@ class RunFiles:
             return
         leftovers = [p for p in self.dir.iterdir() if p.name not in LAUNCH_FILES]
         if leftovers:
-            from core.errors import ConfigError
-
             raise ConfigError(f"{self.dir}: run directory is not empty; choose a new --output or use --resume")
 
     def save_inputs(self, cfg, data) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from core.fileio import atomic_write_text
 from core.errors import ConfigError
 from core.paths import REPO_ROOT
 
@@ -64,8 +65,6 @@ class LaunchPlan:
 
     def write_config(self) -> None:
         if self.config_path is not None:
-            from core.fileio import atomic_write_text
-
             atomic_write_text(self.config_path, self.config_text)
 
 

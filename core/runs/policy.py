@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.runs.launch import visible_gpus
 from core.errors import ConfigError, ModelError
 from core.models import TINY_PREFIX, resolve_model
 from core.spec import is_random_init
@@ -76,8 +77,6 @@ def training_policy(env=None, cuda_available: bool | None = None) -> TrainingPol
     if not env.get("SPACE_ID"):
         return TrainingPolicy("full", "not a hosted Space")
     if cuda_available is None:
-        from core.runs.launch import visible_gpus
-
         cuda_available = visible_gpus() > 0
     if cuda_available:
         return TrainingPolicy("full", f"Space {env['SPACE_ID']} with a GPU")

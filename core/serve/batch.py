@@ -20,7 +20,7 @@ from pathlib import Path
 from core.data.dataset import load_dataset
 from core.errors import DatasetError
 from core.paths import REPO_ROOT
-from core.serve.writers import FileWriter, make_row, open_writer, read_rows
+from core.serve.writers import META_COLUMNS, FileWriter, PredictionRow, column_name, make_row, open_writer, read_rows
 from core.video.frames import is_media_path
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,6 @@ def predict_sharded(cli_args: list[str], out_path, world: int, schema: dict) -> 
 
 
 def _row_from_flat(flat: dict, schema: dict):
-    from core.serve.writers import META_COLUMNS, PredictionRow, column_name
-
     names = {column_name(n): n for n in schema.get("properties", {})}
     return PredictionRow(**{k: flat.get(k) for k in META_COLUMNS},
                          fields={names[k]: v for k, v in flat.items() if k in names and v is not None})

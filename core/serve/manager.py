@@ -19,6 +19,10 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from core.models.loading import ModelSource, load_model, pick_device, pick_dtype, resolve_model
+from core.serve.predictor import Predictor
+from core.spec import PreprocessSpec, default_spec
+
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +55,6 @@ def adapter_name(run_dir) -> str:
 
 
 def _predictor_class():
-    from core.serve.predictor import Predictor
-
     class SharedPredictor(Predictor):
         """A Predictor over a shared base that switches to its adapter (or none) for each generate."""
 
@@ -84,9 +86,6 @@ class ModelManager:
 
     def get(self, name: str, schema: dict | None = None, trust_remote_code: bool = False):
         """A predictor for `name` (tiny:…, hub id, folder or run dir); base weights shared across runs."""
-        from core.models.loading import resolve_model
-        from core.spec import PreprocessSpec, default_spec
-
         with self.lock:
             source = resolve_model(name)
             base = self._base(source.base, trust_remote_code)
@@ -105,8 +104,6 @@ class ModelManager:
             return predictor
 
     def _base(self, path: str, trust_remote_code: bool) -> _Base:
-        from core.models.loading import ModelSource, load_model, pick_device, pick_dtype
-
         if path in self._bases:
             self._bases.move_to_end(path)
             return self._bases[path]

@@ -19,6 +19,8 @@ import torch
 from core.errors import VideoError
 from core.models.inputs import collate, encode_example
 from core.models.loading import load_model, pick_device, pick_dtype, resolve_model
+from core.schema.base import extract_json, label_errors
+from core.schema.scoring import score_row
 from core.serve.constrained import schema_logits_processor
 from core.spec import PreprocessSpec, default_spec
 from core.video.frames import SampledFrames, sample_frames
@@ -111,9 +113,6 @@ def analyse_frames(predictor: Predictor, frames: SampledFrames, label: dict | No
                    max_new_tokens: int = 160, constrained: bool = False) -> dict:
     """Everything a UI shows for one answer: raw output, parsed JSON, validity, per-field agreement
     with the label, latency and tokens/s (Inference and Compare both show this)."""
-    from core.schema.base import extract_json, label_errors
-    from core.schema.scoring import score_row
-
     t0 = time.time()
     (text, n_tokens), = predictor.generate([frames], max_new_tokens, constrained=constrained)
     seconds = time.time() - t0

@@ -16,6 +16,10 @@ import time
 import torch
 from transformers import TrainerCallback
 
+from core.schema.scoring import evaluate
+from core.serve.predictor import Predictor
+from core.spec import checkpoint_name
+
 
 class RunCallback(TrainerCallback):
     def __init__(self, run, metrics, pspec, tokens_per_example: float = 0.0, echo=None, evaluator=None,
@@ -94,7 +98,7 @@ class RunCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self.run.write_status(state="running", global_step=state.global_step, max_steps=state.max_steps,
-                              last_checkpoint=f"checkpoint-{state.global_step}", message="checkpoint saved")
+                              last_checkpoint=checkpoint_name(state.global_step), message="checkpoint saved")
         self.pspec.save(self.run.dir)
 
 
@@ -137,9 +141,6 @@ class ValEvaluator:
         return contextlib.nullcontext()
 
     def __call__(self, model, step: int) -> dict | None:
-        from core.schema.scoring import evaluate
-        from core.serve.predictor import Predictor
-
         dist = _dist()
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
         per_rank = -(-len(self.clips) // world)

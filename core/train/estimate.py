@@ -64,9 +64,13 @@ from core.config import TrainConfig
 from core.data.dataset import load_dataset
 from core.errors import ConfigError, DatasetError
 from core.models.families import module_group
-from core.models.loading import pick_device, resolve_model
+from core.models.inputs import IGNORE_INDEX, vision_placeholder_ids
+from core.models.loading import load_processor, pick_device, resolve_model
 from core.schema.base import label_errors
 from core.schema.prompt import build_instruction
+from core.spec import is_random_init, resolve_defaults, sampling_spec
+from core.train.runtime import check_runtime, weight_dtype
+from core.train.setup import apply_trainable, encode_split, family_of
 
 QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
 GiB = 1024 ** 3
@@ -186,7 +190,6 @@ def meta_model(source, cfg: TrainConfig, family):
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from core.train.setup import apply_trainable
 
     config = AutoConfig.from_pretrained(source.base, trust_remote_code=cfg.trust_remote_code)
     with torch.device("meta"):
@@ -197,10 +200,6 @@ def meta_model(source, cfg: TrainConfig, family):
 
 def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None, sample: int) -> dict:
     """Exact token counts from the trainer's encoder on real clips: the sample, plus `clip`."""
-    from core.models.inputs import IGNORE_INDEX, vision_placeholder_ids
-    from core.spec import sampling_spec
-    from core.train.setup import encode_split
-
     spec = sampling_spec(cfg)
     instruction = build_instruction(data.schema, cfg.prompt_template)
     pool = data.split("train") or data.samples
@@ -237,11 +236,6 @@ def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None,
 
 def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int = 16, schema_path=None) -> dict:
     """The estimate for training `cfg` on `dataset_dir` (sizes in bytes; see the module docstring)."""
-    from core.models.loading import load_processor
-    from core.spec import is_random_init, resolve_defaults
-    from core.train.runtime import check_runtime, weight_dtype
-    from core.train.setup import family_of
-
     if cfg.method not in ("lora", "qlora", "full"):
         raise ConfigError(f"the estimate covers supervised fine-tuning (lora, qlora, full), not method {cfg.method}")
     data = load_dataset(dataset_dir, schema_path)

@@ -35,15 +35,15 @@ from pathlib import Path
 import torch
 
 from core.config import TrainConfig
-from core.errors import ConfigError, DatasetError, VideoError
-from core.models.inputs import TOKEN_KEYS, collate, encode_example
+from core.errors import ConfigError, DatasetError
+from core.models.inputs import TOKEN_KEYS, collate
 from core.models.loading import load_base_model, load_processor, pick_device, resolve_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
-from core.schema.base import label_errors, schema_hash
-from core.schema.prompt import build_instruction
-from core.spec import PreprocessSpec
+from core.schema.base import schema_hash
+from core.spec import FINAL_DIR, PreprocessSpec, build_spec, checkpoint_name, is_random_init, resolve_defaults
 from core.train.rewards import COMPONENTS, RewardWeights, group_advantages, load_custom_reward, score_batch
-from core.video.frames import sample_frames
+from core.train.runtime import weight_dtype
+from core.train.setup import apply_trainable, encode_prompts, family_of, upcast_trainable
 
 CLIP_EPS = 0.2
 REF = "reference"
@@ -54,27 +54,8 @@ def reward_weights(cfg: TrainConfig) -> RewardWeights:
                          length=cfg.length_penalty, custom=1.0 if cfg.custom_reward else 0.0)
 
 
-def _prompts(data, schema, processor, spec, instruction, frames_as, run):
-    items = []
-    for s in data.split("train") or data.samples:
-        if label_errors(schema, s.label):
-            run.log(f"skipped {s.rel}: label breaks the schema")
-            continue
-        try:
-            frames = sample_frames(s.video, spec)
-        except VideoError as exc:
-            run.log(f"skipped {exc}")
-            continue
-        items.append((encode_example(processor, instruction, frames, frames_as), s.label))
-    return items
-
-
 def _load(cfg: TrainConfig, data, device: str, precision: str):
     """(model, processor, family, pspec, resolved cfg, has_reference_adapter)."""
-    from core.spec import is_random_init, resolve_defaults, sampling_spec
-    from core.train.runtime import weight_dtype
-    from core.train.setup import apply_trainable, family_of, upcast_trainable
-
     init_spec = None
     if cfg.init_adapter:
         source = resolve_model(cfg.init_adapter)
@@ -99,16 +80,10 @@ def _load(cfg: TrainConfig, data, device: str, precision: str):
         model = PeftModel.from_pretrained(model, str(source.adapter), is_trainable=True)
         model.load_adapter(str(source.adapter), adapter_name=REF, is_trainable=False)
         model.set_adapter("default")
-        pspec = replace(init_spec, final_dir="final")
+        pspec = replace(init_spec, final_dir=FINAL_DIR)
     else:
         model = apply_trainable(model, replace(cfg, method="lora"), family)
-        spec = sampling_spec(cfg)
-        pspec = PreprocessSpec(
-            base_model=cfg.model if not cfg.model.startswith(".") else str(Path(cfg.model).resolve()),
-            family=family.name, sampling=spec.to_dict(), instruction=build_instruction(data.schema, cfg.prompt_template),
-            schema=data.schema, schema_hash=schema_hash(data.schema), frames_as=family.frames_as,
-            extra={"tiny_spec": json.loads((Path(source.base) / "tiny_spec.json").read_text())} if random_init else {},
-        )
+        pspec = build_spec(cfg, family, source.base, data.schema)
     model.to(device)
     upcast_trainable(model)
     return model, processor, family, pspec, cfg, init_spec is not None
@@ -200,9 +175,11 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     run.save_inputs(cfg, data)
     run.write_status(state="running", message="sampling frames and encoding clips")
     t0 = time.time()
-    items = _prompts(data, data.schema, processor, pspec.sampling_spec, pspec.instruction, pspec.frames_as, run)
+    items, skipped = encode_prompts(data.split("train") or data.samples, processor, pspec)
+    for msg in skipped:
+        run.log(f"skipped {msg}")
     if not items:
-        raise DatasetError(f"{data.root}: no usable training clips")
+        raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
     run.log(f"grpo: {len(items)} clips, {cfg.num_generations} generations each, beta {cfg.beta}, lr {cfg.learning_rate}, "
             f"start {'adapter of ' + cfg.init_adapter if cfg.init_adapter else 'base'}, reference "
             f"{'that adapter, frozen' if has_ref else 'base (adapter disabled)'}")
@@ -251,9 +228,9 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
             run.log(f"eval at step {step}: mean field accuracy {eval_row['eval_mean_field_accuracy']:.3f}")
         stopped = run.stop_path.exists()
         if (cfg.save_steps and step % cfg.save_steps == 0) or stopped:
-            _save(model, processor, pspec, run.dir / f"checkpoint-{step}", optimizer, step, run.last_checkpoint())
+            _save(model, processor, pspec, run.dir / checkpoint_name(step), optimizer, step, run.last_checkpoint())
             _prune(run, cfg.save_total_limit)
-            run.write_status(last_checkpoint=f"checkpoint-{step}", message="checkpoint saved")
+            run.write_status(last_checkpoint=checkpoint_name(step), message="checkpoint saved")
         if stopped:
             run.log(f"STOP file seen at step {step}: saving and stopping")
             break

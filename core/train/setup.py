@@ -20,6 +20,7 @@ from core.models.inputs import encode_example
 from core.models.loading import load_base_model
 from core.runs.files import RunFiles
 from core.schema.base import canonical_answer, label_errors
+from core.train.callbacks import ValEvaluator
 from core.train.runtime import weight_dtype
 from core.video.frames import sample_frames
 from core.video.sampling import SamplingSpec
@@ -32,22 +33,36 @@ def capped_steps(cfg: TrainConfig, max_steps: int, run: RunFiles) -> int:
     return max_steps
 
 
-def encode_split(samples, schema, processor, spec: SamplingSpec, instruction: str, frames_as: str):
-    """Encoded training examples, plus 'file: reason' for every clip or label that was skipped."""
-    examples, skipped = [], []
+def usable_clips(samples, schema, spec: SamplingSpec):
+    """(sample, sampled frames) for every clip whose label fits the schema and whose video decodes,
+    plus "file: reason" for each one skipped (training logs them; nothing crashes on a bad clip)."""
+    usable, skipped = [], []
     for s in samples:
         errors = label_errors(schema, s.label)
         if errors:
             skipped.append(f"{s.rel}: label breaks the schema: {errors[0]}")
             continue
         try:
-            frames = sample_frames(s.video, spec)
+            usable.append((s, sample_frames(s.video, spec)))
         except VideoError as exc:
             skipped.append(str(exc))
-            continue
-        answer = canonical_answer(schema, s.label)
-        examples.append(encode_example(processor, instruction, frames, frames_as, answer))
+    return usable, skipped
+
+
+def encode_split(samples, schema, processor, spec: SamplingSpec, instruction: str, frames_as: str):
+    """Encoded training examples (prompt + canonical answer, answer-only labels), plus "file: reason"
+    for every clip or label that was skipped."""
+    usable, skipped = usable_clips(samples, schema, spec)
+    examples = [encode_example(processor, instruction, frames, frames_as, canonical_answer(schema, s.label))
+                for s, frames in usable]
     return examples, skipped
+
+
+def encode_prompts(samples, processor, pspec):
+    """GRPO's inputs: (encoded prompt, label) per usable clip, plus "file: reason" for each skipped."""
+    usable, skipped = usable_clips(samples, pspec.schema, pspec.sampling_spec)
+    return [(encode_example(processor, pspec.instruction, frames, pspec.frames_as), s.label)
+            for s, frames in usable], skipped
 
 
 def apply_trainable(model, cfg: TrainConfig, family):
@@ -116,8 +131,6 @@ def load_for_training(source, cfg: TrainConfig, family, device: str, precision: 
 
 def val_evaluator(data: Dataset, cfg: TrainConfig, processor, family, pspec, precision: str, run: RunFiles):
     """Greedy generation on (at most eval_max_clips) val clips every eval_steps, or None."""
-    from core.train.callbacks import ValEvaluator
-
     if cfg.eval_steps <= 0:
         return None
     clips, skipped = [], 0

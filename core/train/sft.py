@@ -1,13 +1,13 @@
 """Supervised fine-tuning of a VLM on (clip, JSON label) pairs, writing a self-describing run directory.
 
-One readable function, `train`, does: check the config against this machine (precision, qlora)
-→ load data → sample frames once (cached) → encode once → attach LoRA / set freezing → Hugging Face
-`Trainer` (with greedy val evaluation every `eval_steps`) → save the final adapter and the
-preprocessing spec (→ optionally merge). We use `transformers.Trainer` directly rather than TRL's
-SFTTrainer: TRL has no video path and needs the same custom collator; Trainer alone gives
-checkpoints, resume, schedules and accelerate/DeepSpeed/FSDP launch. Building the launch command
-lives in `core.runs.launch`, launching processes and polling the run directory in `core.runs.manager`, the
-pre-launch memory estimate in `core.train.estimate`.
+`train_sft` (called by core.train.entry.train) does: load the base and processor → resolve the
+config's blanks and build the preprocessing spec (core.spec) → sample frames once (cached) and
+encode every clip → attach LoRA / set freezing → Hugging Face `Trainer` (with greedy val evaluation
+every `eval_steps`) → save the final adapter and the spec (→ optionally merge). We use
+`transformers.Trainer` directly rather than TRL's SFTTrainer: TRL has no video path and needs the
+same custom collator; Trainer alone gives checkpoints, resume, schedules and accelerate/DeepSpeed/FSDP
+launch. `workbench_trainer` adds the two changes we make to it (guarded checkpoint saves, an
+answer-only loss). Launching and watching processes is core.runs'.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ from core.errors import DatasetError
 from core.models.inputs import IGNORE_INDEX, collate
 from core.models.loading import load_processor, pick_device, resolve_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
-from core.schema.base import schema_hash
-from core.schema.prompt import build_instruction
-from core.spec import PreprocessSpec, is_random_init, resolve_defaults, sampling_spec
+from core.spec import build_spec, checkpoint_name, is_random_init, resolve_defaults
 from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, check_runtime, dist_info, gather_objects
 from core.train.setup import (
     apply_trainable,
@@ -70,19 +68,17 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     if device == "cuda" and world > 1:
         device = f"cuda:{local_rank}"
     precision = check_runtime(cfg, device)
-    random_init = is_random_init(source.base)
     processor = load_processor(source, cfg.trust_remote_code)
     family = family_of(source, cfg.trust_remote_code)
-    cfg = resolve_defaults(cfg, family, random_init)
+    cfg = resolve_defaults(cfg, family, is_random_init(source.base))
     model = load_for_training(source, cfg, family, device, precision)
-    spec = sampling_spec(cfg)
-    instruction = build_instruction(data.schema, cfg.prompt_template)
+    pspec = build_spec(cfg, family, source.base, data.schema)
     run.save_inputs(cfg, data)
     run.write_status(state="running", message="sampling frames and encoding clips")
 
     t0 = time.time()
-    train_ex, skipped = encode_split(data.split("train") or data.samples, data.schema, processor, spec,
-                                     instruction, family.frames_as)
+    train_ex, skipped = encode_split(data.split("train") or data.samples, data.schema, processor,
+                                     pspec.sampling_spec, pspec.instruction, pspec.frames_as)
     for msg in skipped:
         run.log(f"skipped {msg}")
     if not train_ex:
@@ -98,12 +94,6 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
 
     steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.grad_accum * world))
     max_steps = capped_steps(cfg, cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch), run)
-    pspec = PreprocessSpec(
-        base_model=cfg.model if not cfg.model.startswith(".") else str(Path(cfg.model).resolve()),
-        family=family.name, sampling=spec.to_dict(), instruction=instruction, schema=data.schema,
-        schema_hash=schema_hash(data.schema), frames_as=family.frames_as,
-        extra={"tiny_spec": json.loads((Path(source.base) / "tiny_spec.json").read_text())} if random_init else {},
-    )
     args = TrainingArguments(
         output_dir=str(run.dir), max_steps=max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
@@ -167,7 +157,7 @@ def workbench_trainer(trainer_cls, run: RunFiles):
 
     class WorkbenchTrainer(trainer_cls):
         def _save_checkpoint(self, model, trial):
-            path = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            path = Path(self._get_output_dir(trial=trial)) / checkpoint_name(self.state.global_step)
             with guarded_save(path, run.last_checkpoint(), owner=self.args.should_save):
                 super()._save_checkpoint(model, trial)
 

@@ -12,7 +12,8 @@ from core.config import TrainConfig
 from core.errors import ConfigError
 from core.runs.files import RunFiles
 from core.train.grpo import _completion_mask, grpo_loss
-from tests.support import SAMPLES
+from tests.support import IMAGE_SCHEMA as SCHEMA
+from tests.support import SAMPLES, terrain
 
 SMALL = dict(method="grpo", max_steps=2, batch_size=2, num_generations=2, max_completion_length=16,
              logging_steps=1, warmup_steps=0, save_steps=1000)
@@ -94,8 +95,6 @@ def test_grpo_from_an_sft_adapter_keeps_its_spec_and_stops_on_stop_file(four_cli
 
 
 def test_image_dataset_trains_with_grpo(tmp_path):
-    from test_images import SCHEMA, terrain
-
     from core.train.entry import train
 
     root = tmp_path / "wildfire"

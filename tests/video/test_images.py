@@ -14,25 +14,8 @@ from core.errors import VideoError
 from core.models.inputs import IGNORE_INDEX, encode_example, vision_placeholder_ids
 from core.video.frames import probe, sample_frames
 from core.video.sampling import SamplingSpec
-
-SCHEMA = {"type": "object", "properties": {"wildfire": {"type": "string", "enum": ["yes", "no"]}},
-          "required": ["wildfire"], "additionalProperties": False}
-
-
-def terrain(seed: int, fire: bool, size=(120, 80)) -> Image.Image:
-    """Green-brown noise; a fire is a red/orange blob of random place and radius."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    img = np.empty((h, w, 3), np.uint8)
-    img[..., 0] = rng.integers(60, 110, (h, w))
-    img[..., 1] = rng.integers(90, 150, (h, w))
-    img[..., 2] = rng.integers(30, 70, (h, w))
-    if fire:
-        cx, cy, r = rng.integers(20, w - 20), rng.integers(15, h - 15), rng.integers(8, 14)
-        yy, xx = np.mgrid[:h, :w]
-        blob = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
-        img[blob] = (235, int(rng.integers(60, 140)), 20)
-    return Image.fromarray(img)
+from tests.support import IMAGE_SCHEMA as SCHEMA
+from tests.support import terrain
 
 
 @pytest.fixture(scope="module")
