@@ -7,12 +7,9 @@ form can show them. This module does not load models (the model manager or `Pred
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from core.data.store import DRAFT, UNLABELLED, AnnotationStore
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

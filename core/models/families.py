@@ -9,13 +9,10 @@ safetensors only and no remote code unless explicitly allowed. Training and infe
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 
 from core.errors import ModelError
-
-log = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from core.errors import ModelError
 from core.models.families import REMOTE_CODE_MODEL_TYPES, TINY_PREFIX, family_for_model_type
 from core.models.tiny.registry import ensure_tiny
-from core.spec import SPEC_FILE
+from core.spec import FINAL_DIR, SPEC_FILE, is_run_dir
 
 
 @dataclass
@@ -27,10 +27,6 @@ class ModelSource:
     adapter: Path | None = None
     run_dir: Path | None = None
     display: str = ""
-
-
-def is_run_dir(path: Path) -> bool:
-    return (path / SPEC_FILE).is_file()
 
 
 def resolve_model(name: str, tiny_spec: dict | None = None) -> ModelSource:
@@ -55,7 +51,7 @@ def resolve_model(name: str, tiny_spec: dict | None = None) -> ModelSource:
 def _resolve_run_dir(run_dir: Path) -> ModelSource:
     """A run directory points at its final model: a merged model folder, or base + adapter."""
     spec = json.loads((run_dir / SPEC_FILE).read_text())
-    final = run_dir / spec.get("final_dir", "final")
+    final = run_dir / spec.get("final_dir", FINAL_DIR)
     if (final / "adapter_config.json").is_file():
         base = resolve_model(spec["base_model"], spec.get("extra", {}).get("tiny_spec")).base
         return ModelSource(base=base, adapter=final, run_dir=run_dir, display=str(run_dir))

@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-from core.errors import ConfigError
+from core.errors import ConfigError, WorkbenchError
 from core.fileio import atomic_write_text
-from core.errors import WorkbenchError
+from core.spec import CHECKPOINT_PREFIX, checkpoint_step
 
-STATES = ("running", "completed", "stopped", "crashed")
 # written by core.runs.manager before the training process starts
 LAUNCH_FILES = (".gitkeep", "launch.yaml", "launch.log", "launch.json", "accelerate.yaml")
 
@@ -139,10 +137,10 @@ class RunFiles:
 
     def checkpoints(self) -> list[Path]:
         found = []
-        for p in self.dir.glob("checkpoint-*"):
-            m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-            if m and p.is_dir() and (p / "trainer_state.json").is_file():
-                found.append((int(m.group(1)), p))
+        for p in self.dir.glob(CHECKPOINT_PREFIX + "*"):
+            step = checkpoint_step(p.name)
+            if step is not None and p.is_dir() and (p / "trainer_state.json").is_file():
+                found.append((step, p))
         return [p for _, p in sorted(found)]
 
     def last_checkpoint(self) -> Path | None:
@@ -158,9 +156,6 @@ class RunFiles:
                 except json.JSONDecodeError:
                     continue  # a line being written right now
         return rows
-
-    def remove_stop(self) -> None:
-        self.stop_path.unlink(missing_ok=True)
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

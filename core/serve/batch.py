@@ -11,7 +11,6 @@ This module does not load models (core.serve.predictor does) or compute metrics 
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -22,8 +21,6 @@ from core.errors import DatasetError
 from core.paths import REPO_ROOT
 from core.serve.writers import META_COLUMNS, FileWriter, PredictionRow, column_name, make_row, open_writer, read_rows
 from core.video.frames import is_media_path
-
-log = logging.getLogger(__name__)
 
 
 def list_inputs(path, split: str | None = None) -> list[tuple[str, Path]]:

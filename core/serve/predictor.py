@@ -9,7 +9,6 @@ and does not manage several resident models (the model manager does).
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,6 @@ from core.schema.scoring import score_row
 from core.serve.constrained import schema_logits_processor
 from core.spec import PreprocessSpec, default_spec
 from core.video.frames import SampledFrames, sample_frames
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

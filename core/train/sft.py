@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -39,8 +38,6 @@ from core.train.setup import (
     upcast_trainable,
     val_evaluator,
 )
-
-log = logging.getLogger(__name__)
 
 
 class _ListDataset(torch.utils.data.Dataset):
