@@ -8,7 +8,6 @@ existing labels (`schema_infer`) and pre-labelling with a model the caller passe
 Never loads a model or imports torch: pre-labels come from a predictor handed in.
 """
 
-
 from core.data.dataset import Dataset, load_dataset
 from core.data.exports import DATASET_FORMATS, export_conversations, export_dataset, export_seed, export_videofolder
 from core.data.imports import LAYOUTS, ImportReport, detect_layout, import_dataset
@@ -17,4 +16,7 @@ from core.data.schema_infer import infer_schema, infer_schema_from_file
 from core.data.splits import assign_splits, parse_ratios, source_group
 from core.data.store import STATUSES, AnnotationStore, ConflictError
 
-__all__ = ['AnnotationStore', 'ConflictError', 'DATASET_FORMATS', 'Dataset', 'ImportReport', 'LAYOUTS', 'STATUSES', 'assign_splits', 'clips_to_prelabel', 'detect_layout', 'export_conversations', 'export_dataset', 'export_seed', 'export_videofolder', 'import_dataset', 'infer_schema', 'infer_schema_from_file', 'load_dataset', 'parse_ratios', 'prelabel', 'source_group']
+__all__ = ["AnnotationStore", "ConflictError", "DATASET_FORMATS", "Dataset", "ImportReport", "LAYOUTS", "STATUSES",
+    "assign_splits", "clips_to_prelabel", "detect_layout", "export_conversations", "export_dataset", "export_seed",
+    "export_videofolder", "import_dataset", "infer_schema", "infer_schema_from_file", "load_dataset", "parse_ratios",
+    "prelabel", "source_group"]

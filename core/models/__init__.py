@@ -9,7 +9,6 @@ Never trains, generates or decides preprocessing (core.spec does); torch is impo
 the functions that need it, so reading the family table stays cheap.
 """
 
-
 from core.models.families import FAMILIES, TINY_DEFAULT, TINY_PREFIX, Family, family_for_model_type, module_group
 from core.models.inputs import IGNORE_INDEX, collate, encode_example
 from core.models.loading import (
@@ -22,4 +21,6 @@ from core.models.loading import (
     resolve_model,
 )
 
-__all__ = ['FAMILIES', 'Family', 'IGNORE_INDEX', 'ModelSource', 'TINY_DEFAULT', 'TINY_PREFIX', 'collate', 'encode_example', 'family_for_model_type', 'load_base_model', 'load_model', 'load_processor', 'module_group', 'pick_device', 'pick_dtype', 'resolve_model']
+__all__ = ["FAMILIES", "Family", "IGNORE_INDEX", "ModelSource", "TINY_DEFAULT", "TINY_PREFIX", "collate",
+    "encode_example", "family_for_model_type", "load_base_model", "load_model", "load_processor", "module_group",
+    "pick_device", "pick_dtype", "resolve_model"]

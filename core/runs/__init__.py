@@ -6,10 +6,10 @@ directory's status, log and metrics (`files`) and the Space-mode policy of what 
 here (`policy`). Imports no torch and no model library: the app reads runs without loading them.
 """
 
-
 from core.runs.files import CheckpointError, MetricsWriter, RunFiles, guarded_save
 from core.runs.launch import plan_launch, visible_gpus
 from core.runs.manager import RunError, RunManager
 from core.runs.policy import TrainingPolicy, training_policy
 
-__all__ = ['CheckpointError', 'MetricsWriter', 'RunError', 'RunFiles', 'RunManager', 'TrainingPolicy', 'guarded_save', 'plan_launch', 'training_policy', 'visible_gpus']
+__all__ = ["CheckpointError", "MetricsWriter", "RunError", "RunFiles", "RunManager", "TrainingPolicy",
+    "guarded_save", "plan_launch", "training_policy", "visible_gpus"]

@@ -9,7 +9,6 @@ the schema it is given. Constrained decoding, which turns a schema into a token 
 tokenizer and torch and lives with generation in core.serve.
 """
 
-
 from core.schema.base import (
     ANSWER_SEPARATORS,
     BOOLEAN,
@@ -31,4 +30,7 @@ from core.schema.presets import DASHCAM_SCHEMA, PRESETS
 from core.schema.prompt import DEFAULT_TEMPLATE, build_instruction, build_messages
 from core.schema.scoring import evaluate, score_row, set_prf, token_f1
 
-__all__ = ['ANSWER_SEPARATORS', 'BOOLEAN', 'DASHCAM_SCHEMA', 'DEFAULT_TEMPLATE', 'ENUM', 'ENUM_LIST', 'NUMBER', 'PRESETS', 'TEXT', 'build_instruction', 'build_messages', 'canonical_answer', 'check_schema', 'evaluate', 'extract_json', 'fields', 'is_valid', 'label_errors', 'load_schema', 'parse_schema', 'schema_hash', 'score_row', 'set_prf', 'token_f1']
+__all__ = ["ANSWER_SEPARATORS", "BOOLEAN", "DASHCAM_SCHEMA", "DEFAULT_TEMPLATE", "ENUM", "ENUM_LIST", "NUMBER",
+    "PRESETS", "TEXT", "build_instruction", "build_messages", "canonical_answer", "check_schema", "evaluate",
+    "extract_json", "fields", "is_valid", "label_errors", "load_schema", "parse_schema", "schema_hash", "score_row",
+    "set_prf", "token_f1"]

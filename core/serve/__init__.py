@@ -7,7 +7,6 @@ decoding (`constrained`, xgrammar), the in-process model manager shared by the a
 Never imports core.train: what a model expects comes from core.spec.
 """
 
-
 from core.serve.batch import list_inputs, run_predict
 from core.serve.compare import compare_clip
 from core.serve.manager import ModelManager
@@ -15,4 +14,5 @@ from core.serve.predictor import Prediction, Predictor, analyse_clip, analyse_fr
 from core.serve.report import evaluate_models, write_report
 from core.serve.writers import open_writer, read_rows
 
-__all__ = ['ModelManager', 'Prediction', 'Predictor', 'analyse_clip', 'analyse_frames', 'compare_clip', 'evaluate_models', 'list_inputs', 'open_writer', 'read_rows', 'run_predict', 'write_report']
+__all__ = ["ModelManager", "Prediction", "Predictor", "analyse_clip", "analyse_frames", "compare_clip",
+    "evaluate_models", "list_inputs", "open_writer", "read_rows", "run_predict", "write_report"]

@@ -8,7 +8,6 @@ every failure a VideoError naming the file), the frame cache keyed by file conte
 what to do with the frames is the callers' business.
 """
 
-
 from core.video.decode import MAX_FRAME_PIXELS, VideoInfo
 from core.video.frames import (
     IMAGE_EXTENSIONS,
@@ -24,4 +23,6 @@ from core.video.frames import (
 from core.video.sampling import SAMPLING_MODES, SamplingSpec, fps_indices, sample_indices, uniform_indices
 from core.video.thumbs import thumbnail
 
-__all__ = ['IMAGE_EXTENSIONS', 'MAX_FRAME_PIXELS', 'SAMPLING_MODES', 'SampledFrames', 'SamplingSpec', 'VIDEO_EXTENSIONS', 'VideoInfo', 'chunk_video', 'fps_indices', 'is_image_path', 'is_media_path', 'is_video_path', 'probe', 'sample_frames', 'sample_indices', 'thumbnail', 'uniform_indices']
+__all__ = ["IMAGE_EXTENSIONS", "MAX_FRAME_PIXELS", "SAMPLING_MODES", "SampledFrames", "SamplingSpec",
+    "VIDEO_EXTENSIONS", "VideoInfo", "chunk_video", "fps_indices", "is_image_path", "is_media_path", "is_video_path",
+    "probe", "sample_frames", "sample_indices", "thumbnail", "uniform_indices"]

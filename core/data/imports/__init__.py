@@ -6,8 +6,7 @@ share (the row and source records, key names, small JSON readers). Never decodes
 are linked or copied as bytes.
 """
 
-
 from core.data.imports.layouts import LAYOUTS, detect_layout, import_dataset
 from core.data.imports.rows import ImportReport
 
-__all__ = ['ImportReport', 'LAYOUTS', 'detect_layout', 'import_dataset']
+__all__ = ["ImportReport", "LAYOUTS", "detect_layout", "import_dataset"]

@@ -6,8 +6,7 @@ tokenizers they share; `reference` builds each family's real processor with a re
 checkpoint's settings (used to count vision tokens). Nothing here downloads anything.
 """
 
-
 from core.models.tiny.reference import reference_processor, vision_tokens_per_clip
 from core.models.tiny.registry import TINY_MODELS, ensure_tiny
 
-__all__ = ['TINY_MODELS', 'ensure_tiny', 'reference_processor', 'vision_tokens_per_clip']
+__all__ = ["TINY_MODELS", "ensure_tiny", "reference_processor", "vision_tokens_per_clip"]
