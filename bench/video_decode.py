@@ -60,7 +60,7 @@ setup_path()
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-RESAMPLE = Image.Resampling.BILINEAR  # what core.video.decode uses
+RESAMPLE = Image.Resampling.BILINEAR  # what core.video.rgb uses
 PIXEL_TOLERANCE = 3.0  # mean absolute difference (0-255) allowed against our reference
 
 

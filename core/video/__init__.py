@@ -1,14 +1,16 @@
 """Video in: which frames a model sees, decoded once and cached.
 
 Owns frame sampling (pure functions: uniform segment mid-points as InternVL does, fps as Qwen does;
-`sampling`), decoding with PyAV (`decode`: one container open per sample, bounded frame size,
-every failure a VideoError naming the file), the frame cache keyed by file content + sampler
-(`cache`), `sample_frames`/`probe`/`chunk_video` on top of them (`frames`) and gallery thumbnails
-(`thumbs`). Never imports torch or a model library, and knows nothing about labels or schemas:
-what to do with the frames is the callers' business.
+`sampling`), decoding with PyAV (safe opening, bounded frame size and decoder threads:
+`container`; the layout scan: `scan`; the decode strategies: `decode`; RGB conversion and chunk
+writing: `rgb`; one container open per sample, every failure a VideoError naming the file), the
+frame cache keyed by file content + sampler (`cache`), `sample_frames`/`probe`/`chunk_video` on
+top of them (`frames`) and gallery thumbnails (`thumbs`). Never imports torch or a model
+library, and knows nothing about labels or schemas: what to do with the frames is the callers'
+business.
 """
 
-from core.video.decode import MAX_FRAME_PIXELS, VideoInfo
+from core.video.container import MAX_FRAME_PIXELS
 from core.video.frames import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
@@ -21,6 +23,7 @@ from core.video.frames import (
     sample_frames,
 )
 from core.video.sampling import SAMPLING_MODES, SamplingSpec, fps_indices, sample_indices, uniform_indices
+from core.video.scan import VideoInfo
 from core.video.thumbs import thumbnail
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_FRAME_PIXELS", "SAMPLING_MODES", "SampledFrames", "SamplingSpec",

@@ -16,14 +16,16 @@ What it does:
   frame, whatever the spec's frame count, so an image dataset trains and predicts with the same
   code (families see it as a one-frame video).
 
-Decoding is PyAV only (``core.video.decode``). decord is faster on some files but returned wrong
-frames on real ones (FIELD-NOTES), so it is not used. Sequential decoding is the reference;
-seeking to the keyframe before each wanted frame is used when the keyframe layout makes it
-decode fewer frames (long clips, short GOPs), is verified by exact pts, and falls back to
-sequential decoding on any surprise. The file is opened once per sample (scan, then decode from
-the same container; a small clip is decoded in full during the scan, in one demux pass), and on
-large frames unwanted non-reference frames are discarded undecoded (``core.video.decode``). Tests check that all of these return the frames of the plain sequential
-reference decode (``strategy="reference"``), bit for bit.
+Decoding is PyAV only (opening: ``core.video.container``; the layout scan: ``core.video.scan``;
+the decode strategies: ``core.video.decode``; RGB conversion: ``core.video.rgb``). decord is
+faster on some files but returned wrong frames on real ones (FIELD-NOTES), so it is not used.
+Sequential decoding is the reference; seeking to the keyframe before each wanted frame is used
+when the keyframe layout makes it decode fewer frames (long clips, short GOPs), is verified by
+exact pts, and falls back to sequential decoding on any surprise. The file is opened once per
+sample (scan, then decode from the same container; a small clip is decoded in full during the
+scan, in one demux pass), and on large frames unwanted non-reference frames are discarded
+undecoded (``core.video.decode``). Tests check that all of these return the frames of the plain
+sequential reference decode (``strategy="reference"``), bit for bit.
 
 Failures: every problem with a file raises ``VideoError`` naming it (missing, folder, FIFO,
 empty, not a video, no video stream, frame larger than ``MAX_FRAME_PIXELS``, nothing
@@ -47,9 +49,13 @@ import numpy as np
 
 from core.errors import VideoError
 from core.video import cache as frame_cache
-from core.video import decode as video_io
-from core.video.decode import MAX_FRAME_PIXELS, VideoInfo
+from core.video import container as video_container
+from core.video import decode as video_decode
+from core.video import rgb as video_rgb
+from core.video import scan as video_scan
+from core.video.container import MAX_FRAME_PIXELS
 from core.video.sampling import SamplingSpec, sample_indices
+from core.video.scan import VideoInfo
 
 logger = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = frozenset((
@@ -89,9 +95,9 @@ def probe(path) -> VideoInfo:
     """Frame count, rate, size, keyframes, codec and rotation of a video file (or of a still
     image: one frame, fps 0, codec ``image/<format>``), or VideoError."""
     if is_image_path(path):
-        video_io.check_regular_file(str(path))
+        video_container.check_regular_file(str(path))
         return _open_image(str(path))[1]
-    return video_io.scan(path).info
+    return video_scan.scan(path).info
 
 
 def _open_image(path: str):
@@ -117,7 +123,7 @@ def _open_image(path: str):
 def _sample_image(path: str, spec: SamplingSpec) -> SampledFrames:
     image, info = _open_image(path)
     if image.size != (spec.width, spec.height):
-        image = image.resize((spec.width, spec.height), video_io.RESAMPLE)  # as video frames are resized
+        image = image.resize((spec.width, spec.height), video_rgb.RESAMPLE)  # as video frames are resized
     return SampledFrames(np.array(image, dtype=np.uint8)[None], [0], [0.0], info)
 
 
@@ -125,21 +131,21 @@ def _sample_uncached(path: str, spec: SamplingSpec, strategy: str = "auto") -> S
     if is_image_path(path):
         return _sample_image(path, spec)
     # one open: scan (decoding every frame of a small clip as it goes), then decode what is left
-    with video_io.open_scanned_decoding(path, strategy == "auto") as (container, stream, layout, decoded):
+    with video_scan.open_scanned_decoding(path, strategy == "auto") as (container, stream, layout, decoded):
         try:
             indices = sample_indices(layout.info, spec)
         except ValueError as exc:
             raise VideoError(path, str(exc)) from None
-        convert = video_io.rgb_converter(layout.info.rotation, spec.width, spec.height)
-        got, last_ok = video_io.decode_wanted(path, layout, sorted(set(indices)), convert, strategy,
-                                              container=container, stream=stream, decoded=decoded)
+        convert = video_rgb.rgb_converter(layout.info.rotation, spec.width, spec.height)
+        got, last_ok = video_decode.decode_wanted(path, layout, sorted(set(indices)), convert, strategy,
+                                                  container=container, stream=stream, decoded=decoded)
     used = [i if i in got else last_ok for i in indices]
     if used != indices:
         logger.warning(
             "%s: only frames 0..%d of %d could be decoded; later sampled frames repeat frame %d",
             path, last_ok, layout.info.frame_count, last_ok,
         )
-    timestamps = [video_io.frame_timestamp(layout, i) for i in used]
+    timestamps = [video_scan.frame_timestamp(layout, i) for i in used]
     return SampledFrames(np.stack([got[i] for i in used]), used, timestamps, layout.info)
 
 
@@ -153,7 +159,7 @@ def sample_frames(path, spec: SamplingSpec, use_cache: bool = True) -> SampledFr
     """Sampled, upright, resized RGB frames of a video (one frame for a still image); cached on
     disk by content + spec."""
     path = str(path)
-    video_io.check_regular_file(path)  # before hashing: a FIFO must never be read
+    video_container.check_regular_file(path)  # before hashing: a FIFO must never be read
     if not use_cache:
         return _sample_uncached(path, spec)
     try:
@@ -182,7 +188,7 @@ def chunk_video(path, seconds: float, out_dir) -> list[Path]:
     if not seconds > 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
     path = str(path)
-    layout = video_io.scan(path)
+    layout = video_scan.scan(path)
     info = layout.info
     if not info.fps:
         raise VideoError(path, "unknown frame rate: cannot cut it into seconds")
@@ -196,20 +202,20 @@ def chunk_video(path, seconds: float, out_dir) -> list[Path]:
     turns = info.rotation // 90
     written, writer = [], None
     try:
-        with video_io.open_video(path) as container:
-            stream = video_io.video_stream(container, path)
-            for i, frame in enumerate(video_io.iter_frames(container, stream, [])):
+        with video_container.open_video(path) as container:
+            stream = video_container.video_stream(container, path)
+            for i, frame in enumerate(video_container.iter_frames(container, stream, [])):
                 if i % per_chunk == 0:
                     if writer is not None:
                         written.append(writer.close())
                     name = f"{Path(path).stem}_chunk{i // per_chunk:03d}.mp4"
-                    writer = video_io.ChunkWriter(out_dir / name, rate, width, height)
-                rgb = np.rot90(video_io.to_rgb24(frame), turns)
+                    writer = video_rgb.ChunkWriter(out_dir / name, rate, width, height)
+                rgb = np.rot90(video_rgb.to_rgb24(frame), turns)
                 writer.write(np.ascontiguousarray(rgb[:height, :width]))
             if writer is not None:
                 written.append(writer.close())
                 writer = None
-    except video_io.AV_ERRORS as exc:
+    except video_container.AV_ERRORS as exc:
         raise VideoError(path, f"chunking failed ({exc})") from exc
     finally:
         if writer is not None:

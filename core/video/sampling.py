@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.video.decode import VideoInfo
+from core.video.scan import VideoInfo
 
 # Sampling defaults, named as in qwen-vl-utils vision_process.py.
 FRAME_FACTOR = 2

@@ -1,4 +1,5 @@
-"""Tests for core.video.frames (sampling, probing, decoding, safety, chunking) and core.video.cache."""
+"""Tests for core.video.frames (sampling, probing, decoding, safety, chunking) and the engine under it
+(core.video.container, core.video.scan, core.video.decode, core.video.rgb), and core.video.cache."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import pytest
 
 from core.errors import VideoError
 from core.video import cache as frame_cache
-from core.video import decode as video_io
+from core.video import container as video_container
+from core.video import decode as video_decode
 from core.video import frames as video
+from core.video import rgb as video_rgb
 from core.video import sampling
+from core.video import scan as video_scan
 from core.video.frames import VideoInfo
 from core.video.sampling import SamplingSpec
 from tests.support import make_bad_files, read_index, write_test_video
@@ -199,7 +203,7 @@ def test_seeking_and_sequential_give_identical_frames(clips, name, monkeypatch):
     def no_fallback(*args, **kwargs):
         raise AssertionError("seeking fell back to sequential decoding")
 
-    monkeypatch.setattr(video_io, "decode_sequential", no_fallback)
+    monkeypatch.setattr(video_decode, "decode_sequential", no_fallback)
     seeking = video._sample_uncached(str(clips[name]), spec, strategy="seek")
     assert seeking.indices == sequential.indices
     assert np.array_equal(seeking.frames, sequential.frames)
@@ -211,19 +215,19 @@ def test_seek_miss_falls_back_to_sequential(clips, monkeypatch):
     reference = video._sample_uncached(str(clips["long_gop30"]), spec, strategy="sequential")
 
     def missing(*args, **kwargs):
-        raise video_io.SeekMiss("simulated overshoot")
+        raise video_decode.SeekMiss("simulated overshoot")
 
-    monkeypatch.setattr(video_io, "decode_seeking", missing)
+    monkeypatch.setattr(video_decode, "decode_seeking", missing)
     result = video._sample_uncached(str(clips["long_gop30"]), spec, strategy="seek")
     assert result.indices == reference.indices and np.array_equal(result.frames, reference.frames)
 
 
 def test_strategy_follows_keyframe_layout(clips):
     wanted = sampling.uniform_indices(300, 8)
-    assert video_io.use_seeking(video_io.scan(clips["long_gop30"]), wanted)
-    assert not video_io.use_seeking(video_io.scan(clips["one_keyframe"]), sampling.uniform_indices(120, 8))
-    assert not video_io.use_seeking(video_io.scan(clips["short"]), sampling.uniform_indices(30, 8))
-    assert not video_io.scan(clips["mpegts"]).seekable  # no frame index: seeks overshoot
+    assert video_decode.use_seeking(video_scan.scan(clips["long_gop30"]), wanted)
+    assert not video_decode.use_seeking(video_scan.scan(clips["one_keyframe"]), sampling.uniform_indices(120, 8))
+    assert not video_decode.use_seeking(video_scan.scan(clips["short"]), sampling.uniform_indices(30, 8))
+    assert not video_scan.scan(clips["mpegts"]).seekable  # no frame index: seeks overshoot
 
 
 def test_fps_sampling_and_resize(clips):
@@ -298,7 +302,7 @@ def test_bad_files_are_refused_quickly(tmp_path):
 
 
 def test_huge_frames_are_refused_before_decoding(clips, monkeypatch):
-    monkeypatch.setattr(video_io, "MAX_FRAME_PIXELS", 64 * 48 - 1)
+    monkeypatch.setattr(video_container, "MAX_FRAME_PIXELS", 64 * 48 - 1)
     err = _assert_refused(video.probe, clips["short"])
     assert "exceeds" in err.reason
     _assert_refused(lambda p: video.sample_frames(p, SamplingSpec(), use_cache=False), clips["short"])
@@ -411,9 +415,9 @@ def bframe_clips(tmp_path_factory):
 
 def _frames_decoded(path, want_pts):
     errors = []
-    with video_io.open_video(str(path)) as container:
-        stream = video_io.video_stream(container, str(path))
-        return sum(1 for _ in video_io.iter_frames(container, stream, errors, want_pts)), errors
+    with video_container.open_video(str(path)) as container:
+        stream = video_container.video_stream(container, str(path))
+        return sum(1 for _ in video_container.iter_frames(container, stream, errors, want_pts)), errors
 
 
 @pytest.mark.parametrize("name", ["h264_bpyramid", "h264_open_gop", "hevc_bpyramid", "mpeg4_b"])
@@ -431,13 +435,13 @@ def test_skipping_nonref_frames_gives_the_reference_frames(bframe_clips, name, f
     """Decoding with and without skip_frame=NONREF, by every strategy, in both threading modes,
     returns bit-identical frames for the same indices as the plain sequential reference."""
     path = str(bframe_clips[name])
-    monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_PIXELS", 0 if frame_threads else 10**12)
-    monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_CPUS", 1)
-    assert video_io.use_frame_threads(64, 48) == frame_threads
-    monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 0)
-    layout = video_io.scan(path)
-    codec_skips = layout.info.codec in video_io.SKIP_NONREF_CODECS
-    assert video_io.skips_nonref(layout) == codec_skips
+    monkeypatch.setattr(video_container, "FRAME_THREADS_MIN_PIXELS", 0 if frame_threads else 10**12)
+    monkeypatch.setattr(video_container, "FRAME_THREADS_MIN_CPUS", 1)
+    assert video_container.use_frame_threads(64, 48) == frame_threads
+    monkeypatch.setattr(video_decode, "SKIP_NONREF_MIN_PIXELS", 0)
+    layout = video_scan.scan(path)
+    codec_skips = layout.info.codec in video_decode.SKIP_NONREF_CODECS
+    assert video_decode.skips_nonref(layout) == codec_skips
     specs = [SamplingSpec(num_frames=8, width=64, height=48),
              SamplingSpec(sampling="fps", fps=6.0, max_frames=32, width=64, height=48),
              SamplingSpec(num_frames=150, width=64, height=48)]
@@ -453,14 +457,14 @@ def test_skipping_nonref_frames_gives_the_reference_frames(bframe_clips, name, f
 def test_skipping_does_not_fall_back_on_h264(bframe_clips, monkeypatch):
     """Skipping is not a no-op that silently falls back: both fast paths succeed on their own."""
     path = str(bframe_clips["h264_bpyramid"])
-    monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 0)
+    monkeypatch.setattr(video_decode, "SKIP_NONREF_MIN_PIXELS", 0)
     spec = SamplingSpec(sampling="fps", fps=6.0, max_frames=32, width=64, height=48)
     reference = video._sample_uncached(path, spec, strategy="reference")
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("fell back to the plain sequential decode")
 
-    monkeypatch.setattr(video_io, "decode_sequential", must_not_run)
+    monkeypatch.setattr(video_decode, "decode_sequential", must_not_run)
     for strategy in ("seek", "sequential"):
         got = video._sample_uncached(path, spec, strategy=strategy)
         assert np.array_equal(got.frames, reference.frames) and got.indices == reference.indices
@@ -470,24 +474,24 @@ def test_skipping_and_rewind_misses_fall_back_to_the_reference(clips, bframe_cli
     spec = SamplingSpec(num_frames=8, width=64, height=48)
     path = str(bframe_clips["h264_bpyramid"])
     reference = video._sample_uncached(path, spec, strategy="reference")
-    monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 0)
+    monkeypatch.setattr(video_decode, "SKIP_NONREF_MIN_PIXELS", 0)
 
     def miss(*args, **kwargs):
-        raise video_io.SeekMiss("simulated")
+        raise video_decode.SeekMiss("simulated")
 
     with monkeypatch.context() as m:
-        m.setattr(video_io, "decode_sequential_skipping", miss)
+        m.setattr(video_decode, "decode_sequential_skipping", miss)
         got = video._sample_uncached(path, spec, strategy="sequential")
     assert np.array_equal(got.frames, reference.frames) and got.indices == reference.indices
 
     # a rewound container whose first frame is not the first frame: open the file again
-    real = video_io.decode_sequential
-    monkeypatch.setattr(video_io, "SKIP_NONREF_MIN_PIXELS", 10**12)
+    real = video_decode.decode_sequential
+    monkeypatch.setattr(video_decode, "SKIP_NONREF_MIN_PIXELS", 10**12)
 
     def wrong_first(container, stream, wanted, convert, path, first_pts=None):
         return real(container, stream, wanted, convert, path, None if first_pts is None else first_pts + 1)
 
-    monkeypatch.setattr(video_io, "decode_sequential", wrong_first)
+    monkeypatch.setattr(video_decode, "decode_sequential", wrong_first)
     with caplog.at_level(logging.INFO, logger="core.video.decode"):
         got = video._sample_uncached(path, spec, strategy="sequential")
     assert np.array_equal(got.frames, reference.frames) and "opening the file again" in caplog.text
@@ -495,13 +499,13 @@ def test_skipping_and_rewind_misses_fall_back_to_the_reference(clips, bframe_cli
 
 def test_one_open_per_sample(clips, monkeypatch):
     opened = []
-    real = video_io.av.open
+    real = video_container.av.open
 
     def counting(*args, **kwargs):
         opened.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(video_io.av, "open", counting)
+    monkeypatch.setattr(video_container.av, "open", counting)
     for name in ("short", "long_gop30", "mkv"):
         opened.clear()
         video.sample_frames(clips[name], SamplingSpec(num_frames=8, width=32, height=32), use_cache=False)
@@ -512,10 +516,10 @@ def test_one_open_per_sample(clips, monkeypatch):
 def test_threading_mode_does_not_change_frames(bframe_clips, name, monkeypatch):
     spec = SamplingSpec(num_frames=150, width=64, height=48)
     by_mode = []
-    monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_CPUS", 1)
+    monkeypatch.setattr(video_container, "FRAME_THREADS_MIN_CPUS", 1)
     for threshold, single in ((0, 0), (10**12, 0), (10**12, 10**12)):  # frame, slice, one thread
-        monkeypatch.setattr(video_io, "FRAME_THREADS_MIN_PIXELS", threshold)
-        monkeypatch.setattr(video_io, "SINGLE_THREAD_MAX_PIXELS", single)
+        monkeypatch.setattr(video_container, "FRAME_THREADS_MIN_PIXELS", threshold)
+        monkeypatch.setattr(video_container, "SINGLE_THREAD_MAX_PIXELS", single)
         by_mode.append(video._sample_uncached(str(bframe_clips[name]), spec, strategy="reference").frames)
     assert np.array_equal(by_mode[0], by_mode[1]) and np.array_equal(by_mode[1], by_mode[2])
 
@@ -534,11 +538,11 @@ def test_refused_rewind_opens_the_file_again(clips):
     path = str(clips["long_gop30"])
     spec = SamplingSpec(num_frames=8, width=64, height=48)
     reference = video._sample_uncached(path, spec, strategy="reference")
-    convert = video_io.rgb_converter(0, 64, 48)
-    with video_io.open_scanned(path) as (container, stream, layout):
+    convert = video_rgb.rgb_converter(0, 64, 48)
+    with video_scan.open_scanned(path) as (container, stream, layout):
         wanted = sorted(set(sampling.sample_indices(layout.info, spec)))
-        got, last = video_io.decode_wanted(path, layout, wanted, convert, "sequential",
-                                           container=NoSeek(container), stream=stream)
+        got, last = video_decode.decode_wanted(path, layout, wanted, convert, "sequential",
+                                               container=NoSeek(container), stream=stream)
     assert last == wanted[-1] and np.array_equal(np.stack([got[i] for i in reference.indices]), reference.frames)
 
 
@@ -568,7 +572,7 @@ def test_to_rgb24_is_to_ndarray_bit_for_bit(tmp_path, codec, pix_fmt, size, suff
         frames = list(container.decode(video=0))
     assert len(frames) == 4
     for frame in frames:
-        assert np.array_equal(video_io.to_rgb24(frame), frame.to_ndarray(format="rgb24"))
+        assert np.array_equal(video_rgb.to_rgb24(frame), frame.to_ndarray(format="rgb24"))
 
 
 @pytest.mark.parametrize("name", ["short", "rotated", "single", "unicode", "moov_end", "webm_vp9"])
@@ -576,7 +580,7 @@ def test_small_clip_is_decoded_during_the_scan(clips, name, monkeypatch):
     """A small clip is decoded once, while it is scanned: same frames as the reference, and no
     decoding afterwards."""
     path = str(clips[name])
-    with video_io.open_scanned_decoding(path) as (_container, _stream, layout, decoded):
+    with video_scan.open_scanned_decoding(path) as (_container, _stream, layout, decoded):
         expect_decoded = name != "webm_vp9"  # 90 frames: above SCAN_DECODE_MAX_FRAMES
         assert (decoded is not None) == expect_decoded
         if expect_decoded:
@@ -587,7 +591,7 @@ def test_small_clip_is_decoded_during_the_scan(clips, name, monkeypatch):
         with monkeypatch.context() as m:
             if expect_decoded:
                 for fn in ("decode_sequential", "decode_seeking", "decode_sequential_skipping"):
-                    m.setattr(video_io, fn, lambda *a, **k: pytest.fail("decoded again after the scan"))
+                    m.setattr(video_decode, fn, lambda *a, **k: pytest.fail("decoded again after the scan"))
             got = video.sample_frames(path, spec, use_cache=False)
         assert got.indices == reference.indices and got.timestamps == reference.timestamps
         assert got.info == reference.info and np.array_equal(got.frames, reference.frames)
@@ -599,9 +603,9 @@ def test_scan_decoding_stops_past_its_frame_cap(clips, monkeypatch):
     path = str(clips["short"])
     spec = SamplingSpec(num_frames=8, width=64, height=48)
     reference = video._sample_uncached(path, spec, strategy="reference")
-    monkeypatch.setattr(video_io, "scan_decodes", lambda container, stream: True)
-    monkeypatch.setattr(video_io, "SCAN_DECODE_MAX_FRAMES", 10)
-    with video_io.open_scanned_decoding(path) as (_container, _stream, layout, decoded):
+    monkeypatch.setattr(video_scan, "scan_decodes", lambda container, stream: True)
+    monkeypatch.setattr(video_scan, "SCAN_DECODE_MAX_FRAMES", 10)
+    with video_scan.open_scanned_decoding(path) as (_container, _stream, layout, decoded):
         assert decoded is None and layout.info.frame_count == 30
     got = video.sample_frames(path, spec, use_cache=False)
     assert got.indices == reference.indices and np.array_equal(got.frames, reference.frames)
@@ -611,7 +615,7 @@ def test_truncated_small_clip_decoded_during_the_scan(tmp_path):
     full = write_test_video(tmp_path / "full.mp4", n_frames=40, gop=10)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.85)])
-    with video_io.open_scanned_decoding(str(cut)) as (_container, _stream, layout, decoded):
+    with video_scan.open_scanned_decoding(str(cut)) as (_container, _stream, layout, decoded):
         assert decoded is not None and not layout.info.frame_count_exact
     spec = SamplingSpec(sampling="fps", fps=10.0, max_frames=layout.info.frame_count, width=64, height=48)
     reference = video._sample_uncached(str(cut), spec, strategy="reference")
