@@ -1,9 +1,10 @@
 """Asking models: single clips, side by side, and whole folders into files and databases.
 
 Owns greedy generation with a model's preprocessing spec (`predictor`), schema-constrained
-decoding (`constrained`, xgrammar), the in-process model manager shared by the app's tabs
-(`manager`), batch prediction with resume and sharding (`batch`) into JSONL/CSV/Parquet/SQLite
-(`writers`), the fair side-by-side comparison (`compare`) and evaluation reports (`report`).
+decoding (the schema compiled to an xgrammar grammar: `grammar`; the token mask and budget
+closer: `constrained`), the in-process model manager shared by the app's tabs (`manager`), batch
+prediction with resume and sharding (`batch`) into JSONL/CSV/Parquet/SQLite (`writers`), the
+fair side-by-side comparison (`compare`) and evaluation reports (`report`).
 Never imports core.train: what a model expects comes from core.spec.
 """
 

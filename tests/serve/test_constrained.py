@@ -1,5 +1,6 @@
-"""Schema-constrained decoding (core/serve/constrained.py): the mask itself, checked token by token
-against an exhaustive oracle, and the untrained tiny model decoding the sample clips with it."""
+"""Schema-constrained decoding (core/serve/grammar.py, core/serve/constrained.py): the mask itself,
+checked token by token against an exhaustive oracle, and the untrained tiny model decoding the
+sample clips with it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from core.schema.base import canonical_answer, load_schema
-from core.serve.constrained import SchemaLogitsProcessor, compile_schema, grammar_schema, model_vocab_size
+from core.serve.constrained import SchemaLogitsProcessor
+from core.serve.grammar import compile_schema, grammar_schema, model_vocab_size
 from tests.support import SAMPLES
 
 # Longest canonical answer over all sample clips is 85 tokens with the tiny tokenizer (checked
