@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.data.dataset import METADATA, SCHEMA, load_dataset
-from core.data.imports.layouts import ANSWER_KEY, VIDEO_TOKEN, answer_label, place_video, read_seed, run_import
+from core.data.imports.layouts import ANSWER_KEY, VIDEO_TOKEN, answer_label, read_seed
 from core.data.imports.rows import ImportReport
+from core.data.imports.writing import place_video, run_import
 from core.errors import DatasetError
 from core.fileio import atomic_write_text
 from core.schema.base import ANSWER_SEPARATORS, canonical_answer

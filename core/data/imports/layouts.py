@@ -1,4 +1,4 @@
-"""Importing other dataset layouts into the seed layout, and exporting seed datasets back out.
+"""Importing other dataset layouts into the seed layout: detecting the layout and reading it.
 
 The seed layout is what the rest of the workbench reads (see core.data.dataset): `videos/` +
 `metadata.jsonl` (one object per line: `video`, optional `split`, label fields) + optional
@@ -26,66 +26,45 @@ The seed layout is what the rest of the workbench reads (see core.data.dataset):
 Per-row problems (malformed line with its line number, missing video, a path leaving the source root
 by `..`, absolute path or symlink, a record without an answer, a duplicate video, an unknown split)
 are reported as "FILE:LINE_OR_ID: reason" and that row is skipped (an unknown split only loses the
-split); the rest still imports. Videos are hard-linked when possible, else copied, under
-dest/videos/ keeping their sub-path (a leading `videos/` is not doubled). metadata.jsonl is written
-last and atomically, so a failed import never leaves rows pointing at missing files.
+split); the rest still imports. This module detects the layout and reads it into a `Source`;
+checking each row's video, placing the videos and writing metadata.jsonl is
+`core.data.imports.writing` (`run_import`).
 
-Exports: `export_seed` copies a seed dataset (optionally filtered); `export_conversations` writes
-conversation JSONL whose answers are the `canonical_answer` text a model trains on.
-
-Not here: schema inference (core.data.schema_infer), checking labels against a schema (core.schema.base),
+Not here: planning and writing the import (core.data.imports.writing), exports (core.data.exports),
+schema inference (core.data.schema_infer), checking labels against a schema (core.schema.base),
 making splits, decoding videos (they are copied as bytes, never opened).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, safe_video_path
+from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA
 from core.data.imports.rows import (
     GROUND_TRUTH,
     MANIFEST,
+    SPLIT_ALIASES,
     ImportReport,
     Row,
     Source,
     jsonl_objects,
-    norm,
     read_json,
     schema_in,
     without,
 )
+from core.data.imports.writing import run_import
 from core.errors import DatasetError
-from core.fileio import atomic_write_text
 from core.schema.base import extract_json
-
-log = logging.getLogger(__name__)
 
 LAYOUTS = ("seed", "videofolder", "conversation", "qevd")
 ANSWER_KEY = "answer"  # label field that holds a non-JSON conversation answer
-SPLIT_ALIASES = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
-}
 VIDEO_TOKEN = "<video>"
 _USER_ROLES = {"human", "user"}
 _ASSISTANT_ROLES = {"gpt", "assistant", "model", "bot"}
 _DETECT_LINES = 20  # a few bad first lines must not hide the layout of an otherwise good file
-
-
-@dataclass
-class _Planned:
-    where: str
-    source: Path  # resolved video file
-    rel: str  # path under the destination
-    fields: dict
 
 
 # ---------------------------------------------------------------- detection
@@ -300,130 +279,12 @@ def _read_qevd(src: Path, video_root: Path | None) -> Source:
     return read_qevd(src, video_root)
 
 
-# ---------------------------------------------------------------- planning and writing
-
-
-def _plan(source: Source, dest: Path, copy_videos: bool) -> list[_Planned]:
-    """Check every row's video and choose its destination path; nothing is written yet."""
-    first_seen: dict[Path, str] = {}
-    planned = []
-    for row in source.rows:
-        try:
-            video = _checked_video(source.root, row.rel)
-            rel = _dest_rel(source.root, video, dest, copy_videos)
-        except DatasetError as exc:
-            source.problems.append(f"{row.where}: {exc}")
-            continue
-        if video in first_seen:
-            source.problems.append(f"{row.where}: duplicate of the video of {first_seen[video]}; skipped")
-            continue
-        first_seen[video] = row.where
-        planned.append(_Planned(row.where, video, rel, _normalised_split(row, source.problems)))
-    return planned
-
-
-def _checked_video(root: Path, rel) -> Path:
-    if not isinstance(rel, str) or not rel.strip():
-        raise DatasetError("no video path")
-    video = safe_video_path(root, rel)
-    if not video.is_file():
-        raise DatasetError(f"{rel}: video file not found")
-    return video
-
-
-def _dest_rel(root: Path, video: Path, dest: Path, copy_videos: bool) -> str:
-    if not copy_videos:
-        try:
-            return video.relative_to(dest.resolve()).as_posix()
-        except ValueError:
-            raise DatasetError(f"{video} is outside {dest}; import with copy_videos=True") from None
-    parts = video.relative_to(root.resolve()).parts
-    if len(parts) > 1 and parts[0] == "videos":
-        parts = parts[1:]
-    return PurePosixPath("videos", *parts).as_posix()
-
-
-def _normalised_split(row: Row, problems: list[str]) -> dict:
-    fields = dict(row.fields)
-    split = fields.pop("split", None)
-    if split is None:
-        return fields
-    norm = SPLIT_ALIASES.get(split.lower()) if isinstance(split, str) else None
-    if norm is None:
-        problems.append(f"{row.where}: unknown split {split!r}; imported without a split")
-        return fields
-    return {"split": norm, **fields}
-
-
-def _existing(meta: Path, merge: bool) -> tuple[str, set[str]]:
-    """Text of the destination's metadata (kept verbatim on merge) and the videos it already lists."""
-    if not meta.exists():
-        return "", set()
-    if not merge:
-        raise DatasetError(f"{meta} already exists; choose an empty folder or merge into it")
-    text = meta.read_text(encoding="utf-8", errors="replace")
-    present = {norm(obj.get("video", obj.get("file_name")))
-               for _, obj in jsonl_objects(meta, METADATA, [])
-               if isinstance(obj.get("video", obj.get("file_name")), str)}
-    return (text if not text or text.endswith("\n") else text + "\n"), present
-
-
-def place_video(video: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        if os.path.samefile(video, target):
-            return
-        target.unlink()
-    try:
-        os.link(video, target)  # free and instant on one filesystem; videos are never edited in place
-    except OSError:
-        shutil.copy2(video, target)
-
-
-def _write(dest: Path, planned: list[_Planned], copy_videos: bool, merge: bool, problems: list[str]) -> int:
-    meta = dest / METADATA
-    text, present = _existing(meta, merge)
-    lines: list[str] = []
-    taken: dict[str, str] = {}
-    for item in planned:
-        if item.rel in present:
-            problems.append(f"{item.where}: {item.rel} is already in {meta}; skipped")
-            continue
-        if item.rel in taken:
-            problems.append(f"{item.where}: {item.rel} clashes with the video of {taken[item.rel]}; skipped")
-            continue
-        if copy_videos:
-            try:
-                place_video(item.source, dest / item.rel)
-            except OSError as exc:
-                problems.append(f"{item.where}: cannot copy {item.source} ({exc.strerror or exc}); skipped")
-                continue
-        taken[item.rel] = item.where
-        lines.append(json.dumps({"video": item.rel, **item.fields}, ensure_ascii=False) + "\n")
-    atomic_write_text(meta, text + "".join(lines))
-    return len(lines)
-
-
-def _copy_schema(schema: Path | None, dest: Path) -> None:
-    if schema is not None and not (dest / SCHEMA).exists():  # never overwrite the schema being merged into
-        atomic_write_text(dest / SCHEMA, schema.read_text(encoding="utf-8"))
-
-
 _READERS: dict[str, Callable[[Path, Path | None], Source]] = {
     "seed": read_seed,
     "videofolder": _read_videofolder,
     "conversation": _read_conversation,
     "qevd": _read_qevd,
 }
-
-
-def run_import(source: Source, dest: Path, layout: str, copy_videos: bool, merge: bool) -> ImportReport:
-    planned = _plan(source, dest, copy_videos)
-    rows = _write(dest, planned, copy_videos, merge, source.problems)
-    _copy_schema(source.schema, dest)
-    for problem in source.problems:
-        log.warning("import %s: %s", dest, problem)
-    return ImportReport(rows, source.problems, layout, dest, source.instruction)
 
 
 # ---------------------------------------------------------------- public entry points

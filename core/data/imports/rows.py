@@ -20,6 +20,11 @@ MANIFEST, GROUND_TRUTH = "manifest.json", "ground_truth.json"
 PATH_KEYS = ("video_path", "video", "path", "file_name", "file")
 ID_KEYS = ("id", "clip_id", "video_id")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
+SPLIT_ALIASES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test",
+}
 
 
 @dataclass
