@@ -2,9 +2,10 @@
 
 Owns the seed layout (`videos/`, `metadata.jsonl`, `schema.json`, `drafts.jsonl`) read as a
 `Dataset` (`dataset`), the annotation store that writes it one locked, atomic change at a time with
-revisions and conflicts (`store`), seeded stratified splits (`splits`), importing other layouts
-(`imports`), exporting seed / VideoFolder / conversation JSONL (`exports`), schema inference from
-existing labels (`schema_infer`) and pre-labelling with a model the caller passes in (`prelabel`).
+revisions and conflicts (`store`), copying uploaded files and zips into `videos/` (`uploads`),
+seeded stratified splits (`splits`), importing other layouts (`imports`), exporting seed /
+VideoFolder / conversation JSONL (`exports`), schema inference from existing labels
+(`schema_infer`) and pre-labelling with a model the caller passes in (`prelabel`).
 Never loads a model or imports torch: pre-labels come from a predictor handed in.
 """
 

@@ -7,8 +7,9 @@ file atomically. A row's *revision* is a hash of its current line: a save names 
 was based on, so two tabs saving different clips both keep their edits and two saving the same clip
 get a `ConflictError` instead of a silent overwrite. Lines that do not parse are kept verbatim.
 
-This module does not decode video beyond probing readability, does not run models (prelabel does)
-and does not choose splits (core.data.splits does).
+This module does not decode video beyond probing readability, does not run models (prelabel does),
+does not choose splits (core.data.splits does) and does not copy uploads in itself
+(core.data.uploads does, behind `add_videos`).
 """
 
 from __future__ import annotations
@@ -17,24 +18,24 @@ import fcntl
 import hashlib
 import json
 import logging
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.data import uploads
 from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, safe_video_path
+from core.data.uploads import VIDEOS
 from core.errors import DatasetError, SchemaError, VideoError, WorkbenchError
 from core.fileio import atomic_write_text
 from core.schema.base import canonical_answer, label_errors, load_schema, parse_schema, schema_hash
-from core.video.frames import is_image_path, is_media_path, probe
+from core.video.frames import is_media_path, probe
 
 log = logging.getLogger(__name__)
 
 DRAFTS = "drafts.jsonl"
 LOCK = ".store.lock"
 SCHEMA_HISTORY = ".schema_history"
-VIDEOS = "videos"
 NEW = "new"  # revision of a clip that has no metadata row yet
 
 UNLABELLED, DRAFT, LABELLED, INVALID, UNREADABLE = "unlabelled", "draft", "labelled", "invalid", "unreadable"
@@ -367,71 +368,6 @@ class AnnotationStore:
         """Copy uploaded videos (or the videos inside zips) into videos/, optionally cut into pieces.
 
         Returns (added relative paths, problems). A file that is not a readable video is reported and
-        skipped; existing clips are never overwritten (a numeric suffix is added).
+        skipped; existing clips are never overwritten (a numeric suffix is added). See core.data.uploads.
         """
-        from core.video.frames import chunk_video
-
-        added, problems = [], []
-        dest = self.root / VIDEOS
-        dest.mkdir(parents=True, exist_ok=True)
-        for src in _expand_uploads([Path(f) for f in files], problems):
-            try:
-                probe(src)
-                if chunk_seconds and not is_image_path(src):  # an image is one frame: nothing to cut
-                    pieces = chunk_video(src, chunk_seconds, dest / "_incoming")
-                    for piece in pieces:
-                        added.append(_move_unique(piece, dest))
-                    shutil.rmtree(dest / "_incoming", ignore_errors=True)
-                else:
-                    target = _unique(dest / src.name)
-                    shutil.copy2(src, target)
-                    added.append(target.relative_to(self.root).as_posix())
-            except VideoError as exc:
-                problems.append(str(exc))
-        return [a if isinstance(a, str) else a.relative_to(self.root).as_posix() for a in added], problems
-
-
-def _unique(target: Path) -> Path:
-    n, candidate = 1, target
-    while candidate.exists():
-        candidate = target.with_name(f"{target.stem}_{n}{target.suffix}")
-        n += 1
-    return candidate
-
-
-def _move_unique(piece: Path, dest: Path) -> Path:
-    target = _unique(dest / piece.name)
-    piece.replace(target)
-    return target
-
-
-def _expand_uploads(paths: list[Path], problems: list[str]) -> list[Path]:
-    """Videos among the uploads; zips are unpacked (members that would escape are refused)."""
-    import tempfile
-    import zipfile
-
-    out = []
-    for p in paths:
-        if p.suffix.lower() == ".zip":
-            try:
-                with zipfile.ZipFile(p) as zf:
-                    tmp = Path(tempfile.mkdtemp(prefix="vvw-zip-"))
-                    for info in zf.infolist():
-                        name = Path(info.filename)
-                        if info.is_dir() or not is_media_path(name):
-                            continue
-                        if name.is_absolute() or ".." in name.parts:
-                            problems.append(f"{p.name}: {info.filename}: path escapes the archive; skipped")
-                            continue
-                        target = tmp / name.name
-                        with zf.open(info) as fin, open(_unique(target), "wb") as fout:
-                            shutil.copyfileobj(fin, fout)
-                    out.extend(sorted(f for f in tmp.iterdir() if f.is_file()))
-            except zipfile.BadZipFile:
-                problems.append(f"{p}: not a valid zip file")
-        elif is_media_path(p):
-            out.append(p)
-        else:
-            problems.append(f"{p}: not a video or image file (expected .mp4, .mov, .avi, .mkv, .webm, .jpg, .png "
-                            "or a .zip of them)")
-    return out
+        return uploads.add_videos(self.root, files, chunk_seconds)
