@@ -17,7 +17,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,10 +27,8 @@ from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, safe_vide
 from core.data.uploads import VIDEOS
 from core.errors import DatasetError, SchemaError, VideoError, WorkbenchError
 from core.fileio import atomic_write_text
-from core.schema.base import canonical_answer, label_errors, load_schema, parse_schema, schema_hash
+from core.schema.base import canonical_answer, extract_json, label_errors, load_schema, parse_schema, schema_hash
 from core.video.frames import is_media_path, probe
-
-log = logging.getLogger(__name__)
 
 DRAFTS = "drafts.jsonl"
 LOCK = ".store.lock"
@@ -295,8 +292,6 @@ class AnnotationStore:
 
     def save_draft(self, rel: str, text: str | None, model: str, error: str | None = None) -> dict:
         """Store a model's answer for `rel` as a draft, with the reasons it is not a valid label."""
-        from core.schema.base import extract_json
-
         parsed, parse_error = extract_json(text) if text is not None else (None, error)
         schema = self.schema()
         errors = [parse_error] if parse_error else (label_errors(schema, parsed) if schema else [])

@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
 from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA
+from core.data.imports.qevd import read_qevd
 from core.data.imports.rows import (
     GROUND_TRUTH,
     MANIFEST,
@@ -274,8 +275,6 @@ def answer_label(text: str) -> dict:
 
 
 def _read_qevd(src: Path, video_root: Path | None) -> Source:
-    from core.data.imports.qevd import read_qevd
-
     return read_qevd(src, video_root)
 
 
