@@ -1,6 +1,8 @@
 """One object that the app and the CLI build and pass around: paths plus the shared model manager.
 
-No module-level globals: tests build their own Workspace on temp folders.
+`start_training` is how the app starts a run: it refuses what this machine or deployment cannot do
+before anything is unloaded or launched, frees the app's models, then launches through the run
+manager. No module-level globals: tests build their own Workspace on temp folders.
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ class Workspace:
             family = family_for_model_type(json.loads((Path(source.base) / "config.json").read_text())["model_type"])
             self._sampling = default_sampling(source, family)
         return self._sampling
+
+    def start_training(self, dataset, name: str, config) -> Path:
+        """Start a training run `name` on `dataset` with the validated TrainConfig `config`.
+
+        Refused with a typed error, before the app's models are unloaded: what this machine cannot
+        do (qlora without bitsandbytes or CUDA, a precision the device lacks: the same check the
+        training process makes), what the deployment's policy forbids, a bad or taken run name, a
+        run still going. The models are unloaded only once the launch is certain."""
+        from core.models.loading import pick_device
+        from core.train.runtime import check_runtime  # imports torch, which the run manager never does
+
+        check_runtime(config, pick_device(config.device))
+        # the run manager checks busy, policy and name, then calls before_launch just before starting
+        return self.runs.start(dataset, name, config, before_launch=self.models.unload_all)
 
     def finished_runs(self) -> list[Path]:
         """Run directories that hold a final model, newest first."""

@@ -3,8 +3,10 @@
 Chunks cut from one long video (`<stem>_chunkNNN.mp4`) form one group and always land in the same
 split, so a model is never tested on seconds of a video it trained on. Stratification orders groups
 by the chosen field's value, then hands out splits by "largest deficit" (the split furthest below
-its share so far), which spreads every stratum over the splits in the requested ratios. This module
-only computes the assignment; the annotation store writes it.
+its share so far), which spreads every stratum over the splits in the requested ratios.
+`assign_splits` only computes the assignment; `split_dataset` (what `cli.py split` and the Annotate
+tab's Splits panel both call) reads a dataset's clips, assigns them and has the annotation store
+write the result.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from dataclasses import dataclass
 
 from core.data.dataset import SPLITS
+from core.data.store import AnnotationStore
 from core.errors import DatasetError
 
 _CHUNK = re.compile(r"^(?P<stem>.+)_chunk\d{3,}$")
@@ -78,3 +82,25 @@ def assign_splits(clips: list[tuple[str, dict]], ratios=(0.8, 0.1, 0.1), seed: i
         for rel in groups[g]:
             out[rel] = split
     return out
+
+
+@dataclass
+class SplitSummary:
+    assignment: dict[str, str]  # clip path -> train | val | test, for the clips assigned this time
+    changed: int  # metadata rows whose split changed (or that were created)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for v in self.assignment.values() if v == s) for s in SPLITS}
+
+
+def split_dataset(store_or_dir, ratios="0.8,0.1,0.1", seed: int = 0, stratify: str | None = None,
+                  keep_existing: bool = False) -> SplitSummary:
+    """Assign splits to a dataset's clips and write them. `ratios`: three numbers or text such as
+    "0.8,0.1,0.1" (normalised); `keep_existing`: only clips without a split are assigned."""
+    store = store_or_dir if isinstance(store_or_dir, AnnotationStore) else AnnotationStore(store_or_dir)
+    if isinstance(ratios, str):
+        ratios = parse_ratios(ratios)
+    clips = [c for c in store.clips(check_video=False) if not keep_existing or c.split is None]
+    assignment = assign_splits([(c.rel, c.label) for c in clips], ratios, seed, stratify or None)
+    return SplitSummary(assignment, store.set_splits(assignment))

@@ -6,7 +6,7 @@ launch ... cli.py train ...` for several processes: see core.runs.launch) in its
 closing the UI never stalls a run and a stop can reach every child. State comes from the
 files (`core.runs.files`), so a reloaded page re-attaches: a `running` status whose process is gone
 is reported as `crashed`, with the log tail and, when we launched it, the exit code.
-This module imports no torch.
+`clone_config` reads a past run's config back for a new run. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from pathlib import Path
 
 import yaml
 
+from core.config import TrainConfig
+from core.errors import ConfigError, WorkbenchError
 from core.fileio import atomic_write_text
-from core.errors import WorkbenchError
-from core.runs.launch import LaunchPlan, plan_launch
 from core.paths import REPO_ROOT
 from core.runs.files import RunFiles
+from core.runs.launch import LaunchPlan, plan_launch
 from core.runs.policy import TrainingPolicy, training_policy
 
 LAUNCH_CONFIG = "launch.yaml"
@@ -138,12 +139,30 @@ class RunManager:
             raise RunError(f"run name {name!r}: use a plain folder name (no / or ..)")
         return self.runs_dir / name
 
-    def start(self, dataset, name: str, config) -> Path:
-        """Launch `cli.py train` for a new run directory `runs_dir/name`."""
-        with self._launching:
-            return self._start(dataset, name, config)
+    def clone_config(self, name: str) -> dict:
+        """The config of the past run `name` (its config.yaml, else launch.yaml), checked to be one a
+        new run can start with; the deployment's step_cap is left behind (the policy re-adds it)."""
+        if not str(name or "").strip():
+            raise ConfigError("pick a run to clone")
+        run_dir = self.run_dir(name)
+        for file in (run_dir / "config.yaml", run_dir / LAUNCH_CONFIG):
+            if file.is_file():
+                try:
+                    config = yaml.safe_load(file.read_text()) or {}
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"{file}: cannot read ({exc})") from exc
+                TrainConfig.from_dict(dict(config), source=str(file))  # refuse configs we cannot run
+                config.pop("step_cap", None)
+                return config
+        raise ConfigError(f"{run_dir}: no config.yaml to clone")
 
-    def _start(self, dataset, name: str, config) -> Path:
+    def start(self, dataset, name: str, config, before_launch=None) -> Path:
+        """Launch `cli.py train` for a new run directory `runs_dir/name`. `before_launch()` runs once
+        every check has passed, just before the process starts (the app frees its models there)."""
+        with self._launching:
+            return self._start(dataset, name, config, before_launch)
+
+    def _start(self, dataset, name: str, config, before_launch=None) -> Path:
         self._refuse_if_busy()
         data = self.policy.apply(asdict(config) if is_dataclass(config) else dict(config))
         run_dir = self.run_dir(name)
@@ -157,6 +176,8 @@ class RunManager:
         except WorkbenchError:
             (run_dir / LAUNCH_CONFIG).unlink(missing_ok=True)
             raise
+        if before_launch is not None:
+            before_launch()
         return self._launch(run_dir, plan)
 
     def resume(self, run_dir) -> Path:

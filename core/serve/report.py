@@ -1,9 +1,11 @@
-"""Evaluation reports: several models scored on one split with the same clips, as one table.
+"""Evaluation reports: models scored on one split of a dataset with the same clips.
 
-`evaluate_models` runs each model (through the model manager, so a base and its runs share
-weights) and scores them with core.schema.scoring; `comparison_rows` and `confusion_rows` shape the
-result for tables and plots; `write_report` saves JSON and Markdown beside the predictions.
-This module does not draw plots.
+`score_predictor` is the one report builder: it predicts a split's clips with a loaded predictor
+and scores the answers with core.schema.scoring against the schema the model was trained with.
+`evaluate_model` is `cli.py eval` (one model, loaded on its own); `evaluate_models` is the Export
+tab's table (several models through the model manager, so a base and its runs share weights).
+`comparison_rows` and `confusion_rows` shape reports for tables and plots; `write_report` saves
+JSON and Markdown. This module does not draw plots.
 """
 
 from __future__ import annotations
@@ -15,26 +17,62 @@ from pathlib import Path
 from core.data.dataset import load_dataset
 from core.errors import DatasetError
 from core.fileio import atomic_write_text
+from core.schema.base import schema_hash
 from core.schema.scoring import evaluate
+
+
+def _split_samples(data, dataset_dir, split: str) -> list:
+    samples = data.split(split)
+    if not samples:
+        raise DatasetError(f"{dataset_dir}: split '{split}' has no clips")
+    return samples
+
+
+def score_predictor(predictor, samples, name: str, split: str, constrained: bool = False, batch_size: int = 8,
+                    max_new_tokens: int = 160, show: int = 0) -> dict:
+    """The report of one model on `samples`: validity rates, per-field accuracy, text scores
+    (core.schema.scoring.evaluate) plus model, split, timing and, with `show`, the first raw outputs."""
+    t0 = time.time()
+    preds = predictor.predict([s.video for s in samples], batch_size=batch_size, max_new_tokens=max_new_tokens,
+                              constrained=constrained)
+    seconds = time.time() - t0
+    report = evaluate(predictor.spec.schema, [p.text for p in preds], [s.label for s in samples])
+    report.update(model=name, split=split, constrained=constrained, seconds=round(seconds, 2),
+                  seconds_per_clip=round(seconds / len(samples), 3), spec_schema_hash=predictor.spec.schema_hash)
+    if show:
+        report["examples"] = [{"video": s.rel, "output": p.text, "error": p.error}
+                              for s, p in zip(samples, preds)][:show]
+    return report
+
+
+def evaluate_model(name: str, dataset_dir, split: str, device: str = "auto", trust_remote_code: bool = False,
+                   **options) -> dict:
+    """Load `name` on its own and score it on `split` (options: those of `score_predictor`). The
+    report's `warnings` say when the dataset's schema differs from the one the model was trained
+    with (the answers are scored against the training schema)."""
+    from core.serve.predictor import Predictor  # loads torch: only when a model is asked
+
+    data = load_dataset(dataset_dir)
+    samples = _split_samples(data, dataset_dir, split)
+    predictor = Predictor.load(name, schema=data.schema, device=device, trust_remote_code=trust_remote_code)
+    warnings = []
+    if data.schema is not None and schema_hash(data.schema) != predictor.spec.schema_hash:
+        warnings.append(f"{dataset_dir}/schema.json differs from the schema {name} was trained with; "
+                        "scoring against the training schema")
+    return {**score_predictor(predictor, samples, name, split, **options), "warnings": warnings}
 
 
 def evaluate_models(models, dataset_dir, split: str, names: list[str], constrained: bool = False,
                     batch_size: int = 8, max_new_tokens: int = 160, progress=None) -> dict[str, dict]:
+    """Score each of `names` on `split`, loaded through `models` (a core.serve.ModelManager)."""
     data = load_dataset(dataset_dir)
-    samples = data.split(split)
-    if not samples:
-        raise DatasetError(f"{dataset_dir}: split '{split}' has no clips")
+    samples = _split_samples(data, dataset_dir, split)
     reports = {}
     for i, name in enumerate(names):
         with models.lock:
             predictor = models.get(name, schema=data.schema)
-            t0 = time.time()
-            preds = predictor.predict([s.video for s in samples], batch_size=batch_size,
-                                      max_new_tokens=max_new_tokens, constrained=constrained)
-        report = evaluate(predictor.spec.schema, [p.text for p in preds], [s.label for s in samples])
-        report.update(model=name, split=split, constrained=constrained, seconds=round(time.time() - t0, 2),
-                      seconds_per_clip=round((time.time() - t0) / len(samples), 3))
-        reports[name] = report
+            reports[name] = score_predictor(predictor, samples, name, split, constrained=constrained,
+                                            batch_size=batch_size, max_new_tokens=max_new_tokens)
         if progress:
             progress(i + 1, len(names))
     return reports

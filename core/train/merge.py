@@ -8,7 +8,8 @@ The base is loaded fresh from disk in its checkpoint dtype (never the 4-bit QLoR
 adapter is attached and `merge_and_unload` folds the LoRA deltas into the linear weights and
 replaces every `modules_to_save` wrapper (the tiny default's trained vision tower, projector,
 embeddings and head) by its trained copy, so those weights are the ones the adapter model used.
-This module does not train or evaluate.
+`export_run` writes what the Export tab offers for download: the adapter (with its spec) or the
+merged model. This module does not train or evaluate.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from core.errors import ConfigError, ModelError
 from core.models.loading import ModelSource, load_processor, resolve_model
-from core.spec import MERGED_DIR, SPEC_FILE, PreprocessSpec
+from core.spec import FINAL_DIR, MERGED_DIR, SPEC_FILE, PreprocessSpec
 
 
 def merge_run(run_dir, output=None) -> Path:
@@ -66,3 +67,24 @@ def merge_run(run_dir, output=None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+EXPORTS = ("adapter", "merged")
+
+
+def export_run(run_dir, what: str, dest) -> Path:
+    """Write a run's model to the new folder `dest`: `adapter` copies the LoRA adapter folder with
+    the run's spec beside it; `merged` writes the merged model (as `merge_run`)."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    if what == "merged":
+        return merge_run(run_dir, dest)
+    if what != "adapter":
+        raise ConfigError(f"export {what!r}: choose one of {', '.join(EXPORTS)}")
+    final = run_dir / FINAL_DIR
+    if not (final / "adapter_config.json").is_file():
+        raise ModelError(f"{run_dir}: no LoRA adapter in {FINAL_DIR}/ (a full fine-tune is already a merged model)")
+    if dest.exists():
+        raise ConfigError(f"{dest}: already exists; choose another destination")
+    shutil.copytree(final, dest)
+    shutil.copy2(run_dir / SPEC_FILE, dest / SPEC_FILE)
+    return dest

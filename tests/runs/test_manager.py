@@ -9,6 +9,7 @@ import time
 import pytest
 
 from core.config import TrainConfig
+from core.errors import WorkbenchError
 from core.runs.files import RunFiles
 from core.runs.manager import RunError, RunManager
 
@@ -73,3 +74,21 @@ def test_resume_refuses_without_checkpoint(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunError, match="no checkpoint"):
         RunManager(tmp_path).resume(tmp_path / "empty")
+
+
+def test_clone_config_reads_config_or_launch_yaml_and_refuses_what_cannot_run(tmp_path):
+    from core.errors import ConfigError
+
+    runs = RunManager(tmp_path)
+    (tmp_path / "launched").mkdir()  # a run that never wrote config.yaml: its launch.yaml is the config
+    (tmp_path / "launched" / "launch.yaml").write_text(TrainConfig(lora_r=4, step_cap=50).to_yaml())
+    config = runs.clone_config("launched")
+    assert config["lora_r"] == 4 and "step_cap" not in config
+    assert TrainConfig.from_dict(config) == TrainConfig(lora_r=4)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.yaml").write_text("num_frames: 0\n")
+    with pytest.raises(ConfigError, match="config.yaml: num_frames must be >= 1"):
+        runs.clone_config("broken")
+    for name, reason in (("", "pick a run to clone"), ("missing", "no config.yaml"), ("../x", "plain folder name")):
+        with pytest.raises(WorkbenchError, match=reason):
+            runs.clone_config(name)
