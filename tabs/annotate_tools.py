@@ -1,12 +1,15 @@
 """The Annotate tab's tool panels: AI pre-label, upload, splits, import and export.
 
-Each handler is parse → core call → message; the gallery is refreshed afterwards.
+Each handler is parse → core call → message; the gallery is refreshed afterwards. Splits and export
+call the functions `cli.py split` and `cli.py export-dataset` call (core.data.splits.split_dataset,
+core.data.exports.export_dataset).
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
+from core.data.exports import DATASET_FORMATS
 from core.errors import WorkbenchError
 from core.schema.base import ENUM, fields
 
@@ -74,19 +77,17 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
         split_msg = gr.Markdown()
 
     def on_split(ratios_, seed_, strat, keep_):
-        from core.data.splits import assign_splits, parse_ratios
+        from core.data.splits import split_dataset
 
         try:
-            clips = [c for c in store.clips(check_video=False) if not keep_ or c.split is None]
-            out = assign_splits([(c.rel, c.label) for c in clips], parse_ratios(ratios_), int(seed_ or 0),
-                                None if strat == "(none)" else strat)
-            changed = store.set_splits(out)
+            summary = split_dataset(store, ratios_, int(seed_ or 0), None if strat == "(none)" else strat,
+                                    keep_existing=keep_)
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
-        counts = {s: sum(1 for v in out.values() if v == s) for s in ("train", "val", "test")}
-        return f"{len(out)} clips assigned ({changed} changed): " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        return (f"{len(summary.assignment)} clips assigned ({summary.changed} changed): "
+                + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
 
-    refreshed(assign.click(on_split, [ratios, seed, stratify, keep], split_msg))
+    refreshed(assign.click(on_split, [ratios, seed, stratify, keep], split_msg, api_name="assign_splits"))
 
     with gr.Accordion("Import / export", open=False):
         with gr.Row():
@@ -95,8 +96,9 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
                                  label="Layout", scale=1)
         do_import = gr.Button("Import into this dataset", elem_id="annotate-import")
         with gr.Row():
-            out = gr.Textbox(label="Export to (folder for seed layout, .jsonl for conversations)", scale=3)
-            fmt = gr.Dropdown(["seed", "conversation"], value="conversation", label="Format", scale=1)
+            out = gr.Textbox(label="Export to (folder for seed or VideoFolder layout, .jsonl for conversations)",
+                             scale=3)
+            fmt = gr.Dropdown(list(DATASET_FORMATS), value="conversation", label="Format", scale=1)
         do_export = gr.Button("Export")
         io_msg = gr.Markdown()
 
@@ -114,19 +116,15 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
         return "\n".join(lines)
 
     def on_export(path, fmt_):
-        from core.data.exports import export_conversations, export_seed
-        from core.schema.prompt import build_instruction
+        from core.data.exports import export_dataset
 
         if not (path or "").strip():
             raise gr.Error("give a destination")
         try:
-            if fmt_ == "seed":
-                export_seed(store.root, path.strip())
-            else:
-                export_conversations(store.root, path.strip(), build_instruction(store.schema()))
+            report = export_dataset(store.root, path.strip(), fmt_)
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
-        return f"wrote {path.strip()}"
+        return f"wrote {report.dest}"
 
     refreshed(do_import.click(on_import, [src, layout], io_msg))
-    do_export.click(on_export, [out, fmt], io_msg)
+    do_export.click(on_export, [out, fmt], io_msg, api_name="annotate_export")

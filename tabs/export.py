@@ -1,7 +1,7 @@
 """Export tab: batch prediction to files, evaluation reports (base vs fine-tuned), model and dataset export.
 
-Thin handlers over core.serve.batch, core.serve.report, core.train.merge and core.data.imports.layouts; the same work as
-`cli.py predict`, `cli.py eval` and `cli.py merge`.
+Thin handlers over core.serve.batch, core.serve.report, core.train.merge and core.data.exports; the same work as
+`cli.py predict`, `cli.py eval`, `cli.py merge` and `cli.py export-dataset`. Downloads are zipped here.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from core.data.exports import DATASET_FORMATS
 from core.errors import WorkbenchError
 
 FORMATS = [".jsonl", ".csv", ".parquet", ".sqlite"]
@@ -56,18 +57,11 @@ def do_evaluate(ws, names, split, constrained, progress=None):
 
 
 def export_model(ws, run, what) -> str:
-    run_dir = Path(run)
-    target = exports_dir(ws) / f"{run_dir.name}-{what}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if what == "adapter":
-        final = run_dir / "final"
-        if not (final / "adapter_config.json").is_file():
-            raise gr.Error(f"{run}: no LoRA adapter in final/ (a full fine-tune is already a merged model)")
-        shutil.copytree(final, target)
-        shutil.copy2(run_dir / "preprocessing.json", target / "preprocessing.json")
-    elif what == "merged":
-        from core.train.merge import merge_run
+    """A zip of the run's adapter (with its spec) or merged model (core.train.merge.export_run)."""
+    from core.train.merge import export_run
 
-        merge_run(run_dir, target)
+    target = exports_dir(ws) / f"{Path(run).name}-{what}-{time.strftime('%Y%m%d-%H%M%S')}"
+    export_run(run, what, target)
     shutil.make_archive(str(target), "zip", target)
     return str(target) + ".zip"
 
@@ -116,7 +110,7 @@ def build(ws) -> None:
             what = gr.Radio(["adapter", "merged"], value="adapter", label="What")
             export_go = gr.Button("Export model")
         with gr.Row():
-            ds_fmt = gr.Radio(["videofolder", "conversation", "seed"], value="videofolder", label="Dataset layout")
+            ds_fmt = gr.Radio(list(DATASET_FORMATS), value="videofolder", label="Dataset layout")
             ds_go = gr.Button("Export dataset")
         export_file = gr.File(label="Download")
 
@@ -151,20 +145,12 @@ def build(ws) -> None:
             raise gr.Error(str(exc)) from exc
 
     def on_export_dataset(layout):
-        from core.data.exports import export_conversations, export_seed, export_videofolder
-        from core.schema.prompt import build_instruction
+        from core.data.exports import export_dataset
 
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = exports_dir(ws) / f"dataset-{layout}-{stamp}"
+        target = exports_dir(ws) / f"dataset-{layout}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.mkdir(parents=True)  # a folder for every layout, so the download is one zip
         try:
-            if layout == "videofolder":
-                export_videofolder(ws.dataset_dir, target)
-            elif layout == "seed":
-                export_seed(ws.dataset_dir, target)
-            else:
-                target.mkdir(parents=True)
-                export_conversations(ws.dataset_dir, target / "conversations.jsonl",
-                                     build_instruction(ws.store.schema()))
+            export_dataset(ws.dataset_dir, target, layout)
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
         shutil.make_archive(str(target), "zip", target)

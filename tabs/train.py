@@ -2,20 +2,20 @@
 
 Runs are processes (core.runs.manager); this tab only writes a config, starts/stops/resumes the
 `cli.py train` process (or `accelerate launch` for several processes) and reads the run directory,
-so closing the browser changes nothing and a reload re-attaches to whatever is running. Estimate
-(core.train.estimate), merge (core.train.merge) and cloning a past run's config are thin calls too.
+so closing the browser changes nothing and a reload re-attaches to whatever is running. Start is
+core.workspace.Workspace.start_training (runtime and policy checks, unloading, launch); estimate
+(core.train.estimate), merge (core.train.merge) and cloning a past run's config
+(core.runs.RunManager.clone_config) are thin calls too. Each field's help is its TrainConfig doc.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 import gradio as gr
 import pandas as pd
-import yaml
 
-from core.config import TrainConfig
+from core.config import TrainConfig, field_docs
 from core.errors import ConfigError, WorkbenchError
 from core.runs.files import RunFiles
 
@@ -29,6 +29,12 @@ _FIELD = {"frames": "num_frames", "width": "frame_width", "height": "frame_heigh
 _OPTIONAL_INTS = ("frames", "width", "height")  # blank (or 0) = the model's default
 _INTS = ("lora_r", "lora_alpha", "max_steps", "batch_size", "grad_accum", "warmup_steps", "save_steps", "eval_steps",
          "eval_max_clips", "max_new_tokens", "num_processes", "seed")
+_INFO = field_docs()
+
+
+def _info(key: str) -> str:
+    """The form field's help: its TrainConfig field's doc (what `cli.py train --help` shows)."""
+    return _INFO[_FIELD.get(key, key)]
 
 
 def form_to_config(base: dict | None = None, **form) -> TrainConfig:
@@ -69,20 +75,9 @@ def config_to_form(config: dict) -> dict:
 
 
 def clone_config(ws, run_name: str) -> tuple[dict, dict]:
-    """(form values, full config) of a past run, read from its config.yaml (or launch.yaml)."""
-    if not run_name:
-        raise ConfigError("pick a run to clone")
-    run_dir = ws.runs.run_dir(run_name)
-    for name in ("config.yaml", "launch.yaml"):
-        if (run_dir / name).is_file():
-            try:
-                config = yaml.safe_load((run_dir / name).read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{run_dir / name}: cannot read ({exc})") from exc
-            TrainConfig.from_dict(dict(config), source=str(run_dir / name))  # refuse configs we cannot run
-            config.pop("step_cap", None)  # the deployment's limit, not the run's choice: the policy re-adds it
-            return config_to_form(config), config
-    raise ConfigError(f"{run_dir}: no config.yaml to clone")
+    """(form values, full config) of a past run (core.runs.RunManager.clone_config)."""
+    config = ws.runs.clone_config(run_name)
+    return config_to_form(config), config
 
 
 def progress_markdown(status: dict) -> str:
@@ -153,55 +148,69 @@ def build(ws) -> None:
             dataset = gr.Textbox(value=str(ws.dataset_dir), label="Dataset folder (seed layout)", elem_id="train-dataset")
             name = gr.Textbox(value=lambda: time.strftime("run-%Y%m%d-%H%M%S"), label="Run name", elem_id="train-name")
             c = {"model": gr.Dropdown(choices=trainable_models(ws, policy), value=ws.default_model, allow_custom_value=True,
-                                      label="Base model"),
+                                      label="Base model", info=_info("model")),
                  "method": gr.Radio(["lora", "qlora", "full", "grpo"], value=d.method, label="Method",
-                                    info="qlora: 4-bit base, needs bitsandbytes and a CUDA GPU; grpo: RL with "
-                                         "schema rewards (its settings come from a cloned run or the defaults)")}
+                                    info=_info("method") + " GRPO's own settings come from a cloned run or the defaults.")}
             with gr.Row():
-                c["sampling"] = gr.Radio(["uniform", "fps"], value=d.sampling, label="Frame sampling")
-                c["frames"] = gr.Number(value=None, label="Frames per clip (blank: model default)", precision=0)
+                c["sampling"] = gr.Radio(["uniform", "fps"], value=d.sampling, label="Frame sampling",
+                                         info=_info("sampling"))
+                c["frames"] = gr.Number(value=None, label="Frames per clip (blank: model default)", precision=0,
+                                        info=_info("frames"))
             with gr.Row():
-                c["width"] = gr.Number(value=None, label="Frame width (blank: default)", precision=0)
-                c["height"] = gr.Number(value=None, label="Frame height (blank: default)", precision=0)
+                c["width"] = gr.Number(value=None, label="Frame width (blank: default)", precision=0,
+                                       info=_info("width"))
+                c["height"] = gr.Number(value=None, label="Frame height (blank: default)", precision=0,
+                                        info=_info("height"))
             with gr.Row():
-                c["max_steps"] = gr.Number(value=d.max_steps, label="Max steps", precision=0, elem_id="train-steps")
-                c["batch_size"] = gr.Number(value=d.batch_size, label="Batch size (per device)", precision=0)
-                c["grad_accum"] = gr.Number(value=d.grad_accum, label="Gradient accumulation", precision=0)
+                c["max_steps"] = gr.Number(value=d.max_steps, label="Max steps", precision=0, elem_id="train-steps",
+                                           info=_info("max_steps"))
+                c["batch_size"] = gr.Number(value=d.batch_size, label="Batch size (per device)", precision=0,
+                                            info=_info("batch_size"))
+                c["grad_accum"] = gr.Number(value=d.grad_accum, label="Gradient accumulation", precision=0,
+                                            info=_info("grad_accum"))
             with gr.Row():
-                c["lr"] = gr.Textbox(value="", label="Learning rate (blank: default)")
-                c["save_steps"] = gr.Number(value=d.save_steps, label="Save every N steps", precision=0)
-                c["seed"] = gr.Number(value=d.seed, label="Seed", precision=0)
+                c["lr"] = gr.Textbox(value="", label="Learning rate (blank: default)", info=_info("lr"))
+                c["save_steps"] = gr.Number(value=d.save_steps, label="Save every N steps", precision=0,
+                                            info=_info("save_steps"))
+                c["seed"] = gr.Number(value=d.seed, label="Seed", precision=0, info=_info("seed"))
             with gr.Accordion("LoRA", open=False):
                 with gr.Row():
-                    c["lora_r"] = gr.Number(value=d.lora_r, label="Rank", precision=0)
-                    c["lora_alpha"] = gr.Number(value=d.lora_alpha, label="Alpha", precision=0)
-                    c["lora_dropout"] = gr.Number(value=d.lora_dropout, label="Dropout")
+                    c["lora_r"] = gr.Number(value=d.lora_r, label="Rank", precision=0, info=_info("lora_r"))
+                    c["lora_alpha"] = gr.Number(value=d.lora_alpha, label="Alpha", precision=0, info=_info("lora_alpha"))
+                    c["lora_dropout"] = gr.Number(value=d.lora_dropout, label="Dropout", info=_info("lora_dropout"))
                 c["lora_targets"] = gr.Radio(["language", "all"], value=d.lora_targets, label="Targets",
-                                             info="language: LM linears only; all: also the vision tower")
-                c["merge_at_end"] = gr.Checkbox(value=d.merge_at_end, label="Merge the adapter into the base at the end")
+                                             info=_info("lora_targets"))
+                c["merge_at_end"] = gr.Checkbox(value=d.merge_at_end, label="Merge the adapter into the base at the end",
+                                                info=_info("merge_at_end"))
             with gr.Accordion("Optimisation", open=False):
                 with gr.Row():
-                    c["optimizer"] = gr.Radio(["adamw", "adafactor"], value=d.optimizer, label="Optimizer")
+                    c["optimizer"] = gr.Radio(["adamw", "adafactor"], value=d.optimizer, label="Optimizer",
+                                              info=_info("optimizer"))
                     c["lr_scheduler"] = gr.Radio(["cosine", "linear", "constant"], value=d.lr_scheduler,
-                                                 label="LR schedule")
-                    c["warmup_steps"] = gr.Number(value=d.warmup_steps, label="Warm-up steps", precision=0)
+                                                 label="LR schedule", info=_info("lr_scheduler"))
+                    c["warmup_steps"] = gr.Number(value=d.warmup_steps, label="Warm-up steps", precision=0,
+                                                  info=_info("warmup_steps"))
                 with gr.Row():
                     c["precision"] = gr.Radio(["auto", "bf16", "fp16", "fp32"], value=d.precision, label="Precision",
-                                              info="auto: bf16/fp16 on GPU, fp32 on CPU")
+                                              info=_info("precision"))
                     c["gradient_checkpointing"] = gr.Checkbox(value=d.gradient_checkpointing,
-                                                              label="Gradient checkpointing")
+                                                              label="Gradient checkpointing",
+                                                              info=_info("gradient_checkpointing"))
             with gr.Accordion("Evaluation, logging, processes", open=False):
                 with gr.Row():
                     c["eval_steps"] = gr.Number(value=d.eval_steps, label="Evaluate on val every N steps (0: never)",
-                                                precision=0)
+                                                precision=0, info=_info("eval_steps"))
                     c["eval_max_clips"] = gr.Number(value=d.eval_max_clips, label="Val clips per evaluation",
-                                                    precision=0)
-                    c["max_new_tokens"] = gr.Number(value=d.max_new_tokens, label="Max answer tokens", precision=0)
-                c["report_to"] = gr.Textbox(value=d.report_to, label="Report to (none, tensorboard, trackio, wandb)")
+                                                    precision=0, info=_info("eval_max_clips"))
+                    c["max_new_tokens"] = gr.Number(value=d.max_new_tokens, label="Max answer tokens", precision=0,
+                                                    info=_info("max_new_tokens"))
+                c["report_to"] = gr.Textbox(value=d.report_to, label="Report to (none, tensorboard, trackio, wandb)",
+                                            info=_info("report_to"))
                 with gr.Row():
                     c["num_processes"] = gr.Number(value=d.num_processes, precision=0,
-                                                   label="Processes (0: one per GPU)")
-                    c["distributed"] = gr.Radio(["ddp", "deepspeed", "fsdp"], value=d.distributed, label="Distributed")
+                                                   label="Processes (0: one per GPU)", info=_info("num_processes"))
+                    c["distributed"] = gr.Radio(["ddp", "deepspeed", "fsdp"], value=d.distributed, label="Distributed",
+                                                info=_info("distributed"))
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="train-start",
                                   interactive=policy.mode != "off")
@@ -244,16 +253,8 @@ def build(ws) -> None:
                 eval_frame(run_dir), log_text, table_df)
 
     def on_start(ds, run_name, base_cfg, *values):
-        from core.models.loading import pick_device
-        from core.train.runtime import check_runtime
-
         try:
-            cfg = form_to_config(base_cfg, **dict(zip(FORM_KEYS, values)))
-            check_runtime(cfg, pick_device(cfg.device))  # qlora / precision refused here, not in a dead process
-            ws.runs.policy.apply(asdict(cfg))  # refused runs must not unload what other users have loaded
-            ws.runs.run_dir(run_name)
-            ws.models.unload_all()  # a training process needs the memory the app's models hold
-            ws.runs.start(ds, run_name.strip(), cfg)
+            ws.start_training(ds, run_name, form_to_config(base_cfg, **dict(zip(FORM_KEYS, values))))
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info(f"started {run_name}; the app's loaded models were unloaded to free memory")

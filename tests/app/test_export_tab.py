@@ -1,4 +1,4 @@
-"""Export tab handlers on the real tiny model: predictions file, base-vs-fine-tuned report, model export."""
+"""Export tab handlers: predictions file, base-vs-fine-tuned report (real tiny model), model and dataset export."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import json
 import sqlite3
 import zipfile
 
+import pytest
+
 from core.data.store import AnnotationStore
+from core.errors import ConfigError, ModelError
 from core.workspace import Workspace
 from tests.support import make_dataset
 
@@ -37,3 +40,59 @@ def test_predict_evaluate_and_export_adapter(short_run, tmp_path):
     archive = export_model(ws, str(short_run), "adapter")
     names = zipfile.ZipFile(archive).namelist()
     assert {"adapter_config.json", "adapter_model.safetensors", "preprocessing.json"} <= set(names)
+
+
+def _export_tab_handler(ws, api_name):
+    import gradio as gr
+
+    from tabs import export
+
+    with gr.Blocks() as demo:
+        export.build(ws)
+    return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
+
+
+def test_export_dataset_gives_a_zip_of_each_layout(tmp_path):
+    root = make_dataset(tmp_path / "d", n=4)
+    AnnotationStore(root).set_splits({f"videos/clip_000{i}.mp4": s for i, s in enumerate(["train", "train", "val",
+                                                                                           "test"])})
+    ws = Workspace(dataset_dir=root, runs_dir=tmp_path / "runs")
+    export_dataset = _export_tab_handler(ws, "export_dataset")
+    expected = {"seed": {"metadata.jsonl", "schema.json", "videos/clip_0000.mp4"},
+                "videofolder": {"schema.json", "train/metadata.jsonl", "validation/clip_0002.mp4",
+                                "test/metadata.jsonl"},
+                "conversation": {"conversations.jsonl"}}
+    for layout, names in expected.items():
+        archive = export_dataset(layout)
+        assert archive.endswith(".zip") and f"dataset-{layout}-" in archive
+        assert names <= set(zipfile.ZipFile(archive).namelist()), layout
+    lines = zipfile.ZipFile(archive).read("conversations.jsonl").decode().splitlines()
+    assert len(lines) == 4 and json.loads(lines[0])["conversations"][1]["from"] == "gpt"
+
+
+def _fake_run(run_dir, final_files):
+    (run_dir / "final").mkdir(parents=True)
+    for name, text in final_files.items():
+        (run_dir / "final" / name).write_text(text)
+    (run_dir / "preprocessing.json").write_text('{"base_model": "tiny:default"}')
+    return run_dir
+
+
+def test_export_model_zips_the_adapter_with_the_runs_spec_and_refuses_a_full_fine_tune(tmp_path):
+    from core.train.merge import export_run
+    from tabs.export import export_model
+
+    ws = Workspace(dataset_dir=tmp_path, runs_dir=tmp_path / "runs")
+    lora = _fake_run(tmp_path / "runs" / "lora", {"adapter_config.json": "{}", "adapter_model.safetensors": "w"})
+    archive = export_model(ws, str(lora), "adapter")
+    zipped = zipfile.ZipFile(archive)
+    assert set(zipped.namelist()) == {"adapter_config.json", "adapter_model.safetensors", "preprocessing.json"}
+    assert zipped.read("preprocessing.json") == (lora / "preprocessing.json").read_bytes()
+    full = _fake_run(tmp_path / "runs" / "full", {"config.json": "{}"})
+    with pytest.raises(ModelError, match="no LoRA adapter in final/"):
+        export_run(full, "adapter", tmp_path / "out")
+    with pytest.raises(ConfigError, match="choose one of adapter, merged"):
+        export_run(lora, "weights", tmp_path / "out")
+    export_run(lora, "adapter", tmp_path / "out")
+    with pytest.raises(ConfigError, match="already exists"):
+        export_run(lora, "adapter", tmp_path / "out")

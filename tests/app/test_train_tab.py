@@ -7,7 +7,7 @@ import time
 import pytest
 
 from core.config import TrainConfig
-from core.errors import ConfigError
+from core.errors import ConfigError, WorkbenchError
 from core.runs.manager import RunManager
 from tabs.train import FORM_KEYS, clone_config, config_to_form, form_to_config, progress_markdown
 from tests.support import SAMPLES
@@ -131,3 +131,52 @@ def test_start_refuses_what_this_machine_cannot_do_before_launching(app_client):
     with pytest.raises(Exception, match="bitsandbytes"):
         client.predict(str(data), "qlora-run", *form, api_name="/start_run")
     assert not (ws.runs_dir / "qlora-run" / "launch.json").exists()
+
+
+class _CountingModels:
+    """Stands in for the app's model manager: records when the models are unloaded."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def unload_all(self):
+        self.log.append("unload")
+
+
+def _workspace_with_fake_trainer(tmp_path, mode="full"):
+    """A Workspace whose run manager launches a stand-in for cli.py (it records its argv and exits)."""
+    from core.runs.policy import TrainingPolicy
+    from core.workspace import Workspace
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    fake_cli = tmp_path / "fake_cli.py"
+    fake_cli.write_text("import json, sys, pathlib\n"
+                        "out = pathlib.Path(sys.argv[sys.argv.index('--output') + 1])\n"
+                        "(out / 'argv.json').write_text(json.dumps(sys.argv[1:]))\n")
+    log = []
+    ws = Workspace(dataset_dir=SAMPLES, runs_dir=tmp_path / "runs", models=_CountingModels(log))
+    ws.runs = RunManager(ws.runs_dir, cli=fake_cli, gpus=0, policy=TrainingPolicy(mode, "test"))
+    return ws, log
+
+
+def test_start_training_unloads_only_when_the_launch_is_certain(tmp_path):
+    import torch
+
+    ws, log = _workspace_with_fake_trainer(tmp_path)
+    run = ws.start_training(SAMPLES, " ok ", form_to_config(**FORM))
+    assert run == ws.runs_dir / "ok" and log == ["unload"]
+    state = ws.runs.wait(run, timeout_s=60)
+    assert state.get("exit_code") == 0
+    assert (run / "argv.json").is_file() and "--config" in (run / "argv.json").read_text()
+    refusals = [(" ok ", FORM, "exists"), ("../x", FORM, "plain folder name")]
+    if not torch.cuda.is_available():
+        refusals.append(("q", dict(FORM, method="qlora"), "bitsandbytes"))
+    for name, form, reason in refusals:
+        with pytest.raises(WorkbenchError, match=reason):
+            ws.start_training(SAMPLES, name, form_to_config(**form))
+    assert log == ["unload"]  # no refused start unloaded anything
+    assert not (ws.runs_dir / "q").exists()
+    off, off_log = _workspace_with_fake_trainer(tmp_path / "off", mode="off")
+    with pytest.raises(ConfigError, match="training is off"):
+        off.start_training(SAMPLES, "r", form_to_config(**FORM))
+    assert off_log == [] and not (off.runs_dir / "r").exists()
