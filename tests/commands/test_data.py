@@ -79,3 +79,74 @@ def test_import_each_layout_then_export_round_trips(tmp_path):
     assert exported.returncode == 0, exported.stderr
     back = {r.video: r.label for r in AnnotationStore(tmp_path / "out" / "ds").rows()}
     assert back == {r.video: r.label for r in AnnotationStore(seed).rows()}
+
+
+def _annotate_tools_handler(root, api_name):
+    """A handler of the Annotate tab's tool panels, built on `root` as the app builds it."""
+    import gradio as gr
+
+    from core.workspace import Workspace
+    from tabs import annotate_tools
+
+    ws = Workspace(dataset_dir=root, runs_dir=root.parent / "runs")
+    with gr.Blocks() as demo:
+        annotate_tools.build(ws, ws.store, [], [], lambda: None)
+    return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
+
+
+def test_cli_split_and_the_tabs_split_assign_the_same_splits(tmp_path):
+    cli_root, tab_root = make_dataset(tmp_path / "a", n=12), make_dataset(tmp_path / "b", n=12)
+    out = run_cli("split", "--dataset", cli_root, "--ratios", "0.5,0.25,0.25", "--seed", "7", "--stratify", "event_type")
+    assert out.returncode == 0, out.stderr
+    message = _annotate_tools_handler(tab_root, "assign_splits")("0.5,0.25,0.25", 7, "event_type", False)
+    assert message.startswith("12 clips assigned") and "train 6, val 3, test 3" in message
+    by_cli = {r.video: r.data["split"] for r in AnnotationStore(cli_root).rows()}
+    by_tab = {r.video: r.data["split"] for r in AnnotationStore(tab_root).rows()}
+    assert by_cli == by_tab and set(by_cli.values()) == {"train", "val", "test"}
+    other_seed = run_cli("split", "--dataset", cli_root, "--ratios", "0.5,0.25,0.25", "--seed", "8",
+                         "--stratify", "event_type")
+    assert other_seed.returncode == 0
+    assert {r.video: r.data["split"] for r in AnnotationStore(cli_root).rows()} != by_tab  # the seed matters
+
+
+def _labels(root):
+    return {r.video: r.label for r in AnnotationStore(root).rows()}
+
+
+def test_export_dataset_writes_each_format_and_each_imports_back(tmp_path):
+    root = make_dataset(tmp_path / "d", n=6)
+    AnnotationStore(root).set_splits({**{f"videos/clip_000{i}.mp4": "train" for i in range(4)},
+                                      "videos/clip_0004.mp4": "val", "videos/clip_0005.mp4": "test"})
+    # conversation paths are relative to the dataset: given the dataset folder, the file goes inside it
+    conv = root / "conversations.jsonl"
+    for fmt, dest, written in (("seed", tmp_path / "seed_out", tmp_path / "seed_out"),
+                               ("videofolder", tmp_path / "hf", tmp_path / "hf"), ("conversation", root, conv)):
+        out = run_cli("export-dataset", "--dataset", root, "--output", dest, "--format", fmt)
+        assert out.returncode == 0, (fmt, out.stderr)
+        assert out.stdout.startswith(f"wrote {written} (6 clips)"), out.stdout
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["schema.json", "test", "train", "validation"]
+    assert len((tmp_path / "hf" / "train" / "metadata.jsonl").read_text().splitlines()) == 4
+    assert len(conv.read_text().splitlines()) == 6
+    assert _labels(tmp_path / "seed_out") == _labels(root)
+    for src, layout in ((tmp_path / "hf", "videofolder"), (conv, "conversation")):
+        back = run_cli("import", src, "--output", tmp_path / f"back_{layout}", "--layout", layout)
+        assert back.returncode == 0, back.stderr
+        labels_back = sorted(json.dumps(label, sort_keys=True) for label in _labels(tmp_path / f"back_{layout}").values())
+        assert labels_back == sorted(json.dumps(label, sort_keys=True) for label in _labels(root).values())
+    bad = run_cli("export-dataset", "--dataset", root, "--output", tmp_path / "x", "--format", "parquet")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_the_annotate_tabs_export_writes_what_the_cli_writes(tmp_path):
+    root = make_dataset(tmp_path / "d", n=4)
+    export = _annotate_tools_handler(root, "annotate_export")
+    for fmt in ("seed", "videofolder", "conversation"):
+        dest = tmp_path / f"tab_{fmt}" / ("out.jsonl" if fmt == "conversation" else "out")
+        assert export(str(dest), fmt) == f"wrote {dest}"
+        twin = tmp_path / f"cli_{fmt}" / dest.name
+        assert run_cli("export-dataset", "--dataset", root, "--output", twin, "--format", fmt).returncode == 0
+        written = sorted(p.relative_to(dest.parent) for p in dest.parent.rglob("*"))
+        assert written == sorted(p.relative_to(twin.parent) for p in twin.parent.rglob("*"))
+        for path in written:
+            if path.suffix in (".jsonl", ".json"):
+                assert (dest.parent / path).read_text() == (twin.parent / path).read_text(), path

@@ -2,11 +2,12 @@
 (precision, qlora, report_to) that run before a run directory is touched. No training here."""
 
 import importlib.util
+from dataclasses import fields
 
 import pytest
 import torch
 
-import cli
+from commands.train import train_config
 from core import config as config_mod
 from core.config import TrainConfig
 from core.errors import ConfigError
@@ -91,11 +92,50 @@ def test_precision_on_cuda_follows_the_capability(monkeypatch):
 
 def test_every_config_field_is_a_train_flag(tmp_path):
     (tmp_path / "base.yaml").write_text(TrainConfig(max_steps=99, seed=3).to_yaml())
+    import cli
+
     args = cli.build_parser().parse_args([
         "train", "--dataset", "d", "--output", "o", "--config", str(tmp_path / "base.yaml"),
         "--grad-accum", "4", "--lr-scheduler", "linear", "--warmup-steps", "5", "--optimizer", "adafactor",
         "--gradient-checkpointing", "--precision", "fp32", "--eval-steps", "25", "--eval-max-clips", "4",
         "--lora-alpha", "8", "--lora-dropout", "0.1", "--lora-targets", "all", "--merge-at-end",
         "--num-processes", "2", "--distributed", "deepspeed", "--frames", "6", "--no-freeze-vision"])
-    cfg = cli._train_config(args)
+    cfg = train_config(args)
     assert cfg == TrainConfig(max_steps=99, seed=3, num_frames=6, freeze_vision=False, **NEW_FIELDS)
+
+
+def test_every_field_has_a_one_line_doc_read_from_the_source():
+    docs = config_mod.field_docs()
+    assert set(docs) == {f.name for f in fields(TrainConfig)}
+    assert [name for name, text in docs.items() if len(text.split()) < 4 or "\n" in text] == []
+    assert docs["lora_alpha"] == "LoRA scaling numerator: the update is scaled by lora_alpha / lora_r."
+    docs["lora_alpha"] = "changed"  # callers get a copy
+    assert config_mod.field_docs()["lora_alpha"].startswith("LoRA scaling")
+
+
+@pytest.mark.parametrize("key,value", [
+    ("num_frames", 0), ("frame_width", 7), ("frame_height", 27), ("frame_width", 4097), ("fps", 0.0),
+    ("min_frames", 0), ("max_frames", 3), ("epochs", -1.0), ("learning_rate", 0.0), ("weight_decay", -0.1),
+    ("max_grad_norm", -1.0), ("save_total_limit", -1), ("save_steps", -1), ("logging_steps", 0),
+    ("max_new_tokens", 0), ("dataloader_workers", -1), ("temperature", 0.0), ("max_completion_length", 0),
+    ("reward_fields", -1.0), ("length_penalty", -0.5), ("device", "gpu"), ("custom_reward", "no_colon"),
+    ("batch_size", 2.5), ("num_frames", "eight"), ("merge_at_end", "yes"), ("model", 7),
+])
+def test_every_numeric_and_frame_field_is_bounded(key, value):
+    with pytest.raises(ConfigError, match=key) as err:
+        TrainConfig.from_dict({key: value}, source="test.yaml")
+    assert str(err.value).startswith("test.yaml: ")
+
+
+def test_edge_values_that_mean_something_are_accepted():
+    cfg = TrainConfig.from_dict({"frame_width": 28, "frame_height": 4096, "num_frames": 1, "min_frames": 2,
+                                 "max_frames": 2, "max_grad_norm": 0.0, "save_total_limit": 0, "save_steps": 0,
+                                 "max_steps": 0, "epochs": 0.5, "device": "cuda:1", "custom_reward": "pkg.mod:fn"})
+    assert (cfg.frame_width, cfg.frame_height, cfg.max_grad_norm, cfg.save_total_limit) == (28, 4096, 0.0, 0)
+
+
+def test_yaml_numbers_written_as_text_are_read_as_numbers(tmp_path):
+    (tmp_path / "c.yaml").write_text("learning_rate: 1e-4\nnum_frames: '6'\nfps: 3\n")  # YAML 1.1 reads 1e-4 as text
+    cfg = TrainConfig.from_yaml(tmp_path / "c.yaml")
+    assert (cfg.learning_rate, cfg.num_frames, cfg.fps) == (1e-4, 6, 3.0)
+    assert isinstance(cfg.num_frames, int) and isinstance(cfg.fps, float)

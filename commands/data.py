@@ -1,0 +1,155 @@
+"""`inspect-video`, `import`, `export-dataset`, `split`, `validate`, `prelabel`: the dataset's CLI
+twins of the Annotate and Export tabs.
+
+`split` is core.data.splits.split_dataset and `export-dataset` core.data.exports.export_dataset,
+the functions the tabs call; `import` is core.data.imports.import_dataset; `prelabel` drafts labels
+with core.data.prelabel.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from commands.common import add_model_flags, count_echo, print_json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("inspect-video", help="probe a video and show the frames the sampler picks")
+    p.add_argument("path", help="a video (or image) file")
+    p.add_argument("--sampling", choices=["uniform", "fps"], default="uniform",
+                   help="uniform: --frames at segment mid-points; fps: --fps frames per second")
+    p.add_argument("--frames", type=int, default=8, help="frames for uniform sampling (default 8)")
+    p.add_argument("--fps", type=float, default=2.0, help="frames per second for fps sampling (default 2)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_inspect_video)
+
+    p = sub.add_parser("import", help="import a dataset in another layout into the seed layout")
+    p.add_argument("src", help="folder or file to import")
+    p.add_argument("--output", required=True, help="dataset folder to create (seed layout)")
+    p.add_argument("--layout", default="auto", choices=["auto", "seed", "videofolder", "conversation", "qevd"],
+                   help="layout of SRC (default: detected)")
+    p.add_argument("--merge", action="store_true", help="add to an existing dataset instead of refusing")
+    p.set_defaults(func=cmd_import)
+
+    from core.data.exports import DATASET_FORMATS
+
+    p = sub.add_parser("export-dataset", help="write a dataset as seed layout, HF VideoFolder or conversation JSONL")
+    p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
+    p.add_argument("--output", required=True, help="folder to create (seed, videofolder) or .jsonl file "
+                                                   "(conversation; inside it when a folder is given)")
+    p.add_argument("--format", default="seed", choices=list(DATASET_FORMATS), help="layout to write (default seed)")
+    p.set_defaults(func=cmd_export_dataset)
+
+    p = sub.add_parser("split", help="assign train/val/test splits")
+    p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
+    p.add_argument("--ratios", default="0.8,0.1,0.1", help="train,val,test (normalised)")
+    p.add_argument("--seed", type=int, default=0, help="the same seed gives the same assignment")
+    p.add_argument("--stratify", help="label field to stratify by (e.g. event_type)")
+    p.add_argument("--keep-existing", action="store_true", help="only assign clips without a split")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("validate", help="check every label against the schema; exit 1 if any breaks it")
+    p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
+    p.add_argument("--schema", help="schema file to check against (default: DIR/schema.json)")
+    p.add_argument("--json", action="store_true", help="print counts and problems as JSON")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("prelabel", help="draft labels for unlabelled clips with a model")
+    p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
+    p.add_argument("--model", required=True, help="tiny:NAME, a hub id, a local model folder or a run directory")
+    p.add_argument("--limit", type=int, help="draft at most N clips")
+    p.add_argument("--redo-drafts", action="store_true", help="also re-draft clips that already have a draft")
+    add_model_flags(p, batch_size=4)
+    p.set_defaults(func=cmd_prelabel)
+
+
+def cmd_inspect_video(args) -> int:
+    from core.video.frames import probe
+    from core.video.sampling import SamplingSpec, sample_indices
+
+    info = probe(args.path)
+    indices = sample_indices(info, SamplingSpec(sampling=args.sampling, num_frames=args.frames, fps=args.fps))
+    report = {
+        "path": info.path, "frame_count": info.frame_count, "frame_count_exact": info.frame_count_exact,
+        "fps": round(info.fps, 3), "duration": round(info.duration, 3), "width": info.width,
+        "height": info.height, "keyframe_count": info.keyframe_count, "codec": info.codec,
+        "rotation": info.rotation, "sampling": args.sampling, "indices": indices,
+    }
+    if args.json:
+        print_json(report)
+    else:
+        for key, value in report.items():
+            print(f"{key:16} {value}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from core.data.imports.layouts import import_dataset
+
+    report = import_dataset(args.src, args.output, layout=args.layout, merge=args.merge)
+    for problem in report.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    print(f"imported {report.rows} clips ({report.layout} layout) -> {report.dest}"
+          + (f"; {len(report.problems)} skipped" if report.problems else ""))
+    return 0
+
+
+def cmd_export_dataset(args) -> int:
+    from core.data.exports import export_dataset
+
+    report = export_dataset(args.dataset, args.output, args.format)
+    print(f"wrote {report.dest} ({report.rows} clips"
+          + (f"; {len(report.problems)} problems, the first: {report.problems[0]})" if report.problems else ")"))
+    return 0
+
+
+def cmd_split(args) -> int:
+    from core.data.splits import split_dataset
+
+    summary = split_dataset(args.dataset, args.ratios, args.seed, args.stratify, keep_existing=args.keep_existing)
+    print(f"{len(summary.assignment)} clips: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items())
+          + f" ({summary.changed} rows changed)")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from core.data.store import INVALID, UNREADABLE, AnnotationStore
+
+    store = AnnotationStore(args.dataset, schema_path=args.schema)
+    schema = store.schema()
+    if schema is None:
+        raise SystemExit(f"error: {args.dataset}: no schema.json (give --schema FILE)")
+    problems = [{"file": f, "field": fld, "reason": r} for f, fld, r in store.check_labels(schema)]
+    clips = store.clips()
+    problems += [{"file": c.rel, "field": "(video)", "reason": c.problems[0]} for c in clips if c.status == UNREADABLE]
+    counts = {s: sum(1 for c in clips if c.status == s) for s in ("labelled", INVALID, "draft", "unlabelled", UNREADABLE)}
+    if args.json:
+        print_json({"counts": counts, "problems": problems})
+    else:
+        for p in problems:
+            print(f"{p['file']}: {p['field']}: {p['reason']}")
+        print(", ".join(f"{v} {k}" for k, v in counts.items()))
+    return 1 if problems else 0
+
+
+def cmd_prelabel(args) -> int:
+    from core.data.prelabel import clips_to_prelabel, prelabel
+    from core.data.store import AnnotationStore
+    from core.serve.predictor import Predictor
+
+    store = AnnotationStore(args.dataset)
+    schema = store.schema()
+    if schema is None:
+        raise SystemExit(f"error: {args.dataset}: no schema.json; drafts are checked against it")
+    rels = clips_to_prelabel(store, include_drafts=args.redo_drafts, limit=args.limit)
+    if not rels:
+        print("nothing to pre-label: every clip has a label" + ("" if args.redo_drafts else " or a draft"))
+        return 0
+    predictor = Predictor.load(args.model, schema=schema, device=args.device,
+                               trust_remote_code=args.trust_remote_code)
+    report = prelabel(store, predictor, rels, batch_size=args.batch_size, progress=count_echo)
+    for err in report.errors:
+        print(f"skipped: {err}", file=sys.stderr)
+    print(f"{report.drafted} drafts written to {store.root / 'drafts.jsonl'} "
+          f"({report.flagged} flagged as not schema-valid, {len(report.errors)} unreadable)")
+    return 0

@@ -1,0 +1,143 @@
+"""`eval`, `models`, `predict`: score a model on a split, list the model families, write predictions
+for a video, a folder or a split into JSONL / CSV / Parquet / SQLite.
+
+`eval` is core.serve.report.evaluate_model (the Export tab's table builds its rows with the same
+report builder); `predict` is core.serve.batch.run_predict, or predict_sharded over worker
+processes that each run `cli.py predict --shard I/N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from commands.common import add_model_flags, count_echo, print_json
+
+MODEL_HELP = "tiny:NAME, a hub id, a local model folder or a run directory"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="score a model on a dataset split")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="clips to score")
+    p.add_argument("--max-new-tokens", type=int, default=160, help="most tokens generated per answer")
+    p.add_argument("--show", type=int, default=0, help="include the first N raw outputs")
+    p.add_argument("--constrained", action="store_true", help="mask decoding to the schema")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_model_flags(p, batch_size=8)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("models", help="list model families")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("predict", help="predict JSON for a video, a folder or a dataset split into a file")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--input", required=True, help="video file, folder of videos, or dataset folder (with --split)")
+    p.add_argument("--output", required=True, help=".jsonl, .csv, .parquet or .sqlite")
+    p.add_argument("--split", help="with a dataset folder: train, val, test or all")
+    p.add_argument("--schema", dest="schema_from", help="schema for a base model (default: INPUT/schema.json)")
+    p.add_argument("--max-new-tokens", type=int, default=160, help="most tokens generated per answer")
+    p.add_argument("--unconstrained", action="store_true", help="free decoding (default: schema-constrained)")
+    p.add_argument("--overwrite", action="store_true", help="redo clips already in OUTPUT for this model")
+    p.add_argument("--num-processes", type=int, default=1, help="shard the clips over N worker processes")
+    p.add_argument("--shard", help=argparse.SUPPRESS)
+    p.add_argument("--skip-from", help=argparse.SUPPRESS)
+    add_model_flags(p, batch_size=8)
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_eval(args) -> int:
+    from core.serve.report import evaluate_model
+
+    report = evaluate_model(args.model, args.dataset, args.split, device=args.device,
+                            trust_remote_code=args.trust_remote_code, batch_size=args.batch_size,
+                            max_new_tokens=args.max_new_tokens, constrained=args.constrained, show=args.show)
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        print_json(report)
+        return 0
+    print(f"model {args.model} on {args.split} ({report['count']} clips)")
+    for key in ("json_valid_rate", "schema_valid_rate", "mean_field_accuracy"):
+        print(f"  {key:22} {report[key]:.3f}")
+    for name, acc in report["per_field"].items():
+        print(f"  field {name:28} {acc:.3f}")
+    for name, s in report["text_scores"].items():
+        print(f"  text  {name:28} token_f1 {s['token_f1']:.3f}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from core.models.families import FAMILIES
+    from core.models.tiny.registry import TINY_MODELS
+
+    rows = [{"family": f.name, "hub_examples": list(f.hub_examples), "frames_as": f.frames_as,
+             "tiny": f"tiny:{f.tiny}" if f.tiny else None, "tiny_offline": f.tiny in TINY_MODELS,
+             "default_frames": f.default_frames, "default_size": list(f.default_size)}
+            for f in FAMILIES.values()]
+    if args.json:
+        print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['family']:17} {r['tiny'] or '-':23} {', '.join(r['hub_examples'])}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from core.serve.batch import list_inputs, parse_shard, predict_sharded, run_predict
+
+    items = list_inputs(args.input, args.split)
+    if args.num_processes > 1:
+        # the parent only needs the schema the workers write with; it loads no weights
+        rows = predict_sharded(_worker_args(args), args.output, args.num_processes, _predict_schema(args))
+        print(f"{len(rows)} rows from {args.num_processes} workers -> {args.output}")
+        return 0
+    from core.serve.predictor import Predictor
+
+    predictor = Predictor.load(args.model, schema=_dataset_schema(args), device=args.device,
+                               trust_remote_code=args.trust_remote_code)
+    counts = run_predict(predictor, items, args.output, batch_size=args.batch_size, overwrite=args.overwrite,
+                         progress=count_echo, shard=parse_shard(args.shard), skip_from=args.skip_from,
+                         max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained)
+    print(f"{counts['written']} rows written ({counts['valid']} schema-valid, {counts['errors']} errors), "
+          f"{counts['skipped']} already done -> {args.output}")
+    return 0
+
+
+def _worker_args(args) -> list[str]:
+    """The predict arguments each shard worker gets (the parent adds --output and --shard)."""
+    out = ["--model", args.model, "--input", str(args.input), "--batch-size", str(args.batch_size),
+           "--max-new-tokens", str(args.max_new_tokens), "--device", args.device]
+    for flag, value in (("--split", args.split), ("--schema", args.schema_from)):
+        if value:
+            out += [flag, str(value)]
+    for flag, on in (("--unconstrained", args.unconstrained), ("--overwrite", args.overwrite),
+                     ("--trust-remote-code", args.trust_remote_code)):
+        if on:
+            out.append(flag)
+    return out
+
+
+def _predict_schema(args):
+    """The schema the rows are written with: a run's training schema, else the base model's."""
+    from core.spec import PreprocessSpec, is_run_dir
+
+    if Path(args.model).is_dir() and is_run_dir(Path(args.model)):
+        return PreprocessSpec.load(args.model).schema
+    schema = _dataset_schema(args)
+    if schema is None:
+        raise SystemExit(f"error: {args.model} is a base model: give --schema FILE (or an input with schema.json)")
+    return schema
+
+
+def _dataset_schema(args):
+    """The schema a base model is asked with: --schema FILE, else the input dataset's schema.json."""
+    from core.schema.base import load_schema
+
+    if args.schema_from:
+        return load_schema(args.schema_from)
+    candidate = Path(args.input) / "schema.json"
+    return load_schema(candidate) if candidate.is_file() else None

@@ -1,0 +1,148 @@
+"""`train`, `estimate`, `merge`: fine-tune a model into a run directory, predict a run's cost, fold
+a run's adapter into its base.
+
+Every TrainConfig field is a flag (`--field-name`; num_frames also `--frames`) whose help is the
+field's doc (core.config.field_docs). The config is built and validated before any ML import, so
+a bad value is one error line and no run folder. `cli.py train` is also the command the run manager
+launches (core.runs.launch); typed by a user with several processes, it re-launches itself that way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import MISSING, fields
+
+from commands.common import print_json
+
+CONFIG_HELP = "YAML file with any TrainConfig field (as written to a run's config.yaml); flags override it"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="fine-tune a model on a dataset folder",
+                       description="Fine-tune a model on a dataset folder into a run directory.")
+    p.add_argument("--dataset", help="dataset folder in the seed layout (videos/, metadata.jsonl, schema.json); "
+                                     "with --resume the run's own dataset is the default")
+    p.add_argument("--output", metavar="RUN_DIR", help="run directory to create (missing or empty): checkpoints, "
+                                                       "logs, metrics and the final model are written there")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint with its "
+                                                       "config.yaml (flags given override it)")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("estimate", help="tokens, parameters and memory of a training run, without training")
+    p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("--clip", help="report this clip's exact sequence length (path as in metadata.jsonl)")
+    p.add_argument("--sample", type=int, default=16, help="clips encoded for the maximum sequence length")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("merge", help="merge a run's LoRA adapter into its base (a plain HF model folder)")
+    p.add_argument("run_dir", help="a finished LoRA/QLoRA run directory")
+    p.add_argument("--output", help="folder to write (default RUN_DIR/merged)")
+    p.set_defaults(func=cmd_merge)
+
+
+def add_config_flags(p) -> None:
+    """Every TrainConfig field as --field-name (num_frames also as --frames), helped by its doc."""
+    from core.config import TrainConfig, field_docs
+
+    docs = field_docs()
+    for f in fields(TrainConfig):
+        flags = ["--" + f.name.replace("_", "-")] + (["--frames"] if f.name == "num_frames" else [])
+        default = f.default if f.default is not MISSING else None
+        shown = "" if default in (None, "") or len(str(default)) > 30 else f" (default: {default})"
+        help_text = (docs[f.name] + shown).replace("%", "%%")  # argparse formats help with %
+        kind = str(f.type)
+        if kind.startswith("bool"):
+            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            typ = int if kind.startswith("int") else float if kind.startswith("float") else str
+            p.add_argument(*flags, dest=f.name, type=typ, default=None, help=help_text)
+
+
+def train_config(args):
+    """TrainConfig from the run's config.yaml (--resume) or --config FILE, then every --flag given;
+    validated (core.errors.ConfigError names the bad field)."""
+    from core.config import TrainConfig
+
+    if getattr(args, "resume", None):
+        cfg = TrainConfig.from_yaml(os.path.join(args.resume, "config.yaml"))
+    else:
+        cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(cfg, f.name, value)
+    cfg.validate("command line")
+    return cfg
+
+
+def progress_echo(step: int, max_steps: int, loss: float) -> None:
+    width = 30
+    done = int(width * step / max(max_steps, 1))
+    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{max_steps} loss {loss:.4f}")
+    sys.stderr.flush()
+    if step >= max_steps:
+        sys.stderr.write("\n")
+
+
+def cmd_train(args) -> int:
+    if args.resume:
+        run_dir = args.resume
+        dataset = args.dataset or _dataset_of_run(run_dir)
+    else:
+        if not args.dataset or not args.output:
+            raise SystemExit("error: train needs --dataset DIR and --output RUN_DIR (or --resume RUN_DIR)")
+        run_dir, dataset = args.output, args.dataset
+    cfg = train_config(args)  # before any ML import: a bad value costs one line, not a model load
+    if "LOCAL_RANK" not in os.environ and "train" in sys.argv:  # typed by a user, not started by a launcher
+        from core.runs.launch import plan_launch
+
+        plan = plan_launch(sys.argv[sys.argv.index("train") + 1:], cfg, run_dir)
+        if plan.processes > 1 or plan.config_path is not None:
+            os.makedirs(run_dir, exist_ok=True)
+            plan.write_config()
+            print(f"starting {plan.processes} processes: {' '.join(plan.cmd)}", file=sys.stderr)
+            import subprocess
+
+            return subprocess.call(plan.cmd)
+    from core.train.entry import train
+    from core.train.runtime import dist_info
+
+    t0 = time.time()
+    status = train(dataset, run_dir, cfg, resume=bool(args.resume), echo=progress_echo)
+    if dist_info()[0] == 0:
+        print(f"{status['state']}: step {status.get('global_step')} in {time.time() - t0:.0f}s -> {run_dir}")
+    return 0
+
+
+def _dataset_of_run(run_dir: str) -> str:
+    try:
+        return open(os.path.join(run_dir, "dataset.txt")).read().strip()
+    except OSError:
+        raise SystemExit(f"error: {run_dir}: no dataset.txt; pass --dataset DIR") from None
+
+
+def cmd_estimate(args) -> int:
+    from core.train.estimate import estimate, format_estimate
+
+    report = estimate(train_config(args), args.dataset, clip=args.clip, sample=args.sample)
+    if args.json:
+        print_json(report)
+    else:
+        print(format_estimate(report))
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from core.train.merge import merge_run
+
+    out = merge_run(args.run_dir, args.output)
+    print(f"merged model -> {out} (use it as --model {out})")
+    return 0
