@@ -180,3 +180,24 @@ def test_start_training_unloads_only_when_the_launch_is_certain(tmp_path):
     with pytest.raises(ConfigError, match="training is off"):
         off.start_training(SAMPLES, "r", form_to_config(**FORM))
     assert off_log == [] and not (off.runs_dir / "r").exists()
+
+
+def test_every_form_field_shows_its_config_doc(tmp_path):
+    import gradio as gr
+
+    from core.config import field_docs
+    from core.runs.policy import TrainingPolicy
+    from core.workspace import Workspace
+    from tabs import train
+
+    ws = Workspace(dataset_dir=SAMPLES, runs_dir=tmp_path)
+    ws.runs = RunManager(tmp_path, policy=TrainingPolicy("full", "test"))
+    with gr.Blocks() as demo:
+        train.build(ws)
+    infos = [b.info for b in demo.blocks.values() if getattr(b, "info", None)]
+    docs = field_docs()
+    fields = {key: {"frames": "num_frames", "width": "frame_width", "height": "frame_height",
+                    "lr": "learning_rate"}.get(key, key) for key in FORM_KEYS}
+    missing = [key for key, name in fields.items() if not any(info.startswith(docs[name]) for info in infos)]
+    assert missing == []
+    assert len(infos) == len(FORM_KEYS)
