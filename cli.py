@@ -31,10 +31,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from commands import data, serve, train  # noqa: E402
 
-# Older callers (tests/train/test_grpo.py) build the train flags through these names.
-from commands.train import add_config_flags as _add_train_config_flags  # noqa: E402, F401
-from commands.train import train_config as _train_config  # noqa: E402, F401
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description="Video VLM Workbench (headless)")

@@ -14,10 +14,10 @@ from core.data.exports import DATASET_FORMATS, export_conversations, export_data
 from core.data.imports import LAYOUTS, ImportReport, detect_layout, import_dataset
 from core.data.prelabel import clips_to_prelabel, prelabel
 from core.data.schema_infer import infer_schema, infer_schema_from_file
-from core.data.splits import assign_splits, parse_ratios, source_group
+from core.data.splits import SplitSummary, assign_splits, parse_ratios, source_group, split_dataset
 from core.data.store import STATUSES, AnnotationStore, ConflictError
 
 __all__ = ["AnnotationStore", "ConflictError", "DATASET_FORMATS", "Dataset", "ImportReport", "LAYOUTS", "STATUSES",
-    "assign_splits", "clips_to_prelabel", "detect_layout", "export_conversations", "export_dataset", "export_seed",
-    "export_videofolder", "import_dataset", "infer_schema", "infer_schema_from_file", "load_dataset", "parse_ratios",
-    "prelabel", "source_group"]
+    "SplitSummary", "assign_splits", "clips_to_prelabel", "detect_layout", "export_conversations", "export_dataset",
+    "export_seed", "export_videofolder", "import_dataset", "infer_schema", "infer_schema_from_file", "load_dataset",
+    "parse_ratios", "prelabel", "source_group", "split_dataset"]

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import yaml
 
-from core.fileio import atomic_write_text
 from core.errors import ConfigError
+from core.fileio import atomic_write_text
 from core.paths import REPO_ROOT
 
 ACCELERATE_CONFIG = "accelerate.yaml"

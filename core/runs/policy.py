@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from core.runs.launch import visible_gpus
 from core.errors import ConfigError, ModelError
 from core.models import TINY_PREFIX, resolve_model
+from core.runs.launch import visible_gpus
 from core.spec import is_random_init
 
 MODES = ("full", "limited", "off")

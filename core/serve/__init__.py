@@ -12,8 +12,9 @@ from core.serve.batch import list_inputs, run_predict
 from core.serve.compare import compare_clip
 from core.serve.manager import ModelManager
 from core.serve.predictor import Prediction, Predictor, analyse_clip, analyse_frames
-from core.serve.report import evaluate_models, write_report
+from core.serve.report import evaluate_model, evaluate_models, score_predictor, write_report
 from core.serve.writers import open_writer, read_rows
 
 __all__ = ["ModelManager", "Prediction", "Predictor", "analyse_clip", "analyse_frames", "compare_clip",
-    "evaluate_models", "list_inputs", "open_writer", "read_rows", "run_predict", "write_report"]
+    "evaluate_model", "evaluate_models", "list_inputs", "open_writer", "read_rows", "run_predict", "score_predictor",
+    "write_report"]

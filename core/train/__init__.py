@@ -11,7 +11,7 @@ preprocessing spec only through core.spec.
 
 from core.train.entry import train
 from core.train.estimate import format_estimate
-from core.train.merge import merge_run
+from core.train.merge import export_run, merge_run
 from core.train.runtime import check_runtime, dist_info, resolve_precision
 
-__all__ = ["check_runtime", "dist_info", "format_estimate", "merge_run", "resolve_precision", "train"]
+__all__ = ["check_runtime", "dist_info", "export_run", "format_estimate", "merge_run", "resolve_precision", "train"]

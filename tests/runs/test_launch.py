@@ -7,12 +7,12 @@ import sys
 import pytest
 import yaml
 
-from tests.support import REPO
 from core.config import TrainConfig
 from core.errors import ConfigError
 from core.runs.files import RunFiles
 from core.runs.launch import ACCELERATE_CONFIG, plan_launch, visible_gpus
 from core.runs.manager import RunManager
+from tests.support import REPO
 
 ARGS = ["--dataset", "D", "--output", "R"]
 

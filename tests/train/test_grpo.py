@@ -50,14 +50,14 @@ def test_completion_mask_and_loss_shapes():
 def test_cli_exposes_the_grpo_fields():
     import argparse
 
-    import cli
+    from commands.train import add_config_flags, train_config
 
     p = argparse.ArgumentParser()
     p.add_argument("--config")
-    cli._add_train_config_flags(p)
+    add_config_flags(p)
     args = p.parse_args(["--method", "grpo", "--num-generations", "3", "--beta", "0", "--init-adapter", "runs/sft",
                          "--reward-fields", "7", "--custom-reward", "m:f", "--max-completion-length", "32"])
-    cfg = cli._train_config(args)
+    cfg = train_config(args)
     assert (cfg.method, cfg.num_generations, cfg.beta, cfg.init_adapter, cfg.reward_fields, cfg.custom_reward,
             cfg.max_completion_length) == ("grpo", 3, 0.0, "runs/sft", 7.0, "m:f", 32)
 
