@@ -64,17 +64,9 @@ def register(sub) -> None:
 
 
 def cmd_inspect_video(args) -> int:
-    from core.video.frames import probe
-    from core.video.sampling import SamplingSpec, sample_indices
+    from core.video import SamplingSpec, inspect_video
 
-    info = probe(args.path)
-    indices = sample_indices(info, SamplingSpec(sampling=args.sampling, num_frames=args.frames, fps=args.fps))
-    report = {
-        "path": info.path, "frame_count": info.frame_count, "frame_count_exact": info.frame_count_exact,
-        "fps": round(info.fps, 3), "duration": round(info.duration, 3), "width": info.width,
-        "height": info.height, "keyframe_count": info.keyframe_count, "codec": info.codec,
-        "rotation": info.rotation, "sampling": args.sampling, "indices": indices,
-    }
+    report = inspect_video(args.path, SamplingSpec(sampling=args.sampling, num_frames=args.frames, fps=args.fps))
     if args.json:
         print_json(report)
     else:
@@ -113,16 +105,10 @@ def cmd_split(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from core.data.store import INVALID, UNREADABLE, AnnotationStore
+    from core.data.store import AnnotationStore
 
-    store = AnnotationStore(args.dataset, schema_path=args.schema)
-    schema = store.schema()
-    if schema is None:
-        raise SystemExit(f"error: {args.dataset}: no schema.json (give --schema FILE)")
-    problems = [{"file": f, "field": fld, "reason": r} for f, fld, r in store.check_labels(schema)]
-    clips = store.clips()
-    problems += [{"file": c.rel, "field": "(video)", "reason": c.problems[0]} for c in clips if c.status == UNREADABLE]
-    counts = {s: sum(1 for c in clips if c.status == s) for s in ("labelled", INVALID, "draft", "unlabelled", UNREADABLE)}
+    report = AnnotationStore(args.dataset, schema_path=args.schema).validate()
+    counts, problems = report["counts"], report["problems"]
     if args.json:
         print_json({"counts": counts, "problems": problems})
     else:

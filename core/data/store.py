@@ -359,6 +359,18 @@ class AnnotationStore:
                 out.append((row.video, where, reason))
         return out
 
+    def validate(self) -> dict:
+        """The whole dataset checked (what `cli.py validate` prints): `problems`, one per broken label
+        field, malformed row or unreadable video, and `counts` of clips per status."""
+        schema = self.schema()
+        if schema is None:
+            raise DatasetError(f"{self.root}: no schema.json (give a schema file)")
+        problems = [{"file": f, "field": fld, "reason": r} for f, fld, r in self.check_labels(schema)]
+        clips = self.clips()
+        problems += [{"file": c.rel, "field": "(video)", "reason": c.problems[0]} for c in clips if c.status == UNREADABLE]
+        counts = {s: sum(1 for c in clips if c.status == s) for s in (LABELLED, INVALID, DRAFT, UNLABELLED, UNREADABLE)}
+        return {"counts": counts, "problems": problems}
+
     def add_videos(self, files, chunk_seconds: float | None = None) -> tuple[list[str], list[str]]:
         """Copy uploaded videos (or the videos inside zips) into videos/, optionally cut into pieces.
 

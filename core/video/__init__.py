@@ -16,6 +16,7 @@ from core.video.frames import (
     VIDEO_EXTENSIONS,
     SampledFrames,
     chunk_video,
+    inspect_video,
     is_image_path,
     is_media_path,
     is_video_path,
@@ -27,5 +28,5 @@ from core.video.scan import VideoInfo
 from core.video.thumbs import thumbnail
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_FRAME_PIXELS", "SAMPLING_MODES", "SampledFrames", "SamplingSpec",
-    "VIDEO_EXTENSIONS", "VideoInfo", "chunk_video", "fps_indices", "is_image_path", "is_media_path", "is_video_path",
+    "VIDEO_EXTENSIONS", "VideoInfo", "chunk_video", "fps_indices", "inspect_video", "is_image_path", "is_media_path", "is_video_path",
     "probe", "sample_frames", "sample_indices", "thumbnail", "uniform_indices"]

@@ -100,6 +100,17 @@ def probe(path) -> VideoInfo:
     return video_scan.scan(path).info
 
 
+def inspect_video(path, spec: SamplingSpec) -> dict:
+    """What `cli.py inspect-video` reports: the probe and the frame indices `spec` picks."""
+    info = probe(path)
+    return {
+        "path": info.path, "frame_count": info.frame_count, "frame_count_exact": info.frame_count_exact,
+        "fps": round(info.fps, 3), "duration": round(info.duration, 3), "width": info.width,
+        "height": info.height, "keyframe_count": info.keyframe_count, "codec": info.codec,
+        "rotation": info.rotation, "sampling": spec.sampling, "indices": sample_indices(info, spec),
+    }
+
+
 def _open_image(path: str):
     """(upright RGB PIL image, VideoInfo) of a still image, or VideoError naming the file."""
     from PIL import Image, ImageOps, UnidentifiedImageError
