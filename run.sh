@@ -32,7 +32,7 @@ ensure_chromium() {
     echo "installing Debian chromium for the browser test" >&2
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
   else
-    echo "warning: no chromium on PATH; tests/test_browser.py will fail (apt-get install chromium)" >&2
+    echo "warning: no chromium on PATH; tests/app/test_browser.py will fail (apt-get install chromium)" >&2
   fi
 }
 

@@ -5,7 +5,7 @@
 Nothing here is measured on a GPU. The 7B/8B weights cannot be downloaded on this machine, so each
 model is built on the ``meta`` device from its published architecture, written out below with the
 real transformers config classes, then given our trainer's own LoRA setup for a pretrained base
-(``core.train.sft.resolve_defaults`` + ``apply_trainable``: LoRA r16 on the language linears, vision
+(``core.spec.resolve_defaults`` + ``apply_trainable``: LoRA r16 on the language linears, vision
 and projector frozen). From there every figure uses core's own code:
 
 - visual tokens per clip: ``core.models.tiny.reference.vision_tokens_per_clip`` — the family's real

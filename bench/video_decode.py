@@ -3,7 +3,7 @@
     python bench/video_decode.py [--clips 60] [--repeats 3] [--long-seconds 40] [--media-dir DIR]
 
 For each clip set and sampling spec, every method returns the same frame indices (ours, from
-``core.video.frames.sample_indices``) resized to the same size with PIL bilinear, and is checked against
+``core.video.sampling.sample_indices``) resized to the same size with PIL bilinear, and is checked against
 our sequential-decode reference (mean/max absolute pixel difference). Methods:
 
   ours first epoch   ``sample_frames`` against an empty frame cache (fresh cache dir, file hash

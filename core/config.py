@@ -196,7 +196,7 @@ class TrainConfig:
 
     def validate(self, source: str = "config") -> None:
         """Check every field without an ML library, raising ConfigError that names the field.
-        Device-dependent checks (precision, qlora) are core.train.runtime.check_runtime's, which
+        Device-dependent checks (precision, qlora) are core.models.device.check_runtime's, which
         training and the estimate both call."""
         self._check_types(source)
         for key, aliases in _ALIASES.items():

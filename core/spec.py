@@ -134,16 +134,16 @@ def sampling_spec(cfg: TrainConfig) -> SamplingSpec:
 def build_spec(cfg: TrainConfig, family, base_path, schema: dict, base_model: str | None = None) -> PreprocessSpec:
     """The spec of a model trained (or asked) with the resolved config `cfg` on `schema`.
 
-    `base_path` is the base's local folder; a random (tiny) base records its build spec so the run
-    stays loadable when the built-in sizes change. `base_model` is the name recorded (default:
+    `base_path` is the base's local folder (None: not needed, e.g. for an estimate); a random (tiny)
+    base records its build spec there so the run stays loadable when the built-in sizes change. `base_model` is the name recorded (default:
     cfg.model, a relative path made absolute)."""
     if base_model is None:
         base_model = str(Path(cfg.model).resolve()) if cfg.model.startswith(".") else cfg.model
-    tiny = Path(base_path) / TINY_SPEC_FILE
+    tiny = Path(base_path) / TINY_SPEC_FILE if base_path is not None else None
     return PreprocessSpec(
         base_model=base_model, family=family.name, sampling=sampling_spec(cfg).to_dict(),
         instruction=build_instruction(schema, cfg.prompt_template), schema=schema, schema_hash=schema_hash(schema),
-        frames_as=family.frames_as, extra={"tiny_spec": json.loads(tiny.read_text())} if tiny.is_file() else {},
+        frames_as=family.frames_as, extra={"tiny_spec": json.loads(tiny.read_text())} if tiny and tiny.is_file() else {},
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.models.device import check_runtime, pick_device
 from core.models.families import TINY_DEFAULT
 from core.paths import REPO_ROOT
 from core.runs.manager import RunManager
@@ -57,9 +58,6 @@ class Workspace:
         do (qlora without bitsandbytes or CUDA, a precision the device lacks: the same check the
         training process makes), what the deployment's policy forbids, a bad or taken run name, a
         run still going. The models are unloaded only once the launch is certain."""
-        from core.models.loading import pick_device
-        from core.train.runtime import check_runtime  # imports torch, which the run manager never does
-
         check_runtime(config, pick_device(config.device))
         # the run manager checks busy, policy and name, then calls before_launch just before starting
         return self.runs.start(dataset, name, config, before_launch=self.models.unload_all)

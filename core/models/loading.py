@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ModelError
+from core.models.device import pick_dtype
 from core.models.families import REMOTE_CODE_MODEL_TYPES, TINY_PREFIX, family_for_model_type
 from core.models.tiny.registry import ensure_tiny
 from core.spec import FINAL_DIR, SPEC_FILE, is_run_dir
@@ -58,24 +59,6 @@ def _resolve_run_dir(run_dir: Path) -> ModelSource:
     if (final / "config.json").is_file():
         return ModelSource(base=str(final), run_dir=run_dir, display=str(run_dir))
     raise ModelError(f"{run_dir}: run has no final model yet (no {final.name}/adapter_config.json or config.json)")
-
-
-def pick_device(preferred: str = "auto") -> str:
-    import torch
-
-    if preferred != "auto":
-        return preferred
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
-
-
-def pick_dtype(device: str):
-    import torch
-
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
 
 
 def _load_error(source: ModelSource, what: str, exc: Exception) -> ModelError:

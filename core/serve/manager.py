@@ -19,7 +19,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from core.models.loading import ModelSource, load_model, pick_device, pick_dtype, resolve_model
+from core.models.device import pick_device, pick_dtype
+from core.models.loading import ModelSource, load_model, resolve_model
 from core.serve.predictor import Predictor
 from core.spec import PreprocessSpec, default_spec
 

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from core.errors import VideoError
+from core.models.device import pick_device, pick_dtype
 from core.models.inputs import collate, encode_example
-from core.models.loading import load_model, pick_device, pick_dtype, resolve_model
+from core.models.loading import load_model, resolve_model
 from core.schema.base import extract_json, label_errors
 from core.schema.scoring import score_row
 from core.serve.constrained import schema_logits_processor

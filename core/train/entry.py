@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from core.config import TrainConfig
 from core.data.dataset import load_dataset
-from core.models.loading import pick_device
+from core.models.device import check_runtime, pick_device
 from core.runs.files import RunFiles
-from core.train.runtime import check_runtime, dist_info, finish_distributed
+from core.train.runtime import dist_info, finish_distributed
 from core.train.sft import train_sft
 
 # --- training ------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Nothing is trained and no weights are loaded. Token counts are exact: one clip (or a sample) is
 sampled and encoded by the trainer's own `encode_split`, so the numbers are what training will
 feed. Parameters are counted on the model built from its config on the `meta` device with the run's
-LoRA / freezing applied (`core.train.sft.apply_trainable`), grouped by `core.models.families.module_group`.
+LoRA / freezing applied (`core.train.setup.apply_trainable`), grouped by `core.models.families.module_group`.
 
 Memory (bytes, for the chosen device) is the steady-state peak of a training step, from the second
 step on, when every term below is alive at once:
@@ -50,7 +50,7 @@ encoded dataset (host RAM, reported separately), allocator caching and fragmenta
 caching allocator reserves more than it hands out; glibc's default malloc keeps freed blocks, so a
 CPU process's RSS was measured at 1.5-1.9x this estimate's tensor peak), and DeepSpeed/FSDP
 sharding (the estimate is per process, unsharded). On CPU the device memory is the host's RAM, on
-CUDA the GPU's total. tests/test_estimate.py compares gradients + optimizer + activations with the
+CUDA the GPU's total. tests/train/test_estimate.py compares gradients + optimizer + activations with the
 peak RSS increase of a real training loop on the tiny model (and explains how it measures).
 """
 
@@ -63,13 +63,12 @@ from dataclasses import dataclass
 from core.config import TrainConfig
 from core.data.dataset import load_dataset
 from core.errors import ConfigError, DatasetError
+from core.models.device import check_runtime, pick_device, weight_dtype
 from core.models.families import module_group
 from core.models.inputs import IGNORE_INDEX, vision_placeholder_ids
-from core.models.loading import load_processor, pick_device, resolve_model
+from core.models.loading import load_processor, resolve_model
 from core.schema.base import label_errors
-from core.schema.prompt import build_instruction
-from core.spec import is_random_init, resolve_defaults, sampling_spec
-from core.train.runtime import check_runtime, weight_dtype
+from core.spec import build_spec, is_random_init, resolve_defaults
 from core.train.setup import apply_trainable, encode_split, family_of
 
 QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
@@ -200,8 +199,7 @@ def meta_model(source, cfg: TrainConfig, family):
 
 def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None, sample: int) -> dict:
     """Exact token counts from the trainer's encoder on real clips: the sample, plus `clip`."""
-    spec = sampling_spec(cfg)
-    instruction = build_instruction(data.schema, cfg.prompt_template)
+    pspec = build_spec(cfg, family, None, data.schema)
     pool = data.split("train") or data.samples
     chosen = [s for s in pool if not label_errors(data.schema, s.label)][:sample]
     if clip is not None:
@@ -212,7 +210,7 @@ def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None,
     placeholders = vision_placeholder_ids(processor)
     lengths, visual, pixels, answers, spans, example_bytes = {}, {}, {}, {}, [], []
     for s in chosen:
-        examples, _ = encode_split([s], data.schema, processor, spec, instruction, family.frames_as)
+        examples, _ = encode_split([s], data.schema, processor, pspec.sampling_spec, pspec.instruction, pspec.frames_as)
         if not examples:
             continue
         ids = examples[0]["input_ids"][0]

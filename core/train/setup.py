@@ -15,13 +15,13 @@ import torch
 from core.config import TrainConfig
 from core.data.dataset import Dataset
 from core.errors import VideoError
+from core.models.device import weight_dtype
 from core.models.families import family_for_model_type, module_group
 from core.models.inputs import encode_example
 from core.models.loading import load_base_model
 from core.runs.files import RunFiles
 from core.schema.base import canonical_answer, label_errors
 from core.train.callbacks import ValEvaluator
-from core.train.runtime import weight_dtype
 from core.video.frames import sample_frames
 from core.video.sampling import SamplingSpec
 
@@ -33,36 +33,39 @@ def capped_steps(cfg: TrainConfig, max_steps: int, run: RunFiles) -> int:
     return max_steps
 
 
-def usable_clips(samples, schema, spec: SamplingSpec):
-    """(sample, sampled frames) for every clip whose label fits the schema and whose video decodes,
-    plus "file: reason" for each one skipped (training logs them; nothing crashes on a bad clip)."""
-    usable, skipped = [], []
+def usable_clips(samples, schema, spec: SamplingSpec, skipped: list):
+    """Yield (sample, sampled frames) for every clip whose label fits the schema and whose video
+    decodes, appending "file: reason" to `skipped` for each one that does not (training logs them;
+    nothing crashes on a bad clip). A generator, so a caller that encodes as it goes holds one
+    clip's frames at a time."""
     for s in samples:
         errors = label_errors(schema, s.label)
         if errors:
             skipped.append(f"{s.rel}: label breaks the schema: {errors[0]}")
             continue
         try:
-            usable.append((s, sample_frames(s.video, spec)))
+            frames = sample_frames(s.video, spec)
         except VideoError as exc:
             skipped.append(str(exc))
-    return usable, skipped
+            continue
+        yield s, frames
 
 
 def encode_split(samples, schema, processor, spec: SamplingSpec, instruction: str, frames_as: str):
     """Encoded training examples (prompt + canonical answer, answer-only labels), plus "file: reason"
     for every clip or label that was skipped."""
-    usable, skipped = usable_clips(samples, schema, spec)
+    skipped: list[str] = []
     examples = [encode_example(processor, instruction, frames, frames_as, canonical_answer(schema, s.label))
-                for s, frames in usable]
+                for s, frames in usable_clips(samples, schema, spec, skipped)]
     return examples, skipped
 
 
 def encode_prompts(samples, processor, pspec):
     """GRPO's inputs: (encoded prompt, label) per usable clip, plus "file: reason" for each skipped."""
-    usable, skipped = usable_clips(samples, pspec.schema, pspec.sampling_spec)
-    return [(encode_example(processor, pspec.instruction, frames, pspec.frames_as), s.label)
-            for s, frames in usable], skipped
+    skipped: list[str] = []
+    items = [(encode_example(processor, pspec.instruction, frames, pspec.frames_as), s.label)
+             for s, frames in usable_clips(samples, pspec.schema, pspec.sampling_spec, skipped)]
+    return items, skipped
 
 
 def apply_trainable(model, cfg: TrainConfig, family):

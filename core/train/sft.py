@@ -23,11 +23,12 @@ import torch
 from core.config import TrainConfig, report_targets
 from core.data.dataset import Dataset
 from core.errors import DatasetError
+from core.models.device import check_runtime, pick_device
 from core.models.inputs import IGNORE_INDEX, collate
-from core.models.loading import load_processor, pick_device, resolve_model
+from core.models.loading import load_processor, resolve_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
 from core.spec import build_spec, checkpoint_name, is_random_init, resolve_defaults
-from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, check_runtime, dist_info, gather_objects
+from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, dist_info, gather_objects
 from core.train.setup import (
     apply_trainable,
     capped_steps,

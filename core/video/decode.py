@@ -25,8 +25,9 @@ Speed-ups, each verified and each falling back to the plain reference decode on 
 What it does not do: open files or choose decoder threads (``core.video.container``), scan the
 file (``core.video.scan``), convert frames to RGB (``core.video.rgb``; the caller passes
 ``convert``), choose which frames to sample (``core.video.frames``), cache
-(``core.video.cache``), or use any backend other than PyAV (decord returned wrong frames on real
-files, FIELD-NOTES).
+(``core.video.cache``), or use any backend other than PyAV (decord returned frames from the wrong
+place on an XVID AVI and an MPEG-TS file, and failed on VP9, GIF, Theora and AV1, in a check on 40
+real clips).
 """
 
 from __future__ import annotations

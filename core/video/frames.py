@@ -18,7 +18,7 @@ What it does:
 
 Decoding is PyAV only (opening: ``core.video.container``; the layout scan: ``core.video.scan``;
 the decode strategies: ``core.video.decode``; RGB conversion: ``core.video.rgb``). decord is
-faster on some files but returned wrong frames on real ones (FIELD-NOTES), so it is not used.
+faster on some files but returned wrong frames on real ones (see core.video.decode), so it is not used.
 Sequential decoding is the reference; seeking to the keyframe before each wanted frame is used
 when the keyframe layout makes it decode fewer frames (long clips, short GOPs), is verified by
 exact pts, and falls back to sequential decoding on any surprise. The file is opened once per

@@ -11,8 +11,8 @@ from commands.train import train_config
 from core import config as config_mod
 from core.config import TrainConfig
 from core.errors import ConfigError
+from core.models.device import check_runtime, resolve_precision
 from core.train.entry import train
-from core.train.runtime import check_runtime, resolve_precision
 from tests.support import SAMPLES
 
 NEW_FIELDS = dict(grad_accum=4, lr_scheduler="linear", warmup_steps=5, optimizer="adafactor",
