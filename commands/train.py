@@ -16,6 +16,7 @@ import time
 from dataclasses import MISSING, fields
 
 from commands.common import print_json
+from core.runs.files import CONFIG_FILE, DATASET_FILE
 
 CONFIG_HELP = "YAML file with any TrainConfig field (as written to a run's config.yaml); flags override it"
 
@@ -72,7 +73,7 @@ def train_config(args):
     from core.config import TrainConfig
 
     if getattr(args, "resume", None):
-        cfg = TrainConfig.from_yaml(os.path.join(args.resume, "config.yaml"))
+        cfg = TrainConfig.from_yaml(os.path.join(args.resume, CONFIG_FILE))
     else:
         cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     for f in fields(TrainConfig):
@@ -124,7 +125,7 @@ def cmd_train(args) -> int:
 
 def _dataset_of_run(run_dir: str) -> str:
     try:
-        return open(os.path.join(run_dir, "dataset.txt")).read().strip()
+        return open(os.path.join(run_dir, DATASET_FILE)).read().strip()
     except OSError:
         raise SystemExit(f"error: {run_dir}: no dataset.txt; pass --dataset DIR") from None
 

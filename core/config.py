@@ -146,7 +146,7 @@ class TrainConfig:
     distributed: str = "ddp"
     """With several processes: ddp (data parallel) | deepspeed (ZeRO-2) | fsdp (fully sharded)."""
     device: str = "auto"
-    """auto | cpu | cuda | cuda:N. auto: the GPU when one is visible, else the CPU."""
+    """auto | cpu | cuda | cuda:N (also mps, xpu, xpu:N). auto: the CUDA GPU when one is visible, else the CPU."""
     trust_remote_code: bool = False
     """Let a hub model run the Python code shipped in its repository when it loads; only for code
     you trust."""
@@ -232,7 +232,7 @@ class TrainConfig:
         if self.merge_at_end and self.method == "full":
             raise ConfigError(f"{source}: merge_at_end applies to lora/qlora; a full fine-tune is already a whole model")
         if not _DEVICE.fullmatch(str(self.device)):
-            raise ConfigError(f"{source}: device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+            raise ConfigError(f"{source}: device must be auto, cpu, cuda, cuda:N, mps, xpu or xpu:N, not {self.device!r}")
         if self.custom_reward and not re.fullmatch(r"[\w.]+:\w+", self.custom_reward):
             raise ConfigError(f"{source}: custom_reward must look like 'module:function', not {self.custom_reward!r}")
         self.report_to = ",".join(report_targets(self.report_to, source)) or "none"

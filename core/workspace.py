@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.data.store import AnnotationStore
+from core.models import family_for_model_type, resolve_model
 from core.models.device import check_runtime, pick_device
 from core.models.families import TINY_DEFAULT
 from core.paths import REPO_ROOT
 from core.runs.manager import RunManager
 from core.serve.manager import ModelManager
-from core.spec import has_final_model
+from core.spec import default_sampling, has_final_model
 
 
 @dataclass
@@ -34,8 +36,6 @@ class Workspace:
 
     @property
     def store(self):
-        from core.data.store import AnnotationStore
-
         return AnnotationStore(self.dataset_dir)
 
     def preview_sampling(self):
@@ -43,8 +43,6 @@ class Workspace:
         if self._sampling is None:
             import json
 
-            from core.models import family_for_model_type, resolve_model
-            from core.spec import default_sampling
 
             source = resolve_model(self.default_model)
             family = family_for_model_type(json.loads((Path(source.base) / "config.json").read_text())["model_type"])

@@ -31,7 +31,10 @@ from core.fileio import atomic_write_text
 from core.spec import CHECKPOINT_PREFIX, checkpoint_step
 
 # written by core.runs.manager before the training process starts
-LAUNCH_FILES = (".gitkeep", "launch.yaml", "launch.log", "launch.json", "accelerate.yaml")
+CONFIG_FILE = "config.yaml"  # the resolved TrainConfig of the run (what actually ran; resume reads it)
+DATASET_FILE = "dataset.txt"  # the dataset folder the run trained on (resume and merge find it here)
+LAUNCH_CONFIG = "launch.yaml"  # the config as the app asked for it, before the training process resolved it
+LAUNCH_FILES = (".gitkeep", LAUNCH_CONFIG, "launch.log", "launch.json", "accelerate.yaml")
 
 
 class CheckpointError(WorkbenchError):
@@ -104,13 +107,13 @@ class RunFiles:
             return
         import yaml
 
-        atomic_write_text(self.dir / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+        atomic_write_text(self.dir / CONFIG_FILE, yaml.safe_dump(asdict(cfg), sort_keys=False))
         atomic_write_text(self.dir / "schema.json", json.dumps(data.schema, indent=2, ensure_ascii=False))
         lines = [json.dumps({"video": str(s.video), "split": s.split, **s.label}, ensure_ascii=False)
                  for s in data.samples]
         atomic_write_text(self.dir / "data.jsonl", "\n".join(lines) + "\n")
         # Lets `train --resume RUN_DIR` find the data with nothing else given.
-        atomic_write_text(self.dir / "dataset.txt", str(Path(data.root).resolve()) + "\n")
+        atomic_write_text(self.dir / DATASET_FILE, str(Path(data.root).resolve()) + "\n")
 
     def read_status(self) -> dict:
         try:

@@ -27,11 +27,10 @@ from core.config import TrainConfig
 from core.errors import ConfigError, WorkbenchError
 from core.fileio import atomic_write_text
 from core.paths import REPO_ROOT
-from core.runs.files import RunFiles
+from core.runs.files import CONFIG_FILE, LAUNCH_CONFIG, RunFiles
 from core.runs.launch import LaunchPlan, plan_launch
 from core.runs.policy import TrainingPolicy, training_policy
 
-LAUNCH_CONFIG = "launch.yaml"
 LAUNCH_LOG = "launch.log"
 LAUNCH_INFO = "launch.json"
 STOP_GRACE_S = 60.0
@@ -145,7 +144,7 @@ class RunManager:
         if not str(name or "").strip():
             raise ConfigError("pick a run to clone")
         run_dir = self.run_dir(name)
-        for file in (run_dir / "config.yaml", run_dir / LAUNCH_CONFIG):
+        for file in (run_dir / CONFIG_FILE, run_dir / LAUNCH_CONFIG):
             if file.is_file():
                 try:
                     config = yaml.safe_load(file.read_text()) or {}
@@ -192,7 +191,7 @@ class RunManager:
         if not RunFiles(run_dir).last_checkpoint():
             raise RunError(f"{run_dir}: no checkpoint to resume from")
         try:
-            data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+            data = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
         except (OSError, yaml.YAMLError):
             data = {}
         if self.policy.mode != "full" and self.policy.apply(data).get("step_cap") != data.get("step_cap"):

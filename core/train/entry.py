@@ -11,10 +11,9 @@ from core.config import TrainConfig
 from core.data.dataset import load_dataset
 from core.models.device import check_runtime, pick_device
 from core.runs.files import RunFiles
+from core.train.grpo import train_grpo
 from core.train.runtime import dist_info, finish_distributed
 from core.train.sft import train_sft
-
-# --- training ------------------------------------------------------------------------------------
 
 
 def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_path=None, echo=None) -> dict:
@@ -29,11 +28,8 @@ def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_p
     run = RunFiles(run_dir, writer=rank == 0)
     run.prepare(resume=resume)
     try:
-        if cfg.method == "grpo":  # reinforcement learning with schema rewards: its own loop
-            from core.train.grpo import train_grpo as _train_impl
-        else:
-            _train_impl = train_sft
-        status = _train_impl(load_dataset(dataset_dir, schema_path), run, cfg, resume, echo)
+        loop = train_grpo if cfg.method == "grpo" else train_sft  # GRPO: reinforcement learning, its own loop
+        status = loop(load_dataset(dataset_dir, schema_path), run, cfg, resume, echo)
         finish_distributed()
         return status
     except KeyboardInterrupt:

@@ -36,14 +36,15 @@ import torch
 
 from core.config import TrainConfig
 from core.errors import ConfigError, DatasetError
-from core.models.device import pick_device, weight_dtype
+from core.models.device import check_runtime, pick_device, weight_dtype
 from core.models.inputs import TOKEN_KEYS, collate
 from core.models.loading import load_base_model, load_processor, resolve_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
 from core.schema.base import schema_hash
 from core.spec import FINAL_DIR, PreprocessSpec, build_spec, checkpoint_name, is_random_init, resolve_defaults
 from core.train.rewards import COMPONENTS, RewardWeights, group_advantages, load_custom_reward, score_batch
-from core.train.setup import apply_trainable, encode_prompts, family_of, upcast_trainable
+from core.train.runtime import HF_SCHEDULERS, dist_info
+from core.train.setup import apply_trainable, capped_steps, encode_prompts, family_of, upcast_trainable, val_evaluator
 
 CLIP_EPS = 0.2
 REF = "reference"
@@ -160,9 +161,6 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     """The GRPO counterpart of core.train.sft.train_sft: same run directory, same final layout."""
     from transformers import get_scheduler
 
-    from core.models.device import check_runtime
-    from core.train.runtime import HF_SCHEDULERS, dist_info
-    from core.train.setup import capped_steps, val_evaluator
 
     if data.schema is None:
         raise DatasetError(f"{data.root}: no schema.json; GRPO rewards are derived from the schema")

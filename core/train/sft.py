@@ -27,7 +27,9 @@ from core.models.device import check_runtime, pick_device
 from core.models.inputs import IGNORE_INDEX, collate
 from core.models.loading import load_processor, resolve_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
-from core.spec import build_spec, checkpoint_name, is_random_init, resolve_defaults
+from core.spec import build_spec, checkpoint_name, checkpoint_step, is_random_init, resolve_defaults
+from core.train.callbacks import RunCallback
+from core.train.merge import merge_run
 from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, dist_info, gather_objects
 from core.train.setup import (
     apply_trainable,
@@ -56,7 +58,6 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
-    from core.train.callbacks import RunCallback
 
     if data.schema is None:
         raise DatasetError(f"{data.root}: no schema.json; training needs the schema that labels follow")
@@ -113,7 +114,7 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
                                               data_collator=collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
     checkpoint = run.last_checkpoint() if resume else None
-    start_step = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
+    start_step = checkpoint_step(checkpoint.name) if checkpoint else 0
     run.write_status(state="running", global_step=start_step, max_steps=max_steps, message="training",
                      started=time.time(), start_step=start_step, world_size=world, precision=precision)
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -140,7 +141,6 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
 def _merge_at_end(run: RunFiles, state: str) -> dict:
     import gc
 
-    from core.train.merge import merge_run
 
     gc.collect()
     run.write_status(message="merging the adapter into the base")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.video.scan import VideoInfo
+from core.errors import ConfigError
 
 # Sampling defaults, named as in qwen-vl-utils vision_process.py.
 FRAME_FACTOR = 2
@@ -42,13 +42,14 @@ class SamplingSpec:
             object.__setattr__(self, name, int(getattr(self, name)))
         object.__setattr__(self, "fps", float(self.fps))  # 2 and 2.0 must give one cache key
         if self.sampling not in SAMPLING_MODES:
-            raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
+            raise ConfigError(f"sampling must be one of {', '.join(SAMPLING_MODES)}, not {self.sampling!r}")
         if self.num_frames < 1 or self.min_frames < 1 or self.max_frames < self.min_frames:
-            raise ValueError("need num_frames >= 1 and 1 <= min_frames <= max_frames")
+            raise ConfigError(f"need frames >= 1 and 1 <= min_frames <= max_frames, not frames {self.num_frames}, "
+                              f"min_frames {self.min_frames}, max_frames {self.max_frames}")
         if not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
+            raise ConfigError(f"fps must be positive, not {self.fps}")
         if not (1 <= self.width <= MAX_OUTPUT_SIDE and 1 <= self.height <= MAX_OUTPUT_SIDE):
-            raise ValueError(f"width and height must be within 1..{MAX_OUTPUT_SIDE}")
+            raise ConfigError(f"frame width and height must be within 1..{MAX_OUTPUT_SIDE}, not {self.width}x{self.height}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -57,7 +58,7 @@ class SamplingSpec:
     def from_dict(cls, d) -> SamplingSpec:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown sampling spec keys: {sorted(unknown)}")
+            raise ConfigError(f"unknown sampling spec keys: {sorted(unknown)}")
         return cls(**d)
 
 
@@ -135,7 +136,7 @@ def fps_indices(
 
 def sample_indices(info_or_total, spec: SamplingSpec, video_fps=None) -> list[int]:
     """Frame indices for a spec, from a VideoInfo or a frame count (+ ``video_fps`` in fps mode)."""
-    if isinstance(info_or_total, VideoInfo):
+    if hasattr(info_or_total, "frame_count"):  # a core.video.scan.VideoInfo (not imported: this module is pure)
         total = info_or_total.frame_count
         video_fps = info_or_total.fps if video_fps is None else video_fps
     else:

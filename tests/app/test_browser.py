@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from core.runs.launch import free_port
 from tests.support import REPO, SAMPLES
 
 pytestmark = pytest.mark.slow  # end to end: see pyproject markers
@@ -30,12 +30,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 STEPS = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +44,7 @@ def app(tmp_path_factory, artifacts):
     root = tmp_path_factory.mktemp("browser")
     ds, runs = root / "ds", root / "runs"
     shutil.copytree(SAMPLES, ds, ignore=shutil.ignore_patterns("generate.py", "README.md"))
-    port = _free_port()
+    port = free_port()
     log = open(artifacts / "browser-app.log", "w")
     proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--dataset", str(ds), "--runs", str(runs),
                              "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -12,15 +12,10 @@ import urllib.request
 
 import pytest
 
+from core.runs.launch import free_port
 from tests.support import REPO
 
 pytestmark = pytest.mark.slow  # end to end: see pyproject markers
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listen_addresses(port: int) -> set[str]:
@@ -39,7 +34,7 @@ def serve(tmp_path):
     procs = []
 
     def start(*args):
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--runs", str(tmp_path / "runs"), "--port",
                                  str(port), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)

@@ -8,28 +8,27 @@ import sys
 
 import pytest
 
-from tests.support import REPO, SAMPLES
+from tests.support import SAMPLES, run_cli
 
 pytestmark = pytest.mark.slow  # end to end: see pyproject markers
 
 UNSEEN_SEED = 777  # never used for training or tuning
 
 
-def run_cli(*args, timeout=1200):
-    out = subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], capture_output=True,
-                         text=True, timeout=timeout, cwd=REPO)
+def run_ok(*args, timeout=1200):
+    out = run_cli(*args, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
 
 def eval_json(model, dataset, split):
-    return json.loads(run_cli("eval", "--model", model, "--dataset", dataset, "--split", split, "--json").stdout)
+    return json.loads(run_ok("eval", "--model", model, "--dataset", dataset, "--split", split, "--json").stdout)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "default"
-    run_cli("train", "--dataset", SAMPLES, "--output", run)
+    run_ok("train", "--dataset", SAMPLES, "--output", run)
     return run
 
 

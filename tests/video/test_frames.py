@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from core.errors import VideoError
+from core.errors import ConfigError, VideoError
 from core.video import cache as frame_cache
 from core.video import container as video_container
 from core.video import decode as video_decode
@@ -160,10 +160,10 @@ def test_spec_round_trip_and_validation():
     spec = SamplingSpec(sampling="fps", fps=1, max_frames=16, width=96, height=80)
     assert spec.fps == 1.0 and isinstance(spec.fps, float)
     assert SamplingSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown"):
         SamplingSpec.from_dict({"sampling": "uniform", "frames": 8})
     for kwargs in [{"sampling": "random"}, {"num_frames": 0}, {"width": 0}, {"fps": 0}, {"min_frames": 9, "max_frames": 8}]:
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError):
             SamplingSpec(**kwargs)
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.models.tiny.tokenizer import build_tokenizer
+
 # --- chat templates (as the -hf checkpoints ship them) -------------------------------------------
 
 CHATML_VIDEO_TEMPLATE = (  # InternVL3-hf (convert_internvl_weights_to_hf.py)
@@ -293,7 +295,6 @@ def build_family(spec: TinyVLMSpec, out: Path) -> None:
     """Write the tiny `spec.arch` model, tokenizer and processor to `out` (deterministic)."""
     import torch
 
-    from core.models.tiny.tokenizer import build_tokenizer
 
     tokenizer = build_tokenizer(spec.vocab_size, **TOKENIZERS[spec.arch])
     processor = PROCESSOR_BUILDERS[spec.arch](tokenizer, spec.image_size, spec.patch_size)

@@ -8,7 +8,11 @@ and a figure that holds for the real checkpoint because it depends only on those
 
 from __future__ import annotations
 
+from core.models.inputs import encode_example, vision_placeholder_ids
 from core.models.tiny.families import PROCESSOR_BUILDERS, REFERENCE_GEOMETRY, TOKENIZERS
+from core.models.tiny.tokenizer import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, build_tokenizer
+from core.video.frames import SampledFrames, VideoInfo
+from core.video.sampling import uniform_indices
 
 # --- vision tokens of a clip under a real checkpoint's processor settings --------------------------
 
@@ -19,7 +23,6 @@ def _qwen_reference(family: str, tokenizer):
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    from core.models.tiny.tokenizer import QWEN_CHAT_TEMPLATE
 
     # The classes' defaults are the checkpoints' settings (patch 14 / 16, merge 2, temporal patch 2).
     if family == "qwen2_5_vl":
@@ -36,8 +39,6 @@ def _qwen_reference(family: str, tokenizer):
 def reference_processor(family: str):
     """The family's real processor class with `REFERENCE_CHECKPOINT[family]`'s frame geometry and a
     locally built tokenizer (the tokenizer changes no vision token count)."""
-    from core.models.tiny.tokenizer import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, build_tokenizer
-
     if family in ("qwen2_5_vl", "qwen3_vl"):
         tok = build_tokenizer(2048, QWEN_SPECIAL_TOKENS, QWEN_CHAT_TEMPLATE, eos_token="<|im_end|>",
                               pad_token="<|endoftext|>")
@@ -51,9 +52,6 @@ def vision_tokens_per_clip(family, processor=None, seconds: float = 5.0, fps: fl
     and size (uniform sampling), under `processor` (default: `reference_processor`)."""
     import numpy as np
 
-    from core.models.inputs import encode_example, vision_placeholder_ids
-    from core.video.frames import SampledFrames, VideoInfo
-    from core.video.sampling import uniform_indices
 
     processor = processor or reference_processor(family.name)
     width, height = family.default_size

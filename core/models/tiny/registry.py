@@ -20,17 +20,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.errors import ModelError
+from core.models.tiny.families import BUILDERS_BY_ARCH, TinyVLMSpec
 from core.models.tiny.qwen import TinyQwen3Spec, TinyQwenSpec, build_qwen, build_qwen3
 from core.models.tiny.tokenizer import tokenizer_corpus
 from core.paths import cache_dir
+from core.spec import TINY_SPEC_FILE
 
 # Bump when the builder changes what it writes, so old cached builds are not reused.
 BUILDER_VERSION = 1
 
 
 def _family_spec(arch: str):
-    from core.models.tiny.families import TinyVLMSpec
-
     return TinyVLMSpec(arch=arch)
 
 
@@ -43,8 +43,6 @@ TINY_MODELS = {
 
 def spec_from_dict(recorded: dict):
     """The spec dataclass of a recorded `tiny_spec.json` (its `arch` picks the class)."""
-    from core.models.tiny.families import TinyVLMSpec
-
     fields = {k: v for k, v in recorded.items() if k != "name"}
     arch = fields.get("arch", "qwen2_5_vl")
     cls = {"qwen3_vl": TinyQwen3Spec, "qwen2_5_vl": TinyQwenSpec}.get(arch, TinyVLMSpec)
@@ -56,7 +54,6 @@ def _builder(arch: str):
         return build_qwen3
     if arch == "qwen2_5_vl":
         return build_qwen
-    from core.models.tiny.families import BUILDERS_BY_ARCH
 
     if arch not in BUILDERS_BY_ARCH:
         raise ModelError(f"no tiny builder for architecture {arch!r}")
@@ -86,7 +83,7 @@ def ensure_tiny(name: str = "default", spec: dict | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
         _builder(spec.arch)(spec, tmp)
-        (tmp / "tiny_spec.json").write_text(json.dumps({"name": name, **asdict(spec)}, indent=2))
+        (tmp / TINY_SPEC_FILE).write_text(json.dumps({"name": name, **asdict(spec)}, indent=2))
         try:
             os.replace(tmp, out)  # atomic: a concurrent builder either wins or finds ours
         except OSError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from core.schema.base import ENUM, ENUM_LIST, fields
 from core.schema.presets import CAPTION_WORDS, PRESETS
 from core.schema.prompt import DEFAULT_TEMPLATE, build_instruction
 
@@ -44,7 +45,6 @@ def tokenizer_corpus() -> list[str]:
     """Deterministic training text: prompts and answers of the presets plus caption words."""
     import itertools
 
-    from core.schema.base import ENUM, ENUM_LIST, fields
 
     corpus = []
     for schema in PRESETS.values():
