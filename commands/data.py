@@ -2,8 +2,8 @@
 twins of the Annotate and Export tabs.
 
 `split` is core.data.splits.split_dataset and `export-dataset` core.data.exports.export_dataset,
-the functions the tabs call; `import` is core.data.imports.import_dataset; `prelabel` drafts labels
-with core.data.prelabel.
+the functions the tabs call; `import` is core.data.imports.import_dataset; `prelabel` is
+core.serve.prelabel.prelabel_dataset, the Annotate tab's Pre-label call.
 """
 
 from __future__ import annotations
@@ -119,23 +119,15 @@ def cmd_validate(args) -> int:
 
 
 def cmd_prelabel(args) -> int:
-    from core.data.prelabel import clips_to_prelabel, prelabel
-    from core.data.store import AnnotationStore
-    from core.serve.predictor import Predictor
+    from core.serve.prelabel import prelabel_dataset
 
-    store = AnnotationStore(args.dataset)
-    schema = store.schema()
-    if schema is None:
-        raise SystemExit(f"error: {args.dataset}: no schema.json; drafts are checked against it")
-    rels = clips_to_prelabel(store, include_drafts=args.redo_drafts, limit=args.limit)
-    if not rels:
+    report = prelabel_dataset(args.dataset, args.model, args.limit, args.redo_drafts, args.batch_size,
+                              device=args.device, trust_remote_code=args.trust_remote_code, progress=count_echo)
+    if not report.asked:
         print("nothing to pre-label: every clip has a label" + ("" if args.redo_drafts else " or a draft"))
         return 0
-    predictor = Predictor.load(args.model, schema=schema, device=args.device,
-                               trust_remote_code=args.trust_remote_code)
-    report = prelabel(store, predictor, rels, batch_size=args.batch_size, progress=count_echo)
     for err in report.errors:
         print(f"skipped: {err}", file=sys.stderr)
-    print(f"{report.drafted} drafts written to {store.root / 'drafts.jsonl'} "
+    print(f"{report.drafted} drafts written to {report.drafts_file} "
           f"({report.flagged} flagged as not schema-valid, {len(report.errors)} unreadable)")
     return 0

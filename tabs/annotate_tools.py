@@ -1,8 +1,8 @@
 """The Annotate tab's tool panels: AI pre-label, upload, splits, import and export.
 
-Each handler is parse → core call → message; the gallery is refreshed afterwards. Splits and export
-call the functions `cli.py split` and `cli.py export-dataset` call (core.data.splits.split_dataset,
-core.data.exports.export_dataset).
+Each handler is parse → core call → message; the gallery is refreshed afterwards. Pre-label, splits
+and export call the functions `cli.py prelabel`, `cli.py split` and `cli.py export-dataset` call
+(core.serve.prelabel.prelabel_dataset, core.data.splits.split_dataset, core.data.exports.export_dataset).
 """
 
 from __future__ import annotations
@@ -31,25 +31,20 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
     model.focus(lambda: gr.update(choices=ws.model_choices()), None, model)
 
     def on_prelabel(model_name, n, redo_, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
-        from core.data.prelabel import clips_to_prelabel, prelabel
+        from core.serve.prelabel import prelabel_dataset
 
-        schema = store.schema()
-        if schema is None:
-            raise gr.Error("save a schema first: drafts are checked against it")
-        rels = clips_to_prelabel(store, include_drafts=redo_, limit=int(n or 0) or None)
-        if not rels:
-            return "Nothing to pre-label."
         try:
-            with ws.models.lock:
-                predictor = ws.models.get(model_name, schema=schema)
-                report = prelabel(store, predictor, rels,
-                                  progress=lambda d, t: progress((d, t), desc="pre-labelling"))
+            report = prelabel_dataset(store, model_name, int(n or 0) or None, bool(redo_), models=ws.models,
+                                      progress=lambda d, t: progress((d, t), desc="pre-labelling"))
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
+        if not report.asked:
+            return "Nothing to pre-label."
         text = f"{report.drafted} drafts written, {report.flagged} flagged as not schema-valid"
         return text + (f"; {len(report.errors)} unreadable: " + "; ".join(report.errors[:3]) if report.errors else "")
 
-    refreshed(go.click(on_prelabel, [model, limit, redo], pre_msg, concurrency_id="gpu", concurrency_limit=1))
+    refreshed(go.click(on_prelabel, [model, limit, redo], pre_msg, api_name="prelabel", concurrency_id="gpu",
+                       concurrency_limit=1))
 
     with gr.Accordion("Add clips", open=False):
         files = gr.File(file_count="multiple", file_types=["video", ".zip"], label="Videos or a zip of videos")

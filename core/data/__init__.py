@@ -5,14 +5,14 @@ Owns the seed layout (`videos/`, `metadata.jsonl`, `schema.json`, `drafts.jsonl`
 revisions and conflicts (`store`), copying uploaded files and zips into `videos/` (`uploads`),
 seeded stratified splits (`splits`), importing other layouts (`imports`), exporting seed /
 VideoFolder / conversation JSONL (`exports`), schema inference from existing labels
-(`schema_infer`) and pre-labelling with a model the caller passes in (`prelabel`).
+(`schema_infer`) and pre-label drafts from a predictor the caller passes in (`prelabel`).
 Never loads a model or imports torch: pre-labels come from a predictor handed in.
 """
 
 from core.data.dataset import Dataset, load_dataset
 from core.data.exports import DATASET_FORMATS, export_conversations, export_dataset, export_seed, export_videofolder
 from core.data.imports import LAYOUTS, ImportReport, detect_layout, import_dataset
-from core.data.prelabel import clips_to_prelabel, prelabel
+from core.data.prelabel import clips_to_prelabel, write_drafts
 from core.data.schema_infer import infer_schema, infer_schema_from_file
 from core.data.splits import SplitSummary, assign_splits, parse_ratios, source_group, split_dataset
 from core.data.store import STATUSES, AnnotationStore, ConflictError
@@ -20,4 +20,4 @@ from core.data.store import STATUSES, AnnotationStore, ConflictError
 __all__ = ["AnnotationStore", "ConflictError", "DATASET_FORMATS", "Dataset", "ImportReport", "LAYOUTS", "STATUSES",
     "SplitSummary", "assign_splits", "clips_to_prelabel", "detect_layout", "export_conversations", "export_dataset",
     "export_seed", "export_videofolder", "import_dataset", "infer_schema", "infer_schema_from_file", "load_dataset",
-    "parse_ratios", "prelabel", "source_group", "split_dataset"]
+    "parse_ratios", "source_group", "split_dataset", "write_drafts"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from core.data.store import DRAFT, AnnotationStore
 from tests.support import make_dataset, run_cli
 
@@ -150,3 +152,43 @@ def test_the_annotate_tabs_export_writes_what_the_cli_writes(tmp_path):
         for path in written:
             if path.suffix in (".jsonl", ".json"):
                 assert (dest.parent / path).read_text() == (twin.parent / path).read_text(), path
+
+
+def test_cli_prelabel_and_the_tabs_prelabel_write_the_same_drafts(tmp_path, tiny_path):
+    cli_root, tab_root = make_dataset(tmp_path / "a", n=5, rows=2), make_dataset(tmp_path / "b", n=5, rows=2)
+    out = run_cli("prelabel", "--dataset", cli_root, "--model", "tiny:default", "--limit", "2", timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (f"2 drafts written to {cli_root / 'drafts.jsonl'} "
+                                  "(2 flagged as not schema-valid, 0 unreadable)")
+    message = _annotate_tools_handler(tab_root, "prelabel")("tiny:default", 2, False)
+    assert message == "2 drafts written, 2 flagged as not schema-valid"
+
+    def drafts(root):
+        return {rel: (d["model"], d["text"], d["errors"]) for rel, d in AnnotationStore(root).drafts().items()}
+
+    assert set(drafts(cli_root)) == {"videos/clip_0002.mp4", "videos/clip_0003.mp4"}
+    assert drafts(cli_root) == drafts(tab_root)
+
+
+def test_prelabel_refuses_a_dataset_without_schema_and_loads_nothing_when_there_is_no_work(tmp_path):
+    import gradio as gr
+
+    bare = make_dataset(tmp_path / "bare", n=2, rows=1)
+    (bare / "schema.json").unlink()
+    line = f"error: {bare}: no schema.json; drafts are checked against it"
+    out = run_cli("prelabel", "--dataset", bare, "--model", "tiny:default")
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [line]
+    with pytest.raises(gr.Error, match="no schema.json; drafts are checked against it"):
+        _annotate_tools_handler(bare, "prelabel")("tiny:default", 0, False)
+
+    done = make_dataset(tmp_path / "done", n=2)  # every clip labelled
+    again = run_cli("prelabel", "--dataset", done, "--model", "no/such-model")  # never loaded: no error
+    assert again.returncode == 0 and again.stdout.strip() == "nothing to pre-label: every clip has a label or a draft"
+    from core.workspace import Workspace
+    from tabs import annotate_tools
+
+    ws = Workspace(dataset_dir=done, runs_dir=tmp_path / "runs")
+    with gr.Blocks() as demo:
+        annotate_tools.build(ws, ws.store, [], [], lambda: None)
+    handler = next(f.fn for f in demo.fns.values() if f.api_name == "prelabel")
+    assert handler("no/such-model", 0, True) == "Nothing to pre-label." and ws.models.loaded() == []

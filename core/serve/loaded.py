@@ -1,0 +1,24 @@
+"""A predictor for one job (a prediction file, pre-labels, an evaluation), however the caller holds models.
+
+The app passes its core.serve.ModelManager: the predictor shares resident weights and the job runs
+under the manager's lock (switching adapters is global model state). The CLI passes none: the model
+is loaded on its own for the job with `Predictor.load`. Either way a base model is asked with the
+schema given, a run with the schema it was trained with. This module decides no schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+
+@contextlib.contextmanager
+def loaded_predictor(name: str, schema: dict | None = None, models=None, device: str = "auto",
+                     trust_remote_code: bool = False):
+    """Yield a predictor for `name`: through `models` (held locked until the block ends), else loaded here."""
+    if models is not None:
+        with models.lock:
+            yield models.get(name, schema=schema, trust_remote_code=trust_remote_code)
+        return
+    from core.serve.predictor import Predictor  # loads torch: only when a model is asked
+
+    yield Predictor.load(name, schema=schema, device=device, trust_remote_code=trust_remote_code)
