@@ -2,15 +2,14 @@
 for a video, a folder or a split into JSONL / CSV / Parquet / SQLite.
 
 `eval` is core.serve.report.evaluate_model (the Export tab's table builds its rows with the same
-report builder); `predict` is core.serve.batch.run_predict, or predict_sharded over worker
-processes that each run `cli.py predict --shard I/N`.
+report builder and warnings); `predict` is core.serve.batch.predict_to_file, the Export tab's call
+too (with --num-processes N it runs worker processes that each run `cli.py predict --shard I/N`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from commands.common import add_model_flags, count_echo, print_json
 
@@ -87,57 +86,16 @@ def cmd_models(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core.serve.batch import list_inputs, parse_shard, predict_sharded, run_predict
+    from core.serve.batch import predict_to_file
 
-    items = list_inputs(args.input, args.split)
-    if args.num_processes > 1:
-        # the parent only needs the schema the workers write with; it loads no weights
-        rows = predict_sharded(_worker_args(args), args.output, args.num_processes, _predict_schema(args))
-        print(f"{len(rows)} rows from {args.num_processes} workers -> {args.output}")
-        return 0
-    from core.serve.predictor import Predictor
-
-    predictor = Predictor.load(args.model, schema=_dataset_schema(args), device=args.device,
-                               trust_remote_code=args.trust_remote_code)
-    counts = run_predict(predictor, items, args.output, batch_size=args.batch_size, overwrite=args.overwrite,
-                         progress=count_echo, shard=parse_shard(args.shard), skip_from=args.skip_from,
-                         max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained)
-    print(f"{counts['written']} rows written ({counts['valid']} schema-valid, {counts['errors']} errors), "
-          f"{counts['skipped']} already done -> {args.output}")
+    summary = predict_to_file(args.model, args.input, args.output, args.split, schema=args.schema_from,
+                              device=args.device, trust_remote_code=args.trust_remote_code,
+                              batch_size=args.batch_size, overwrite=args.overwrite, num_processes=args.num_processes,
+                              shard=args.shard, skip_from=args.skip_from, progress=count_echo,
+                              max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained)
+    if summary["workers"] > 1:
+        print(f"{summary['written']} rows from {summary['workers']} workers -> {args.output}")
+    else:
+        print(f"{summary['written']} rows written ({summary['valid']} schema-valid, {summary['errors']} errors), "
+              f"{summary['skipped']} already done -> {args.output}")
     return 0
-
-
-def _worker_args(args) -> list[str]:
-    """The predict arguments each shard worker gets (the parent adds --output and --shard)."""
-    out = ["--model", args.model, "--input", str(args.input), "--batch-size", str(args.batch_size),
-           "--max-new-tokens", str(args.max_new_tokens), "--device", args.device]
-    for flag, value in (("--split", args.split), ("--schema", args.schema_from)):
-        if value:
-            out += [flag, str(value)]
-    for flag, on in (("--unconstrained", args.unconstrained), ("--overwrite", args.overwrite),
-                     ("--trust-remote-code", args.trust_remote_code)):
-        if on:
-            out.append(flag)
-    return out
-
-
-def _predict_schema(args):
-    """The schema the rows are written with: a run's training schema, else the base model's."""
-    from core.spec import PreprocessSpec, is_run_dir
-
-    if Path(args.model).is_dir() and is_run_dir(Path(args.model)):
-        return PreprocessSpec.load(args.model).schema
-    schema = _dataset_schema(args)
-    if schema is None:
-        raise SystemExit(f"error: {args.model} is a base model: give --schema FILE (or an input with schema.json)")
-    return schema
-
-
-def _dataset_schema(args):
-    """The schema a base model is asked with: --schema FILE, else the input dataset's schema.json."""
-    from core.schema.base import load_schema
-
-    if args.schema_from:
-        return load_schema(args.schema_from)
-    candidate = Path(args.input) / "schema.json"
-    return load_schema(candidate) if candidate.is_file() else None

@@ -1,7 +1,8 @@
 """Export tab: batch prediction to files, evaluation reports (base vs fine-tuned), model and dataset export.
 
-Thin handlers over core.serve.batch, core.serve.report, core.train.merge and core.data.exports; the same work as
-`cli.py predict`, `cli.py eval`, `cli.py merge` and `cli.py export-dataset`. Downloads are zipped here.
+Thin handlers over the calls `cli.py predict`, `cli.py eval`, `cli.py merge` and `cli.py export-dataset` make
+(core.serve.batch.predict_to_file, core.serve.report.evaluate_models, core.train.merge.export_run,
+core.data.exports.export_dataset). Downloads are zipped here.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ def exports_dir(ws) -> Path:
 
 
 def do_predict(ws, model, source, folder, split, fmt, constrained, batch_size, progress=None) -> tuple[str, str]:
-    from core.serve.batch import list_inputs, run_predict
+    """`cli.py predict` from the tab: the same core call; the workspace dataset's schema is the
+    fallback for a folder without its own schema.json (core.serve.batch.input_schema)."""
+    from core.serve.batch import predict_to_file
 
-    src = Path(folder) if source == "folder" else ws.dataset_dir
-    items = list_inputs(src, None if source == "folder" else split)
+    src, split_ = (Path(folder), None) if source == "folder" else (ws.dataset_dir, split)
     out = exports_dir(ws) / f"predictions-{Path(str(model)).name.replace(':', '_')}{fmt}"
-    with ws.models.lock:
-        predictor = ws.models.get(model, schema=ws.store.schema())
-        counts = run_predict(predictor, items, out, batch_size=int(batch_size), progress=progress,
-                             constrained=bool(constrained))
+    counts = predict_to_file(model, src, out, split_, fallback_schema=ws.store.schema(), models=ws.models,
+                             batch_size=int(batch_size), progress=progress, constrained=bool(constrained))
     text = (f"{counts['written']} rows written ({counts['valid']} schema-valid, {counts['errors']} errors), "
             f"{counts['skipped']} already in the file → `{out}`")
     return text, str(out)
@@ -122,6 +122,8 @@ def build(ws) -> None:
     run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
 
     def on_predict(model_, source_, split_, folder_, fmt_, constrained_, batch_, progress=gr.Progress()):  # noqa: B008
+        if source_ == "folder" and not (folder_ or "").strip():
+            raise gr.Error("give a folder of videos")
         try:
             return do_predict(ws, model_, "folder" if source_ == "folder" else "dataset", folder_, split_, fmt_,
                               constrained_, batch_, progress=lambda d, t: progress((d, t), desc="predicting"))

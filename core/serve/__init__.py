@@ -2,19 +2,24 @@
 
 Owns greedy generation with a model's preprocessing spec (`predictor`), schema-constrained
 decoding (the schema compiled to an xgrammar grammar: `grammar`; the token mask and budget
-closer: `constrained`), the in-process model manager shared by the app's tabs (`manager`), batch
-prediction with resume and sharding (`batch`) into JSONL/CSV/Parquet/SQLite (`writers`), the
-fair side-by-side comparison (`compare`) and evaluation reports (`report`).
+closer: `constrained`), the in-process model manager shared by the app's tabs (`manager`), a
+predictor for one job through that manager or loaded on its own (`loaded`), batch prediction with
+resume and sharding (`batch`) into JSONL/CSV/Parquet/SQLite (`writers`), the fair side-by-side
+comparison (`compare`), evaluation reports (`report`) and pre-labelling a dataset (`prelabel`).
+Each job the CLI and a tab share is one function here: predict_to_file, prelabel_dataset.
 Never imports core.train: what a model expects comes from core.spec.
 """
 
-from core.serve.batch import list_inputs, run_predict
+from core.serve.batch import input_schema, list_inputs, predict_to_file, run_predict
 from core.serve.compare import compare_clip
+from core.serve.loaded import loaded_predictor
 from core.serve.manager import ModelManager
 from core.serve.predictor import Prediction, Predictor, analyse_clip, analyse_frames
+from core.serve.prelabel import prelabel_dataset
 from core.serve.report import evaluate_model, evaluate_models, score_predictor, write_report
 from core.serve.writers import open_writer, read_rows
 
 __all__ = ["ModelManager", "Prediction", "Predictor", "analyse_clip", "analyse_frames", "compare_clip",
-    "evaluate_model", "evaluate_models", "list_inputs", "open_writer", "read_rows", "run_predict", "score_predictor",
+    "evaluate_model", "evaluate_models", "input_schema", "list_inputs", "loaded_predictor", "open_writer",
+    "predict_to_file", "prelabel_dataset", "read_rows", "run_predict", "score_predictor",
     "write_report"]

@@ -1,25 +1,34 @@
 """Batch prediction over a video, a folder or a dataset split into a prediction file.
 
-`run_predict` feeds clips to a loaded Predictor in batches and writes each batch's rows as soon as
-it is done, so an interrupted export resumes where it stopped. `predict_sharded` splits the clip
+`predict_to_file` is the one call behind `cli.py predict` and the Export tab's Predict: it lists the
+clips, picks the schema a base model is asked with (`input_schema`: one rule for both), loads the
+model (through the app's model manager when given one) or fans out to worker processes, and writes
+the file. `run_predict` feeds clips to a loaded Predictor in batches and writes each batch's rows
+as soon as it is done, so an interrupted export resumes where it stopped. `predict_sharded` splits the clip
 list across N worker processes (one GPU each when there are enough) and merges their rows with a
 single writer. Inference needs no gradient sync, so the workers are plain processes rather than a
 torch.distributed group; each runs the same `cli.py predict --shard i/N` a user could run by hand.
 
-This module does not load models (core.serve.predictor does) or compute metrics (core.schema.scoring does).
+This module does not load models itself (core.serve.loaded hands it a predictor) or compute metrics
+(core.schema.scoring does).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from core.data.dataset import load_dataset
-from core.errors import DatasetError
+from core.data.dataset import SCHEMA, load_dataset
+from core.errors import ConfigError, DatasetError
+from core.fileio import atomic_write_text
 from core.paths import REPO_ROOT
+from core.schema.base import load_schema
+from core.serve.loaded import loaded_predictor
 from core.serve.writers import META_COLUMNS, FileWriter, PredictionRow, column_name, make_row, open_writer, read_rows
+from core.spec import PreprocessSpec, is_run_dir
 from core.video.frames import is_media_path
 
 
@@ -132,3 +141,86 @@ def _row_from_flat(flat: dict, schema: dict):
     names = {column_name(n): n for n in schema.get("properties", {})}
     return PredictionRow(**{k: flat.get(k) for k in META_COLUMNS},
                          fields={names[k]: v for k, v in flat.items() if k in names and v is not None})
+
+
+# --- the one call behind `cli.py predict` and the Export tab -------------------------------------
+
+def input_schema(input_path, schema=None, fallback: dict | None = None) -> tuple[dict | None, Path | None]:
+    """The schema a base model is asked with for `input_path`, and the file it was read from (if any).
+
+    One rule for the CLI and the app: `schema` (a dict, or a schema file) when given; else the input
+    folder's own schema.json (a dataset folder, or clips that come with their schema): it describes
+    those clips; else `fallback` (the app passes its workspace dataset's schema, what the person is
+    editing there; the CLI passes none, so a base model with neither is refused). A run ignores all
+    three: it is always asked with the schema it was trained with."""
+    if isinstance(schema, dict):
+        return schema, None
+    if schema:
+        return load_schema(schema), Path(schema)
+    own = Path(input_path) / SCHEMA
+    if own.is_file():
+        return load_schema(own), own
+    return fallback, None
+
+
+def rows_schema(model: str, asked: dict | None) -> dict:
+    """The schema the rows are written with: a run's training schema, else the one a base is asked with.
+    Refuses a base model with no schema before anything loads."""
+    if Path(model).is_dir() and is_run_dir(Path(model)):
+        return PreprocessSpec.load(model).schema
+    if asked is None:
+        raise ConfigError(f"{model} is a base model: give --schema FILE (or an input with schema.json)")
+    return asked
+
+
+def predict_to_file(model: str, input_path, output, split: str | None = None, schema=None,
+                    fallback_schema: dict | None = None, *, models=None, device: str = "auto",
+                    trust_remote_code: bool = False, batch_size: int = 8, overwrite: bool = False,
+                    num_processes: int = 1, shard: str | None = None, skip_from=None, progress=None,
+                    max_new_tokens: int = 160, constrained: bool = True) -> dict:
+    """Predict the clips of `input_path` (a video, a folder, or a dataset folder's `split`) into `output`.
+
+    `schema`/`fallback_schema`: see `input_schema`. `models`: the app's ModelManager (else the model
+    is loaded for this call). `num_processes` > 1 runs `cli.py predict --shard I/N` workers (the
+    parent loads no weights) and merges their rows; `shard` ("I/N") and `skip_from` are what such a
+    worker is given. Returns counts: total, written, skipped, errors (unreadable clips), valid
+    (schema-valid rows; both None after a sharded run) and workers."""
+    items = list_inputs(input_path, split)
+    asked, schema_file = input_schema(input_path, schema, fallback_schema)
+    written_with = rows_schema(model, asked)
+    if num_processes > 1:
+        return _predict_with_workers(model, input_path, output, split, asked, schema_file, written_with,
+                                     len(items), num_processes, device=device, trust_remote_code=trust_remote_code,
+                                     batch_size=batch_size, overwrite=overwrite, max_new_tokens=max_new_tokens,
+                                     constrained=constrained)
+    with loaded_predictor(model, asked, models, device, trust_remote_code) as predictor:
+        counts = run_predict(predictor, items, output, batch_size=batch_size, overwrite=overwrite,
+                             progress=progress, shard=parse_shard(shard), skip_from=skip_from,
+                             max_new_tokens=max_new_tokens, constrained=constrained)
+    return {**counts, "workers": 1}
+
+
+def _predict_with_workers(model, input_path, output, split, asked, schema_file, written_with, total, world,
+                          device, trust_remote_code, batch_size, overwrite, max_new_tokens, constrained) -> dict:
+    """Workers ask with the schema chosen here: its file is passed on (written beside the output when
+    the schema came as a dict)."""
+    temp = None
+    if asked is not None and schema_file is None:
+        temp = schema_file = Path(output).with_name(Path(output).name + ".schema.json")
+        atomic_write_text(temp, json.dumps(asked, ensure_ascii=False))
+    args = ["--model", model, "--input", str(input_path), "--batch-size", str(batch_size),
+            "--max-new-tokens", str(max_new_tokens), "--device", device]
+    for flag, value in (("--split", split), ("--schema", schema_file)):
+        if value:
+            args += [flag, str(value)]
+    for flag, on in (("--unconstrained", not constrained), ("--overwrite", overwrite),
+                     ("--trust-remote-code", trust_remote_code)):
+        if on:
+            args.append(flag)
+    try:
+        rows = predict_sharded(args, output, world, written_with)
+    finally:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+    return {"total": total, "written": len(rows), "skipped": total - len(rows), "errors": None, "valid": None,
+            "workers": world}

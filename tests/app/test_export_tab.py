@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import zipfile
 
@@ -10,8 +11,9 @@ import pytest
 
 from core.data.store import AnnotationStore
 from core.errors import ConfigError, ModelError
+from core.serve.writers import META_COLUMNS, read_rows
 from core.workspace import Workspace
-from tests.support import make_dataset
+from tests.support import LABEL, make_dataset, run_cli
 
 
 def test_predict_evaluate_and_export_adapter(short_run, tmp_path):
@@ -96,3 +98,53 @@ def test_export_model_zips_the_adapter_with_the_runs_spec_and_refuses_a_full_fin
     export_run(lora, "adapter", tmp_path / "out")
     with pytest.raises(ConfigError, match="already exists"):
         export_run(lora, "adapter", tmp_path / "out")
+
+
+# --- the tab and its CLI twin make the same core call ----------------------------------------------
+
+def _clips(folder, n, schema=None):
+    from tests.support import SAMPLES
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        shutil.copy(SAMPLES / "videos" / f"clip_{i:04d}.mp4", folder / f"c{i}.mp4")
+    if schema is not None:
+        (folder / "schema.json").write_text(json.dumps(schema))
+    return folder
+
+
+def _comparable(path):
+    return sorted(({k: v for k, v in r.items() if k not in ("created", "seconds")} for r in read_rows(path)),
+                  key=lambda r: r["video"])
+
+
+def test_cli_predict_and_the_tabs_predict_choose_the_same_schema_and_write_the_same_rows(tmp_path, tiny_path):
+    from tabs.export import do_predict
+
+    ws_root = make_dataset(tmp_path / "ws", n=2)  # the workspace dataset: the samples' six-field schema
+    narrow = json.loads((ws_root / "schema.json").read_text())
+    narrow["properties"] = {k: narrow["properties"][k] for k in ("event_type", "visibility")}
+    narrow["required"] = ["event_type", "visibility"]
+    own, bare = _clips(tmp_path / "own", 3, schema=narrow), _clips(tmp_path / "bare", 3)
+
+    refused = run_cli("predict", "--model", "tiny:default", "--input", bare, "--output", tmp_path / "x.jsonl")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "error: tiny:default is a base model: give --schema FILE (or an input with schema.json)"]
+
+    # a folder with its own schema.json is asked with it (not the workspace's); a bare folder is asked
+    # with the workspace's schema in the tab, as the CLI with --schema WORKSPACE/schema.json
+    for folder, extra, columns in ((own, [], {"event_type", "visibility"}),
+                                   (bare, ["--schema", ws_root / "schema.json"], set(LABEL))):
+        by_cli = tmp_path / f"cli-{folder.name}.jsonl"
+        out = run_cli("predict", "--model", "tiny:default", "--input", folder, "--output", by_cli, "--batch-size", "4",
+                      *extra, timeout=600)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == f"3 rows written (3 schema-valid, 0 errors), 0 already done -> {by_cli}"
+        ws = Workspace(dataset_dir=ws_root, runs_dir=tmp_path / f"runs-{folder.name}")
+        text, by_tab = do_predict(ws, "tiny:default", "folder", str(folder), "test", ".jsonl", True, 4)
+        assert text.startswith("3 rows written (3 schema-valid, 0 errors), 0 already in the file")
+        rows = _comparable(by_cli)
+        assert rows == _comparable(by_tab) and len(rows) == 3
+        assert set(rows[0]) - set(META_COLUMNS) == columns, folder.name
+        assert len({r["spec_hash"] for r in rows}) == 1
