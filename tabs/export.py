@@ -53,7 +53,8 @@ def do_evaluate(ws, names, split, constrained, progress=None):
     last = list(reports.values())[-1]  # the last model picked: usually the fine-tuned one
     plots = {f: pd.DataFrame(confusion_rows(last, f), columns=["true", "predicted", "count"])
              for f in last.get("confusion", {})}
-    return table, plots, [str(js), str(md)], last["model"]
+    warnings = [w for r in reports.values() for w in r["warnings"]]  # what `cli.py eval` prints on stderr
+    return table, plots, [str(js), str(md)], last["model"], warnings
 
 
 def export_model(ws, run, what) -> str:
@@ -94,7 +95,7 @@ def build(ws) -> None:
             eval_go = gr.Button("Evaluate", variant="primary", elem_id="export-evaluate")
         table = gr.Dataframe(label="Scores", interactive=False, elem_id="export-scores")
         plots_state = gr.State({})
-        plots_title = gr.Markdown()
+        plots_title = gr.Markdown(elem_id="export-eval-notes")
 
         @gr.render(inputs=plots_state)
         def draw_plots(plots):
@@ -132,11 +133,14 @@ def build(ws) -> None:
 
     def on_evaluate(names, split_, constrained_, progress=gr.Progress()):  # noqa: B008
         try:
-            table_, plots, files, shown = do_evaluate(ws, names, split_, constrained_,
-                                                      progress=lambda d, t: progress((d, t), desc="evaluating"))
+            table_, plots, files, shown, warnings = do_evaluate(
+                ws, names, split_, constrained_, progress=lambda d, t: progress((d, t), desc="evaluating"))
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
-        return table_, plots, f"Confusion matrices of `{shown}`", files
+        for warning in warnings:
+            gr.Warning(warning)
+        title = "".join(f"**Warning:** {w}\n\n" for w in warnings) + f"Confusion matrices of `{shown}`"
+        return table_, plots, title, files
 
     def on_export(run_, what_):
         if not run_:

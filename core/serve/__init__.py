@@ -6,7 +6,8 @@ closer: `constrained`), the in-process model manager shared by the app's tabs (`
 predictor for one job through that manager or loaded on its own (`loaded`), batch prediction with
 resume and sharding (`batch`) into JSONL/CSV/Parquet/SQLite (`writers`), the fair side-by-side
 comparison (`compare`), evaluation reports (`report`) and pre-labelling a dataset (`prelabel`).
-Each job the CLI and a tab share is one function here: predict_to_file, prelabel_dataset.
+Each job the CLI and a tab share is one function here: predict_to_file, evaluate_models
+(evaluate_model for one), prelabel_dataset.
 Never imports core.train: what a model expects comes from core.spec.
 """
 
@@ -16,10 +17,10 @@ from core.serve.loaded import loaded_predictor
 from core.serve.manager import ModelManager
 from core.serve.predictor import Prediction, Predictor, analyse_clip, analyse_frames
 from core.serve.prelabel import prelabel_dataset
-from core.serve.report import evaluate_model, evaluate_models, score_predictor, write_report
+from core.serve.report import evaluate_model, evaluate_models, schema_warnings, score_predictor, write_report
 from core.serve.writers import open_writer, read_rows
 
 __all__ = ["ModelManager", "Prediction", "Predictor", "analyse_clip", "analyse_frames", "compare_clip",
     "evaluate_model", "evaluate_models", "input_schema", "list_inputs", "loaded_predictor", "open_writer",
-    "predict_to_file", "prelabel_dataset", "read_rows", "run_predict", "score_predictor",
+    "predict_to_file", "prelabel_dataset", "read_rows", "run_predict", "schema_warnings", "score_predictor",
     "write_report"]

@@ -2,8 +2,9 @@
 
 `score_predictor` is the one report builder: it predicts a split's clips with a loaded predictor
 and scores the answers with core.schema.scoring against the schema the model was trained with.
-`evaluate_model` is `cli.py eval` (one model, loaded on its own); `evaluate_models` is the Export
-tab's table (several models through the model manager, so a base and its runs share weights).
+`evaluate_models` is the one evaluation call: the Export tab's table (several models through the
+model manager, so a base and its runs share weights) and, through `evaluate_model` (one model loaded
+on its own), `cli.py eval`; both reports carry the same `schema_warnings`.
 `comparison_rows` and `confusion_rows` shape reports for tables and plots; `write_report` saves
 JSON and Markdown. This module does not draw plots.
 """
@@ -19,6 +20,7 @@ from core.errors import DatasetError
 from core.fileio import atomic_write_text
 from core.schema.base import schema_hash
 from core.schema.scoring import evaluate
+from core.serve.loaded import loaded_predictor
 
 
 def _split_samples(data, dataset_dir, split: str) -> list:
@@ -45,37 +47,40 @@ def score_predictor(predictor, samples, name: str, split: str, constrained: bool
     return report
 
 
-def evaluate_model(name: str, dataset_dir, split: str, device: str = "auto", trust_remote_code: bool = False,
-                   **options) -> dict:
-    """Load `name` on its own and score it on `split` (options: those of `score_predictor`). The
-    report's `warnings` say when the dataset's schema differs from the one the model was trained
-    with (the answers are scored against the training schema)."""
-    from core.serve.predictor import Predictor  # loads torch: only when a model is asked
-
-    data = load_dataset(dataset_dir)
-    samples = _split_samples(data, dataset_dir, split)
-    predictor = Predictor.load(name, schema=data.schema, device=device, trust_remote_code=trust_remote_code)
-    warnings = []
-    if data.schema is not None and schema_hash(data.schema) != predictor.spec.schema_hash:
-        warnings.append(f"{dataset_dir}/schema.json differs from the schema {name} was trained with; "
-                        "scoring against the training schema")
-    return {**score_predictor(predictor, samples, name, split, **options), "warnings": warnings}
+def schema_warnings(name: str, dataset_dir, dataset_schema: dict | None, predictor) -> list[str]:
+    """What a report must say about its schema: the dataset's schema.json differs from the one the
+    model was trained with (a base model is asked with the dataset's own, so it never differs)."""
+    if dataset_schema is not None and schema_hash(dataset_schema) != predictor.spec.schema_hash:
+        return [f"{dataset_dir}/schema.json differs from the schema {name} was trained with; "
+                "scoring against the training schema"]
+    return []
 
 
 def evaluate_models(models, dataset_dir, split: str, names: list[str], constrained: bool = False,
-                    batch_size: int = 8, max_new_tokens: int = 160, progress=None) -> dict[str, dict]:
-    """Score each of `names` on `split`, loaded through `models` (a core.serve.ModelManager)."""
+                    batch_size: int = 8, max_new_tokens: int = 160, show: int = 0, device: str = "auto",
+                    trust_remote_code: bool = False, progress=None) -> dict[str, dict]:
+    """Score each of `names` on `split`: the Export tab's table, through `models` (a core.serve.ModelManager,
+    so a base and its runs share weights), or with `models=None` each loaded on its own (`cli.py eval`).
+    Each report carries `warnings` (`schema_warnings`)."""
     data = load_dataset(dataset_dir)
     samples = _split_samples(data, dataset_dir, split)
     reports = {}
     for i, name in enumerate(names):
-        with models.lock:
-            predictor = models.get(name, schema=data.schema)
-            reports[name] = score_predictor(predictor, samples, name, split, constrained=constrained,
-                                            batch_size=batch_size, max_new_tokens=max_new_tokens)
+        with loaded_predictor(name, data.schema, models, device, trust_remote_code) as predictor:
+            report = score_predictor(predictor, samples, name, split, constrained=constrained,
+                                     batch_size=batch_size, max_new_tokens=max_new_tokens, show=show)
+            reports[name] = {**report, "warnings": schema_warnings(name, dataset_dir, data.schema, predictor)}
         if progress:
             progress(i + 1, len(names))
     return reports
+
+
+def evaluate_model(name: str, dataset_dir, split: str, device: str = "auto", trust_remote_code: bool = False,
+                   **options) -> dict:
+    """`cli.py eval`: `name` loaded on its own and scored on `split` by `evaluate_models` (options: its
+    scoring options, those of `score_predictor`)."""
+    return evaluate_models(None, dataset_dir, split, [name], device=device, trust_remote_code=trust_remote_code,
+                           **options)[name]
 
 
 def comparison_rows(reports: dict[str, dict]) -> list[dict]:

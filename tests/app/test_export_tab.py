@@ -30,7 +30,8 @@ def test_predict_evaluate_and_export_adapter(short_run, tmp_path):
     con.close()
     assert f"{n_val} rows written" in text
 
-    table, plots, files, shown = do_evaluate(ws, ["tiny:default", str(short_run)], "val", True)
+    table, plots, files, shown, warnings = do_evaluate(ws, ["tiny:default", str(short_run)], "val", True)
+    assert warnings == []  # the run was trained on the samples' schema, the dataset's own
     assert list(table["model"]) == ["tiny:default", str(short_run)] and shown == str(short_run)
     assert {"schema_valid", "mean_field_acc", "acc:event_type"} <= set(table.columns)
     assert list(table["schema_valid"]) == [1.0, 1.0]  # constrained: valid even for the untrained base
@@ -148,3 +149,38 @@ def test_cli_predict_and_the_tabs_predict_choose_the_same_schema_and_write_the_s
         assert rows == _comparable(by_tab) and len(rows) == 3
         assert set(rows[0]) - set(META_COLUMNS) == columns, folder.name
         assert len({r["spec_hash"] for r in rows}) == 1
+
+
+def _full_run(run_dir, schema):
+    """A run as the loader sees a full fine-tune (final/ is a model folder) whose spec says it was
+    trained with `schema`: the untrained tiny model, no training steps."""
+    from core.models import family_for_model_type, resolve_model
+    from core.spec import default_spec
+
+    source = resolve_model("tiny:default")
+    shutil.copytree(source.base, run_dir / "final")
+    family = family_for_model_type(json.loads((run_dir / "final" / "config.json").read_text())["model_type"])
+    default_spec(source, family, schema).save(run_dir)
+    return run_dir
+
+
+def test_the_tabs_evaluation_shows_the_schema_warning_cli_eval_prints(tmp_path, tiny_path):
+    root = make_dataset(tmp_path / "d", n=2)
+    AnnotationStore(root).set_splits({c.rel: "val" for c in AnnotationStore(root).clips()})
+    trained = json.loads((root / "schema.json").read_text())
+    trained["properties"]["visibility"]["enum"].append("foggy")  # the dataset's schema changed since
+    run = _full_run(tmp_path / "runs" / "full", trained)
+    expected = (f"{root}/schema.json differs from the schema {run} was trained with; "
+                "scoring against the training schema")
+
+    out = run_cli("eval", "--model", run, "--dataset", root, "--split", "val", "--max-new-tokens", "24",
+                  "--json", timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"warning: {expected}" in out.stderr.splitlines() and json.loads(out.stdout)["warnings"] == [expected]
+
+    ws = Workspace(dataset_dir=root, runs_dir=tmp_path / "runs")
+    _, _, title, files = _export_tab_handler(ws, "evaluate")(["tiny:default", str(run)], "val", False)
+    assert title.splitlines()[0] == f"**Warning:** {expected}"  # once: the base is asked with the dataset's schema
+    assert title.count("**Warning:**") == 1 and title.endswith(f"Confusion matrices of `{run}`")
+    saved = json.loads(open(files[0]).read())
+    assert saved[str(run)]["warnings"] == [expected] and saved["tiny:default"]["warnings"] == []
