@@ -7,7 +7,7 @@ file atomically. A row's *revision* is a hash of its current line: a save names 
 was based on, so two tabs saving different clips both keep their edits and two saving the same clip
 get a `ConflictError` instead of a silent overwrite. Lines that do not parse are kept verbatim.
 
-This module does not decode video beyond probing readability, does not run models (prelabel does),
+This module does not decode video beyond probing readability, does not run models (core.serve.prelabel does),
 does not choose splits (core.data.splits does) and does not copy uploads in itself
 (core.data.uploads does, behind `add_videos`).
 """
