@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 
+from core.serve.predictor import Predictor
+
 
 @contextlib.contextmanager
 def loaded_predictor(name: str, schema: dict | None = None, models=None, device: str = "auto",
@@ -19,6 +21,4 @@ def loaded_predictor(name: str, schema: dict | None = None, models=None, device:
         with models.lock:
             yield models.get(name, schema=schema, trust_remote_code=trust_remote_code)
         return
-    from core.serve.predictor import Predictor  # loads torch: only when a model is asked
-
     yield Predictor.load(name, schema=schema, device=device, trust_remote_code=trust_remote_code)
