@@ -29,13 +29,18 @@ def export_seed(dataset_dir, dest, keep: Callable[[dict], bool] | None = None) -
     return run_import(source, Path(dest), "seed", copy_videos=True, merge=False)
 
 
-def export_conversations(dataset_dir, out_path, instruction: str) -> ImportReport:
-    """Write one conversation record per sample to `out_path` (JSONL).
+def export_conversations(dataset_dir, out_path, instruction: str | None = None) -> ImportReport:
+    """Write one conversation record per sample to `out_path` (JSONL). The human turn is
+    `instruction`, by default the one built from the dataset's schema (as training builds it).
 
     Video paths stay relative to `dataset_dir`: import the file back with `video_root=dataset_dir`
     unless it sits in that folder.
     """
     dataset = load_dataset(dataset_dir)
+    if instruction is None:
+        if dataset.schema is None:
+            raise DatasetError(f"{dataset_dir}: no schema.json; the conversation prompt is built from it")
+        instruction = build_instruction(dataset.schema)
     prompt = f"{VIDEO_TOKEN}\n{instruction}"
     lines = []
     for sample in dataset.samples:
@@ -99,10 +104,7 @@ def export_dataset(dataset_dir, dest, fmt: str) -> ImportReport:
         return export_videofolder(dataset_dir, dest)
     if fmt != "conversation":
         raise DatasetError(f"unknown dataset format {fmt!r}; use one of {', '.join(DATASET_FORMATS)}")
-    schema = load_dataset(dataset_dir).schema
-    if schema is None:
-        raise DatasetError(f"{dataset_dir}: no schema.json; the conversation prompt is built from it")
     dest = Path(dest)
     if dest.is_dir():
         dest = dest / "conversations.jsonl"
-    return export_conversations(dataset_dir, dest, build_instruction(schema))
+    return export_conversations(dataset_dir, dest)

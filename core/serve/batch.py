@@ -166,7 +166,7 @@ def input_schema(input_path, schema=None, fallback: dict | None = None) -> tuple
 def rows_schema(model: str, asked: dict | None) -> dict:
     """The schema the rows are written with: a run's training schema, else the one a base is asked with.
     Refuses a base model with no schema before anything loads."""
-    if Path(model).is_dir() and is_run_dir(Path(model)):
+    if is_run_dir(model):
         return PreprocessSpec.load(model).schema
     if asked is None:
         raise ConfigError(f"{model} is a base model: give --schema FILE (or an input with schema.json)")
