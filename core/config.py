@@ -150,8 +150,13 @@ class TrainConfig:
     trust_remote_code: bool = False
     """Let a hub model run the Python code shipped in its repository when it loads; only for code
     you trust."""
-    dataloader_workers: int = 0
-    """Worker processes that assemble training batches (SFT); 0: the training process itself."""
+    dataloader_workers: int | None = None
+    """Worker processes per training process that decode and encode clips for the next batches
+    (SFT and GRPO); 0: the training process itself. Unset: up to 4 on a GPU, 0 on a CPU with
+    fewer than 4 cores (what measured fastest there), else 1."""
+    encoded_cache_mb: int = 1024
+    """MiB of encoded clips kept in memory after first use so that later epochs skip the processor
+    (0: none). Above it clips are re-encoded from the frame cache; memory stays bounded."""
     # --- method grpo (core.train.grpo, rewards in core.train.rewards) ---
     init_adapter: str = ""
     """grpo: an SFT run directory to start from (its adapter, frames and prompt); empty: the base."""
@@ -218,10 +223,12 @@ class TrainConfig:
             raise ConfigError(f"{source}: learning_rate must be > 0, not {self.learning_rate} "
                               "(leave it unset for the model's default)")
         at_least = {"warmup_steps": 0, "eval_steps": 0, "num_processes": 0, "save_steps": 0, "step_cap": 0,
-                    "save_total_limit": 0, "dataloader_workers": 0, "weight_decay": 0, "max_grad_norm": 0,
+                    "save_total_limit": 0, "encoded_cache_mb": 0, "weight_decay": 0, "max_grad_norm": 0,
                     "beta": 0, "reward_json": 0, "reward_schema": 0, "reward_fields": 0, "length_penalty": 0,
                     "logging_steps": 1, "eval_max_clips": 1, "max_new_tokens": 1, "num_generations": 1,
                     "max_completion_length": 1}
+        if self.dataloader_workers is not None and self.dataloader_workers < 0:
+            raise ConfigError(f"{source}: {_name('dataloader_workers')} must be >= 0 (or unset), not {self.dataloader_workers}")
         for key, low in at_least.items():
             if getattr(self, key) < low:
                 raise ConfigError(f"{source}: {_name(key)} must be >= {low}, not {getattr(self, key)}")

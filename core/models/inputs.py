@@ -35,6 +35,19 @@ def vision_placeholder_ids(processor) -> set[int]:
     return ids
 
 
+def suppressed_token_ids(processor) -> list[int]:
+    """Tokens generation must never produce: the vision placeholders (a sampled <|video_pad|> makes
+    the next forward pass count more video tokens than features and fail) and the tokenizer's other
+    special tokens (<|im_start|>, <|vision_start|>, ...), except the end-of-sequence and padding
+    tokens that end an answer. Passed as `suppress_tokens` wherever we generate: GRPO's sampling,
+    the evaluation during training and prediction."""
+    tok = processor.tokenizer
+    keep = {tok.eos_token_id, tok.pad_token_id}
+    special = {int(i) for i, t in getattr(tok, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
+    special |= {int(i) for i in getattr(tok, "all_special_ids", [])}
+    return sorted((special | vision_placeholder_ids(processor)) - keep)
+
+
 def render_prompt(processor, instruction: str, num_frames: int, frames_as: str) -> str:
     messages = build_messages(instruction, num_frames, frames_as)
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -17,7 +17,7 @@ import torch
 
 from core.errors import VideoError
 from core.models.device import pick_device, pick_dtype
-from core.models.inputs import collate, encode_example
+from core.models.inputs import collate, encode_example, suppressed_token_ids
 from core.models.loading import load_model, resolve_model
 from core.schema.base import extract_json, label_errors
 from core.schema.scoring import score_row
@@ -39,6 +39,7 @@ class Predictor:
     def __init__(self, model, processor, family, spec: PreprocessSpec, device: str, name: str = ""):
         self.model, self.processor, self.family, self.spec = model, processor, family, spec
         self.device, self.name = device, name
+        self.suppressed = suppressed_token_ids(processor) or None
 
     @classmethod
     def load(cls, model_name: str, schema: dict | None = None, device: str = "auto",
@@ -71,7 +72,8 @@ class Predictor:
             extra["logits_processor"] = [schema_logits_processor(
                 self.model, tok, self.spec.schema, eos_token_id=tok.eos_token_id, max_new_tokens=max_new_tokens)]
         out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **extra)
+                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                  suppress_tokens=self.suppressed, **extra)
         new = out[:, batch["input_ids"].shape[1]:]
         texts = tok.batch_decode(new, skip_special_tokens=True)
         counts = [int((row != tok.pad_token_id).sum()) for row in new]

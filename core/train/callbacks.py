@@ -16,14 +16,16 @@ import time
 import torch
 from transformers import TrainerCallback
 
+from core.errors import VideoError
 from core.schema.scoring import evaluate
 from core.serve.predictor import Predictor
 from core.spec import checkpoint_name
+from core.video.frames import sample_frames
 
 
 class RunCallback(TrainerCallback):
     def __init__(self, run, metrics, pspec, tokens_per_example: float = 0.0, echo=None, evaluator=None,
-                 eval_steps: int = 0):
+                 eval_steps: int = 0, clips: int = 0, data_clock=None):
         self.run = run
         self.metrics = metrics
         self.pspec = pspec
@@ -36,6 +38,9 @@ class RunCallback(TrainerCallback):
         self._step_last = 0
         self._paused_s = 0.0  # time spent evaluating since the last log line: not training throughput
         self._evaluated_step = -1
+        self.clips = clips  # training clips: the first pass over them is when frames are decoded
+        self.data_clock = data_clock  # core.train.sft.DataClock: the loop's wait for batches
+        self._wait_last = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t_last = time.time()
@@ -59,15 +64,30 @@ class RunCallback(TrainerCallback):
             row["tokens_per_s"] = round(samples_per_s * self.tokens_per_example, 1)
             row["world_size"] = args.world_size
             row["global_batch"] = global_batch
+        wait = None
+        if self.data_clock is not None and "loss" in row:
+            wait = min((self.data_clock.wait_s - self._wait_last) / dt, 1.0)
+            row["data_wait"] = round(wait, 4)
         for key, value in logs.items():
             if key.startswith("eval_") or key.startswith("train_"):
                 row[key] = value
         self.metrics.write(row)
         self._t_last, self._step_last, self._paused_s = now, state.global_step, 0.0
+        self._wait_last = self.data_clock.wait_s if self.data_clock is not None else 0.0
         self.run.write_status(state="running", global_step=state.global_step, max_steps=state.max_steps,
-                              loss=row.get("loss"), message="training")
+                              loss=row.get("loss"), message=self._message(state.epoch or 0.0, wait))
         if self.echo and "loss" in row:
             self.echo(state.global_step, state.max_steps, row["loss"])
+
+    def _message(self, epoch: float, wait: float | None) -> str:
+        """The status line: during the first pass over the clips, how far decoding has got, and how
+        much of the time the model waits for it when that is the bottleneck."""
+        if not self.clips or epoch >= 1:
+            return "training"
+        message = f"training; first pass over the clips: {min(round(epoch * self.clips), self.clips)} of {self.clips} read"
+        if wait is not None and wait >= 0.2:
+            message += f", the model waits for video decoding {wait:.0%} of the time"
+        return message
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if _any_rank(self.run.stop_path.exists() if state.is_world_process_zero else False, args.device):
@@ -119,7 +139,9 @@ def _any_rank(flag: bool, device) -> bool:
 
 
 class ValEvaluator:
-    """Greedy answers on already-sampled val clips, scored with core.schema.scoring.
+    """Greedy answers on val clips (core.train.stream.TrainClip, checked at start-up; frames are
+    sampled per batch through the frame cache, so an evaluation holds one batch of frames), scored
+    with core.schema.scoring. A clip that no longer decodes is left out of that evaluation.
 
     Generation goes through `core.serve.predictor.Predictor.generate` — the prompt, processor call and
     left-padded batching that eval and serving use — on the model being trained (a PEFT model
@@ -131,7 +153,7 @@ class ValEvaluator:
     def __init__(self, processor, family, pspec, clips: list, batch_size: int = 8, max_new_tokens: int = 160,
                  precision: str = "fp32"):
         self.processor, self.family, self.pspec = processor, family, pspec
-        self.clips = clips  # [(SampledFrames, label)]
+        self.clips = clips  # [TrainClip]
         self.batch_size, self.max_new_tokens, self.precision = batch_size, max_new_tokens, precision
 
     def _autocast(self, device):
@@ -154,8 +176,7 @@ class ValEvaluator:
         try:
             with self._autocast(device):
                 for i in range(0, len(mine), self.batch_size):
-                    batch = [self.clips[j][0] for j in mine[i:i + self.batch_size]]
-                    texts += [t for t, _ in predictor.generate(batch, self.max_new_tokens)]
+                    texts += self._answers(predictor, mine[i:i + self.batch_size])
         finally:
             model.train(was_training)
         answers = {}
@@ -168,11 +189,24 @@ class ValEvaluator:
             answers = dict(zip(mine, texts))
         if rank != 0:
             return None
-        order = range(len(self.clips))
-        report = evaluate(self.pspec.schema, [answers[i] for i in order], [self.clips[i][1] for i in order])
+        order = [i for i in range(len(self.clips)) if answers[i] is not None]
+        report = evaluate(self.pspec.schema, [answers[i] for i in order], [self.clips[i].label for i in order])
         return {
             "step": step, "eval_clips": report["count"], "eval_seconds": round(time.time() - t0, 2),
             "eval_json_valid_rate": report["json_valid_rate"], "eval_schema_valid_rate": report["schema_valid_rate"],
             "eval_mean_field_accuracy": report["mean_field_accuracy"], "eval_per_field": report["per_field"],
             "eval_text_f1": {k: v["token_f1"] for k, v in report["text_scores"].items()},
         }
+
+    def _answers(self, predictor, indices: list[int]) -> list:
+        """Generated texts for these clips, None for one whose frames no longer decode."""
+        frames = {}
+        for j in indices:
+            try:
+                frames[j] = sample_frames(self.clips[j].video, self.pspec.sampling_spec)
+            except VideoError:
+                continue
+        ready = [j for j in indices if j in frames]
+        texts = [t for t, _ in predictor.generate([frames[j] for j in ready], self.max_new_tokens)] if ready else []
+        answers = dict(zip(ready, texts))
+        return [answers.get(j) for j in indices]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 import time
 import warnings
 from dataclasses import replace
@@ -37,14 +36,15 @@ import torch
 from core.config import TrainConfig
 from core.errors import ConfigError, DatasetError
 from core.models.device import check_runtime, pick_device, weight_dtype
-from core.models.inputs import TOKEN_KEYS, collate
+from core.models.inputs import TOKEN_KEYS, collate, suppressed_token_ids
 from core.models.loading import load_base_model, load_processor, resolve_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
 from core.schema.base import schema_hash
 from core.spec import FINAL_DIR, PreprocessSpec, build_spec, checkpoint_name, is_random_init, resolve_defaults
 from core.train.rewards import COMPONENTS, RewardWeights, group_advantages, load_custom_reward, score_batch
 from core.train.runtime import HF_SCHEDULERS, dist_info
-from core.train.setup import apply_trainable, capped_steps, encode_prompts, family_of, upcast_trainable, val_evaluator
+from core.train.setup import apply_trainable, capped_steps, family_of, upcast_trainable, val_evaluator
+from core.train.stream import ClipDataset, SkipLog, StepBatches, cache_budget, check_clips, default_workers
 
 CLIP_EPS = 0.2
 REF = "reference"
@@ -58,6 +58,10 @@ def reward_weights(cfg: TrainConfig) -> RewardWeights:
 def _load(cfg: TrainConfig, data, device: str, precision: str):
     """(model, processor, family, pspec, resolved cfg, has_reference_adapter)."""
     init_spec = None
+    if not cfg.init_adapter and resolve_model(cfg.model).adapter is not None:
+        # A run directory as the model: the user means to continue from its adapter, as init_adapter
+        # says; training a new adapter on its base would drop what SFT learned.
+        cfg = replace(cfg, init_adapter=cfg.model)
     if cfg.init_adapter:
         source = resolve_model(cfg.init_adapter)
         if source.adapter is None:
@@ -169,23 +173,26 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     device = pick_device(cfg.device)
     precision = check_runtime(cfg, device)
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     model, processor, family, pspec, cfg, has_ref = _load(cfg, data, device, precision)
     run.save_inputs(cfg, data)
-    run.write_status(state="running", message="sampling frames and encoding clips")
+    run.write_status(state="running", message="checking clips (labels, video headers)")
     t0 = time.time()
-    items, skipped = encode_prompts(data.split("train") or data.samples, processor, pspec)
+    skipped: list[str] = []
+    clips = check_clips(data.split("train") or data.samples, data.schema, skipped)
     for msg in skipped:
         run.log(f"skipped {msg}")
-    if not items:
+    if not clips:
         raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
-    run.log(f"grpo: {len(items)} clips, {cfg.num_generations} generations each, beta {cfg.beta}, lr {cfg.learning_rate}, "
+    workers = cfg.dataloader_workers if cfg.dataloader_workers is not None else default_workers(device)
+    prompts = ClipDataset(clips, processor, pspec, answers=False, log=SkipLog(run.dir / "train.log"),
+                          cache_bytes=cache_budget(cfg.encoded_cache_mb, workers))
+    run.log(f"grpo: {len(clips)} clips, {cfg.num_generations} generations each, beta {cfg.beta}, lr {cfg.learning_rate}, "
             f"start {'adapter of ' + cfg.init_adapter if cfg.init_adapter else 'base'}, reference "
             f"{'that adapter, frozen' if has_ref else 'base (adapter disabled)'}")
     weights, custom = reward_weights(cfg), load_custom_reward(cfg.custom_reward)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    max_steps = capped_steps(cfg, cfg.max_steps or max(1, int(cfg.epochs * len(items) / cfg.batch_size)), run)
+    max_steps = capped_steps(cfg, cfg.max_steps or max(1, int(cfg.epochs * len(clips) / cfg.batch_size)), run)
     scheduler = get_scheduler(HF_SCHEDULERS[cfg.lr_scheduler], optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=max_steps)
     start = 0
@@ -205,13 +212,13 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     metrics = MetricsWriter(run.metrics_path, run.writer)
     run.write_status(state="running", global_step=start, max_steps=max_steps, message="training",
                      started=time.time(), start_step=start, world_size=1, precision=precision)
-    order, stopped, acc = [], False, []
+    stopped, acc, step = False, [], start
     tok = processor.tokenizer
-    for step in range(start + 1, max_steps + 1):
-        if len(order) < cfg.batch_size:
-            order += rng.sample(range(len(items)), len(items))
-        picked, order = order[:cfg.batch_size], order[cfg.batch_size:]
-        acc.append(_step(model, processor, [items[i] for i in picked], data.schema, cfg, weights, custom,
+    batches = torch.utils.data.DataLoader(
+        prompts, batch_sampler=StepBatches(len(prompts), cfg.batch_size, cfg.seed, start, max_steps),
+        collate_fn=list, num_workers=workers, prefetch_factor=2 if workers else None)
+    for step, group in enumerate(batches, start=start + 1):
+        acc.append(_step(model, processor, group, data.schema, cfg, weights, custom,
                          optimizer, scheduler, params, device, has_ref, tok))
         if step % max(cfg.logging_steps, 1) == 0 or step == max_steps:
             row = _metrics_row(step, acc, scheduler.get_last_lr()[0], weights)
@@ -260,7 +267,7 @@ def _step(model, processor, group_items, schema, cfg, weights, custom, optimizer
     with torch.no_grad():
         out = model.generate(**batch, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
                              max_new_tokens=cfg.max_completion_length, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id)
+                             eos_token_id=tok.eos_token_id, suppress_tokens=suppressed_token_ids(processor) or None)
     completion = out[:, batch["input_ids"].shape[1]:]
     mask = _completion_mask(completion.cpu(), tok.eos_token_id).to(device)
     lengths = mask.sum(1).tolist()

@@ -1,7 +1,7 @@
 """What SFT and GRPO share between loading the base and the first step.
 
-Encoding clips into examples (`encode_split`, with "file: reason" for each skipped clip), loading
-the base for training (4-bit for qlora), LoRA on the language model or full fine-tuning with the
+Encoding a handful of clips at once (`encode_split`: the estimate and tests; training itself
+streams them, core.train.stream), loading the base for training (4-bit for qlora), LoRA on the language model or full fine-tuning with the
 freeze toggles (`apply_trainable`), fp32 trainable weights, parameter counts, the step cap and the
 val evaluator. Neither loop's own logic is here.
 """
@@ -22,6 +22,7 @@ from core.models.loading import load_base_model
 from core.runs.files import RunFiles
 from core.schema.base import canonical_answer, label_errors
 from core.train.callbacks import ValEvaluator
+from core.train.stream import check_clips
 from core.video.frames import sample_frames
 from core.video.sampling import SamplingSpec
 
@@ -35,9 +36,8 @@ def capped_steps(cfg: TrainConfig, max_steps: int, run: RunFiles) -> int:
 
 def usable_clips(samples, schema, spec: SamplingSpec, skipped: list):
     """Yield (sample, sampled frames) for every clip whose label fits the schema and whose video
-    decodes, appending "file: reason" to `skipped` for each one that does not (training logs them;
-    nothing crashes on a bad clip). A generator, so a caller that encodes as it goes holds one
-    clip's frames at a time."""
+    decodes, appending "file: reason" to `skipped` for each one that does not. A generator, so a
+    caller that encodes as it goes holds one clip's frames at a time."""
     for s in samples:
         errors = label_errors(schema, s.label)
         if errors:
@@ -53,19 +53,12 @@ def usable_clips(samples, schema, spec: SamplingSpec, skipped: list):
 
 def encode_split(samples, schema, processor, spec: SamplingSpec, instruction: str, frames_as: str):
     """Encoded training examples (prompt + canonical answer, answer-only labels), plus "file: reason"
-    for every clip or label that was skipped."""
+    for every clip or label that was skipped. Holds them all: for a few clips (the estimate's
+    sample, tests); training streams (core.train.stream.ClipDataset)."""
     skipped: list[str] = []
     examples = [encode_example(processor, instruction, frames, frames_as, canonical_answer(schema, s.label))
                 for s, frames in usable_clips(samples, schema, spec, skipped)]
     return examples, skipped
-
-
-def encode_prompts(samples, processor, pspec):
-    """GRPO's inputs: (encoded prompt, label) per usable clip, plus "file: reason" for each skipped."""
-    skipped: list[str] = []
-    items = [(encode_example(processor, pspec.instruction, frames, pspec.frames_as), s.label)
-             for s, frames in usable_clips(samples, pspec.schema, pspec.sampling_spec, skipped)]
-    return items, skipped
 
 
 def apply_trainable(model, cfg: TrainConfig, family):
@@ -133,23 +126,15 @@ def load_for_training(source, cfg: TrainConfig, family, device: str, precision: 
 
 
 def val_evaluator(data: Dataset, cfg: TrainConfig, processor, family, pspec, precision: str, run: RunFiles):
-    """Greedy generation on (at most eval_max_clips) val clips every eval_steps, or None."""
+    """Greedy generation on (at most eval_max_clips) val clips every eval_steps, or None. The clips
+    are checked now and their frames sampled at each evaluation (frame cache), not held."""
     if cfg.eval_steps <= 0:
         return None
-    clips, skipped = [], 0
-    for s in data.split("val"):
-        if len(clips) >= cfg.eval_max_clips:
-            break
-        if label_errors(data.schema, s.label):
-            skipped += 1
-            continue
-        try:
-            clips.append((sample_frames(s.video, pspec.sampling_spec), s.label))
-        except VideoError:
-            skipped += 1
+    skipped: list[str] = []
+    clips = check_clips(data.split("val"), data.schema, skipped, limit=cfg.eval_max_clips)
     if not clips:
         run.log(f"eval_steps={cfg.eval_steps} but the dataset has no usable val clips: no evaluation during training")
         return None
-    run.log(f"evaluating on {len(clips)} val clips every {cfg.eval_steps} steps ({skipped} skipped)")
+    run.log(f"evaluating on {len(clips)} val clips every {cfg.eval_steps} steps ({len(skipped)} skipped)")
     return ValEvaluator(processor, family, pspec, clips, batch_size=min(cfg.batch_size, 8),
                         max_new_tokens=cfg.max_new_tokens, precision=precision)

@@ -1,9 +1,10 @@
 """Supervised fine-tuning of a VLM on (clip, JSON label) pairs, writing a self-describing run directory.
 
 `train_sft` (called by core.train.entry.train) does: load the base and processor → resolve the
-config's blanks and build the preprocessing spec (core.spec) → sample frames once (cached) and
-encode every clip → attach LoRA / set freezing → Hugging Face `Trainer` (with greedy val evaluation
-every `eval_steps`) → save the final adapter and the spec (→ optionally merge). We use
+config's blanks and build the preprocessing spec (core.spec) → check every clip cheaply (label,
+video header) → attach LoRA / set freezing → Hugging Face `Trainer` (with greedy val evaluation
+every `eval_steps`; its DataLoader samples and encodes clips as batches need them,
+core.train.stream) → save the final adapter and the spec (→ optionally merge). We use
 `transformers.Trainer` directly rather than TRL's SFTTrainer: TRL has no video path and needs the
 same custom collator; Trainer alone gives checkpoints, resume, schedules and accelerate/DeepSpeed/FSDP
 launch. `workbench_trainer` adds the two changes we make to it (guarded checkpoint saves, an
@@ -34,24 +35,13 @@ from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, dist_info, gather_o
 from core.train.setup import (
     apply_trainable,
     capped_steps,
-    encode_split,
     family_of,
     load_for_training,
     trainable_counts,
     upcast_trainable,
     val_evaluator,
 )
-
-
-class _ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
+from core.train.stream import ClipDataset, SkipLog, cache_budget, check_clips, default_workers
 
 
 def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=None) -> dict:
@@ -73,16 +63,8 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     model = load_for_training(source, cfg, family, device, precision)
     pspec = build_spec(cfg, family, source.base, data.schema)
     run.save_inputs(cfg, data)
-    run.write_status(state="running", message="sampling frames and encoding clips")
-
     t0 = time.time()
-    train_ex, skipped = encode_split(data.split("train") or data.samples, data.schema, processor,
-                                     pspec.sampling_spec, pspec.instruction, pspec.frames_as)
-    for msg in skipped:
-        run.log(f"skipped {msg}")
-    if not train_ex:
-        raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
-    run.log(f"encoded {len(train_ex)} clips in {time.time() - t0:.1f}s, skipped {len(skipped)}")
+    dataset, skipped, workers = training_clips(data, run, cfg, processor, pspec, device, world, rank)
 
     model = apply_trainable(model, cfg, family)
     upcast_trainable(model)
@@ -91,7 +73,7 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     run.log(f"device {device}, precision {precision}, processes {world}, optimizer {cfg.optimizer}, "
             f"schedule {cfg.lr_scheduler}, gradient checkpointing {'on' if cfg.gradient_checkpointing else 'off'}")
 
-    steps_per_epoch = math.ceil(len(train_ex) / (cfg.batch_size * cfg.grad_accum * world))
+    steps_per_epoch = math.ceil(len(dataset) / (cfg.batch_size * cfg.grad_accum * world))
     max_steps = capped_steps(cfg, cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch), run)
     args = TrainingArguments(
         output_dir=str(run.dir), max_steps=max_steps, per_device_train_batch_size=cfg.batch_size,
@@ -102,16 +84,17 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
         save_total_limit=cfg.save_total_limit, save_strategy="steps",
         report_to=report_targets(cfg.report_to) or "none", run_name=run.dir.name, project="video-vlm-workbench",
         bf16=precision == "bf16", fp16=precision == "fp16", activation_checkpointing=cfg.gradient_checkpointing,
-        remove_unused_columns=False, dataloader_num_workers=cfg.dataloader_workers, use_cpu=device == "cpu",
-        disable_tqdm=True,
+        remove_unused_columns=False, dataloader_num_workers=workers, dataloader_persistent_workers=workers > 0,
+        use_cpu=device == "cpu", disable_tqdm=True,
     )
     evaluator = val_evaluator(data, cfg, processor, family, pspec, precision, run)
+    clock = DataClock()
     callback = RunCallback(run, MetricsWriter(run.metrics_path, writer=run.writer), pspec,
-                           tokens_per_example=_mean_tokens(train_ex), echo=echo, evaluator=evaluator,
-                           eval_steps=cfg.eval_steps)
-    collator = CountingCollator(processor.tokenizer.pad_token_id, cfg.dataloader_workers == 0)
-    trainer = workbench_trainer(Trainer, run)(model=model, args=args, train_dataset=_ListDataset(train_ex),
-                                              data_collator=collator, callbacks=[callback])
+                           tokens_per_example=_mean_tokens(dataset), echo=echo, evaluator=evaluator,
+                           eval_steps=cfg.eval_steps, clips=len(dataset), data_clock=clock)
+    collator = CountingCollator(processor.tokenizer.pad_token_id, workers == 0)
+    trainer = workbench_trainer(Trainer, run, clock)(model=model, args=args, train_dataset=dataset,
+                                                     data_collator=collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
     checkpoint = run.last_checkpoint() if resume else None
     start_step = checkpoint_step(checkpoint.name) if checkpoint else 0
@@ -138,6 +121,28 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     return status
 
 
+def training_clips(data: Dataset, run: RunFiles, cfg: TrainConfig, processor, pspec, device: str, world: int,
+                   rank: int):
+    """(the streaming dataset, skipped "file: reason"s, loader workers): the cheap checks now, in
+    train.log; decoding and encoding later, in the loader."""
+    run.write_status(state="running", message="checking clips (labels, video headers)")
+    t0 = time.time()
+    skipped: list[str] = []
+    clips = check_clips(data.split("train") or data.samples, data.schema, skipped,
+                        progress=lambda k, n: run.write_status(message=f"checking clips: {k} of {n}"))
+    for msg in skipped:
+        run.log(f"skipped {msg}")
+    if not clips:
+        raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
+    workers = cfg.dataloader_workers if cfg.dataloader_workers is not None else default_workers(device, world)
+    dataset = ClipDataset(clips, processor, pspec, log=SkipLog(run.dir / "train.log", rank),
+                          cache_bytes=cache_budget(cfg.encoded_cache_mb, workers))
+    run.log(f"checked {len(clips)} clips in {time.time() - t0:.1f}s, skipped {len(skipped)}; frames are decoded and "
+            f"encoded as batches need them ({workers} loader worker{'s' if workers != 1 else ''} per process, "
+            f"encoded clips cached up to {cfg.encoded_cache_mb} MiB)")
+    return dataset, skipped, workers
+
+
 def _merge_at_end(run: RunFiles, state: str) -> dict:
     import gc
 
@@ -149,11 +154,26 @@ def _merge_at_end(run: RunFiles, state: str) -> dict:
     return run.write_status(state=state, message=f"final adapter in final/, merged model in {merged.name}/")
 
 
-def workbench_trainer(trainer_cls, run: RunFiles):
-    """The HF Trainer with two changes: checkpoint saves that fail cleanly (disk full:
-    core.runs.files.guarded_save), and a loss computed from the logits of answer positions only."""
+class DataClock:
+    """Seconds the training loop spent waiting for its next batches (read by the callback)."""
+
+    def __init__(self):
+        self.wait_s = 0.0
+
+
+def workbench_trainer(trainer_cls, run: RunFiles, clock: DataClock | None = None):
+    """The HF Trainer with three changes: checkpoint saves that fail cleanly (disk full:
+    core.runs.files.guarded_save), a loss computed from the logits of answer positions only, and
+    the time spent waiting for batches (the data path) added to `clock`."""
 
     class WorkbenchTrainer(trainer_cls):
+        def get_batch_samples(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = super().get_batch_samples(*args, **kwargs)
+            if clock is not None:
+                clock.wait_s += time.perf_counter() - t0
+            return out
+
         def _save_checkpoint(self, model, trial):
             path = Path(self._get_output_dir(trial=trial)) / checkpoint_name(self.state.global_step)
             with guarded_save(path, run.last_checkpoint(), owner=self.args.should_save):
@@ -212,5 +232,8 @@ class CountingCollator:
         return collate(examples, self.pad_id)
 
 
-def _mean_tokens(examples) -> float:
-    return sum(ex["input_ids"].shape[1] for ex in examples) / max(len(examples), 1)
+def _mean_tokens(dataset: ClipDataset, sample: int = 4) -> float:
+    """Sequence length of the first few clips (encoded now, so a pipeline that cannot encode fails
+    before the first step; they stay in the encoded-clip cache)."""
+    lengths = [dataset[i]["input_ids"].shape[1] for i in range(min(sample, len(dataset)))]
+    return sum(lengths) / len(lengths)

@@ -100,6 +100,30 @@ def probe(path) -> VideoInfo:
     return video_scan.scan(path).info
 
 
+def check_readable(path) -> None:
+    """The cheap check training does for every clip before step 1: a regular file that a decoder
+    opens, with a video stream within the frame-size limit (or an image whose header parses).
+    Nothing is decoded (~1 ms a clip), so a bad file is still reported before training while the
+    frames are decoded later, by the data loader. Raises VideoError naming the file."""
+    path = str(path)
+    if is_image_path(path):
+        from PIL import Image, UnidentifiedImageError
+
+        video_container.check_regular_file(path)
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except UnidentifiedImageError:
+            raise VideoError(path, "not a readable image (unrecognised or corrupt data)") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise VideoError(path, f"cannot read the image ({exc})") from None
+        if width * height > MAX_FRAME_PIXELS:
+            raise VideoError(path, f"image size {width}x{height} exceeds the limit of {MAX_FRAME_PIXELS} pixels")
+        return
+    with video_container.open_video(path) as container:
+        video_container.video_stream(container, path)
+
+
 def inspect_video(path, spec: SamplingSpec) -> dict:
     """What `cli.py inspect-video` reports: the probe and the frame indices `spec` picks."""
     info = probe(path)

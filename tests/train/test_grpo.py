@@ -140,3 +140,57 @@ def test_crash_then_resume_continues_from_the_last_checkpoint(four_clips, tmp_pa
     assert steps == [1, 2, 3, 4], steps  # steps 1-2 before the crash, 3-4 after: none repeated
     assert (run / "checkpoint-2" / "adapter_model.safetensors").read_bytes() == saved
     assert files.last_checkpoint().name == "checkpoint-4"
+
+
+def test_an_sft_run_given_as_the_model_is_continued_from_its_adapter(four_clips, tmp_path):
+    """`train --method grpo --model SFT_RUN` means init_adapter SFT_RUN: start from what SFT learned."""
+    from core.train.entry import train
+
+    sft = tmp_path / "sft"
+    train(four_clips, sft, TrainConfig(max_steps=2, batch_size=4, warmup_steps=0, save_steps=1000, num_frames=4))
+    run = tmp_path / "grpo"
+    status = train(four_clips, run, TrainConfig(**{**SMALL, "model": str(sft)}))
+    assert status["state"] == "completed"
+    log = (run / "train.log").read_text()
+    assert f"start adapter of {sft}" in log and "reference that adapter, frozen" in log
+    assert json.loads((run / "preprocessing.json").read_text())["sampling"]["num_frames"] == 4
+
+
+def test_sampled_completions_never_contain_vision_placeholders(four_clips, tmp_path, monkeypatch):
+    """The crash seen from an SFT start ("Video features and video tokens do not match"): a sampled
+    <|video_pad|> makes the scoring forward pass count more video tokens than features. The head is
+    biased towards the placeholders here, so without suppression every completion would hold them."""
+    import core.train.grpo
+    from core.models.inputs import suppressed_token_ids, vision_placeholder_ids
+    from core.train.entry import train
+
+    real_load, seen = core.train.grpo._load, {}
+
+    def biased_load(*args, **kwargs):
+        loaded = real_load(*args, **kwargs)
+        model, processor = loaded[0], loaded[1]
+        placeholders = sorted(vision_placeholder_ids(processor))
+        seen["placeholders"], seen["suppressed"] = placeholders, suppressed_token_ids(processor)
+
+        def towards_placeholders(module, args, output):
+            output[..., placeholders] += 50.0
+            return output
+
+        model.get_output_embeddings().register_forward_hook(towards_placeholders)
+        return loaded
+
+    monkeypatch.setattr(core.train.grpo, "_load", biased_load)
+    status = train(four_clips, tmp_path / "run", TrainConfig(**{**SMALL, "temperature": 2.0}))
+    assert status["state"] == "completed" and status["global_step"] == 2
+    assert seen["placeholders"] and set(seen["placeholders"]) <= set(seen["suppressed"])
+
+
+def test_suppressed_tokens_are_the_special_ones_except_the_answer_end(tiny):
+    from core.models.inputs import suppressed_token_ids
+
+    _, processor, _ = tiny
+    tok = processor.tokenizer
+    ids = set(suppressed_token_ids(processor))
+    names = {tok.convert_ids_to_tokens(i) for i in ids}
+    assert {"<|video_pad|>", "<|image_pad|>", "<|vision_start|>", "<|im_start|>"} <= names
+    assert tok.eos_token_id not in ids and tok.pad_token_id not in ids

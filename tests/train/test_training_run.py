@@ -51,13 +51,13 @@ def test_evaluator_generates_in_eval_mode_on_the_lora_model_and_restores_train_m
     from core.models.loading import load_model, resolve_model
     from core.spec import PreprocessSpec
     from core.train.callbacks import ValEvaluator
-    from core.video.frames import sample_frames
+    from core.train.stream import TrainClip
 
     model, processor, family = load_model(resolve_model(str(run_dir)))  # base + LoRA adapter (PeftModel)
     assert type(model).__name__.startswith("Peft")
     spec = PreprocessSpec.load(run_dir)
     data = load_dataset(dataset)
-    clips = [(sample_frames(s.video, spec.sampling_spec), s.label) for s in data.split("val")]
+    clips = [TrainClip(str(s.video), s.label, s.rel) for s in data.split("val")]
     modes = []
     model.get_base_model().register_forward_pre_hook(lambda m, args: modes.append(m.training))
     model.train()

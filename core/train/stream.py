@@ -1,0 +1,197 @@
+"""Training data that streams: a clip is sampled and encoded when a batch needs it, not before step 1.
+
+Why: encoding every clip up front held the processor's fp32 pixel values of the whole split in
+memory (~11 MB a clip at Qwen2.5-VL's 448x252 x 8 frames: 2,000 clips were 22 GB before the first
+step, and every rank held them all) and decoded every clip serially while the accelerator idled.
+Now start-up does only the cheap per-clip checks (`check_clips`: label against the schema, a header
+probe, "file: reason" for each clip left out, as before), and `ClipDataset.__getitem__` samples
+(through the frame cache) and encodes one clip. The trainer's DataLoader calls it from worker
+processes, each rank on its own shard, so the first epoch's decoding runs in parallel with compute
+and the data path holds workers x prefetch x batch clips, not the split.
+
+`encoded_cache_mb` keeps encoded clips in memory after their first use, up to that budget (split
+over the worker processes, each caching what it encodes): on the tiny default the processor call
+is a measurable share of a step (BENCHMARKS.md, "Streaming training data"), and later epochs then
+skip it. Above the budget clips are simply re-encoded from the frame cache; memory stays bounded.
+
+A clip that turns out unreadable mid-epoch (the header was fine, the frames are not) is logged to
+train.log once per process and replaced by the next readable clip, so a batch keeps its size and
+every rank its step count; training never crashes on one bad file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from core.errors import DatasetError, VideoError
+from core.models.inputs import encode_example
+from core.schema.base import canonical_answer, label_errors
+from core.video.frames import check_readable, sample_frames
+
+MiB = 1 << 20
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainClip:
+    video: str
+    label: dict
+    rel: str
+
+
+def check_clips(samples, schema, skipped: list, progress=None, limit: int | None = None) -> list[TrainClip]:
+    """The clips training can use, after the cheap checks (label vs schema, header probe); appends
+    "file: reason" to `skipped` for each other one. `progress(done, total)` is called now and then;
+    `limit` stops after that many usable clips (the val evaluator's eval_max_clips)."""
+    samples = list(samples)
+    clips: list[TrainClip] = []
+    last = time.monotonic()
+    for k, s in enumerate(samples):
+        if limit is not None and len(clips) >= limit:
+            break
+        errors = label_errors(schema, s.label)
+        if errors:
+            skipped.append(f"{s.rel}: label breaks the schema: {errors[0]}")
+            continue
+        try:
+            check_readable(s.video)
+        except VideoError as exc:
+            skipped.append(str(exc))
+            continue
+        clips.append(TrainClip(str(s.video), s.label, s.rel))
+        if progress is not None and time.monotonic() - last > 1.0:
+            progress(k + 1, len(samples))
+            last = time.monotonic()
+    return clips
+
+
+def default_workers(device: str, processes: int = 1) -> int:
+    """DataLoader worker processes when the config leaves them unset.
+
+    On a GPU the accelerator should never wait for video decoding: up to 4 workers per training
+    process, leaving a core for each process itself. On the CPU the model's own threads use every
+    core, and on 2 cores a worker process measured slower than encoding in the training process
+    with the encoded-clip cache (BENCHMARKS.md, "Streaming training data"): 0 there, 1 from 4 cores."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = max(cpus // max(processes, 1), 1)
+    if device.startswith("cpu"):
+        return 1 if per_process >= 4 else 0
+    return max(0, min(4, per_process - 1))
+
+
+class SkipLog:
+    """Appends "skipped FILE: reason" to train.log from any process (workers, every rank): one
+    O_APPEND write per line, so concurrent writers do not tear each other's lines."""
+
+    def __init__(self, path: Path | None, rank: int = 0):
+        self.path, self.rank = path, rank
+
+    def __call__(self, message: str) -> None:
+        if self.path is None:
+            return
+        where = f" (rank {self.rank})" if self.rank else ""
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} skipped{where} {message}\n".encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError:  # another machine's run folder (multi-node without a shared disk)
+            logger.warning("skipped%s %s", where, message)
+            return
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Map-style dataset over checked clips. `answers=True` (SFT): an encoded example with the
+    canonical answer and answer-only labels; False (GRPO): (encoded prompt, label).
+
+    `cache_bytes` is this process's budget for encoded clips kept after first use (0: none)."""
+
+    def __init__(self, clips: list[TrainClip], processor, pspec, answers: bool = True, log=None,
+                 cache_bytes: int = 0):
+        if not clips:
+            raise DatasetError("no usable training clips")
+        self.clips, self.processor, self.pspec, self.answers = clips, processor, pspec, answers
+        self.log = log or SkipLog(None)
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, object] = {}
+        self._cached_bytes = 0
+        self._bad: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int):
+        n = len(self.clips)
+        for k in range(n):
+            j = (index + k) % n
+            if j in self._bad:
+                continue
+            hit = self._cache.get(j)
+            if hit is not None:
+                return hit
+            try:
+                item = self.encode(j)
+            except VideoError as exc:
+                self._bad.add(j)
+                self.log(f"{exc} (while training; the next readable clip takes its place)")
+                continue
+            self._remember(j, item)
+            return item
+        raise DatasetError(f"none of the {n} training clips could be decoded (see train.log)")
+
+    def encode(self, j: int):
+        clip, pspec = self.clips[j], self.pspec
+        frames = sample_frames(clip.video, pspec.sampling_spec)
+        if not self.answers:
+            return encode_example(self.processor, pspec.instruction, frames, pspec.frames_as), clip.label
+        answer = canonical_answer(pspec.schema, clip.label)
+        return encode_example(self.processor, pspec.instruction, frames, pspec.frames_as, answer)
+
+    def _remember(self, j: int, item) -> None:
+        if self.cache_bytes <= 0:
+            return
+        size = example_bytes(item[0] if isinstance(item, tuple) else item)
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._cache[j] = item
+            self._cached_bytes += size
+
+
+def example_bytes(example: dict) -> int:
+    """Bytes of an encoded example's tensors (what holding it costs)."""
+    return sum(v.numel() * v.element_size() for v in example.values() if isinstance(v, torch.Tensor))
+
+
+def cache_budget(cfg_mb: int, workers: int) -> int:
+    """Each process's share of the encoded-clip budget: workers each cache what they encode."""
+    return int(cfg_mb * MiB) // max(workers, 1)
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """GRPO's clip order: `batch_size` indices per step from a seeded shuffle of every clip, repeated
+    pass after pass, starting at `start_step` + 1. Step k draws the same clips whether the run
+    started at 0 or resumed from a checkpoint at k - 1."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int, max_steps: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.start_step, self.max_steps = start_step, max_steps
+
+    def __iter__(self):
+        rng, order = random.Random(self.seed), []
+        for step in range(1, self.max_steps + 1):
+            while len(order) < self.batch_size:
+                order += rng.sample(range(self.n), self.n)
+            picked, order = order[:self.batch_size], order[self.batch_size:]
+            if step > self.start_step:
+                yield picked
+
+    def __len__(self) -> int:
+        return max(self.max_steps - self.start_step, 0)
