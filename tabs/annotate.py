@@ -6,11 +6,11 @@ the page only remembers which clip is open and the revision it was opened at.
 from __future__ import annotations
 
 import json
-import math
 
 import gradio as gr
 
-from core.data.store import DRAFT, STATUSES, UNLABELLED, UNREADABLE
+from core.data.listing import PAGE_SIZE, gallery_page, matching, next_clip, start_video_scan
+from core.data.store import DRAFT, STATUSES, UNREADABLE
 from core.errors import WorkbenchError
 from core.schema import form
 from tabs.widgets import render_fields
@@ -31,35 +31,27 @@ def placeholder_image():
     return path
 
 
-PAGE_SIZE = 120  # thumbnails per gallery page: a 2,000-clip folder must not render (or decode) all at once
-
-
 def gallery_items(store, status_filter: str = "all", query: str = "", page: int = 0,
                   focus: str | None = None) -> tuple[list, list[str], str, int]:
     """(gallery items of one page, every matching clip path in order, a summary line, the page).
     `focus`: a clip whose page to show instead of `page` (the clip just opened), when it matches."""
     from core.video.thumbs import thumbnail
 
-    clips = store.clips()
-    counts = {s: sum(1 for c in clips if c.status == s) for s in STATUSES}
-    q = (query or "").strip().lower()
-    shown = [c for c in clips if (status_filter in (None, "", "all") or c.status == status_filter)
-             and (not q or q in c.rel.lower() or q in json.dumps(c.label).lower())]
-    rels = [c.rel for c in shown]
-    pages = max(1, math.ceil(len(shown) / PAGE_SIZE))
-    page = rels.index(focus) // PAGE_SIZE if focus in rels else int(page or 0)
-    page = min(max(page, 0), pages - 1)
-    window = shown[page * PAGE_SIZE:(page + 1) * PAGE_SIZE]
+    shown = gallery_page(store, status_filter, query, page, focus)
     items = [(str(thumbnail(c.path) or placeholder_image()), f"{STATUS_ICON[c.status]} {c.rel.split('/')[-1]}")
-             for c in window]
-    summary = f"{len(clips)} clips · " + " · ".join(f"{STATUS_ICON[s]} {s} {n}" for s, n in counts.items())
-    if pages > 1:
-        summary += (f"\n\npage {page + 1} of {pages}: clips {page * PAGE_SIZE + 1}-{page * PAGE_SIZE + len(window)}"
-                    f" of {len(shown)} shown")
-    problems = store.problems()
-    if problems:
-        summary += f"\n\n⚠️ {len(problems)} unreadable metadata lines kept as they are: " + "; ".join(problems[:3])
-    return items, rels, summary, page
+             for c in shown.clips]
+    return items, shown.rels, summary_text(shown), shown.page
+
+
+def summary_text(shown) -> str:
+    text = f"{shown.total} clips · " + " · ".join(f"{STATUS_ICON[s]} {s} {n}" for s, n in shown.counts.items())
+    if shown.pages > 1:
+        text += (f"\n\npage {shown.page + 1} of {shown.pages}: clips {shown.first + 1}-{shown.first + len(shown.clips)}"
+                 f" of {len(shown.rels)} shown")
+    if shown.problems:
+        text += (f"\n\n⚠️ {len(shown.problems)} unreadable metadata lines kept as they are: "
+                 + "; ".join(shown.problems[:3]))
+    return text
 
 
 def clip_at(rels: list[str], page: int, index: int | None) -> str | None:
@@ -108,15 +100,6 @@ def save(store, current: dict, label: dict, split, rels: list[str]) -> tuple[str
     return f"saved {rel}", next_clip(store, rels, rel)
 
 
-def next_clip(store, rels: list[str], rel: str) -> str | None:
-    """The next clip in the gallery order that still needs work, else simply the next one."""
-    if rel not in rels:
-        return rels[0] if rels else None
-    after = rels[rels.index(rel) + 1:] + rels[: rels.index(rel)]
-    todo = {c.rel for c in store.clips() if c.status in (UNLABELLED, DRAFT, "invalid")}
-    return next((r for r in after if r in todo), after[0] if after else rel)
-
-
 def page_load():
     """The Blocks' load event (gr.render needs it named when other triggers are given)."""
     from gradio.context import get_blocks_context
@@ -133,6 +116,7 @@ def build(ws, schema_state: gr.State) -> None:
                 status_filter = gr.Dropdown(["all", *STATUSES], value="all", label="Status", scale=1)
                 query = gr.Textbox(label="Search", placeholder="file name or label text", scale=2)
             summary = gr.Markdown(summary0, elem_id="annotate-summary")
+            scan_line = gr.Markdown(elem_id="annotate-scan")
             with gr.Row():
                 prev_page = gr.Button("◀ Previous page", size="sm", elem_id="annotate-prev-page")
                 next_page = gr.Button("Next page ▶", size="sm", elem_id="annotate-next-page")
@@ -233,9 +217,38 @@ def build(ws, schema_state: gr.State) -> None:
         msg, _ = save(store, {"rel": rel, "revision": revision or None}, label, split_name or ..., [rel])
         return {"message": msg, "revision": store.clip_revision(rel)}
 
+    def api_gallery(status_: str, query_: str, page_: int) -> dict:
+        """API: one gallery page under a status filter and a search (what the gallery shows)."""
+        shown = gallery_page(store, status_ or "all", query_ or "", int(page_ or 0))
+        return {"clips": [c.rel for c in shown.clips], "statuses": [c.status for c in shown.clips],
+                "matching": len(shown.rels), "page": shown.page, "pages": shown.pages, "summary": summary_text(shown)}
+
+    def api_save_next(rel: str, label_json: str, revision: str, split_name: str, status_: str, query_: str) -> dict:
+        """API twin of Save & next: save, then the next clip that needs work under the filter and search."""
+        out = api_save(rel, label_json, revision, split_name)
+        return {**out, "next": next_clip(store, matching(store, status_ or "all", query_ or "")[0], rel)}
+
     gr.api(api_open, api_name="open_clip")
     gr.api(api_save, api_name="save_label")
+    gr.api(api_gallery, api_name="gallery")
+    gr.api(api_save_next, api_name="save_next")
     build_tools(ws, store, listing)
+    build_scan_line(store, scan_line)
+
+
+def build_scan_line(store, scan_line) -> None:
+    """Probe every video in the background and say how far it got (the page's own clips are probed
+    before they are shown, so nothing waits for this)."""
+    start_video_scan(store)
+    timer = gr.Timer(2.0)
+
+    def tick():
+        progress = store.scan.progress()
+        if progress is None:
+            return "", gr.Timer(active=False)
+        return f"checking videos in the background: {progress[0]:,} of {progress[1]:,}", gr.Timer()
+
+    timer.tick(tick, None, [scan_line, timer])
 
 
 def build_tools(ws, store, listing) -> None:

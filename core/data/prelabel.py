@@ -25,8 +25,9 @@ class PrelabelReport:
 
 
 def clips_to_prelabel(store: AnnotationStore, include_drafts: bool = False, limit: int | None = None) -> list[str]:
+    # from the index, no video probed: a clip the model cannot decode comes back as an error of its own
     wanted = (UNLABELLED, DRAFT) if include_drafts else (UNLABELLED,)
-    rels = [c.rel for c in store.clips() if c.status in wanted]
+    rels = [rel for rel, status in store.statuses() if status in wanted]
     return rels[:limit] if limit else rels
 
 

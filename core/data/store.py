@@ -2,105 +2,95 @@
 
 `metadata.jsonl` (seed layout) holds labels, one row per clip; `drafts.jsonl` beside it holds model
 pre-labels that nobody has accepted yet, so training never sees an unreviewed draft. Every write
-takes an exclusive `flock` on `.store.lock`, re-reads the file, applies one change and replaces the
-file atomically. A row's *revision* is a hash of its current line: a save names the revision it
-was based on, so two tabs saving different clips both keep their edits and two saving the same clip
-get a `ConflictError` instead of a silent overwrite. Lines that do not parse are kept verbatim.
+takes an exclusive `flock` on `.store.lock`, checks the file is the one it indexed (re-reading it
+when someone else changed it), applies one change and replaces the file atomically. A row's
+*revision* is a hash of its current line: a save names the revision it was based on, so two tabs
+saving different clips both keep their edits and two saving the same clip get a `ConflictError`
+instead of a silent overwrite. Lines that do not parse are kept verbatim, byte for byte.
+
+At scale nothing here re-reads, re-parses or re-validates every row per operation: the rows live
+in an index (core.data.lines) that is reused while metadata.jsonl keeps its size, mtime and inode,
+updated in place by the store's own writes and rebuilt only when someone else changed the file;
+label checks per schema hash and video probes are kept between processes (core.data.index_cache).
+`drafts.jsonl` is a log: a draft is appended, a later line for the same clip wins, and a line
+`{"video": ..., "dropped": true}` ends a draft when its clip gets a label; the log is compacted when
+most of it is dead, so pre-labelling 100,000 clips is not quadratic.
 
 This module does not decode video beyond probing readability, does not run models (core.serve.prelabel does),
-does not choose splits (core.data.splits does) and does not copy uploads in itself
-(core.data.uploads does, behind `add_videos`).
+does not choose splits (core.data.splits does), does not page the gallery (core.data.listing does) and does
+not copy uploads in itself (core.data.uploads does, behind `add_videos`).
 """
 
 from __future__ import annotations
 
+import copy
 import fcntl
-import hashlib
 import json
+import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+import jsonschema
 
 from core.data import uploads
 from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, safe_video_path
-from core.data.uploads import VIDEOS
-from core.errors import DatasetError, SchemaError, VideoError, WorkbenchError
+from core.data.drafts import DRAFTS, DraftLog
+from core.data.folder import Probes, VideoFiles
+from core.data.index_cache import IndexCache
+from core.data.lines import LineIndex, fingerprint
+from core.data.records import (
+    DRAFT,
+    INVALID,
+    LABELLED,
+    NEW,
+    STATUSES,
+    UNLABELLED,
+    UNREADABLE,
+    Clip,
+    Row,
+    lexically_safe,
+    parse_lines,
+    parse_row,
+    revision,
+    summarize_row,
+)
+from core.errors import DatasetError, SchemaError, WorkbenchError
 from core.fileio import atomic_write_text
 from core.schema.base import canonical_answer, extract_json, label_errors, load_schema, parse_schema, schema_hash
-from core.video.frames import is_media_path, probe
 
-DRAFTS = "drafts.jsonl"
 LOCK = ".store.lock"
 SCHEMA_HISTORY = ".schema_history"
-NEW = "new"  # revision of a clip that has no metadata row yet
 
-UNLABELLED, DRAFT, LABELLED, INVALID, UNREADABLE = "unlabelled", "draft", "labelled", "invalid", "unreadable"
-STATUSES = (UNLABELLED, DRAFT, LABELLED, INVALID, UNREADABLE)
+__all__ = ["DRAFT", "DRAFTS", "INVALID", "LABELLED", "NEW", "STATUSES", "UNLABELLED", "UNREADABLE", "AnnotationStore",
+           "Clip", "ConflictError", "Row", "parse_lines", "revision"]
 
 
 class ConflictError(WorkbenchError):
     """Someone else saved this clip after it was opened here."""
 
 
-@dataclass
-class Row:
-    line: int  # 1-based line number in metadata.jsonl
-    raw: str  # the line as stored, without its newline
-    data: dict | None  # None when the line does not parse
-    error: str | None = None
-
-    @property
-    def video(self) -> str | None:
-        if self.data is None:
-            return None
-        return self.data.get("video", self.data.get("file_name"))
-
-    @property
-    def label(self) -> dict:
-        return {k: v for k, v in (self.data or {}).items() if k not in RESERVED_KEYS}
-
-
-@dataclass
-class Clip:
-    rel: str  # path relative to the dataset root, as stored in metadata
-    path: Path
-    status: str
-    revision: str
-    label: dict
-    split: str | None
-    draft: dict | None = None
-    problems: tuple[str, ...] = ()  # why it is invalid / unreadable / why the draft is flagged
-
-
-def revision(raw: str | None) -> str:
-    return NEW if raw is None else hashlib.sha1(raw.encode("utf-8")).hexdigest()[:12]
-
-
-def parse_lines(text: str) -> list[Row]:
-    rows = []
-    for n, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            rows.append(Row(n, raw, None, f"malformed JSON at column {exc.colno}: {exc.msg}"))
-            continue
-        if not isinstance(data, dict):
-            rows.append(Row(n, raw, None, "line is not a JSON object"))
-        elif not isinstance(data.get("video", data.get("file_name")), str):
-            rows.append(Row(n, raw, data, "no \"video\" path"))
-        else:
-            rows.append(Row(n, raw, data))
-    return rows
+def _label(raw: str) -> dict:
+    return parse_row(0, raw).label
 
 
 class AnnotationStore:
     def __init__(self, root, schema_path=None):
         self.root = Path(root)
         self.schema_path = Path(schema_path) if schema_path else self.root / SCHEMA
-        self._readable: dict[tuple, str | None] = {}  # (path, size, mtime) → unreadable reason
+        self._cache = IndexCache(self.root)
+        self._meta = LineIndex(self.root / METADATA, summarize_row, self._cache, "metadata")
+        self._drafts = DraftLog(self.root, self._cache)
+        self._files = VideoFiles(self.root)
+        self._probes = Probes(self.root, self._cache)
+        # one store serves the app's request threads and its video scan: the in-memory index is
+        # read and patched under this lock (the flock only orders processes)
+        self._mutex = threading.RLock()
+        self._schema_memo: tuple = (False,)
+        self._positions: tuple[dict, int] = ({}, -1)  # video -> first metadata entry, at meta version
+        self._listing: tuple = (None, [])
+        self._public: tuple = (None, [])
+        self.scan = None  # the background video scan (core.data.listing.VideoScan), once started
 
     # ------------------------------------------------------------------ reading
 
@@ -108,102 +98,166 @@ class AnnotationStore:
     def metadata_path(self) -> Path:
         return self.root / METADATA
 
+    def _schema_state(self) -> tuple:
+        """(schema, its hash, a validator), re-read only when schema.json changes."""
+        fp = fingerprint(self.schema_path)
+        if self._schema_memo[0] != fp:
+            if fp is None:
+                self._schema_memo = (None, None, None, None)
+            else:
+                schema = load_schema(self.schema_path)
+                self._schema_memo = (fp, schema, schema_hash(schema), jsonschema.Draft202012Validator(schema))
+        return self._schema_memo[1:]
+
     def schema(self) -> dict | None:
-        return load_schema(self.schema_path) if self.schema_path.is_file() else None
+        with self._mutex:
+            return copy.deepcopy(self._schema_state()[0])  # callers edit what they get
 
     def rows(self) -> list[Row]:
-        try:
-            return parse_lines(self.metadata_path.read_text(encoding="utf-8", errors="replace"))
-        except FileNotFoundError:
-            return []
+        with self._mutex:
+            self._meta.sync()
+            return [parse_row(n, raw) for n, raw in zip(self._meta.numbers, self._meta.raws)]
 
     def problems(self) -> list[str]:
         """Lines of metadata.jsonl that are kept but cannot be used: 'metadata.jsonl:LINE: reason'."""
-        return [f"{METADATA}:{r.line}: {r.error}" for r in self.rows() if r.error]
+        with self._mutex:
+            self._meta.sync()
+            return [f"{METADATA}:{n}: {s[3]}" for n, s in zip(self._meta.numbers, self._meta.summaries) if s[3]]
 
     def drafts(self) -> dict[str, dict]:
-        path = self.root / DRAFTS
-        if not path.is_file():
-            return {}
-        out = {}
-        for row in parse_lines(path.read_text(encoding="utf-8", errors="replace")):
-            if row.data is not None and row.error is None:
-                out[row.video] = row.data
-        return out
+        with self._mutex:
+            self._drafts.sync()
+            return self._drafts.all()
+
+    def _by_video(self) -> dict[str, int]:
+        meta = self._meta
+        if self._positions[1] != meta.version:
+            pos: dict[str, int] = {}
+            for i, s in enumerate(meta.summaries):
+                if s[3] is None and s[0] not in pos:
+                    pos[s[0]] = i
+            self._positions = (pos, meta.version)
+        return self._positions[0]
 
     def video_files(self) -> list[str]:
         """Video (and still image) files under videos/ (relative paths), whether or not metadata mentions them."""
-        base = self.root / VIDEOS
-        if not base.is_dir():
-            return []
-        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and is_media_path(p))
+        with self._mutex:
+            return list(self._files.current())
 
-    def clips(self, check_video: bool = True) -> list[Clip]:
-        """Every clip the dataset knows (metadata rows first, then files without a row), with status."""
-        schema = self.schema()
-        drafts = self.drafts()
-        seen, out = set(), []
-        for row in self.rows():
-            if row.error or row.video in seen:
-                continue
-            seen.add(row.video)
-            out.append(self._clip(row.video, row, schema, drafts.get(row.video), check_video))
-        for rel in self.video_files():
+    def _statuses(self) -> list[tuple[str, int | None, str]]:
+        """(clip, its metadata entry or None, status) for every clip, rows first then files without
+        a row, from the index alone: no video is probed, one already probed as unreadable says so."""
+        meta, log = self._meta, self._drafts.lines
+        meta.sync()
+        log.sync()
+        schema, shash, validator = self._schema_state()
+        files = self._files.current()
+        key = (meta.version, log.version, shash, self._probes.version, id(files))
+        if self._listing[0] == key:
+            return self._listing[1]
+        checks = self._checks(schema, shash, validator) if schema is not None else {}
+        drafts, known = self._drafts.live(), self._probes.known
+
+        def status(rel, labelled, line_key):
+            if not lexically_safe(rel) or known(rel):
+                return UNREADABLE
+            if labelled:
+                return INVALID if checks.get(line_key) else LABELLED
+            return DRAFT if rel in drafts else UNLABELLED
+
+        out, seen = [], set()
+        for i, (video, _split, labelled, error) in enumerate(meta.summaries):
+            if error is None and video not in seen:
+                seen.add(video)
+                out.append((video, i, status(video, labelled, meta.keys[i])))
+        for rel in files:
             if rel not in seen:
                 seen.add(rel)
-                out.append(self._clip(rel, None, schema, drafts.get(rel), check_video))
+                out.append((rel, None, status(rel, False, None)))
+        self._listing = (key, out)
         return out
 
+    def _checks(self, schema: dict, shash: str, validator) -> dict:
+        """Label errors by line key under this schema, for every labelled row (computed once per
+        row content and schema, then kept in the index cache)."""
+        meta = self._meta
+        checks = self._cache.checks(shash)
+        missing = {}
+        for key, s, raw in zip(meta.keys, meta.summaries, meta.raws):
+            if s[2] and s[3] is None and key not in checks and key not in missing:
+                missing[key] = self._errors(schema, validator, _label(raw))
+        if missing:
+            self._cache.put_checks(shash, missing)
+        return checks
+
+    @staticmethod
+    def _errors(schema: dict, validator, label: dict) -> tuple[str, ...]:
+        # is_valid is the fast path; the sorted, worded reasons only for the labels that fail
+        return () if validator.is_valid(label) else tuple(label_errors(schema, label))
+
+    def clips(self, check_video: bool = True) -> list[Clip]:
+        """Every clip the dataset knows (metadata rows first, then files without a row), with status.
+        `check_video=False` probes no video (one already known to be unreadable still says so)."""
+        with self._mutex:
+            return [self._clip(rel, i, check_video) for rel, i, _ in self._statuses()]
+
     def clip(self, rel: str) -> Clip:
-        row = self._row_for(self.rows(), rel)
-        if row is None and rel not in self.video_files():
-            raise DatasetError(f"{rel}: no such clip in {self.root}")
-        return self._clip(rel, row, self.schema(), self.drafts().get(rel), True)
+        with self._mutex:
+            self._meta.sync()
+            self._drafts.sync()
+            i = self._by_video().get(rel)
+            self._files.current()
+            if i is None and rel not in self._files.known:
+                raise DatasetError(f"{rel}: no such clip in {self.root}")
+            return self._clip(rel, i, True)
 
     def clip_revision(self, rel: str) -> str:
         """The revision a save of `rel` must name, without probing the video."""
-        row = self._row_for(self.rows(), rel)
-        return revision(row.raw if row else None)
+        with self._mutex:
+            self._meta.sync()
+            i = self._by_video().get(rel)
+            return NEW if i is None else self._meta.keys[i][:12]
 
-    def _clip(self, rel, row, schema, draft, check_video) -> Clip:
+    def statuses(self) -> list[tuple[str, str]]:
+        """(clip, status) for every clip in gallery order, from the index (see `clips` for probing).
+        The same list object while nothing changed: do not modify it."""
+        with self._mutex:
+            listing = self._statuses()
+            if self._public[0] is not listing:
+                self._public = (listing, [(rel, status) for rel, _, status in listing])
+            return self._public[1]
+
+    def search_text(self) -> dict[str, str]:
+        """clip -> its metadata line, for search; clips without a row are absent."""
+        with self._mutex:
+            return {rel: self._meta.raws[i] for rel, i, _ in self._statuses() if i is not None}
+
+    def _clip(self, rel: str, i: int | None, check_video: bool) -> Clip:
+        meta = self._meta
+        row = parse_row(meta.numbers[i], meta.raws[i]) if i is not None else None
+        rev = meta.keys[i][:12] if i is not None else NEW
         label = row.label if row else {}
         split = (row.data or {}).get("split") if row else None
+        draft = self._drafts.get(rel)
         try:
-            path = safe_video_path(self.root, rel)
+            path = safe_video_path(self.root, rel) if check_video or not lexically_safe(rel) else self.root / rel
         except DatasetError as exc:
-            return Clip(rel, self.root / "?", UNREADABLE, revision(row.raw if row else None), label, split,
-                        draft, (str(exc),))
-        problems: tuple[str, ...] = ()
-        reason = self.unreadable_reason(path) if check_video else None
+            return Clip(rel, self.root / "?", UNREADABLE, rev, label, split, draft, (str(exc),))
+        reason = self._probes.reason(rel, path) if check_video else self._probes.known(rel)
         if reason:
-            status, problems = UNREADABLE, (reason,)
-        elif label:
-            errors = label_errors(schema, label) if schema else []
-            status, problems = (INVALID, tuple(errors)) if errors else (LABELLED, ())
-        elif draft is not None:
-            status, problems = DRAFT, tuple(draft.get("errors") or ())
-        else:
-            status = UNLABELLED
-        return Clip(rel, path, status, revision(row.raw if row else None), label, split, draft, problems)
+            return Clip(rel, path, UNREADABLE, rev, label, split, draft, (reason,))
+        if label:
+            schema, shash, validator = self._schema_state()
+            errors = self._checks(schema, shash, validator).get(meta.keys[i], ()) if schema is not None else ()
+            return Clip(rel, path, INVALID if errors else LABELLED, rev, label, split, draft, tuple(errors))
+        if draft is not None:
+            return Clip(rel, path, DRAFT, rev, label, split, draft, tuple(draft.get("errors") or ()))
+        return Clip(rel, path, UNLABELLED, rev, label, split, draft)
 
-    def unreadable_reason(self, path: Path) -> str | None:
-        """Why a video cannot be decoded (probe result cached by size and mtime), or None."""
-        try:
-            st = path.stat()
-        except OSError:
-            return "file not found"
-        key = (str(path), st.st_size, st.st_mtime_ns)
-        if key not in self._readable:
-            try:
-                probe(path)
-                self._readable[key] = None
-            except VideoError as exc:
-                self._readable[key] = exc.reason
-        return self._readable[key]
-
-    @staticmethod
-    def _row_for(rows: list[Row], rel: str) -> Row | None:
-        return next((r for r in rows if r.error is None and r.video == rel), None)
+    def video_problem(self, rel: str) -> str | None:
+        """Why the clip's video cannot be used (unsafe path, missing, not decodable), or None; probed
+        once per file size and mtime, the answer kept between processes."""
+        return self._probes.reason(rel)
 
     # ------------------------------------------------------------------ writing
 
@@ -217,9 +271,6 @@ class AnnotationStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _write_rows(self, rows: list[Row]) -> None:
-        atomic_write_text(self.metadata_path, "".join(r.raw + "\n" for r in rows))
-
     def _row_text(self, rel: str, label: dict, split: str | None, old: dict | None, schema: dict | None) -> str:
         # keep id/extra reserved keys of the old row; label fields in schema order for readable diffs
         head = {k: v for k, v in (old or {}).items() if k in RESERVED_KEYS and k not in ("video", "split", "file_name")}
@@ -227,6 +278,20 @@ class AnnotationStore:
         ordered = json.loads(canonical_answer(schema, label)) if schema else label
         row.update(ordered)
         return json.dumps(row, ensure_ascii=False)
+
+    def _write_rows(self, changes: dict[int, str], appends: list[str], new_rels: list[str]) -> list[str]:
+        """Write changed rows (same clip) and new rows (for clips `new_rels`), keeping the positions
+        index in step instead of rebuilding it; returns the new lines' keys (changes in row order)."""
+        meta = self._meta
+        positions, at = self._positions
+        before = meta.version
+        keys = meta.rewrite(changes, appends)
+        if at == before:
+            first = len(meta) - len(appends)
+            for k, rel in enumerate(new_rels):
+                positions.setdefault(rel, first + k)
+            self._positions = (positions, meta.version)
+        return keys
 
     def save_label(self, rel: str, label: dict, expected_revision: str | None, split: str | None = ...) -> str:
         """Store `label` for clip `rel`; returns the new revision.
@@ -238,55 +303,65 @@ class AnnotationStore:
         if not isinstance(label, dict):
             raise DatasetError(f"{rel}: a label must be a JSON object")
         safe_video_path(self.root, rel)
-        schema = self.schema()
-        if schema is not None:
-            errors = label_errors(schema, label)
-            if errors:
-                raise DatasetError(f"{rel}: label breaks the schema: " + "; ".join(errors))
-        with self._locked():
-            rows = self.rows()
-            row = self._row_for(rows, rel)
-            current = revision(row.raw if row else None)
-            if expected_revision is not None and expected_revision != current:
-                raise ConflictError(
-                    f"{rel} was saved by someone else after you opened it; reload the clip to see their "
-                    "version, then save again")
-            if split is ...:
-                split = (row.data or {}).get("split") if row else None
-            raw = self._row_text(rel, label, split, row.data if row else None, schema)
-            if row is None:
-                rows.append(Row(len(rows) + 1, raw, json.loads(raw)))
-            else:
-                row.raw = raw
-            self._write_rows(rows)
-            self._drop_draft(rel)
-        return revision(raw)
+        with self._mutex:
+            schema, shash, validator = self._schema_state()
+            if schema is not None:
+                errors = self._errors(schema, validator, label)
+                if errors:
+                    raise DatasetError(f"{rel}: label breaks the schema: " + "; ".join(errors))
+            with self._locked():
+                self._meta.sync()
+                i = self._by_video().get(rel)
+                current = NEW if i is None else self._meta.keys[i][:12]
+                if expected_revision is not None and expected_revision != current:
+                    raise ConflictError(
+                        f"{rel} was saved by someone else after you opened it; reload the clip to see their "
+                        "version, then save again")
+                old = parse_row(0, self._meta.raws[i]).data if i is not None else None
+                if split is ...:
+                    split = (old or {}).get("split")
+                raw = self._row_text(rel, label, split, old, schema)
+                (key,) = self._write_rows({i: raw}, [], []) if i is not None else self._write_rows({}, [raw], [rel])
+                if shash:
+                    self._cache.put_checks(shash, {key: ()})  # just validated
+                self._drop_draft(rel)
+        return key[:12]
 
     def set_splits(self, assignment: dict[str, str | None]) -> int:
         """Write `split` for the given clips (rows are created for clips that have none); returns count."""
         bad = {s for s in assignment.values() if s is not None and s not in SPLITS}
         if bad:
             raise DatasetError(f"unknown split {sorted(bad)[0]!r}; use one of {', '.join(SPLITS)}")
-        with self._locked():
-            rows = self.rows()
-            by_video = {r.video: r for r in rows if r.error is None}
-            changed = 0
+        with self._mutex, self._locked():
+            meta = self._meta
+            meta.sync()
+            by_video = self._by_video()
+            changes, appends, new_rels = {}, [], []
             for rel, split in assignment.items():
-                row = by_video.get(rel)
-                data = dict(row.data) if row else {"video": rel}
+                i = by_video.get(rel)
+                data = json.loads(meta.raws[i]) if i is not None else {"video": rel}
                 if data.get("split") == split:
                     continue
                 data.pop("split", None)
                 data = {"video": data.pop("video", rel), **({"split": split} if split else {}), **data}
-                raw = json.dumps(data, ensure_ascii=False)
-                if row is None:
-                    rows.append(Row(len(rows) + 1, raw, data))
+                if i is None:
+                    appends.append(json.dumps(data, ensure_ascii=False))
+                    new_rels.append(rel)
                 else:
-                    row.raw, row.data = raw, data
-                changed += 1
-            if changed:
-                self._write_rows(rows)
-        return changed
+                    changes[i] = json.dumps(data, ensure_ascii=False)
+            if changes or appends:
+                ordered = sorted(changes)
+                old_keys = [meta.keys[i] for i in ordered]
+                keys = self._write_rows(changes, appends, new_rels)
+                self._carry_checks(dict(zip(old_keys, keys)))
+        return len(changes) + len(appends)
+
+    def _carry_checks(self, renamed: dict[str, str]) -> None:
+        """A split is not part of the label: a row whose split changed keeps its label checks."""
+        _, shash, _ = self._schema_state()
+        if shash:
+            checks = self._cache.checks(shash)
+            self._cache.put_checks(shash, {new: checks[old] for old, new in renamed.items() if old in checks})
 
     # ------------------------------------------------------------------ drafts
 
@@ -297,10 +372,9 @@ class AnnotationStore:
         errors = [parse_error] if parse_error else (label_errors(schema, parsed) if schema else [])
         draft = {"video": rel, "model": model, "text": text, "label": parsed, "errors": errors,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        with self._locked():
-            drafts = self.drafts()
-            drafts[rel] = draft
-            self._write_drafts(drafts)
+        with self._mutex, self._locked():
+            self._drafts.sync()
+            self._drafts.add(draft)
         return draft
 
     def accept_draft(self, rel: str, expected_revision: str | None, label: dict | None = None) -> str:
@@ -311,13 +385,8 @@ class AnnotationStore:
         return self.save_label(rel, label if label is not None else (draft.get("label") or {}), expected_revision)
 
     def _drop_draft(self, rel: str) -> None:
-        drafts = self.drafts()
-        if rel in drafts:
-            del drafts[rel]
-            self._write_drafts(drafts)
-
-    def _write_drafts(self, drafts: dict[str, dict]) -> None:
-        atomic_write_text(self.root / DRAFTS, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in drafts.values()))
+        self._drafts.sync()
+        self._drafts.drop(rel)
 
     # ------------------------------------------------------------------ schema and videos
 
@@ -346,18 +415,19 @@ class AnnotationStore:
 
     def check_labels(self, schema: dict) -> list[tuple[str, str, str]]:
         """(file, field, reason) for every stored label that `schema` rejects; nothing is changed."""
-        out = []
-        for row in self.rows():
-            if row.error:
-                out.append((f"{METADATA}:{row.line}", "(row)", row.error))
-                continue
-            label = row.label
-            if not label:
-                continue
-            for err in label_errors(schema, label):
-                where, _, reason = err.partition(": ")
-                out.append((row.video, where, reason))
-        return out
+        with self._mutex:
+            meta = self._meta
+            meta.sync()
+            checks = self._checks(schema, schema_hash(schema), jsonschema.Draft202012Validator(schema))
+            out = []
+            for n, key, (video, _split, labelled, error) in zip(meta.numbers, meta.keys, meta.summaries):
+                if error:
+                    out.append((f"{METADATA}:{n}", "(row)", error))
+                    continue
+                for err in checks.get(key, ()) if labelled else ():
+                    where, _, reason = err.partition(": ")
+                    out.append((video, where, reason))
+            return out
 
     def validate(self) -> dict:
         """The whole dataset checked (what `cli.py validate` prints): `problems`, one per broken label
