@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -145,7 +146,7 @@ def summarise(times: dict, batch: int, wall: float) -> dict:
     return out
 
 
-def run_ours(work: Path, data: Path, steps: int, batch: int, tag: str) -> dict:
+def run_ours(work: Path, data: Path, steps: int, batch: int, tag: str, extra: list[str] = ()) -> dict:
     cache = work / f"cache-{tag}"  # empty: includes first-epoch decoding and the tiny model build
     out = work / f"ours-{tag}"
     times = work / f"ours-{tag}.json"
@@ -154,7 +155,7 @@ def run_ours(work: Path, data: Path, steps: int, batch: int, tag: str) -> dict:
            "--dataset", str(data), "--output", str(out), "--model", "tiny:default", "--max-steps", str(steps),
            "--batch-size", str(batch), "--lora-r", str(LORA_R), "--lora-alpha", str(LORA_ALPHA),
            "--learning-rate", str(LR), "--warmup-steps", str(WARMUP), "--lr-scheduler", "cosine",
-           "--logging-steps", "10", "--save-steps", "100000", "--eval-steps", "0", "--device", "cpu"]
+           "--logging-steps", "10", "--save-steps", "100000", "--eval-steps", "0", "--device", "cpu", *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -164,7 +165,7 @@ def run_ours(work: Path, data: Path, steps: int, batch: int, tag: str) -> dict:
     log = (out / "train.log").read_text() if (out / "train.log").exists() else ""
     res["trainable"] = next((json.loads(line.split("parameters: ", 1)[1]) for line in log.splitlines()
                              if "parameters: " in line), None)
-    res["encode_log"] = next((line for line in log.splitlines() if "encoded" in line), "")
+    res["encode_log"] = next((line for line in log.splitlines() if "encoded" in line or "checked" in line), "")
     res["cmd"] = " ".join(cmd)
     return res
 
@@ -223,6 +224,7 @@ def main(argv=None) -> dict:
     p.add_argument("--lf-venv", default="/tmp/lf-venv")
     p.add_argument("--setup-lf", action="store_true", help="create the LLaMA-Factory venv if it is missing")
     p.add_argument("--skip-lf", action="store_true")
+    p.add_argument("--ours-extra", default="", help="extra flags for our `cli.py train`, e.g. '--dataloader-workers 1'")
     p.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
     args = p.parse_args(argv)
 
@@ -247,7 +249,7 @@ def main(argv=None) -> dict:
         for r in range(args.repeats):  # rotate the order so that load lands on every side
             for side in sides[r % len(sides):] + sides[:r % len(sides)]:
                 if side == "ours":
-                    res = run_ours(work, data["ours"], args.steps, args.batch, str(r))
+                    res = run_ours(work, data["ours"], args.steps, args.batch, str(r), shlex.split(args.ours_extra))
                 else:
                     res = run_lf(work, venv, cfgs[side], args.batch, f"{side}-{r}")
                 res["load_avg_1min"] = round(os.getloadavg()[0], 2)

@@ -46,7 +46,9 @@ step on, when every term below is alive at once:
 
 Not counted: the framework runtime (CUDA context and library workspaces, ~0.5-1 GB per GPU
 process; on CPU ~25 MB of first-step kernel scratch and thread pools, measured on 2 cores), the
-encoded dataset (host RAM, reported separately), allocator caching and fragmentation (the CUDA
+data path (host RAM, reported separately: `data_bytes`, the encoded-clip cache up to
+`encoded_cache_mb` plus the batches loader workers queue, core.train.stream; it does not grow with
+the clip count beyond the cache), allocator caching and fragmentation (the CUDA
 caching allocator reserves more than it hands out; glibc's default malloc keeps freed blocks, so a
 CPU process's RSS was measured at 1.5-1.9x this estimate's tensor peak), and DeepSpeed/FSDP
 sharding (the estimate is per process, unsharded). On CPU the device memory is the host's RAM, on
@@ -70,6 +72,7 @@ from core.models.loading import load_processor, resolve_model
 from core.schema.base import label_errors
 from core.spec import build_spec, is_random_init, resolve_defaults
 from core.train.setup import apply_trainable, encode_split, family_of
+from core.train.stream import LOADER_PREFETCH, default_workers
 
 QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
 GiB = 1024 ** 3
@@ -281,9 +284,9 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
               "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
     memory["total"] = sum(memory.values())
     capacity, what = device_memory(device)
-    dataset_bytes = tokens["example_bytes"] * tokens["train_clips"]
+    data = data_path_bytes(cfg, tokens["example_bytes"], tokens["train_clips"], device)
     warnings = []
-    need = memory["total"] + (dataset_bytes if device == "cpu" else 0)
+    need = memory["total"] + (data["total"] if device == "cpu" else 0)
     if need > capacity:
         warnings.append(f"estimated {need / GiB:.1f} GiB exceeds the {capacity / GiB:.1f} GiB of {what}: lower "
                         "batch_size (raise grad_accum), turn on gradient_checkpointing, use adafactor, fewer or "
@@ -295,9 +298,20 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
         "optimizer": cfg.optimizer, "gradient_checkpointing": cfg.gradient_checkpointing, **tokens,
         "vision_patches": patches,
         "parameters": {"total": sum(g["total"] for g in groups.values()), "trainable": trainable, **groups},
-        "memory": memory, "activation_parts": acts, "dataset_bytes": dataset_bytes,
+        "memory": memory, "activation_parts": acts, "data_path": data,
         "device_memory": capacity, "device_memory_what": what, "warnings": warnings,
     }
+
+
+def data_path_bytes(cfg: TrainConfig, example: int, clips: int, device: str) -> dict:
+    """Host memory of the streaming data path: encoded clips cached after first use (at most
+    encoded_cache_mb) and the batches each loader worker queues ahead (prefetch 2). The batch in use
+    and the one fetched ahead are in the activations term."""
+    workers = cfg.dataloader_workers if cfg.dataloader_workers is not None else default_workers(device)
+    cached = min(cfg.encoded_cache_mb * 2 ** 20, example * clips)
+    queued = workers * LOADER_PREFETCH * cfg.batch_size * example
+    return {"cached": cached, "queued": queued, "total": cached + queued, "workers": workers, "clips": clips,
+            "example": example, "cache_mb": cfg.encoded_cache_mb}
 
 
 def _lora_linears_per_layer(model) -> int:
@@ -337,10 +351,19 @@ def format_estimate(e: dict) -> str:
         f"memory: weights {gib(m['weights'])} + gradients {gib(m['gradients'])} + optimizer {gib(m['optimizer'])} "
         f"+ activations {gib(m['activations'])} = {gib(m['total'])} of {gib(e['device_memory'])} "
         f"{e['device_memory_what']}",
-        f"encoded dataset in host RAM: {gib(e['dataset_bytes'])} ({e['train_clips']} clips)",
+        _data_line(e["data_path"], gib),
     ]
     if e["device"] == "cpu":
         lines.append("note: on CPU the process also holds the runtime (~0.5 GB) and glibc keeps freed blocks, so its "
                      "RSS can reach 1.5-2x the activations term")
     lines += [f"warning: {w}" for w in e["warnings"]]
     return "\n".join(lines)
+
+
+def _data_line(d: dict, gib) -> str:
+    full = d["example"] * d["clips"]
+    cache = (f"all {d['clips']} encoded clips cached ({gib(d['cached'])})" if d["cached"] >= full else
+             f"encoded clips cached up to encoded_cache_mb {d['cache_mb']} ({gib(d['cached'])} of the "
+             f"{gib(full)} all {d['clips']} would take; the rest are re-encoded from the frame cache)")
+    return (f"data path in host RAM: {gib(d['total'])}: {cache}, + {d['workers']} loader worker(s) x "
+            f"{LOADER_PREFETCH} batches queued ({gib(d['queued'])}); {gib(d['example'])} per encoded clip")

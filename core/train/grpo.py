@@ -44,7 +44,15 @@ from core.spec import FINAL_DIR, PreprocessSpec, build_spec, checkpoint_name, is
 from core.train.rewards import COMPONENTS, RewardWeights, group_advantages, load_custom_reward, score_batch
 from core.train.runtime import HF_SCHEDULERS, dist_info
 from core.train.setup import apply_trainable, capped_steps, family_of, upcast_trainable, val_evaluator
-from core.train.stream import ClipDataset, SkipLog, StepBatches, cache_budget, check_clips, default_workers
+from core.train.stream import (
+    LOADER_PREFETCH,
+    ClipDataset,
+    SkipLog,
+    StepBatches,
+    cache_budget,
+    check_clips,
+    default_workers,
+)
 
 CLIP_EPS = 0.2
 REF = "reference"
@@ -216,7 +224,7 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     tok = processor.tokenizer
     batches = torch.utils.data.DataLoader(
         prompts, batch_sampler=StepBatches(len(prompts), cfg.batch_size, cfg.seed, start, max_steps),
-        collate_fn=list, num_workers=workers, prefetch_factor=2 if workers else None)
+        collate_fn=list, num_workers=workers, prefetch_factor=LOADER_PREFETCH if workers else None)
     for step, group in enumerate(batches, start=start + 1):
         acc.append(_step(model, processor, group, data.schema, cfg, weights, custom,
                          optimizer, scheduler, params, device, has_ref, tok))

@@ -41,7 +41,7 @@ from core.train.setup import (
     upcast_trainable,
     val_evaluator,
 )
-from core.train.stream import ClipDataset, SkipLog, cache_budget, check_clips, default_workers
+from core.train.stream import LOADER_PREFETCH, ClipDataset, SkipLog, cache_budget, check_clips, default_workers
 
 
 def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=None) -> dict:
@@ -85,6 +85,7 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
         report_to=report_targets(cfg.report_to) or "none", run_name=run.dir.name, project="video-vlm-workbench",
         bf16=precision == "bf16", fp16=precision == "fp16", activation_checkpointing=cfg.gradient_checkpointing,
         remove_unused_columns=False, dataloader_num_workers=workers, dataloader_persistent_workers=workers > 0,
+        dataloader_prefetch_factor=LOADER_PREFETCH if workers else None,
         use_cpu=device == "cpu", disable_tqdm=True,
     )
     evaluator = val_evaluator(data, cfg, processor, family, pspec, precision, run)

@@ -36,6 +36,7 @@ from core.schema.base import canonical_answer, label_errors
 from core.video.frames import check_readable, sample_frames
 
 MiB = 1 << 20
+LOADER_PREFETCH = 2  # batches each loader worker prepares ahead (PyTorch's default)
 logger = logging.getLogger(__name__)
 
 

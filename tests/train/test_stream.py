@@ -173,3 +173,41 @@ def test_sampling_the_frames_twice_gives_the_cached_frames(tmp_path, encoder, fr
     again = sample_frames(data.samples[0].video, pspec.sampling_spec)
     assert again.frames.shape[0] == pspec.sampling_spec.num_frames
     assert list((fresh_cache / "frames").iterdir()) == entries
+
+
+def test_the_status_line_shows_the_first_pass_and_a_decoding_bottleneck():
+    from core.train.callbacks import RunCallback
+
+    cb = RunCallback(run=None, metrics=None, pspec=None, clips=2000)
+    assert cb._message(0.25, 0.05) == "training; first pass over the clips: 500 of 2000 read"
+    assert cb._message(0.5, 0.6).endswith("1000 of 2000 read, the model waits for video decoding 60% of the time")
+    assert cb._message(1.2, 0.6) == "training"  # later passes read the caches
+
+
+def test_a_resumed_sft_run_draws_the_batches_an_uninterrupted_run_draws(tmp_path, monkeypatch):
+    import core.train.sft as sft
+    from core.train.entry import train
+
+    seen = []
+    real = sft.CountingCollator.__call__
+
+    def recording(self, examples):
+        seen.append([tuple(ex["input_ids"][0].tolist()) for ex in examples])
+        return real(self, examples)
+
+    monkeypatch.setattr(sft.CountingCollator, "__call__", recording)
+    root = make_dataset(tmp_path / "data", n=6)
+    cfg = TrainConfig(max_steps=5, batch_size=2, warmup_steps=0, save_steps=1000, logging_steps=1, num_frames=4,
+                      dataloader_workers=0)
+    train(root, tmp_path / "fresh", cfg)
+    fresh, seen[:] = list(seen), []
+
+    def stop_after_two(step, max_steps, loss):
+        if step == 1:  # logged after step 1 ends; the STOP file is read when step 2 ends
+            (tmp_path / "cut" / "STOP").touch()
+
+    assert train(root, tmp_path / "cut", cfg, echo=stop_after_two)["global_step"] == 2
+    before, seen[:] = list(seen), []
+    assert train(root, tmp_path / "cut", cfg, resume=True)["global_step"] == 5
+    assert len(fresh) >= 5 and before[:2] == fresh[:2]
+    assert seen[:3] == fresh[2:5]  # steps 3-5 see the clips they would have seen, in the same order
