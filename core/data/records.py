@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from core.data.dataset import RESERVED_KEYS
 
@@ -90,7 +90,4 @@ def summarize_draft(raw: str) -> tuple:
 def lexically_safe(rel: str) -> bool:
     """A relative path without `..`: what can be told without touching the disk (symlinks that
     leave the folder are caught when the clip is opened or probed, by safe_video_path)."""
-    if not rel.strip():
-        return False
-    p = PurePosixPath(rel)
-    return not p.is_absolute() and ".." not in p.parts and not Path(rel).is_absolute()
+    return bool(rel.strip()) and not rel.startswith("/") and ".." not in rel.split("/")

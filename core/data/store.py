@@ -8,13 +8,11 @@ when someone else changed it), applies one change and replaces the file atomical
 saving different clips both keep their edits and two saving the same clip get a `ConflictError`
 instead of a silent overwrite. Lines that do not parse are kept verbatim, byte for byte.
 
-At scale nothing here re-reads, re-parses or re-validates every row per operation: the rows live
-in an index (core.data.lines) that is reused while metadata.jsonl keeps its size, mtime and inode,
-updated in place by the store's own writes and rebuilt only when someone else changed the file;
-label checks per schema hash and video probes are kept between processes (core.data.index_cache).
-`drafts.jsonl` is a log: a draft is appended, a later line for the same clip wins, and a line
-`{"video": ..., "dropped": true}` ends a draft when its clip gets a label; the log is compacted when
-most of it is dead, so pre-labelling 100,000 clips is not quadratic.
+At scale nothing here re-reads, re-parses or re-validates every row per operation: rows live in
+an index (core.data.lines) reused while metadata.jsonl keeps its size, mtime and inode, patched by
+the store's own writes and rebuilt only when someone else changed the file; label checks
+(core.data.checks) and video probes (core.data.folder) are kept between processes
+(core.data.index_cache); drafts.jsonl is an append-only log (core.data.drafts).
 
 This module does not decode video beyond probing readability, does not run models (core.serve.prelabel does),
 does not choose splits (core.data.splits does), does not page the gallery (core.data.listing does) and does
@@ -31,14 +29,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import jsonschema
-
 from core.data import uploads
+from core.data.checks import LabelChecks
+from core.data.checks import errors as label_check
 from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, safe_video_path
 from core.data.drafts import DRAFTS, DraftLog
 from core.data.folder import Probes, VideoFiles
 from core.data.index_cache import IndexCache
-from core.data.lines import LineIndex, fingerprint
+from core.data.lines import LineIndex
 from core.data.records import (
     DRAFT,
     INVALID,
@@ -55,6 +53,7 @@ from core.data.records import (
     revision,
     summarize_row,
 )
+from core.data.statuses import StatusTable
 from core.errors import DatasetError, SchemaError, WorkbenchError
 from core.fileio import atomic_write_text
 from core.schema.base import canonical_answer, extract_json, label_errors, load_schema, parse_schema, schema_hash
@@ -70,10 +69,6 @@ class ConflictError(WorkbenchError):
     """Someone else saved this clip after it was opened here."""
 
 
-def _label(raw: str) -> dict:
-    return parse_row(0, raw).label
-
-
 class AnnotationStore:
     def __init__(self, root, schema_path=None):
         self.root = Path(root)
@@ -86,10 +81,9 @@ class AnnotationStore:
         # one store serves the app's request threads and its video scan: the in-memory index is
         # read and patched under this lock (the flock only orders processes)
         self._mutex = threading.RLock()
-        self._schema_memo: tuple = (False,)
+        self._checks = LabelChecks(self.schema_path, self._cache)
         self._positions: tuple[dict, int] = ({}, -1)  # video -> first metadata entry, at meta version
-        self._listing: tuple = (None, [])
-        self._public: tuple = (None, [])
+        self._table = StatusTable()
         self.scan = None  # the background video scan (core.data.listing.VideoScan), once started
 
     # ------------------------------------------------------------------ reading
@@ -99,15 +93,7 @@ class AnnotationStore:
         return self.root / METADATA
 
     def _schema_state(self) -> tuple:
-        """(schema, its hash, a validator), re-read only when schema.json changes."""
-        fp = fingerprint(self.schema_path)
-        if self._schema_memo[0] != fp:
-            if fp is None:
-                self._schema_memo = (None, None, None, None)
-            else:
-                schema = load_schema(self.schema_path)
-                self._schema_memo = (fp, schema, schema_hash(schema), jsonschema.Draft202012Validator(schema))
-        return self._schema_memo[1:]
+        return self._checks.state()
 
     def schema(self) -> dict | None:
         with self._mutex:
@@ -144,56 +130,35 @@ class AnnotationStore:
         with self._mutex:
             return list(self._files.current())
 
+    def _listing_key(self) -> tuple:
+        """What the status table depends on, each file synced first."""
+        self._meta.sync()
+        self._drafts.sync()
+        files = self._files.current()
+        return (self._meta.version, self._drafts.lines.version, self._schema_state()[1], self._probes.version,
+                id(files))
+
     def _statuses(self) -> list[tuple[str, int | None, str]]:
         """(clip, its metadata entry or None, status) for every clip, rows first then files without
         a row, from the index alone: no video is probed, one already probed as unreadable says so."""
-        meta, log = self._meta, self._drafts.lines
-        meta.sync()
-        log.sync()
-        schema, shash, validator = self._schema_state()
-        files = self._files.current()
-        key = (meta.version, log.version, shash, self._probes.version, id(files))
-        if self._listing[0] == key:
-            return self._listing[1]
-        checks = self._checks(schema, shash, validator) if schema is not None else {}
-        drafts, known = self._drafts.live(), self._probes.known
+        key = self._listing_key()
+        if self._table.key != key:
+            self._checks.for_rows(self._meta)
+            self._table.build(key, self._meta.summaries, self._files.current(), self._status_of)
+        return self._table.rows
 
-        def status(rel, labelled, line_key):
-            if not lexically_safe(rel) or known(rel):
-                return UNREADABLE
-            if labelled:
-                return INVALID if checks.get(line_key) else LABELLED
-            return DRAFT if rel in drafts else UNLABELLED
+    def _status_of(self, rel: str, i: int | None) -> str:
+        if not lexically_safe(rel) or self._probes.known(rel):
+            return UNREADABLE
+        if i is not None and self._meta.summaries[i][2]:
+            return INVALID if self._checks.of(self._meta, i) else LABELLED
+        return DRAFT if rel in self._drafts.live() else UNLABELLED
 
-        out, seen = [], set()
-        for i, (video, _split, labelled, error) in enumerate(meta.summaries):
-            if error is None and video not in seen:
-                seen.add(video)
-                out.append((video, i, status(video, labelled, meta.keys[i])))
-        for rel in files:
-            if rel not in seen:
-                seen.add(rel)
-                out.append((rel, None, status(rel, False, None)))
-        self._listing = (key, out)
-        return out
-
-    def _checks(self, schema: dict, shash: str, validator) -> dict:
-        """Label errors by line key under this schema, for every labelled row (computed once per
-        row content and schema, then kept in the index cache)."""
-        meta = self._meta
-        checks = self._cache.checks(shash)
-        missing = {}
-        for key, s, raw in zip(meta.keys, meta.summaries, meta.raws):
-            if s[2] and s[3] is None and key not in checks and key not in missing:
-                missing[key] = self._errors(schema, validator, _label(raw))
-        if missing:
-            self._cache.put_checks(shash, missing)
-        return checks
-
-    @staticmethod
-    def _errors(schema: dict, validator, label: dict) -> tuple[str, ...]:
-        # is_valid is the fast path; the sorted, worded reasons only for the labels that fail
-        return () if validator.is_valid(label) else tuple(label_errors(schema, label))
+    def _patched(self, before: tuple, rels: list[str]) -> None:
+        """The status table after a write of ours that touched `rels` (see StatusTable.patch)."""
+        by_video = self._by_video()
+        items = [(rel, by_video.get(rel), self._status_of(rel, by_video.get(rel))) for rel in rels]
+        self._table.patch(before, self._listing_key(), items)
 
     def clips(self, check_video: bool = True) -> list[Clip]:
         """Every clip the dataset knows (metadata rows first, then files without a row), with status.
@@ -222,10 +187,8 @@ class AnnotationStore:
         """(clip, status) for every clip in gallery order, from the index (see `clips` for probing).
         The same list object while nothing changed: do not modify it."""
         with self._mutex:
-            listing = self._statuses()
-            if self._public[0] is not listing:
-                self._public = (listing, [(rel, status) for rel, _, status in listing])
-            return self._public[1]
+            self._statuses()
+            return self._table.public
 
     def search_text(self) -> dict[str, str]:
         """clip -> its metadata line, for search; clips without a row are absent."""
@@ -247,8 +210,7 @@ class AnnotationStore:
         if reason:
             return Clip(rel, path, UNREADABLE, rev, label, split, draft, (reason,))
         if label:
-            schema, shash, validator = self._schema_state()
-            errors = self._checks(schema, shash, validator).get(meta.keys[i], ()) if schema is not None else ()
+            errors = self._checks.of(meta, i)
             return Clip(rel, path, INVALID if errors else LABELLED, rev, label, split, draft, tuple(errors))
         if draft is not None:
             return Clip(rel, path, DRAFT, rev, label, split, draft, tuple(draft.get("errors") or ()))
@@ -304,13 +266,13 @@ class AnnotationStore:
             raise DatasetError(f"{rel}: a label must be a JSON object")
         safe_video_path(self.root, rel)
         with self._mutex:
-            schema, shash, validator = self._schema_state()
+            schema, _, validator = self._schema_state()
             if schema is not None:
-                errors = self._errors(schema, validator, label)
+                errors = label_check(schema, validator, label)
                 if errors:
                     raise DatasetError(f"{rel}: label breaks the schema: " + "; ".join(errors))
             with self._locked():
-                self._meta.sync()
+                before = self._listing_key()
                 i = self._by_video().get(rel)
                 current = NEW if i is None else self._meta.keys[i][:12]
                 if expected_revision is not None and expected_revision != current:
@@ -322,9 +284,9 @@ class AnnotationStore:
                     split = (old or {}).get("split")
                 raw = self._row_text(rel, label, split, old, schema)
                 (key,) = self._write_rows({i: raw}, [], []) if i is not None else self._write_rows({}, [raw], [rel])
-                if shash:
-                    self._cache.put_checks(shash, {key: ()})  # just validated
+                self._checks.passed(key)
                 self._drop_draft(rel)
+                self._patched(before, [rel])
         return key[:12]
 
     def set_splits(self, assignment: dict[str, str | None]) -> int:
@@ -334,7 +296,7 @@ class AnnotationStore:
             raise DatasetError(f"unknown split {sorted(bad)[0]!r}; use one of {', '.join(SPLITS)}")
         with self._mutex, self._locked():
             meta = self._meta
-            meta.sync()
+            before = self._listing_key()
             by_video = self._by_video()
             changes, appends, new_rels = {}, [], []
             for rel, split in assignment.items():
@@ -353,15 +315,9 @@ class AnnotationStore:
                 ordered = sorted(changes)
                 old_keys = [meta.keys[i] for i in ordered]
                 keys = self._write_rows(changes, appends, new_rels)
-                self._carry_checks(dict(zip(old_keys, keys)))
+                self._checks.carry(dict(zip(old_keys, keys)))
+                self._patched(before, new_rels)
         return len(changes) + len(appends)
-
-    def _carry_checks(self, renamed: dict[str, str]) -> None:
-        """A split is not part of the label: a row whose split changed keeps its label checks."""
-        _, shash, _ = self._schema_state()
-        if shash:
-            checks = self._cache.checks(shash)
-            self._cache.put_checks(shash, {new: checks[old] for old, new in renamed.items() if old in checks})
 
     # ------------------------------------------------------------------ drafts
 
@@ -373,8 +329,9 @@ class AnnotationStore:
         draft = {"video": rel, "model": model, "text": text, "label": parsed, "errors": errors,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         with self._mutex, self._locked():
-            self._drafts.sync()
+            before = self._listing_key()
             self._drafts.add(draft)
+            self._patched(before, [rel])
         return draft
 
     def accept_draft(self, rel: str, expected_revision: str | None, label: dict | None = None) -> str:
@@ -418,7 +375,7 @@ class AnnotationStore:
         with self._mutex:
             meta = self._meta
             meta.sync()
-            checks = self._checks(schema, schema_hash(schema), jsonschema.Draft202012Validator(schema))
+            checks = self._checks.for_rows(meta, schema)
             out = []
             for n, key, (video, _split, labelled, error) in zip(meta.numbers, meta.keys, meta.summaries):
                 if error:
