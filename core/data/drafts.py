@@ -31,7 +31,7 @@ class DraftLog:
         log = self.lines
         if self._live[1] != log.version:
             live: dict[str, int] = {}
-            for i, (video, _flagged, dropped) in enumerate(log.summaries):
+            for i, (video, _flagged, dropped, _) in enumerate(log.summaries):
                 if video is None:
                     continue
                 if dropped:

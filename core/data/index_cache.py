@@ -25,7 +25,7 @@ from core.paths import cache_dir
 log = logging.getLogger(__name__)
 
 TABLES = """
-CREATE TABLE IF NOT EXISTS lines (kind TEXT, key TEXT, summary TEXT, PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS summaries (kind TEXT, key TEXT, a, b, c, d, PRIMARY KEY (kind, key));
 CREATE TABLE IF NOT EXISTS checks (key TEXT, schema TEXT, errors TEXT, PRIMARY KEY (key, schema));
 CREATE TABLE IF NOT EXISTS probes (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, reason TEXT);
 """
@@ -93,14 +93,16 @@ class IndexCache:
     def summaries(self, kind: str) -> dict:
         """key -> summary tuple for lines of `kind` ever seen (loaded from disk on first use)."""
         if kind not in self._summaries:
-            rows = self._read("SELECT key, summary FROM lines WHERE kind = ?", (kind,))
-            self._summaries[kind] = {k: tuple(json.loads(s)) for k, s in rows}
+            # a summary is up to 4 scalars, one column each: decoding JSON per row would cost more
+            # than the rest of a 100,000-row load
+            rows = self._read("SELECT key, a, b, c, d FROM summaries WHERE kind = ?", (kind,))
+            self._summaries[kind] = {r[0]: r[1:] for r in rows}
         return self._summaries[kind]
 
     def put_summaries(self, kind: str, items: dict) -> None:
         self.summaries(kind).update(items)
-        self._write("INSERT OR REPLACE INTO lines VALUES (?, ?, ?)",
-                    [(kind, k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()])
+        self._write("INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?)",
+                    [(kind, k, *v, *(None,) * (4 - len(v))) for k, v in items.items()])
 
     # ------------------------------------------------------------------ label checks
 
@@ -108,13 +110,13 @@ class IndexCache:
         """key -> tuple of label errors under the schema with hash `schema` (empty: valid)."""
         if schema not in self._checks:
             rows = self._read("SELECT key, errors FROM checks WHERE schema = ?", (schema,))
-            self._checks[schema] = {k: tuple(json.loads(e)) for k, e in rows}
+            self._checks[schema] = {k: () if e is None else tuple(json.loads(e)) for k, e in rows}
         return self._checks[schema]
 
     def put_checks(self, schema: str, items: dict) -> None:
         self.checks(schema).update(items)
         self._write("INSERT OR REPLACE INTO checks VALUES (?, ?, ?)",
-                    [(k, schema, json.dumps(list(v), ensure_ascii=False)) for k, v in items.items()])
+                    [(k, schema, json.dumps(list(v), ensure_ascii=False) if v else None) for k, v in items.items()])
 
     # ------------------------------------------------------------------ video probes
 

@@ -76,15 +76,16 @@ def summarize_row(raw: str) -> tuple:
     if row.error:
         return (None, None, False, row.error)
     split = row.data.get("split")
-    return (row.video, split, any(k not in RESERVED_KEYS for k in row.data), None)
+    return (row.video, split if isinstance(split, str) else None, any(k not in RESERVED_KEYS for k in row.data), None)
 
 
 def summarize_draft(raw: str) -> tuple:
-    """(video, flagged, dropped) of a drafts line; video None for a line that is not a draft."""
+    """(video, flagged, dropped, None) of a drafts line; video None for a line that is not a draft
+    (four fields like a metadata summary: the index cache stores both alike)."""
     row = parse_row(0, raw)
     if row.error:
-        return (None, False, False)
-    return (row.video, bool(row.data.get("errors")), bool(row.data.get("dropped")))
+        return (None, False, False, None)
+    return (row.video, bool(row.data.get("errors")), bool(row.data.get("dropped")), None)
 
 
 def lexically_safe(rel: str) -> bool:

@@ -143,21 +143,28 @@ class AnnotationStore:
         a row, from the index alone: no video is probed, one already probed as unreadable says so."""
         key = self._listing_key()
         if self._table.key != key:
-            self._checks.for_rows(self._meta)
-            self._table.build(key, self._meta.summaries, self._files.current(), self._status_of)
+            self._table.build(key, self._meta.summaries, self._files.current(),
+                              self._status_rule(self._checks.for_rows(self._meta)))
         return self._table.rows
 
-    def _status_of(self, rel: str, i: int | None) -> str:
-        if not lexically_safe(rel) or self._probes.known(rel):
-            return UNREADABLE
-        if i is not None and self._meta.summaries[i][2]:
-            return INVALID if self._checks.of(self._meta, i) else LABELLED
-        return DRAFT if rel in self._drafts.live() else UNLABELLED
+    def _status_rule(self, checks: dict):
+        """status(clip, metadata entry) with what it reads fetched once: called per clip of 100,000."""
+        summaries, keys, drafts, known = self._meta.summaries, self._meta.keys, self._drafts.live(), self._probes.known
+
+        def status(rel: str, i: int | None) -> str:
+            if not lexically_safe(rel) or known(rel):
+                return UNREADABLE
+            if i is not None and summaries[i][2]:
+                return INVALID if checks.get(keys[i]) else LABELLED
+            return DRAFT if rel in drafts else UNLABELLED
+        return status
 
     def _patched(self, before: tuple, rels: list[str]) -> None:
         """The status table after a write of ours that touched `rels` (see StatusTable.patch)."""
         by_video = self._by_video()
-        items = [(rel, by_video.get(rel), self._status_of(rel, by_video.get(rel))) for rel in rels]
+        status = self._status_rule({self._meta.keys[i]: self._checks.of(self._meta, i)
+                                    for i in map(by_video.get, rels) if i is not None})
+        items = [(rel, by_video.get(rel), status(rel, by_video.get(rel))) for rel in rels]
         self._table.patch(before, self._listing_key(), items)
 
     def clips(self, check_video: bool = True) -> list[Clip]:
