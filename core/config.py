@@ -152,8 +152,8 @@ class TrainConfig:
     you trust."""
     dataloader_workers: int | None = None
     """Worker processes per training process that decode and encode clips for the next batches
-    (SFT and GRPO); 0: the training process itself. Unset: up to 4 on a GPU, 0 on a CPU with
-    fewer than 4 cores (what measured fastest there), else 1."""
+    (SFT and GRPO); 0: the training process itself. Unset: up to 4 per process on a GPU, 1 on a CPU
+    (none on a single core)."""
     encoded_cache_mb: int = 1024
     """MiB of encoded clips kept in memory after first use so that later epochs skip the processor
     (0: none). Above it clips are re-encoded from the frame cache; memory stays bounded."""

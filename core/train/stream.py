@@ -77,13 +77,13 @@ def default_workers(device: str, processes: int = 1) -> int:
     """DataLoader worker processes when the config leaves them unset.
 
     On a GPU the accelerator should never wait for video decoding: up to 4 workers per training
-    process, leaving a core for each process itself. On the CPU the model's own threads use every
-    core, and on 2 cores a worker process measured slower than encoding in the training process
-    with the encoded-clip cache (BENCHMARKS.md, "Streaming training data"): 0 there, 1 from 4 cores."""
+    process, leaving a core for each process itself. On a CPU one worker: on 2 cores it measured the
+    same loop throughput as encoding in the training process but a quarter of the data wait, and a
+    first step sooner (BENCHMARKS.md, "Streaming training data"); none on a single core."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_process = max(cpus // max(processes, 1), 1)
     if device.startswith("cpu"):
-        return 1 if per_process >= 4 else 0
+        return 1 if per_process >= 2 else 0
     return max(0, min(4, per_process - 1))
 
 

@@ -15,7 +15,6 @@ from core.train.stream import (
     ClipDataset,
     SkipLog,
     StepBatches,
-    TrainClip,
     cache_budget,
     check_clips,
     default_workers,
@@ -129,8 +128,10 @@ def test_grpo_clip_order_is_the_same_after_a_resume():
 
 def test_default_workers_by_device(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(2)), raising=False)
-    assert default_workers("cpu") == 0
+    assert default_workers("cpu") == 1
     assert default_workers("cuda") == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert default_workers("cpu") == 0
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)), raising=False)
     assert default_workers("cpu") == 1
     assert default_workers("cuda:0", processes=4) == 4
