@@ -35,14 +35,20 @@ def vision_placeholder_ids(processor) -> set[int]:
     return ids
 
 
-def suppressed_token_ids(processor) -> list[int]:
+def suppressed_token_ids(processor, frames_as: str = "video") -> list[int]:
     """Tokens generation must never produce: the vision placeholders (a sampled <|video_pad|> makes
     the next forward pass count more video tokens than features and fail) and the tokenizer's other
-    special tokens (<|im_start|>, <|vision_start|>, ...), except the end-of-sequence and padding
-    tokens that end an answer. Passed as `suppress_tokens` wherever we generate: GRPO's sampling,
-    the evaluation during training and prediction."""
+    special tokens (<|im_start|>, <|vision_start|>, ...), except those that end an answer: the eos
+    and padding tokens and whatever the chat template closes the assistant turn with (ChatML's
+    <|im_end|> where the tokenizer's eos is <|endoftext|>). Passed as `suppress_tokens` wherever we
+    generate: GRPO's sampling, the evaluation during training and prediction."""
     tok = processor.tokenizer
     keep = {tok.eos_token_id, tok.pad_token_id}
+    try:
+        suffix = render_answer_suffix(processor, "Describe.", 1, frames_as, "{}")
+        keep |= set(tok(suffix, add_special_tokens=False)["input_ids"])
+    except (ValueError, TypeError):  # a template that renders no assistant turn: eos and pad only
+        pass
     special = {int(i) for i, t in getattr(tok, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
     special |= {int(i) for i in getattr(tok, "all_special_ids", [])}
     return sorted((special | vision_placeholder_ids(processor)) - keep)

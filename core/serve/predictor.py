@@ -39,7 +39,7 @@ class Predictor:
     def __init__(self, model, processor, family, spec: PreprocessSpec, device: str, name: str = ""):
         self.model, self.processor, self.family, self.spec = model, processor, family, spec
         self.device, self.name = device, name
-        self.suppressed = suppressed_token_ids(processor) or None
+        self.suppressed = suppressed_token_ids(processor, spec.frames_as) or None
 
     @classmethod
     def load(cls, model_name: str, schema: dict | None = None, device: str = "auto",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+import numpy as np
 import torch
 from transformers import TrainerCallback
 
@@ -20,7 +21,7 @@ from core.errors import VideoError
 from core.schema.scoring import evaluate
 from core.serve.predictor import Predictor
 from core.spec import checkpoint_name
-from core.video.frames import sample_frames
+from core.video.frames import SampledFrames, VideoInfo, sample_frames
 
 
 class RunCallback(TrainerCallback):
@@ -199,14 +200,26 @@ class ValEvaluator:
         }
 
     def _answers(self, predictor, indices: list[int]) -> list:
-        """Generated texts for these clips, None for one whose frames no longer decode."""
-        frames = {}
+        """Generated texts for these clips, None for one whose frames no longer decode. Such a clip
+        is generated for anyway, on blank frames, and its answer dropped: every rank must run the
+        same generate calls (a sharded model generates with all ranks taking part)."""
+        frames, texts = [], []
         for j in indices:
             try:
-                frames[j] = sample_frames(self.clips[j].video, self.pspec.sampling_spec)
+                frames.append(sample_frames(self.clips[j].video, self.pspec.sampling_spec))
             except VideoError:
-                continue
-        ready = [j for j in indices if j in frames]
-        texts = [t for t, _ in predictor.generate([frames[j] for j in ready], self.max_new_tokens)] if ready else []
-        answers = dict(zip(ready, texts))
-        return [answers.get(j) for j in indices]
+                frames.append(None)
+        stand_in = next((f for f in frames if f is not None), None) or blank_frames(self.pspec.sampling_spec)
+        outs = predictor.generate([f if f is not None else stand_in for f in frames], self.max_new_tokens)
+        for f, (text, _) in zip(frames, outs):
+            texts.append(text if f is not None else None)
+        return texts
+
+
+def blank_frames(spec) -> SampledFrames:
+    """Black frames of the spec's size: what a batch generates on when none of its clips decode."""
+    n = spec.num_frames or spec.min_frames
+    info = VideoInfo(path="", frame_count=n, fps=1.0, duration=float(n), width=spec.width, height=spec.height,
+                     keyframe_count=1, codec="none", rotation=0, frame_count_exact=True)
+    return SampledFrames(np.zeros((n, spec.height, spec.width, 3), np.uint8), list(range(n)),
+                         [float(i) for i in range(n)], info)

@@ -72,7 +72,7 @@ from core.models.loading import load_processor, resolve_model
 from core.schema.base import label_errors
 from core.spec import build_spec, is_random_init, resolve_defaults
 from core.train.setup import apply_trainable, encode_split, family_of
-from core.train.stream import LOADER_PREFETCH, default_workers
+from core.train.stream import LOADER_PREFETCH, cache_budget, default_workers
 
 QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
 GiB = 1024 ** 3
@@ -287,6 +287,10 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     data = data_path_bytes(cfg, tokens["example_bytes"], tokens["train_clips"], device)
     warnings = []
     need = memory["total"] + (data["total"] if device == "cpu" else 0)
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if device != "cpu" and data["total"] > host / 2:
+        warnings.append(f"the data path holds {data['total'] / GiB:.1f} GiB of host RAM ({data['processes']} processes), "
+                        f"more than half of the {host / GiB:.1f} GiB here: lower encoded_cache_mb or dataloader_workers")
     if need > capacity:
         warnings.append(f"estimated {need / GiB:.1f} GiB exceeds the {capacity / GiB:.1f} GiB of {what}: lower "
                         "batch_size (raise grad_accum), turn on gradient_checkpointing, use adafactor, fewer or "
@@ -304,14 +308,17 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
 
 
 def data_path_bytes(cfg: TrainConfig, example: int, clips: int, device: str) -> dict:
-    """Host memory of the streaming data path: encoded clips cached after first use (at most
-    encoded_cache_mb) and the batches each loader worker queues ahead (prefetch 2). The batch in use
-    and the one fetched ahead are in the activations term."""
-    workers = cfg.dataloader_workers if cfg.dataloader_workers is not None else default_workers(device)
-    cached = min(cfg.encoded_cache_mb * 2 ** 20, example * clips)
+    """Host memory of the streaming data path (core.train.stream), for all training processes on
+    this machine: per process, encoded clips cached after first use (at most encoded_cache_mb, and
+    only with 0 or 1 loader workers) and the batches each worker queues ahead. The batch in use and
+    the one fetched ahead are in the activations term."""
+    processes = max(cfg.num_processes, 1)
+    workers = cfg.dataloader_workers if cfg.dataloader_workers is not None else default_workers(device, processes)
+    cached = min(cache_budget(cfg.encoded_cache_mb, workers), example * clips)
     queued = workers * LOADER_PREFETCH * cfg.batch_size * example
-    return {"cached": cached, "queued": queued, "total": cached + queued, "workers": workers, "clips": clips,
-            "example": example, "cache_mb": cfg.encoded_cache_mb}
+    return {"cached": cached * processes, "queued": queued * processes, "total": (cached + queued) * processes,
+            "workers": workers, "processes": processes, "clips": clips, "example": example,
+            "cache_mb": cfg.encoded_cache_mb}
 
 
 def _lora_linears_per_layer(model) -> int:
@@ -361,9 +368,14 @@ def format_estimate(e: dict) -> str:
 
 
 def _data_line(d: dict, gib) -> str:
-    full = d["example"] * d["clips"]
-    cache = (f"all {d['clips']} encoded clips cached ({gib(d['cached'])})" if d["cached"] >= full else
-             f"encoded clips cached up to encoded_cache_mb {d['cache_mb']} ({gib(d['cached'])} of the "
-             f"{gib(full)} all {d['clips']} would take; the rest are re-encoded from the frame cache)")
-    return (f"data path in host RAM: {gib(d['total'])}: {cache}, + {d['workers']} loader worker(s) x "
+    full = d["example"] * d["clips"] * d["processes"]
+    if d["cached"] >= full:
+        cache = f"all {d['clips']} encoded clips cached ({gib(d['cached'])})"
+    elif d["cached"]:
+        cache = (f"encoded clips cached up to encoded_cache_mb {d['cache_mb']} ({gib(d['cached'])} of the {gib(full)} "
+                 f"all {d['clips']} would take; the rest are re-encoded from the frame cache)")
+    else:
+        cache = "no encoded-clip cache (several loader workers, or encoded_cache_mb 0)"
+    per = f" in each of {d['processes']} processes" if d["processes"] > 1 else ""
+    return (f"data path in host RAM: {gib(d['total'])}: {cache}, + {d['workers']} loader worker(s){per} x "
             f"{LOADER_PREFETCH} batches queued ({gib(d['queued'])}); {gib(d['example'])} per encoded clip")

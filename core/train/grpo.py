@@ -51,7 +51,9 @@ from core.train.stream import (
     StepBatches,
     cache_budget,
     check_clips,
-    default_workers,
+    example_bytes,
+    loader_workers,
+    owned,
 )
 
 CLIP_EPS = 0.2
@@ -191,9 +193,10 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
         run.log(f"skipped {msg}")
     if not clips:
         raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
-    workers = cfg.dataloader_workers if cfg.dataloader_workers is not None else default_workers(device)
-    prompts = ClipDataset(clips, processor, pspec, answers=False, log=SkipLog(run.dir / "train.log"),
-                          cache_bytes=cache_budget(cfg.encoded_cache_mb, workers))
+    prompts = ClipDataset(clips, processor, pspec, answers=False, log=SkipLog(run.dir / "train.log"))
+    group_bytes = example_bytes(prompts[0][0]) * cfg.batch_size
+    workers = loader_workers(cfg.dataloader_workers, device, 1, group_bytes, run.log)
+    prompts.cache_bytes = cache_budget(cfg.encoded_cache_mb, workers)
     run.log(f"grpo: {len(clips)} clips, {cfg.num_generations} generations each, beta {cfg.beta}, lr {cfg.learning_rate}, "
             f"start {'adapter of ' + cfg.init_adapter if cfg.init_adapter else 'base'}, reference "
             f"{'that adapter, frozen' if has_ref else 'base (adapter disabled)'}")
@@ -224,10 +227,12 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     tok = processor.tokenizer
     batches = torch.utils.data.DataLoader(
         prompts, batch_sampler=StepBatches(len(prompts), cfg.batch_size, cfg.seed, start, max_steps),
-        collate_fn=list, num_workers=workers, prefetch_factor=LOADER_PREFETCH if workers else None)
+        collate_fn=owned if workers else list, num_workers=workers,
+        prefetch_factor=LOADER_PREFETCH if workers else None)
+    suppressed = suppressed_token_ids(processor, pspec.frames_as) or None
     for step, group in enumerate(batches, start=start + 1):
-        acc.append(_step(model, processor, group, data.schema, cfg, weights, custom,
-                         optimizer, scheduler, params, device, has_ref, tok))
+        acc.append(_step(model, group, data.schema, cfg, weights, custom, optimizer, scheduler, params, device,
+                         has_ref, tok, suppressed))
         if step % max(cfg.logging_steps, 1) == 0 or step == max_steps:
             row = _metrics_row(step, acc, scheduler.get_last_lr()[0], weights)
             metrics.write(row)
@@ -264,8 +269,8 @@ def _prune(run: RunFiles, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _step(model, processor, group_items, schema, cfg, weights, custom, optimizer, scheduler, params, device,
-          has_ref, tok) -> dict:
+def _step(model, group_items, schema, cfg, weights, custom, optimizer, scheduler, params, device, has_ref, tok,
+          suppressed) -> dict:
     """One GRPO step on a batch of clips; returns this step's numbers for the metrics line."""
     g = cfg.num_generations
     encs = [enc for enc, _ in group_items for _ in range(g)]
@@ -275,7 +280,7 @@ def _step(model, processor, group_items, schema, cfg, weights, custom, optimizer
     with torch.no_grad():
         out = model.generate(**batch, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
                              max_new_tokens=cfg.max_completion_length, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, suppress_tokens=suppressed_token_ids(processor) or None)
+                             eos_token_id=tok.eos_token_id, suppress_tokens=suppressed)
     completion = out[:, batch["input_ids"].shape[1]:]
     mask = _completion_mask(completion.cpu(), tok.eos_token_id).to(device)
     lengths = mask.sum(1).tolist()

@@ -7,8 +7,8 @@ every `eval_steps`; its DataLoader samples and encodes clips as batches need the
 core.train.stream) → save the final adapter and the spec (→ optionally merge). We use
 `transformers.Trainer` directly rather than TRL's SFTTrainer: TRL has no video path and needs the
 same custom collator; Trainer alone gives checkpoints, resume, schedules and accelerate/DeepSpeed/FSDP
-launch. `workbench_trainer` adds the two changes we make to it (guarded checkpoint saves, an
-answer-only loss). Launching and watching processes is core.runs'.
+launch. `workbench_trainer` adds the three changes we make to it (guarded checkpoint saves, an
+answer-only loss, batches counted and their wait timed). Launching and watching processes is core.runs'.
 """
 
 from __future__ import annotations
@@ -41,7 +41,15 @@ from core.train.setup import (
     upcast_trainable,
     val_evaluator,
 )
-from core.train.stream import LOADER_PREFETCH, ClipDataset, SkipLog, cache_budget, check_clips, default_workers
+from core.train.stream import (
+    LOADER_PREFETCH,
+    ClipDataset,
+    SkipLog,
+    cache_budget,
+    check_clips,
+    example_bytes,
+    loader_workers,
+)
 
 
 def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo=None) -> dict:
@@ -64,7 +72,7 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     pspec = build_spec(cfg, family, source.base, data.schema)
     run.save_inputs(cfg, data)
     t0 = time.time()
-    dataset, skipped, workers = training_clips(data, run, cfg, processor, pspec, device, world, rank)
+    dataset, skipped, workers, tokens = training_clips(data, run, cfg, processor, pspec, device, world, rank)
 
     model = apply_trainable(model, cfg, family)
     upcast_trainable(model)
@@ -91,9 +99,9 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     evaluator = val_evaluator(data, cfg, processor, family, pspec, precision, run)
     clock = DataClock()
     callback = RunCallback(run, MetricsWriter(run.metrics_path, writer=run.writer), pspec,
-                           tokens_per_example=_mean_tokens(dataset), echo=echo, evaluator=evaluator,
+                           tokens_per_example=tokens, echo=echo, evaluator=evaluator,
                            eval_steps=cfg.eval_steps, clips=len(dataset), data_clock=clock)
-    collator = CountingCollator(processor.tokenizer.pad_token_id, workers == 0)
+    collator = Collator(processor.tokenizer.pad_token_id)
     trainer = workbench_trainer(Trainer, run, clock)(model=model, args=args, train_dataset=dataset,
                                                      data_collator=collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
@@ -106,7 +114,7 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     final = run.dir / pspec.final_dir
     with guarded_save(final, run.last_checkpoint(), owner=run.writer):
         trainer.save_model(str(final))  # main process only; gathers sharded (DeepSpeed/FSDP) weights first
-    ranks = gather_objects({"rank": rank, "examples": collator.examples, "steps": trainer.state.global_step})
+    ranks = gather_objects({"rank": rank, "examples": clock.examples, "steps": trainer.state.global_step})
     if run.writer:
         processor.save_pretrained(final)
         pspec.save(final)
@@ -124,8 +132,10 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
 
 def training_clips(data: Dataset, run: RunFiles, cfg: TrainConfig, processor, pspec, device: str, world: int,
                    rank: int):
-    """(the streaming dataset, skipped "file: reason"s, loader workers): the cheap checks now, in
-    train.log; decoding and encoding later, in the loader."""
+    """(the streaming dataset, skipped "file: reason"s, loader workers, mean tokens per clip): the
+    cheap checks now, in train.log; decoding and encoding later, in the loader. A few clips are
+    encoded now, so a pipeline that cannot encode fails before the first step and the size of an
+    encoded clip is known (for the /dev/shm check and the tokens/s figure)."""
     run.write_status(state="running", message="checking clips (labels, video headers)")
     t0 = time.time()
     skipped: list[str] = []
@@ -135,13 +145,15 @@ def training_clips(data: Dataset, run: RunFiles, cfg: TrainConfig, processor, ps
         run.log(f"skipped {msg}")
     if not clips:
         raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
-    workers = cfg.dataloader_workers if cfg.dataloader_workers is not None else default_workers(device, world)
-    dataset = ClipDataset(clips, processor, pspec, log=SkipLog(run.dir / "train.log", rank),
-                          cache_bytes=cache_budget(cfg.encoded_cache_mb, workers))
+    dataset = ClipDataset(clips, processor, pspec, log=SkipLog(run.dir / "train.log", rank))
+    first = [dataset[i] for i in range(min(4, len(dataset)))]
+    tokens = sum(ex["input_ids"].shape[1] for ex in first) / len(first)
+    workers = loader_workers(cfg.dataloader_workers, device, world, example_bytes(first[0]) * cfg.batch_size, run.log)
+    dataset.cache_bytes = cache_budget(cfg.encoded_cache_mb, workers)
+    cache = f"encoded clips cached up to {cfg.encoded_cache_mb} MiB" if dataset.cache_bytes else "no encoded-clip cache"
     run.log(f"checked {len(clips)} clips in {time.time() - t0:.1f}s, skipped {len(skipped)}; frames are decoded and "
-            f"encoded as batches need them ({workers} loader worker{'s' if workers != 1 else ''} per process, "
-            f"encoded clips cached up to {cfg.encoded_cache_mb} MiB)")
-    return dataset, skipped, workers
+            f"encoded as batches need them ({workers} loader worker{'s' if workers != 1 else ''} per process, {cache})")
+    return dataset, skipped, workers, tokens
 
 
 def _merge_at_end(run: RunFiles, state: str) -> dict:
@@ -156,10 +168,13 @@ def _merge_at_end(run: RunFiles, state: str) -> dict:
 
 
 class DataClock:
-    """Seconds the training loop spent waiting for its next batches (read by the callback)."""
+    """What the training loop took from its data loader: seconds spent waiting for batches (read by
+    the callback) and examples consumed (each rank's proof of work). Counted in the training
+    process, whether the batches were made there or by loader workers."""
 
     def __init__(self):
         self.wait_s = 0.0
+        self.examples = 0
 
 
 def workbench_trainer(trainer_cls, run: RunFiles, clock: DataClock | None = None):
@@ -173,6 +188,7 @@ def workbench_trainer(trainer_cls, run: RunFiles, clock: DataClock | None = None
             out = super().get_batch_samples(*args, **kwargs)
             if clock is not None:
                 clock.wait_s += time.perf_counter() - t0
+                clock.examples += sum(b["input_ids"].shape[0] for b in out[0])
             return out
 
         def _save_checkpoint(self, model, trial):
@@ -220,21 +236,11 @@ def workbench_trainer(trainer_cls, run: RunFiles, clock: DataClock | None = None
     return WorkbenchTrainer
 
 
-class CountingCollator:
-    """Batches examples and counts how many this process consumed (the per-rank proof of work)."""
+class Collator:
+    """Pads and batches encoded examples (core.models.inputs.collate); picklable for loader workers."""
 
-    def __init__(self, pad_id: int, counts: bool = True):
+    def __init__(self, pad_id: int):
         self.pad_id = pad_id
-        self.examples = 0 if counts else None
 
     def __call__(self, examples):
-        if self.examples is not None:
-            self.examples += len(examples)
         return collate(examples, self.pad_id)
-
-
-def _mean_tokens(dataset: ClipDataset, sample: int = 4) -> float:
-    """Sequence length of the first few clips (encoded now, so a pipeline that cannot encode fails
-    before the first step; they stay in the encoded-clip cache)."""
-    lengths = [dataset[i]["input_ids"].shape[1] for i in range(min(sample, len(dataset)))]
-    return sum(lengths) / len(lengths)

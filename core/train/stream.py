@@ -9,10 +9,16 @@ probe, "file: reason" for each clip left out, as before), and `ClipDataset.__get
 processes, each rank on its own shard, so the first epoch's decoding runs in parallel with compute
 and the data path holds workers x prefetch x batch clips, not the split.
 
-`encoded_cache_mb` keeps encoded clips in memory after their first use, up to that budget (split
-over the worker processes, each caching what it encodes): on the tiny default the processor call
-is a measurable share of a step (BENCHMARKS.md, "Streaming training data"), and later epochs then
-skip it. Above the budget clips are simply re-encoded from the frame cache; memory stays bounded.
+`encoded_cache_mb` keeps encoded clips in memory after their first use, up to that budget, in the
+one process that encodes them (the training process, or its single loader worker): on the tiny
+default the processor call costs more than a cached frame read, and later epochs then skip it.
+Above the budget clips are simply re-encoded from the frame cache; memory stays bounded. With
+several workers the cache is off: each epoch's shuffle sends a clip to another worker, so a
+per-worker cache would hit about 1/W of the time while holding up to the whole budget in each.
+
+Loader workers hand batches to the training process through shared memory (/dev/shm); a
+container's default 64 MB is less than two batches of real-size clips, so workers are turned off,
+with a line in train.log saying why, when /dev/shm cannot hold what they would queue.
 
 A clip that turns out unreadable mid-epoch (the header was fine, the frames are not) is logged to
 train.log once per process and replaced by the next readable clip, so a batch keeps its size and
@@ -78,13 +84,41 @@ def default_workers(device: str, processes: int = 1) -> int:
 
     On a GPU the accelerator should never wait for video decoding: up to 4 workers per training
     process, leaving a core for each process itself. On a CPU one worker: on 2 cores it measured the
-    same loop throughput as encoding in the training process but a quarter of the data wait, and a
-    first step sooner (BENCHMARKS.md, "Streaming training data"); none on a single core."""
+    same loop throughput as encoding in the training process with a quarter of the data wait
+    (BENCHMARKS.md, section 7); none on a single core."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_process = max(cpus // max(processes, 1), 1)
     if device.startswith("cpu"):
         return 1 if per_process >= 2 else 0
     return max(0, min(4, per_process - 1))
+
+
+def loader_workers(requested: int | None, device: str, processes: int, batch_bytes: int, log) -> int:
+    """The workers this run uses: `requested`, else the device default, unless /dev/shm cannot hold
+    the batches they queue (then none, said in `log`; an explicit request is kept with a warning)."""
+    workers = requested if requested is not None else default_workers(device, processes)
+    if workers <= 0:
+        return 0
+    need = 2 * workers * LOADER_PREFETCH * batch_bytes  # x2: a batch in flight while the next is written
+    free = shm_free_bytes()
+    if free is None or free >= need:
+        return workers
+    why = (f"/dev/shm has {free / MiB:.0f} MiB free and {workers} loader worker(s) would queue about "
+           f"{need / MiB:.0f} MiB (in a container: docker run --shm-size 2g)")
+    if requested is not None:
+        log(f"warning: {why}; keeping dataloader_workers {requested} as asked")
+        return workers
+    log(f"no loader workers: {why}; clips are encoded in the training process")
+    return 0
+
+
+def shm_free_bytes() -> int | None:
+    try:
+        import shutil
+
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:  # no /dev/shm (not Linux): torch uses other channels there
+        return None
 
 
 class SkipLog:
@@ -172,8 +206,17 @@ def example_bytes(example: dict) -> int:
 
 
 def cache_budget(cfg_mb: int, workers: int) -> int:
-    """Each process's share of the encoded-clip budget: workers each cache what they encode."""
-    return int(cfg_mb * MiB) // max(workers, 1)
+    """The encoded-clip cache of the process that encodes: the whole budget with 0 or 1 workers,
+    none with several (see the module docstring)."""
+    return int(cfg_mb * MiB) if workers <= 1 else 0
+
+
+def owned(items: list) -> list:
+    """GRPO's batch (a list of (encoded prompt, label)) with its tensors copied. In a loader worker
+    the batch is pickled to the training process, which moves a tensor's storage into shared memory
+    for good: without the copy the worker's cached clips would end up in /dev/shm."""
+    return [({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in enc.items()}, label)
+            for enc, label in items]
 
 
 class StepBatches(torch.utils.data.Sampler):

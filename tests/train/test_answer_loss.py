@@ -13,7 +13,7 @@ from core.runs.files import RunFiles
 from core.schema.prompt import build_instruction
 from core.spec import resolve_defaults, sampling_spec
 from core.train.setup import apply_trainable, encode_split
-from core.train.sft import CountingCollator
+from core.train.sft import Collator
 from tests.support import SAMPLES
 
 
@@ -31,7 +31,7 @@ def test_answer_only_loss_equals_the_full_loss_with_the_same_gradients(name, tmp
     examples, skipped = encode_split(data.samples[:3], data.schema, processor, sampling_spec(cfg),
                                      build_instruction(data.schema), family.frames_as)
     assert not skipped
-    batch = CountingCollator(processor.tokenizer.pad_token_id)(examples)
+    batch = Collator(processor.tokenizer.pad_token_id)(examples)
     lengths = (batch["labels"] != IGNORE_INDEX).sum(dim=1)
     assert len(set(lengths.tolist())) > 1 or (batch["attention_mask"] == 0).any()  # really padded/ragged
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")

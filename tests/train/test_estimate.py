@@ -77,9 +77,9 @@ def test_token_counts_equal_the_trainers_features(dataset):
     assert est["max_seq_len"] == max(f["input_ids"].shape[1] for f in features.values())
     assert est["sampled_clips"] == 6 and est["train_clips"] == len(data.split("train"))
     # the positions the answer-only loss projects: exactly the trainer's, for a batch of these clips
-    from core.train.sft import CountingCollator
+    from core.train.sft import Collator
 
-    batch = CountingCollator(0)([features[r] for r in sampled])
+    batch = Collator(0)([features[r] for r in sampled])
     union = int((batch["labels"][:, 1:] != -100).any(dim=0).sum())
     assert est["max_answer_tokens"] == max(int((f["labels"] != -100).sum()) for f in features.values())
     assert est["answer_span"] == union
@@ -229,3 +229,16 @@ def test_memory_estimate_is_within_25_percent_of_the_measured_training_peak(data
     ratio = predicted / measured
     print(f"estimate {predicted / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB, ratio {ratio:.2f}")
     assert 0.75 <= ratio <= 1.25, (predicted, measured, est["activation_parts"])
+
+
+def test_the_data_path_is_bounded_by_the_cache_and_the_queued_batches():
+    from core.train.estimate import data_path_bytes
+
+    mib = 1 << 20
+    small = data_path_bytes(TrainConfig(dataloader_workers=1, batch_size=8), 10 * mib, 30, "cpu")
+    assert small["cached"] == 300 * mib and small["queued"] == 2 * 8 * 10 * mib
+    big = data_path_bytes(TrainConfig(dataloader_workers=1, batch_size=8), 10 * mib, 20000, "cpu")
+    assert big["cached"] == 1024 * mib and big["total"] == small["total"] - 300 * mib + 1024 * mib
+    several = data_path_bytes(TrainConfig(dataloader_workers=4, batch_size=8, num_processes=2), 10 * mib, 20000,
+                              "cuda")
+    assert several["cached"] == 0 and several["queued"] == 2 * 4 * 2 * 8 * 10 * mib

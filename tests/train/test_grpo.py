@@ -194,3 +194,18 @@ def test_suppressed_tokens_are_the_special_ones_except_the_answer_end(tiny):
     names = {tok.convert_ids_to_tokens(i) for i in ids}
     assert {"<|video_pad|>", "<|image_pad|>", "<|vision_start|>", "<|im_start|>"} <= names
     assert tok.eos_token_id not in ids and tok.pad_token_id not in ids
+
+
+def test_the_templates_end_of_turn_is_never_suppressed(tiny):
+    """Where the tokenizer's eos is not the token the chat template closes the answer with (ChatML
+    <|im_end|> beside eos <|endoftext|>), suppressing it would make every answer run to the token limit."""
+    import copy
+
+    from core.models.inputs import suppressed_token_ids
+
+    _, processor, _ = tiny
+    other = copy.deepcopy(processor)
+    other.tokenizer.eos_token = "<|endoftext|>"
+    ids = suppressed_token_ids(other)
+    assert other.tokenizer.convert_tokens_to_ids("<|im_end|>") not in ids
+    assert other.tokenizer.convert_tokens_to_ids("<|video_pad|>") in ids

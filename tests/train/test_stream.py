@@ -19,8 +19,9 @@ from core.train.stream import (
     check_clips,
     default_workers,
     example_bytes,
+    loader_workers,
 )
-from core.video.frames import check_readable, sample_frames
+from core.video.frames import check_readable
 from tests.support import make_bad_files, make_dataset
 
 
@@ -92,7 +93,7 @@ def test_examples_are_what_encoding_up_front_gave_and_the_cache_keeps_to_its_bud
         budgeted[i]
     assert sorted(budgeted._cache) == [0, 1] and budgeted._cached_bytes <= budgeted.cache_bytes
     assert budgeted[0] is budgeted[0]  # served from the cache
-    assert cache_budget(1024, 4) == 256 << 20 and cache_budget(1024, 0) == 1024 << 20
+    assert cache_budget(1024, 0) == cache_budget(1024, 1) == 1024 << 20 and cache_budget(1024, 4) == 0
 
 
 def test_a_clip_unreadable_mid_epoch_is_logged_once_and_replaced_by_the_next(tmp_path, encoder, fresh_cache):
@@ -123,7 +124,8 @@ def test_grpo_clip_order_is_the_same_after_a_resume():
     assert len(fresh) == 9 and resumed == fresh[4:]
     first_pass = [i for batch in fresh[:3] for i in batch]
     assert len(set(first_pass)) == 9  # a pass draws each clip once before any repeats
-    assert list(StepBatches(2, 3, seed=0, start_step=0, max_steps=2))[0] != []  # batch larger than the data
+    small = list(StepBatches(2, 3, seed=0, start_step=0, max_steps=2))  # a batch larger than the data
+    assert [len(b) for b in small] == [3, 3] and set(small[0]) == {0, 1}
 
 
 def test_default_workers_by_device(monkeypatch):
@@ -163,17 +165,61 @@ def test_training_with_a_loader_worker_skips_a_clip_that_broke_mid_run(tmp_path,
     assert all(0.0 <= r["data_wait"] <= 1.0 for r in rows)
 
 
-def test_sampling_the_frames_twice_gives_the_cached_frames(tmp_path, encoder, fresh_cache):
-    """The dataset reads frames through the frame cache: a second epoch decodes nothing."""
+def test_a_second_pass_reads_the_frame_cache_instead_of_decoding(tmp_path, encoder, fresh_cache, monkeypatch):
+    import core.video.frames
+
     processor, family = encoder
     data = load_dataset(make_dataset(tmp_path / "data", n=2))
     pspec = _pspec(data, family)
-    ClipDataset(check_clips(data.samples, data.schema, []), processor, pspec)[0]
-    entries = list((fresh_cache / "frames").iterdir())
-    assert len(entries) == 1
-    again = sample_frames(data.samples[0].video, pspec.sampling_spec)
-    assert again.frames.shape[0] == pspec.sampling_spec.num_frames
-    assert list((fresh_cache / "frames").iterdir()) == entries
+    clips = check_clips(data.samples, data.schema, [])
+    first = ClipDataset(clips, processor, pspec)[0]
+    assert len(list((fresh_cache / "frames").iterdir())) == 1
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(core.video.frames, "_sample_uncached", no_decoding)
+    again = ClipDataset(clips, processor, pspec)[0]  # a new dataset: no encoded-clip cache to hide behind
+    assert torch.equal(again["pixel_values_videos"], first["pixel_values_videos"])
+
+
+def test_workers_are_dropped_when_shared_memory_cannot_hold_their_batches(monkeypatch):
+    import core.train.stream as stream
+
+    said = []
+    monkeypatch.setattr(stream, "shm_free_bytes", lambda: 64 << 20)  # a container's default /dev/shm
+    assert loader_workers(None, "cuda", 1, 88 << 20, said.append) == 0
+    assert "no loader workers" in said[0] and "--shm-size" in said[0]
+    assert loader_workers(2, "cuda", 1, 88 << 20, said.append) == 2 and said[1].startswith("warning")
+    assert loader_workers(None, "cpu", 1, 1 << 20, said.append) == default_workers("cpu")
+    assert loader_workers(0, "cpu", 1, 1 << 30, said.append) == 0 and len(said) == 2
+
+
+def test_grpo_batches_leave_the_worker_as_copies():
+    from core.train.stream import owned
+
+    enc = {"input_ids": torch.ones(1, 3, dtype=torch.long), "note": "x"}
+    out = owned([(enc, {"a": 1})])
+    assert out[0][1] == {"a": 1} and out[0][0]["note"] == "x"
+    assert torch.equal(out[0][0]["input_ids"], enc["input_ids"])
+    assert out[0][0]["input_ids"].data_ptr() != enc["input_ids"].data_ptr()
+
+
+def test_the_val_evaluator_leaves_out_a_clip_that_no_longer_decodes(tmp_path, tiny, encoder):
+    from core.train.callbacks import ValEvaluator, blank_frames
+
+    model, processor, family = tiny
+    data = load_dataset(make_dataset(tmp_path / "data", n=3))
+    pspec = _pspec(data, encoder[1])
+    clips = check_clips(data.samples, data.schema, [])
+    for c in clips[1:]:
+        with open(c.video, "wb") as fh:
+            fh.write(b"\x00" * 2048)
+    row = ValEvaluator(processor, family, pspec, clips, batch_size=2, max_new_tokens=4)(model, step=1)
+    assert row["eval_clips"] == 1  # the batch of the two broken clips still generated (on blank frames)
+    blank = blank_frames(pspec.sampling_spec)
+    assert blank.frames.shape == (pspec.sampling_spec.num_frames, pspec.sampling_spec.height,
+                                  pspec.sampling_spec.width, 3)
 
 
 def test_the_status_line_shows_the_first_pass_and_a_decoding_bottleneck():
@@ -186,22 +232,27 @@ def test_the_status_line_shows_the_first_pass_and_a_decoding_bottleneck():
 
 
 def test_a_resumed_sft_run_draws_the_batches_an_uninterrupted_run_draws(tmp_path, monkeypatch):
-    import core.train.sft as sft
+    """With the default loader (one persistent worker here), resuming at step 2 skips the batches
+    already trained on and continues with the clips an uninterrupted run sees, in the same order."""
+    import transformers
+
     from core.train.entry import train
 
     seen = []
-    real = sft.CountingCollator.__call__
+    real = transformers.Trainer.get_batch_samples
 
-    def recording(self, examples):
-        seen.append([tuple(ex["input_ids"][0].tolist()) for ex in examples])
-        return real(self, examples)
+    def recording(self, *args, **kwargs):
+        batches, n = real(self, *args, **kwargs)
+        seen.extend([tuple(row.tolist()) for row in b["input_ids"]] for b in batches)
+        return batches, n
 
-    monkeypatch.setattr(sft.CountingCollator, "__call__", recording)
+    monkeypatch.setattr(transformers.Trainer, "get_batch_samples", recording)
     root = make_dataset(tmp_path / "data", n=6)
     cfg = TrainConfig(max_steps=5, batch_size=2, warmup_steps=0, save_steps=1000, logging_steps=1, num_frames=4,
-                      dataloader_workers=0)
-    train(root, tmp_path / "fresh", cfg)
+                      dataloader_workers=1)
+    status = train(root, tmp_path / "fresh", cfg)
     fresh, seen[:] = list(seen), []
+    assert [r["examples"] for r in status["ranks"]] == [sum(map(len, fresh))]  # counted in the training process
 
     def stop_after_two(step, max_steps, loss):
         if step == 1:  # logged after step 1 ends; the STOP file is read when step 2 ends
@@ -210,5 +261,5 @@ def test_a_resumed_sft_run_draws_the_batches_an_uninterrupted_run_draws(tmp_path
     assert train(root, tmp_path / "cut", cfg, echo=stop_after_two)["global_step"] == 2
     before, seen[:] = list(seen), []
     assert train(root, tmp_path / "cut", cfg, resume=True)["global_step"] == 5
-    assert len(fresh) >= 5 and before[:2] == fresh[:2]
-    assert seen[:3] == fresh[2:5]  # steps 3-5 see the clips they would have seen, in the same order
+    assert len(fresh) == 5 and before[:2] == fresh[:2]
+    assert seen == fresh[2:5]  # steps 3-5 see the clips they would have seen, in the same order
