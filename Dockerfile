@@ -1,7 +1,7 @@
 # Video VLM Workbench. CPU by default; for NVIDIA GPUs:
 #   docker build --build-arg TORCH_VARIANT=cu128 -t vvw:gpu .   and   docker run --gpus all ...
 # Run (the port is published on loopback only; add VVW_AUTH=user:pass before exposing it further):
-#   docker build -t vvw . && docker run --rm -p 127.0.0.1:7860:7860 -v "$PWD/work:/work" vvw
+#   docker build -t vvw . && docker run --rm --shm-size 2g -p 127.0.0.1:7860:7860 -v "$PWD/work:/work" vvw
 FROM python:3.11-slim
 
 ARG TORCH_VARIANT=cpu

@@ -1,7 +1,7 @@
 """Training at scale: peak memory and time to the first optimiser step against the number of clips.
 
     python bench/train_scale.py [--sizes 30 240 2000] [--before REV] [--before-sizes 30 240 720]
-                                [--mem-limit-gib 16] [--steps 2] [--work /tmp/vvw-train-scale]
+                                [--repeats 1] [--mem-limit-gib 16] [--steps 2] [--work /tmp/vvw-train-scale]
 
 Each run is `python cli.py train` in a fresh process on N distinct clips (made by
 sample_videos/generate.py, cached in the work folder) with the tiny Qwen2.5-VL build at its
@@ -138,6 +138,15 @@ def run_once(code: Path, data: Path, work: Path, steps: int, limit: int) -> dict
     return result
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median peak (a killed run counts as the highest), with the peaks' range."""
+    ordered = sorted(runs, key=lambda r: (r["killed"], r["peak_pss_mib"]))
+    mid = dict(ordered[len(ordered) // 2])
+    peaks = [r["peak_pss_mib"] for r in runs if not r["killed"]]
+    mid["range"] = f"{min(peaks)}-{max(peaks)}" if len(peaks) > 1 else "one run"
+    return mid
+
+
 def worktree(rev: str, work: Path) -> Path:
     path = work / f"code-{rev}"
     if not path.exists():
@@ -152,6 +161,7 @@ def main(argv=None) -> dict:
     p.add_argument("--before", default="", help="a git revision to measure too (the code before streaming)")
     p.add_argument("--before-sizes", type=int, nargs="+", default=[30, 240, 720])
     p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1, help="runs per size (the table shows the median, and the range)")
     p.add_argument("--mem-limit-gib", type=float, default=16.0)
     p.add_argument("--work", default="/tmp/vvw-train-scale")
     args = p.parse_args(argv)
@@ -168,25 +178,26 @@ def main(argv=None) -> dict:
         sides.insert(0, (f"before ({args.before})", worktree(args.before, from_root), args.before_sizes))
     limit = int(args.mem_limit_gib * GiB)
     results: dict = {"machine": machine(), "steps": args.steps, "runs": []}
-    for side, code, sizes in sides:
-        for n in sizes:
-            r = run_once(code, subset(pool, from_root, n), from_root, args.steps, limit)
-            r.update(side=side, clips=n)
-            results["runs"].append(r)
-            print(json.dumps(r), flush=True)
+    for rep in range(args.repeats):
+        for side, code, sizes in sides:
+            for n in sizes:
+                r = run_once(code, subset(pool, from_root, n), from_root, args.steps, limit)
+                r.update(side=side, clips=n, repeat=rep)
+                results["runs"].append(r)
+                print(json.dumps(r), flush=True)
     rows = []
-    for side in dict.fromkeys(r["side"] for r in results["runs"]):
-        runs = [r for r in results["runs"] if r["side"] == side]
-        for a, b in zip(runs, runs[1:]):
-            if not (a["killed"] or b["killed"]):
-                b["mib_per_extra_clip"] = round((b["peak_pss_mib"] - a["peak_pss_mib"]) / (b["clips"] - a["clips"]), 3)
-        for r in runs:
-            rows.append([side, r["clips"], f"> {args.mem_limit_gib:g} GiB, killed" if r["killed"] else r["peak_pss_mib"],
-                         r.get("mib_per_extra_clip", "–"), r.get("startup_clips_s", "–"), r.get("first_step_s", "–"),
-                         r["wall_s"]])
+    for side, _, sizes in sides:
+        cells = [_median_run([r for r in results["runs"] if r["side"] == side and r["clips"] == n]) for n in sizes]
+        first = cells[0]
+        for c in cells:
+            if c is not first and not (c["killed"] or first["killed"]):
+                c["mib_per_extra_clip"] = round((c["peak_pss_mib"] - first["peak_pss_mib"]) / (c["clips"] - first["clips"]), 3)
+            peak = f"> {args.mem_limit_gib:g} GiB, killed" if c["killed"] else f"{c['peak_pss_mib']} ({c['range']})"
+            rows.append([side, c["clips"], peak, c.get("mib_per_extra_clip", "–"), c.get("startup_clips_s", "–"),
+                         c.get("first_step_s", "–"), c["wall_s"]])
     print(machine_line(results["machine"]))
-    print(table(rows, ["code", "clips", "peak PSS MiB (tree)", "MiB per extra clip", "clip start-up s",
-                       "first step s", "wall s"]))
+    print(table(rows, ["code", "clips", "peak PSS MiB, tree (range)", "MiB per clip beyond the first size",
+                       "clip start-up s", "first step s", "wall s"]))
     save_result("train_scale", results)
     return results
 

@@ -171,7 +171,9 @@ class AnnotationStore:
         """Every clip the dataset knows (metadata rows first, then files without a row), with status.
         `check_video=False` probes no video (one already known to be unreadable still says so)."""
         with self._mutex:
-            return [self._clip(rel, i, check_video) for rel, i, _ in self._statuses()]
+            statuses = self._statuses()
+            checks = self._checks.for_rows(self._meta)  # one schema check for all rows, not one per clip
+            return [self._clip(rel, i, check_video, checks) for rel, i, _ in statuses]
 
     def clip(self, rel: str) -> Clip:
         with self._mutex:
@@ -202,7 +204,7 @@ class AnnotationStore:
         with self._mutex:
             return {rel: self._meta.raws[i] for rel, i, _ in self._statuses() if i is not None}
 
-    def _clip(self, rel: str, i: int | None, check_video: bool) -> Clip:
+    def _clip(self, rel: str, i: int | None, check_video: bool, checks: dict | None = None) -> Clip:
         meta = self._meta
         row = parse_row(meta.numbers[i], meta.raws[i]) if i is not None else None
         rev = meta.keys[i][:12] if i is not None else NEW
@@ -217,7 +219,8 @@ class AnnotationStore:
         if reason:
             return Clip(rel, path, UNREADABLE, rev, label, split, draft, (reason,))
         if label:
-            errors = self._checks.of(meta, i)
+            key = meta.keys[i]
+            errors = checks[key] if checks is not None and key in checks else self._checks.of(meta, i)
             return Clip(rel, path, INVALID if errors else LABELLED, rev, label, split, draft, tuple(errors))
         if draft is not None:
             return Clip(rel, path, DRAFT, rev, label, split, draft, tuple(draft.get("errors") or ()))

@@ -2,8 +2,10 @@
 
 `entry.train` checks the config against the machine and dispatches to supervised fine-tuning
 (`sft`, Hugging Face Trainer with an answer-only loss) or GRPO with schema rewards (`grpo`,
-`rewards`); `runtime` holds the process-level pieces (ranks, gathering, HF names for our choices), `setup` what both
-loops share (encoding clips, LoRA and freezing, loading for training, the val evaluator),
+`rewards`); `runtime` holds the process-level pieces (ranks, gathering, HF names for our choices), `stream` the data
+both loops read (clips checked cheaply at start-up, then sampled and encoded by the data loader as
+batches need them), `setup` what else they share (LoRA and freezing, loading for training, the val
+evaluator),
 `callbacks` keeps the run directory current; `estimate` predicts memory before a run, `merge` folds
 an adapter into its base. Never launches processes or watches runs (core.runs), and builds the
 preprocessing spec only through core.spec.
