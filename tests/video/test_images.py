@@ -85,7 +85,7 @@ def test_image_dataset_trains_two_steps_and_predicts(wildfire, tmp_path):
                                                           save_steps=1000, warmup_steps=0))
     assert status["state"] == "completed" and status["global_step"] == 2
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "encoded 6 clips" in log and "skipped 0" in log
+    assert "checked 6 clips" in log and "skipped 0" in log
     predictor = Predictor.load(str(tmp_path / "run"))
     rows = predictor.predict([wildfire / "videos" / "tile_06.png", wildfire / "videos" / "tile_07.jpg"],
                              max_new_tokens=8)
