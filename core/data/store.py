@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import gc
 import json
 import threading
 import time
@@ -170,7 +171,7 @@ class AnnotationStore:
     def clips(self, check_video: bool = True) -> list[Clip]:
         """Every clip the dataset knows (metadata rows first, then files without a row), with status.
         `check_video=False` probes no video (one already known to be unreadable still says so)."""
-        with self._mutex:
+        with self._mutex, _gc_paused():
             statuses = self._statuses()
             checks = self._checks.for_rows(self._meta)  # one schema check for all rows, not one per clip
             return [self._clip(rel, i, check_video, checks) for rel, i, _ in statuses]
@@ -195,7 +196,7 @@ class AnnotationStore:
     def statuses(self) -> list[tuple[str, str]]:
         """(clip, status) for every clip in gallery order, from the index (see `clips` for probing).
         The same list object while nothing changed: do not modify it."""
-        with self._mutex:
+        with self._mutex, _gc_paused():
             self._statuses()
             return self._table.public
 
@@ -415,3 +416,17 @@ class AnnotationStore:
         skipped; existing clips are never overwritten (a numeric suffix is added). See core.data.uploads.
         """
         return uploads.add_videos(self.root, files, chunk_seconds)
+
+
+@contextmanager
+def _gc_paused():
+    """Building every row's objects at once (100,000 parsed labels, paths, clips) set off Python's
+    cyclic collector again and again over objects that are all alive and form no cycles: 0.6 s of
+    a 2.3 s listing at 100k. Paused for the build, restored after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
