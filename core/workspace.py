@@ -28,6 +28,7 @@ class Workspace:
     models: ModelManager = field(default_factory=ModelManager)
 
     _sampling: object = field(default=None, repr=False)
+    _stores: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.dataset_dir = Path(self.dataset_dir)
@@ -35,8 +36,15 @@ class Workspace:
         self.runs = RunManager(self.runs_dir)
 
     @property
-    def store(self):
-        return AnnotationStore(self.dataset_dir)
+    def store(self) -> AnnotationStore:
+        """One store per dataset folder for the Workspace's life, shared by the tabs: its index (rows,
+        label checks, statuses) is built once and kept current by its own writes and the file's
+        fingerprint, where a new store per call rebuilt it (seconds at 100,000 clips, per Compare
+        refresh). The store is thread-safe (the app's request threads share it)."""
+        key = str(self.dataset_dir)
+        if key not in self._stores:
+            self._stores[key] = AnnotationStore(self.dataset_dir)
+        return self._stores[key]
 
     def preview_sampling(self):
         """The frames the default model is trained on: what the Annotate tab shows under the player."""
