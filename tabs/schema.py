@@ -33,7 +33,7 @@ def check_text(text: str, store) -> dict:
     status = f"✅ valid JSON Schema (draft 2020-12) · hash `{schema_hash(schema)}`"
     if warnings:
         status += "\n\n⚠️ " + "\n\n⚠️ ".join(warnings)
-    n_rows = sum(1 for r in store.rows() if r.label) if store is not None else 0
+    n_rows = store.labelled_count() if store is not None else 0
     status += (f"\n\n{len(broken)} problems in {n_rows} stored labels under this schema"
                + (" (listed below; nothing was changed)" if broken else ""))
     return {"ok": True, "status": status, "schema": schema, "prompt": build_instruction(schema),

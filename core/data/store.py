@@ -381,6 +381,12 @@ class AnnotationStore:
         hist = self.root / SCHEMA_HISTORY
         return sorted(hist.glob("*.json"), key=lambda p: p.stat().st_mtime) if hist.is_dir() else []
 
+    def labelled_count(self) -> int:
+        """Rows that carry a label, from the index (no row is parsed)."""
+        with self._mutex:
+            self._meta.sync()
+            return sum(1 for s in self._meta.summaries if s[2] and s[3] is None)
+
     def check_labels(self, schema: dict) -> list[tuple[str, str, str]]:
         """(file, field, reason) for every stored label that `schema` rejects; nothing is changed."""
         with self._mutex:
