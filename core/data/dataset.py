@@ -9,8 +9,10 @@ annotation store, not here.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,24 @@ class Dataset:
         if name not in SPLITS:
             raise DatasetError(f"unknown split {name!r}; use one of {', '.join(SPLITS)} or all")
         return [s for s in self.samples if s.split == name]
+
+
+LOCK = ".store.lock"
+
+
+@contextmanager
+def dataset_lock(root):
+    """The dataset folder's write lock (an exclusive flock on `.store.lock`): whoever rewrites
+    metadata.jsonl (the store's saves, an import merging into the folder) holds it from reading the
+    file to replacing it, so neither loses the other's rows."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def safe_video_path(root: Path, rel: str) -> Path:

@@ -22,7 +22,6 @@ not copy uploads in itself (core.data.uploads does, behind `add_videos`).
 from __future__ import annotations
 
 import copy
-import fcntl
 import gc
 import json
 import threading
@@ -33,7 +32,7 @@ from pathlib import Path
 from core.data import uploads
 from core.data.checks import LabelChecks
 from core.data.checks import errors as label_check
-from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, safe_video_path
+from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, dataset_lock, safe_video_path
 from core.data.drafts import DRAFTS, DraftLog
 from core.data.folder import Probes, VideoFiles
 from core.data.index_cache import IndexCache
@@ -59,7 +58,6 @@ from core.errors import DatasetError, SchemaError, WorkbenchError
 from core.fileio import atomic_write_text
 from core.schema.base import canonical_answer, extract_json, label_errors, load_schema, parse_schema, schema_hash
 
-LOCK = ".store.lock"
 SCHEMA_HISTORY = ".schema_history"
 
 __all__ = ["DRAFT", "DRAFTS", "INVALID", "LABELLED", "NEW", "STATUSES", "UNLABELLED", "UNREADABLE", "AnnotationStore",
@@ -236,13 +234,8 @@ class AnnotationStore:
 
     @contextmanager
     def _locked(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / LOCK, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with dataset_lock(self.root):
+            yield
 
     def _row_text(self, rel: str, label: dict, split: str | None, old: dict | None, schema: dict | None) -> str:
         # keep id/extra reserved keys of the old row; label fields in schema order for readable diffs

@@ -252,6 +252,32 @@ def test_existing_metadata_needs_merge_and_merge_never_duplicates(tmp_path):
     assert sorted(labels(tmp_path / "out")) == sorted(name(r) for r in ROWS[:5])
 
 
+def test_a_label_saved_in_the_app_during_a_merge_import_is_kept(tmp_path, monkeypatch):
+    """The import copies videos, then re-reads and rewrites metadata.jsonl under the store's lock:
+    a save landing while videos are copied (simulated in the first copy) is in the file after."""
+    import core.data.imports.writing as writing
+    from core.data.store import AnnotationStore
+
+    make_seed(tmp_path / "a", ROWS[:3])
+    make_seed(tmp_path / "b", ROWS[3:5])
+    import_dataset(tmp_path / "a", tmp_path / "out")
+    store = AnnotationStore(tmp_path / "out")
+    first = store.clips(check_video=False)[0]
+    edited = {**first.label, "caption": "saved while the import copied videos"}
+    real_place, saves = writing.place_video, []
+
+    def place_and_save(video, target):
+        if not saves:
+            saves.append(store.save_label(first.rel, edited, first.revision))
+        real_place(video, target)
+
+    monkeypatch.setattr(writing, "place_video", place_and_save)
+    report = import_dataset(tmp_path / "b", tmp_path / "out", merge=True)
+    assert saves and report.rows == 2
+    rows = {json.loads(line)["video"]: json.loads(line) for line in (tmp_path / "out" / "metadata.jsonl").read_text().splitlines()}
+    assert len(rows) == 5 and rows[first.rel]["caption"] == "saved while the import copied videos"
+
+
 def test_copy_videos_false_references_videos_in_place(tmp_path):
     make_conversations(tmp_path / "ds" / "conv.json", ROWS[:3])
     report = import_dataset(tmp_path / "ds" / "conv.json", tmp_path / "ds", copy_videos=False)

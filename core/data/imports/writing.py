@@ -24,7 +24,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from core.data.dataset import METADATA, SCHEMA, safe_video_path
+from core.data.dataset import METADATA, SCHEMA, dataset_lock, safe_video_path
 from core.data.imports.rows import SPLIT_ALIASES, ImportReport, Row, Source, jsonl_objects, norm
 from core.errors import DatasetError
 from core.fileio import atomic_write_text
@@ -122,8 +122,8 @@ def place_video(video: Path, target: Path) -> None:
 
 def _write(dest: Path, planned: list[_Planned], copy_videos: bool, merge: bool, problems: list[str]) -> int:
     meta = dest / METADATA
-    text, present = _existing(meta, merge)
-    lines: list[str] = []
+    _, present = _existing(meta, merge)  # a first look, so that videos already listed are not copied
+    lines: list[tuple[str, str]] = []
     taken: dict[str, str] = {}
     for item in planned:
         if item.rel in present:
@@ -139,9 +139,15 @@ def _write(dest: Path, planned: list[_Planned], copy_videos: bool, merge: bool, 
                 problems.append(f"{item.where}: cannot copy {item.source} ({exc.strerror or exc}); skipped")
                 continue
         taken[item.rel] = item.where
-        lines.append(json.dumps({"video": item.rel, **item.fields}, ensure_ascii=False) + "\n")
-    atomic_write_text(meta, text + "".join(lines))
-    return len(lines)
+        lines.append((item.rel, json.dumps({"video": item.rel, **item.fields}, ensure_ascii=False) + "\n"))
+    # Read again and write under the store's lock: a label saved in the app while videos were being
+    # copied is in the text we extend, not overwritten by an older copy of the file.
+    with dataset_lock(dest):
+        text, present = _existing(meta, merge)
+        fresh = [line for rel, line in lines if rel not in present]
+        problems += [f"{rel} was added to {meta} while importing; skipped" for rel, _ in lines if rel in present]
+        atomic_write_text(meta, text + "".join(fresh))
+    return len(fresh)
 
 
 def _copy_schema(schema: Path | None, dest: Path) -> None:
