@@ -190,3 +190,34 @@ def test_source_files_stay_small():
     long = {str(p.relative_to(REPO)): n for p in sources if (n := len(p.read_text().splitlines())) > 450}
     assert long == {}
     assert len((REPO / "cli.py").read_text().splitlines()) < 200
+
+
+# import name of a requirement where it differs from the package name
+IMPORT_NAMES = {"opencv-python-headless": "cv2", "pillow": "PIL", "pyyaml": "yaml", "huggingface-hub": "huggingface_hub"}
+
+
+def _requirements() -> list[str]:
+    names = []
+    for f in ("requirements.txt", "requirements-dev.txt"):
+        for line in (REPO / f).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line and not line.startswith("-"):
+                names.append(re.split(r"[=<>!~;\[ ]", line)[0].strip().lower())
+    return names
+
+
+def test_every_dependency_is_imported_or_explained_in_readme():
+    """A package earns its place by being imported by the product or its tests, or by README's
+    Dependencies section saying what needs it; the ones chosen against stay out of requirements."""
+    sources = "\n".join(p.read_text(errors="replace") for p in REPO.rglob("*.py")
+                        if not {".venv", "node_modules"} & set(p.parts))
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Dependencies", 1)[1].split("\n## ", 1)[0]
+    explained = set(re.findall(r"^- `([\w.-]+)`", section, re.M))
+    names = _requirements()
+    for name in names:
+        module = IMPORT_NAMES.get(name, name.replace("-", "_"))
+        imported = re.search(rf"^\s*(import|from)\s+{re.escape(module)}\b", sources, re.M)
+        assert imported or name in explained, f"{name}: neither imported nor explained in README's Dependencies"
+    for unused in ("decord", "trl"):
+        assert unused in explained and unused not in names, unused
