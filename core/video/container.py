@@ -40,7 +40,7 @@ OPEN_TIMEOUT_S = 15.0
 READ_TIMEOUT_S = 15.0
 ALLOWED_DEMUXERS = (
     "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,asf,ogg,gif,ivf,"
-    "m4v,h264,hevc,mxf,nut,yuv4mpegpipe"
+    "m4v,h264,hevc,mxf,nut,yuv4mpegpipe,mpegvideo"
 )
 # Frames this large get frame threading (thread_type "AUTO") on machines with this many CPUs;
 # otherwise PyAV's default slice threading (see the module docstring for the measurements).

@@ -59,7 +59,7 @@ from core.video.scan import VideoInfo
 
 logger = logging.getLogger(__name__)
 VIDEO_EXTENSIONS = frozenset((
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".m1v", ".m2v", ".ts", ".mts", ".m2ts",
     ".flv", ".wmv", ".asf", ".ogv", ".gif", ".3gp", ".mxf", ".nut", ".y4m", ".ivf",
 ))
 IMAGE_EXTENSIONS = frozenset((".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"))

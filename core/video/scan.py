@@ -40,7 +40,10 @@ logger = logging.getLogger(__name__)
 # The scan decodes at most this many packets to find a first frame (and its rotation).
 ROTATION_PROBE_PACKETS = 64
 # Demuxers without a frame index seek by byte estimates and often overshoot: decode sequentially.
-NO_SEEK_DEMUXERS = frozenset({"mpegts", "mpeg", "h264", "hevc", "m4v", "yuv4mpegpipe", "gif"})
+NO_SEEK_DEMUXERS = frozenset({"mpegts", "mpeg", "mpegvideo", "h264", "hevc", "m4v", "yuv4mpegpipe", "gif"})
+# A raw MPEG-1/2 elementary stream (.m1v/.m2v) has no timestamps of its own: the parser's guesses
+# put B-frames a frame off, so its frames are timed by index / frame rate.
+UNTIMED_DEMUXERS = frozenset({"mpegvideo"})
 # ``open_scanned_decoding(path)`` decodes every frame during the scan when the
 # container declares at most this many frames (stream count, else duration x rate) of fewer
 # pixels than this, and keeps them while at most this many packets have been read.
@@ -156,7 +159,7 @@ def _scan(container, stream, path: str, keep: bool = False) -> tuple[Layout, Dec
     if declared and declared != n:
         logger.warning("%s: container declares %d frames but %d are present", path, declared, n)
     rate, tb = stream.average_rate or stream.guessed_rate, stream.time_base
-    have_pts = all(p is not None for p in pts)
+    have_pts = all(p is not None for p in pts) and not UNTIMED_DEMUXERS.intersection(container.format.name.split(","))
     sorted_pts = tuple(sorted(pts)) if have_pts else None
     if rate is None and have_pts and n > 1 and tb and sorted_pts[-1] > sorted_pts[0]:
         rate = Fraction(n - 1) / ((sorted_pts[-1] - sorted_pts[0]) * tb)
