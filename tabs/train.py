@@ -80,6 +80,16 @@ def clone_config(ws, run_name: str) -> tuple[dict, dict]:
     return config_to_form(config), config
 
 
+def duration_text(seconds: float) -> str:
+    """'42s', '7m 05s', '1h 32m': what a person reads at a glance (not '5499s')."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
 def progress_markdown(status: dict) -> str:
     state = status.get("state", "unknown")
     step, total = status.get("global_step") or 0, status.get("max_steps") or 0
@@ -89,7 +99,7 @@ def progress_markdown(status: dict) -> str:
     started, updated = status.get("started"), status.get("updated")
     done = step - (status.get("start_step") or 0)
     if state == "running" and started and updated and done > 0:
-        eta = f" · ETA {max(0.0, (updated - started) / done * (total - step)):.0f}s"
+        eta = f" · ETA {duration_text(max(0.0, (updated - started) / done * (total - step)))}"
     text = f"**{state}** · step {step}/{total} `{bar}` {pct:.0f}%{eta}"
     if status.get("loss") is not None:
         text += f" · loss {status['loss']:.4f}"

@@ -9,7 +9,7 @@ import pytest
 from core.config import TrainConfig
 from core.errors import ConfigError, WorkbenchError
 from core.runs.manager import RunManager
-from tabs.train import FORM_KEYS, clone_config, config_to_form, form_to_config, progress_markdown
+from tabs.train import FORM_KEYS, clone_config, config_to_form, duration_text, form_to_config, progress_markdown
 from tests.support import SAMPLES
 
 # every form field at its default, then what these tests change
@@ -32,6 +32,10 @@ def test_progress_shows_state_step_and_crash_tail():
     text = progress_markdown({"state": "running", "global_step": 5, "max_steps": 10, "loss": 0.5,
                               "started": 100.0, "updated": 110.0, "start_step": 0})
     assert "step 5/10" in text and "50%" in text and "ETA 10s" in text
+    long = progress_markdown({"state": "running", "global_step": 10, "max_steps": 1000, "started": 100.0,
+                              "updated": 155.5, "start_step": 0})
+    assert "ETA 1h 31m" in long  # 5494.5 s, read at a glance
+    assert [duration_text(x) for x in (42, 425, 3600)] == ["42s", "7m 05s", "1h 00m"]
     crashed = progress_markdown({"state": "crashed", "exit_code": -9, "log_tail": "boom"})
     assert "exit code -9" in crashed and "boom" in crashed
 
