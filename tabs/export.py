@@ -16,6 +16,7 @@ import pandas as pd
 
 from core.data.exports import DATASET_FORMATS
 from core.errors import WorkbenchError
+from tabs.annotate import page_load
 
 FORMATS = [".jsonl", ".csv", ".parquet", ".sqlite"]
 SPLITS = ["test", "val", "train", "all"]
@@ -67,13 +68,19 @@ def export_model(ws, run, what) -> str:
     return str(target) + ".zip"
 
 
+def latest_model(ws) -> str:
+    """The model batch prediction starts on: the newest finished run, else the base."""
+    runs = ws.finished_runs()
+    return str(runs[0]) if runs else ws.default_model
+
+
 def build(ws) -> None:
     def model_choices():
         return ws.model_choices()
 
     with gr.Accordion("Batch prediction", open=True):
         with gr.Row():
-            model = gr.Dropdown(model_choices(), value=ws.default_model, label="Model", allow_custom_value=True,
+            model = gr.Dropdown(model_choices(), value=latest_model(ws), label="Model", allow_custom_value=True,
                                 elem_id="export-model")
             source = gr.Radio(["dataset split", "folder"], value="dataset split", label="Clips from")
             split = gr.Dropdown(SPLITS, value="test", label="Split", elem_id="export-split")
@@ -119,6 +126,8 @@ def build(ws) -> None:
         return gr.update(choices=model_choices())
 
     model.focus(refresh_models, None, model)
+    # each visit starts on the newest finished run, not the untrained base a batch would be wasted on
+    page_load()(lambda: gr.update(choices=model_choices(), value=latest_model(ws)), None, model)
     models.focus(refresh_models, None, models)
     run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
 

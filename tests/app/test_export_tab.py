@@ -184,3 +184,14 @@ def test_the_tabs_evaluation_shows_the_schema_warning_cli_eval_prints(tmp_path, 
     assert title.count("**Warning:**") == 1 and title.endswith(f"Confusion matrices of `{run}`")
     saved = json.loads(open(files[0]).read())
     assert saved[str(run)]["warnings"] == [expected] and saved["tiny:default"]["warnings"] == []
+
+
+def test_batch_prediction_starts_on_the_newest_finished_run(tmp_path, short_run):
+    from tabs.export import latest_model
+    from tests.support import SAMPLES
+
+    ws = Workspace(dataset_dir=SAMPLES, runs_dir=tmp_path / "runs")
+    assert latest_model(ws) == ws.default_model  # no run yet: the base
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(short_run, tmp_path / "runs" / "first")
+    assert latest_model(ws) == str(tmp_path / "runs" / "first")
