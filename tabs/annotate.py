@@ -49,7 +49,7 @@ def summary_text(shown) -> str:
         text += (f"\n\npage {shown.page + 1} of {shown.pages}: clips {shown.first + 1}-{shown.first + len(shown.clips)}"
                  f" of {len(shown.rels)} shown")
     if shown.problems:
-        text += (f"\n\n⚠️ {len(shown.problems)} unreadable metadata lines kept as they are: "
+        text += (f"\n\n⚠ {len(shown.problems)} unreadable metadata lines kept as they are: "
                  + "; ".join(shown.problems[:3]))
     return text
 

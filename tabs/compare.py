@@ -18,9 +18,9 @@ def side_markdown(side: dict | None) -> str:
     if side is None:
         return "_waiting…_"
     if side["schema_valid"]:
-        badge = "✅ schema-valid"
+        badge = "✔ schema-valid"
     else:
-        badge = "❌ not schema-valid: " + (side["parse_error"] or "; ".join(side["schema_errors"][:3]))
+        badge = "✖ not schema-valid: " + (side["parse_error"] or "; ".join(side["schema_errors"][:3]))
     text = f"**{badge}** · {side['new_tokens']} tokens in {side['seconds']:.2f}s ({side['tokens_per_s']} tok/s)"
     agree = side.get("agreement")
     if agree:

@@ -26,13 +26,13 @@ def check_text(text: str, store) -> dict:
     try:
         schema = parse_schema(text or "", source="schema")
     except WorkbenchError as exc:
-        return {"ok": False, "status": f"❌ {exc}", "schema": None, "prompt": "", "example": None,
+        return {"ok": False, "status": f"✖ {exc}", "schema": None, "prompt": "", "example": None,
                 "broken": pd.DataFrame(columns=RECHECK_COLUMNS)}
     warnings = form.schema_warnings(schema)
     broken = store.check_labels(schema) if store is not None else []
-    status = f"✅ valid JSON Schema (draft 2020-12) · hash `{schema_hash(schema)}`"
+    status = f"✔ valid JSON Schema (draft 2020-12) · hash `{schema_hash(schema)}`"
     if warnings:
-        status += "\n\n⚠️ " + "\n\n⚠️ ".join(warnings)
+        status += "\n\n⚠ " + "\n\n⚠ ".join(warnings)
     n_rows = store.labelled_count() if store is not None else 0
     status += (f"\n\n{len(broken)} problems in {n_rows} stored labels under this schema"
                + (" (listed below; nothing was changed)" if broken else ""))

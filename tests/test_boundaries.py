@@ -221,3 +221,12 @@ def test_every_dependency_is_imported_or_explained_in_readme():
         assert imported or name in explained, f"{name}: neither imported nor explained in README's Dependencies"
     for unused in ("decord", "trl"):
         assert unused in explained and unused not in names, unused
+
+
+def test_ui_text_uses_glyphs_that_render_without_an_emoji_font():
+    """Debian's Chromium has no emoji font: ✅ ❌ and any emoji-presentation character (or U+FE0F)
+    render as empty boxes there. ✔ ✖ ⚠ ○ ● come from ordinary text fonts."""
+    emoji = re.compile("[\u2705\u274c\u274e\ufe0f\U0001f300-\U0001faff]")
+    for path in [*(REPO / "tabs").glob("*.py"), REPO / "app.py"]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            assert not emoji.search(line), f"{path.name}:{n}: {line.strip()}"
