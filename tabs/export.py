@@ -20,6 +20,7 @@ from tabs.annotate import page_load
 
 FORMATS = [".jsonl", ".csv", ".parquet", ".sqlite"]
 SPLITS = ["test", "val", "train", "all"]
+SCORE_COLUMNS = ["model", "clips", "json_valid", "schema_valid", "mean_field_acc"]
 
 
 def exports_dir(ws) -> Path:
@@ -100,7 +101,8 @@ def build(ws) -> None:
             eval_split = gr.Dropdown(SPLITS, value="test", label="Split")
             eval_constrained = gr.Checkbox(False, label="Constrained decoding")
             eval_go = gr.Button("Evaluate", variant="primary", elem_id="export-evaluate")
-        table = gr.Dataframe(label="Scores", interactive=False, elem_id="export-scores")
+        table = gr.Dataframe(pd.DataFrame(columns=SCORE_COLUMNS), label="Scores", interactive=False,
+                             elem_id="export-scores")  # named columns before the first evaluation, not 1 2 3
         plots_state = gr.State({})
         plots_title = gr.Markdown(elem_id="export-eval-notes")
 

@@ -195,3 +195,12 @@ def test_batch_prediction_starts_on_the_newest_finished_run(tmp_path, short_run)
     (tmp_path / "runs").mkdir()
     shutil.copytree(short_run, tmp_path / "runs" / "first")
     assert latest_model(ws) == str(tmp_path / "runs" / "first")
+
+
+def test_the_empty_scores_table_names_the_columns_an_evaluation_fills():
+    from core.serve.report import comparison_rows
+    from tabs.export import SCORE_COLUMNS
+
+    report = {"count": 3, "json_valid_rate": 1.0, "schema_valid_rate": 1.0, "mean_field_accuracy": 0.5,
+              "per_field": {"a": 0.5}, "text_scores": {}}
+    assert list(comparison_rows({"m": report})[0])[:len(SCORE_COLUMNS)] == SCORE_COLUMNS
