@@ -43,7 +43,8 @@ def add_videos(root: Path, files, chunk_seconds: float | None = None) -> tuple[l
                 shutil.copy2(src, target)
                 added.append(target.relative_to(root).as_posix())
         except VideoError as exc:
-            problems.append(str(exc))
+            # the name the person chose, not the upload's temporary path (/tmp/gradio/<hash>/...)
+            problems.append(f"{src.name}: {exc.reason}")
     return [a if isinstance(a, str) else a.relative_to(root).as_posix() for a in added], problems
 
 
@@ -84,10 +85,10 @@ def _expand_uploads(paths: list[Path], problems: list[str]) -> list[Path]:
                             shutil.copyfileobj(fin, fout)
                     out.extend(sorted(f for f in tmp.iterdir() if f.is_file()))
             except zipfile.BadZipFile:
-                problems.append(f"{p}: not a valid zip file")
+                problems.append(f"{p.name}: not a valid zip file")
         elif is_media_path(p):
             out.append(p)
         else:
-            problems.append(f"{p}: not a video or image file (expected .mp4, .mov, .avi, .mkv, .webm, .jpg, .png "
+            problems.append(f"{p.name}: not a video or image file (expected .mp4, .mov, .avi, .mkv, .webm, .jpg, .png "
                             "or a .zip of them)")
     return out

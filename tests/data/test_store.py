@@ -211,6 +211,7 @@ def test_add_videos_from_files_and_zip_with_chunking(tmp_path):
     assert added == ["videos/clip_0000_1.mp4", "videos/clip_0007.mp4"]  # never overwrites
     assert any("evil" in p and "escapes" in p for p in problems)
     assert any("readme.txt" in p for p in problems) and any("bad.mp4" in p for p in problems)
+    assert not any(str(tmp_path) in p for p in problems)  # the file's name, not the upload's temp path
     pieces, problems = store.add_videos([SAMPLES / "videos" / "clip_0008.mp4"], chunk_seconds=1.0)
     assert pieces == [f"videos/clip_0008_chunk{i:03d}.mp4" for i in range(3)] and not problems
     assert {c.rel for c in store.clips()} >= set(pieces)
