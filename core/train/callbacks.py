@@ -73,6 +73,9 @@ class RunCallback(TrainerCallback):
             if key.startswith("eval_") or key.startswith("train_"):
                 row[key] = value
         self.metrics.write(row)
+        if "loss" in row:  # the Train tab's log tail moves with the run, not only at set-up
+            self.run.log(f"step {state.global_step}/{state.max_steps}: loss {row['loss']:.4f}, "
+                         f"{row['samples_per_s']:.1f} samples/s")
         self._t_last, self._step_last, self._paused_s = now, state.global_step, 0.0
         self._wait_last = self.data_clock.wait_s if self.data_clock is not None else 0.0
         self.run.write_status(state="running", global_step=state.global_step, max_steps=state.max_steps,
@@ -120,6 +123,7 @@ class RunCallback(TrainerCallback):
             return
         self.run.write_status(state="running", global_step=state.global_step, max_steps=state.max_steps,
                               last_checkpoint=checkpoint_name(state.global_step), message="checkpoint saved")
+        self.run.log(f"saved {checkpoint_name(state.global_step)}")
         self.pspec.save(self.run.dir)
 
 

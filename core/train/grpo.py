@@ -236,6 +236,7 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
         if step % max(cfg.logging_steps, 1) == 0 or step == max_steps:
             row = _metrics_row(step, acc, scheduler.get_last_lr()[0], weights)
             metrics.write(row)
+            run.log(f"step {step}/{max_steps}: loss {row['loss']:.4f}, reward {row['reward']:.3f}")
             acc = []
             run.write_status(state="running", global_step=step, max_steps=max_steps, loss=row["loss"],
                              reward=row["reward"], message="training")
@@ -250,6 +251,7 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
             _save(model, processor, pspec, run.dir / checkpoint_name(step), optimizer, step, run.last_checkpoint())
             _prune(run, cfg.save_total_limit)
             run.write_status(last_checkpoint=checkpoint_name(step), message="checkpoint saved")
+            run.log(f"saved {checkpoint_name(step)}")
         if stopped:
             run.log(f"STOP file seen at step {step}: saving and stopping")
             break

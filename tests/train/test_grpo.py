@@ -91,7 +91,9 @@ def test_grpo_from_an_sft_adapter_keeps_its_spec_and_stops_on_stop_file(four_cli
     spec, sft_spec = (json.loads((d / "preprocessing.json").read_text()) for d in (run, sft))
     assert spec["sampling"] == sft_spec["sampling"] and spec["sampling"]["num_frames"] == 4
     assert spec["instruction"] == sft_spec["instruction"]
-    assert "reference that adapter, frozen" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert "reference that adapter, frozen" in log
+    assert "step 1/5: loss" in log and "saved checkpoint-1" in log  # progress in the log tail, not only at set-up
 
 
 def test_image_dataset_trains_with_grpo(tmp_path):

@@ -259,6 +259,8 @@ def test_a_resumed_sft_run_draws_the_batches_an_uninterrupted_run_draws(tmp_path
             (tmp_path / "cut" / "STOP").touch()
 
     assert train(root, tmp_path / "cut", cfg, echo=stop_after_two)["global_step"] == 2
+    log = (tmp_path / "cut" / "train.log").read_text()
+    assert "step 1/5: loss" in log and "step 2/5: loss" in log and "saved checkpoint-2" in log  # the tab's log tail
     before, seen[:] = list(seen), []
     assert train(root, tmp_path / "cut", cfg, resume=True)["global_step"] == 5
     assert len(fresh) == 5 and before[:2] == fresh[:2]
