@@ -90,6 +90,16 @@ def duration_text(seconds: float) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
+EVAL_TITLE = "Val (greedy)"
+NO_EVAL_HINT = ("The Val (greedy) plot stays empty: this run does not evaluate. Set 'Evaluate on val every N "
+                "steps' (eval_steps) to draw it.")
+
+
+def run_progress(status: dict, evals: pd.DataFrame) -> str:
+    """The progress line, plus how to get the val curve when the run has no evaluations."""
+    return progress_markdown(status) + ("" if len(evals) else f"\n\n{NO_EVAL_HINT}")
+
+
 def progress_markdown(status: dict) -> str:
     state = status.get("state", "unknown")
     step, total = status.get("global_step") or 0, status.get("max_steps") or 0
@@ -237,7 +247,7 @@ def build(ws) -> None:
             progress = gr.Markdown(elem_id="train-progress")
             with gr.Row():
                 curve = gr.LinePlot(x="step", y="loss", title="Training loss", height=260, elem_id="train-curve")
-                eval_curve = gr.LinePlot(x="step", y="value", color="metric", title="Val (greedy)", height=260,
+                eval_curve = gr.LinePlot(x="step", y="value", color="metric", title=EVAL_TITLE, height=260,
                                          y_lim=[0, 1], elem_id="train-eval-curve")
             log = gr.Textbox(label="Log tail", lines=8, elem_id="train-log")
             table = gr.Dataframe(label="Runs", interactive=False)
@@ -259,8 +269,9 @@ def build(ws) -> None:
                     pd.DataFrame(columns=["step", "value", "metric"]), "", table_df)
         status = ws.runs.state(run_dir)
         log_text = "\n".join((run_dir / "train.log").read_text().splitlines()[-12:]) if (run_dir / "train.log").is_file() else ""
-        return (gr.update(choices=choices, value=run_name), progress_markdown(status), loss_frame(run_dir),
-                eval_frame(run_dir), log_text, table_df)
+        evals = eval_frame(run_dir)
+        return (gr.update(choices=choices, value=run_name), run_progress(status, evals), loss_frame(run_dir), evals,
+                log_text, table_df)
 
     def on_start(ds, run_name, base_cfg, *values):
         try:

@@ -76,6 +76,7 @@ def test_start_run_from_the_tab_and_watch_it_complete(app_client):
     # eval at steps 6 and 12, two metrics each, on the val split the generator wrote
     assert sorted({row[0] for row in eval_curve["data"]}) == [6, 12] and len(eval_curve["data"]) == 4
     assert "completed at step 12" in log
+    assert "does not evaluate" not in progress  # the hint shows only for runs without evaluations
     assert (ws.runs_dir / "tabrun" / "final" / "adapter_config.json").is_file()
 
 
@@ -205,3 +206,14 @@ def test_every_form_field_shows_its_config_doc(tmp_path):
     missing = [key for key, name in fields.items() if not any(info.startswith(docs[name]) for info in infos)]
     assert missing == []
     assert len(infos) == len(FORM_KEYS)
+
+
+def test_a_run_without_evaluations_says_how_to_get_the_val_curve():
+    import pandas as pd
+
+    from tabs.train import NO_EVAL_HINT, eval_frame, run_progress
+
+    status = {"state": "running", "global_step": 5, "max_steps": 10}
+    assert NO_EVAL_HINT in run_progress(status, eval_frame("/nonexistent-run"))
+    evals = pd.DataFrame([{"step": 5, "value": 1.0, "metric": "schema-valid"}])
+    assert "does not evaluate" not in run_progress(status, evals)
