@@ -73,6 +73,8 @@ def run_predict(predictor, items: list[tuple[str, Path]], out_path, batch_size: 
             done |= {r["video"] for r in read_rows(skip_from) if r.get("model") == model}
         todo = [(k, p) for k, p in items if k not in done]
         counts = {"total": len(items), "skipped": len(items) - len(todo), "written": 0, "errors": 0, "valid": 0}
+        if progress:  # clips done / total from the start, not only after the first batch
+            progress(counts["skipped"], counts["total"])
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             preds = predictor.predict([p for _, p in chunk], batch_size=batch_size, **generate_kwargs)

@@ -74,3 +74,15 @@ def test_csv_from_a_dataset_split(tmp_path):
                   "--max-new-tokens", "8", "--unconstrained", timeout=600)
     assert res.returncode == 0, res.stderr
     assert sorted(r["video"] for r in read_rows(out)) == ["videos/clip_0001.mp4", "videos/clip_0004.mp4"]
+
+
+def test_progress_counts_clips_from_the_first_moment_to_the_last(folder, tmp_path):
+    from core.serve.batch import predict_to_file
+
+    calls = []
+    counts = predict_to_file("tiny:default", folder, tmp_path / "p.jsonl", batch_size=2, max_new_tokens=4,
+                             constrained=False, progress=lambda done, total: calls.append((done, total)))
+    total = N_GOOD + 1
+    assert counts["total"] == total
+    assert calls[0] == (0, total) and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) == 1 + -(-total // 2)
