@@ -10,22 +10,15 @@ and either way 100,000 labels are validated once per schema, not once per page.
 
 from __future__ import annotations
 
-import jsonschema
-
 from core.data.lines import fingerprint
 from core.data.records import parse_row
 from core.schema.base import label_errors, load_schema, schema_hash
-from core.schema.fastcheck import compile_check
+from core.schema.fastcheck import validity_check
 
 
 def errors(schema: dict, is_valid, label: dict) -> tuple[str, ...]:
     # is_valid is the fast path; the sorted, worded reasons only for the labels that fail
     return () if is_valid(label) else tuple(label_errors(schema, label))
-
-
-def validity_check(schema: dict):
-    """label -> bool: the compiled check when the schema is in its subset, else jsonschema's."""
-    return compile_check(schema) or jsonschema.Draft202012Validator(schema).is_valid
 
 
 class LabelChecks:

@@ -35,6 +35,13 @@ class Unsupported(Exception):
     pass
 
 
+def validity_check(schema: dict) -> Check:
+    """label -> bool: the compiled check when the schema is in the subset, else jsonschema's."""
+    import jsonschema
+
+    return compile_check(schema) or jsonschema.Draft202012Validator(schema).is_valid
+
+
 def compile_check(schema: dict) -> Check | None:
     """A function label -> bool equal to jsonschema's is_valid for `schema`, or None when the
     schema uses something this compiler does not handle."""

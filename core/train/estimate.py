@@ -72,7 +72,7 @@ from core.models.loading import load_processor, resolve_model
 from core.schema.base import label_errors
 from core.spec import build_spec, is_random_init, resolve_defaults
 from core.train.setup import apply_trainable, encode_split, family_of
-from core.train.stream import LOADER_PREFETCH, cache_budget, default_workers
+from core.train.stream import LOADER_PREFETCH, cache_budget, loader_workers
 
 QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
 GiB = 1024 ** 3
@@ -313,7 +313,8 @@ def data_path_bytes(cfg: TrainConfig, example: int, clips: int, device: str) -> 
     only with 0 or 1 loader workers) and the batches each worker queues ahead. The batch in use and
     the one fetched ahead are in the activations term."""
     processes = max(cfg.num_processes, 1)
-    workers = cfg.dataloader_workers if cfg.dataloader_workers is not None else default_workers(device, processes)
+    # the workers training will use, /dev/shm check included (what it would drop is not queued)
+    workers = loader_workers(cfg.dataloader_workers, device, processes, example * cfg.batch_size, lambda _: None)
     cached = min(cache_budget(cfg.encoded_cache_mb, workers), example * clips)
     queued = workers * LOADER_PREFETCH * cfg.batch_size * example
     return {"cached": cached * processes, "queued": queued * processes, "total": (cached + queued) * processes,

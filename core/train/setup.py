@@ -20,7 +20,7 @@ from core.models.families import family_for_model_type, module_group
 from core.models.inputs import encode_example
 from core.models.loading import load_base_model
 from core.runs.files import RunFiles
-from core.schema.base import canonical_answer, label_errors
+from core.schema.base import canonical_answer
 from core.train.callbacks import ValEvaluator
 from core.train.stream import check_clips
 from core.video.frames import sample_frames
@@ -35,20 +35,16 @@ def capped_steps(cfg: TrainConfig, max_steps: int, run: RunFiles) -> int:
 
 
 def usable_clips(samples, schema, spec: SamplingSpec, skipped: list):
-    """Yield (sample, sampled frames) for every clip whose label fits the schema and whose video
-    decodes, appending "file: reason" to `skipped` for each one that does not. A generator, so a
-    caller that encodes as it goes holds one clip's frames at a time."""
-    for s in samples:
-        errors = label_errors(schema, s.label)
-        if errors:
-            skipped.append(f"{s.rel}: label breaks the schema: {errors[0]}")
-            continue
+    """Yield (clip, sampled frames) for every clip that passes core.train.stream.check_clips and
+    whose video decodes, appending "file: reason" to `skipped` for each one that does not. A
+    generator, so a caller that encodes as it goes holds one clip's frames at a time."""
+    for clip in check_clips(samples, schema, skipped):
         try:
-            frames = sample_frames(s.video, spec)
+            frames = sample_frames(clip.video, spec)
         except VideoError as exc:
             skipped.append(str(exc))
             continue
-        yield s, frames
+        yield clip, frames
 
 
 def encode_split(samples, schema, processor, spec: SamplingSpec, instruction: str, frames_as: str):

@@ -107,18 +107,8 @@ def check_readable(path) -> None:
     frames are decoded later, by the data loader. Raises VideoError naming the file."""
     path = str(path)
     if is_image_path(path):
-        from PIL import Image, UnidentifiedImageError
-
         video_container.check_regular_file(path)
-        try:
-            with Image.open(path) as img:
-                width, height = img.size
-        except UnidentifiedImageError:
-            raise VideoError(path, "not a readable image (unrecognised or corrupt data)") from None
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            raise VideoError(path, f"cannot read the image ({exc})") from None
-        if width * height > MAX_FRAME_PIXELS:
-            raise VideoError(path, f"image size {width}x{height} exceeds the limit of {MAX_FRAME_PIXELS} pixels")
+        _open_image(path, decode=False)
         return
     with video_container.open_video(path) as container:
         video_container.video_stream(container, path)
@@ -135,8 +125,9 @@ def inspect_video(path, spec: SamplingSpec) -> dict:
     }
 
 
-def _open_image(path: str):
-    """(upright RGB PIL image, VideoInfo) of a still image, or VideoError naming the file."""
+def _open_image(path: str, decode: bool = True):
+    """(upright RGB PIL image, VideoInfo) of a still image, or VideoError naming the file.
+    `decode=False` reads the header only (size limit, format) and returns None."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -144,6 +135,8 @@ def _open_image(path: str):
             if img.width * img.height > MAX_FRAME_PIXELS:
                 raise VideoError(path, f"image size {img.width}x{img.height} exceeds the limit of "
                                        f"{MAX_FRAME_PIXELS} pixels")
+            if not decode:
+                return None
             fmt = (img.format or "unknown").lower()
             upright = ImageOps.exif_transpose(img).convert("RGB")
     except UnidentifiedImageError:
