@@ -145,10 +145,13 @@ def training_clips(data: Dataset, run: RunFiles, cfg: TrainConfig, processor, ps
         run.log(f"skipped {msg}")
     if not clips:
         raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
-    dataset = ClipDataset(clips, processor, pspec, log=SkipLog(run.dir / "train.log", rank))
+    # cached while it is not yet known whether workers will encode: in-process, these are kept
+    dataset = ClipDataset(clips, processor, pspec, log=SkipLog(run.dir / "train.log", rank),
+                          cache_bytes=cache_budget(cfg.encoded_cache_mb, 0))
     first = [dataset[i] for i in range(min(4, len(dataset)))]
     tokens = sum(ex["input_ids"].shape[1] for ex in first) / len(first)
     workers = loader_workers(cfg.dataloader_workers, device, world, example_bytes(first[0]) * cfg.batch_size, run.log)
+    dataset.set_cache_budget(cache_budget(cfg.encoded_cache_mb, workers) if workers == 0 else 0)
     dataset.cache_bytes = cache_budget(cfg.encoded_cache_mb, workers)
     cache = f"encoded clips cached up to {cfg.encoded_cache_mb} MiB" if dataset.cache_bytes else "no encoded-clip cache"
     run.log(f"checked {len(clips)} clips in {time.time() - t0:.1f}s, skipped {len(skipped)}; frames are decoded and "

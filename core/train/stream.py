@@ -192,6 +192,13 @@ class ClipDataset(torch.utils.data.Dataset):
         answer = canonical_answer(pspec.schema, clip.label)
         return encode_example(self.processor, pspec.instruction, frames, pspec.frames_as, answer)
 
+    def set_cache_budget(self, cache_bytes: int) -> None:
+        """A new budget; what is held beyond it is dropped (before loader workers fork, so they
+        start from nothing and the training process keeps nothing it will not use)."""
+        self.cache_bytes = cache_bytes
+        if self._cached_bytes > cache_bytes:
+            self._cache, self._cached_bytes = {}, 0
+
     def _remember(self, j: int, item) -> None:
         if self.cache_bytes <= 0:
             return

@@ -93,6 +93,10 @@ def test_examples_are_what_encoding_up_front_gave_and_the_cache_keeps_to_its_bud
         budgeted[i]
     assert sorted(budgeted._cache) == [0, 1] and budgeted._cached_bytes <= budgeted.cache_bytes
     assert budgeted[0] is budgeted[0]  # served from the cache
+    budgeted.set_cache_budget(budgeted.cache_bytes)
+    assert sorted(budgeted._cache) == [0, 1]  # the same budget keeps what is held
+    budgeted.set_cache_budget(0)  # workers will encode: the training process holds nothing
+    assert budgeted._cache == {} and budgeted._cached_bytes == 0
     assert cache_budget(1024, 0) == cache_budget(1024, 1) == 1024 << 20 and cache_budget(1024, 4) == 0
 
 
