@@ -34,12 +34,15 @@ def register(sub) -> None:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("estimate", help="tokens, parameters and memory of a training run, without training")
+    p = sub.add_parser("estimate", help="tokens, parameters, memory and expected duration of a training run")
     p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--clip", help="report this clip's exact sequence length (path as in metadata.jsonl)")
     p.add_argument("--sample", type=int, default=16, help="clips encoded for the maximum sequence length")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--time-steps", type=int, default=2,
+                   help="real training steps timed (after a warm-up) for the expected duration; loads the model. "
+                        "0: skip (no weights loaded, no duration)")
     add_config_flags(p)
     p.set_defaults(func=cmd_estimate)
 
@@ -133,7 +136,7 @@ def _dataset_of_run(run_dir: str) -> str:
 def cmd_estimate(args) -> int:
     from core.train.estimate import estimate, format_estimate
 
-    report = estimate(train_config(args), args.dataset, clip=args.clip, sample=args.sample)
+    report = estimate(train_config(args), args.dataset, clip=args.clip, sample=args.sample, time_steps=args.time_steps)
     if args.json:
         print_json(report)
     else:

@@ -1,7 +1,8 @@
-"""Pre-launch estimate of a training run: tokens per clip, sequence length, parameters, memory.
+"""Pre-launch estimate of a training run: tokens per clip, sequence length, parameters, memory, time.
 
-Nothing is trained and no weights are loaded. Token counts are exact: one clip (or a sample) is
-sampled and encoded by the trainer's own `encode_split`, so the numbers are what training will
+Nothing is trained; no weights are loaded except for the expected duration, which times a few
+real steps of the configured model on one real batch (core.train.timing; `time_steps=0` skips it).
+Token counts are exact: one clip (or a sample) is sampled and encoded by the trainer's own `encode_split`, so the numbers are what training will
 feed. Parameters are counted on the model built from its config on the `meta` device with the run's
 LoRA / freezing applied (`core.train.setup.apply_trainable`), grouped by `core.models.families.module_group`.
 
@@ -73,6 +74,7 @@ from core.schema.base import label_errors
 from core.spec import build_spec, is_random_init, resolve_defaults
 from core.train.setup import apply_trainable, encode_split, family_of
 from core.train.stream import LOADER_PREFETCH, cache_budget, loader_workers
+from core.train.timing import TIMED_STEPS, calibrate, expected_duration, format_duration
 
 QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
 GiB = 1024 ** 3
@@ -235,8 +237,11 @@ def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None,
             "example_bytes": int(sum(example_bytes) / len(example_bytes))}
 
 
-def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int = 16, schema_path=None) -> dict:
-    """The estimate for training `cfg` on `dataset_dir` (sizes in bytes; see the module docstring)."""
+def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int = 16, schema_path=None,
+             time_steps: int = TIMED_STEPS) -> dict:
+    """The estimate for training `cfg` on `dataset_dir` (sizes in bytes; see the module docstring).
+    With `time_steps` > 0 it also loads the model and times that many real training steps for the
+    expected duration (core.train.timing); 0 skips that and loads no weights."""
     if cfg.method not in ("lora", "qlora", "full"):
         raise ConfigError(f"the estimate covers supervised fine-tuning (lora, qlora, full), not method {cfg.method}")
     data = load_dataset(dataset_dir, schema_path)
@@ -283,6 +288,12 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     memory = {"weights": int(weights), "gradients": 4 * trainable,
               "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
     memory["total"] = sum(memory.values())
+    duration = None
+    if time_steps:
+        measured = calibrate(cfg, data, source, processor, family, build_spec(cfg, family, None, data.schema), device,
+                             precision, steps=time_steps)
+        workers = data_path_bytes(cfg, tokens["example_bytes"], tokens["train_clips"], device)["workers"]
+        duration = expected_duration(cfg, measured, tokens["train_clips"], workers)
     capacity, what = device_memory(device)
     data = data_path_bytes(cfg, tokens["example_bytes"], tokens["train_clips"], device)
     warnings = []
@@ -303,7 +314,7 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
         "vision_patches": patches,
         "parameters": {"total": sum(g["total"] for g in groups.values()), "trainable": trainable, **groups},
         "memory": memory, "activation_parts": acts, "data_path": data,
-        "device_memory": capacity, "device_memory_what": what, "warnings": warnings,
+        "device_memory": capacity, "device_memory_what": what, "warnings": warnings, "duration": duration,
     }
 
 
@@ -360,6 +371,7 @@ def format_estimate(e: dict) -> str:
         f"+ activations {gib(m['activations'])} = {gib(m['total'])} of {gib(e['device_memory'])} "
         f"{e['device_memory_what']}",
         _data_line(e["data_path"], gib),
+        format_duration(e["duration"]) if e.get("duration") else "expected duration: not measured (timing skipped)",
     ]
     if e["device"] == "cpu":
         lines.append("note: on CPU the process also holds the runtime (~0.5 GB) and glibc keeps freed blocks, so its "

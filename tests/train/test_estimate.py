@@ -65,7 +65,7 @@ def _placeholders(ids, placeholder_ids) -> int:
 
 def test_token_counts_equal_the_trainers_features(dataset):
     cfg = TrainConfig(batch_size=4)
-    est = estimate(cfg, dataset, clip=CLIP, sample=6)
+    est = estimate(cfg, dataset, clip=CLIP, sample=6, time_steps=0)
     data = load_dataset(dataset)
     sampled = [CLIP] + [s.rel for s in data.split("train") if s.rel != CLIP][:5]
     features, placeholder_ids = _trainer_features(dataset, cfg, set(sampled))
@@ -99,7 +99,7 @@ def test_visual_tokens_and_patches_of_every_family(dataset, name):
     from core.models.loading import resolve_model
 
     cfg = TrainConfig(model=f"tiny:{name}")
-    est = estimate(cfg, dataset, clip=CLIP, sample=1)
+    est = estimate(cfg, dataset, clip=CLIP, sample=1, time_steps=0)
     features, placeholder_ids = _trainer_features(dataset, cfg, {CLIP})
     expected = _placeholders(features[CLIP]["input_ids"][0], placeholder_ids)
     assert est["visual_tokens"] == expected > 0
@@ -139,7 +139,7 @@ def test_parameter_counts_equal_the_real_models(dataset):
     from core.train.setup import apply_trainable, family_of, trainable_counts
 
     for cfg in (TrainConfig(), TrainConfig(method="full", freeze_vision=True, train_embeddings=False)):
-        est = estimate(cfg, dataset, sample=1)
+        est = estimate(cfg, dataset, sample=1, time_steps=0)
         source = resolve_model(cfg.model)
         family = family_of(source)
         model = apply_trainable(load_base_model(source), resolve_defaults(cfg, family, is_random_init(source.base)),
@@ -184,7 +184,7 @@ def test_estimate_warns_when_the_device_is_too_small(dataset, monkeypatch):
     import core.train.estimate as estimate_mod
 
     monkeypatch.setattr(estimate_mod, "device_memory", lambda device: (64 * 2 ** 20, "host RAM"))
-    est = estimate(TrainConfig(batch_size=8), dataset, sample=2)
+    est = estimate(TrainConfig(batch_size=8), dataset, sample=2, time_steps=0)
     assert est["warnings"] and "exceeds the 0.1 GiB of host RAM" in est["warnings"][0]
     assert "warning:" in format_estimate(est)
 
@@ -223,7 +223,7 @@ def test_memory_estimate_is_within_25_percent_of_the_measured_training_peak(data
     assert out.returncode == 0, out.stderr[-3000:]
     rss = json.loads(out.stdout.split("RSS ", 1)[1])
     measured = rss["peak"] - rss["before"]
-    est = estimate(TrainConfig(**fields), dataset)
+    est = estimate(TrainConfig(**fields), dataset, time_steps=0)
     m = est["memory"]
     predicted = m["gradients"] + m["optimizer"] + m["activations"]
     ratio = predicted / measured
