@@ -160,6 +160,26 @@ class RunFiles:
                     continue  # a line being written right now
         return rows
 
+    def last_logged(self, key: str, tail_bytes: int = 65536):
+        """The last value of `key` in metrics.jsonl (None when never logged), read from the file's end:
+        the runs table asks for every run every 2 s and a long run's file holds thousands of lines."""
+        if not self.metrics_path.is_file():
+            return None
+        with open(self.metrics_path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - tail_bytes))
+            lines = fh.read().decode("utf-8", errors="replace").splitlines()
+        if size > tail_bytes and not any(f'"{key}"' in line for line in lines):
+            lines = self.metrics_path.read_text(errors="replace").splitlines()  # logged long ago: read it all
+        for line in reversed(lines):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line being written, or the first one cut by the seek
+            if isinstance(row, dict) and row.get(key) is not None:
+                return row[key]
+        return None
+
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -177,3 +197,13 @@ class MetricsWriter:
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
             fh.flush()
+
+
+def duration_text(seconds: float) -> str:
+    """'42s', '7m 05s', '1h 32m': what a person reads at a glance (not '5499s')."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"

@@ -109,6 +109,9 @@ class RunManager:
                 status["exit_code"] = exit_code
         elif exit_code is not None:
             status = dict(status, exit_code=exit_code)  # the launcher's (accelerate's) exit code, for runs we started
+        if status.get("loss") is None:
+            # the trainer's closing log line (train_runtime, no loss) clears status' loss on stop/finish
+            status = dict(status, loss=run.last_logged("loss"))
         return status
 
     def active(self) -> Path | None:
