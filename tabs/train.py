@@ -17,7 +17,7 @@ import pandas as pd
 
 from core.config import TrainConfig, field_docs
 from core.errors import ConfigError, WorkbenchError
-from core.runs.files import RunFiles
+from core.runs.files import RunFiles, duration_text
 
 # The form's fields, in the order the handlers (and the /start_run and /estimate API) take them.
 FORM_KEYS = ("model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "frames", "sampling",
@@ -46,7 +46,7 @@ def form_to_config(base: dict | None = None, **form) -> TrainConfig:
     data = dict(base or {})
     for key, value in form.items():
         if key in _OPTIONAL_INTS:
-            value = int(value) if value not in (None, "", 0) else None
+            value = _optional_int(key, value)
         elif key in _INTS:
             value = int(value)
         elif key == "lr":
@@ -64,13 +64,25 @@ def form_to_config(base: dict | None = None, **form) -> TrainConfig:
     return TrainConfig.from_dict(data, source="form")
 
 
+def _optional_int(key: str, value) -> int | None:
+    """A '(blank: default)' field: blank, None or 0 → None (the model's default), else a whole number."""
+    text = str(value if value is not None else "").strip()
+    if text in ("", "0"):
+        return None
+    try:
+        return int(float(text)) if float(text).is_integer() else int(text)
+    except ValueError:
+        raise ConfigError(f"form: {key} {text!r} is not a whole number (leave it blank for the default)") from None
+
+
 def config_to_form(config: dict) -> dict:
     """A run's config.yaml → form values (the inverse of form_to_config for the fields shown)."""
     defaults = TrainConfig().__dict__
     out = {}
     for key in FORM_KEYS:
         value = config.get(_FIELD.get(key, key), defaults[_FIELD.get(key, key)])
-        out[key] = ("" if value is None else str(value)) if key == "lr" else value
+        # text fields: blank is the default, never a 0 the person did not type
+        out[key] = ("" if value is None else str(value)) if key in ("lr", *_OPTIONAL_INTS) else value
     return out
 
 
@@ -78,16 +90,6 @@ def clone_config(ws, run_name: str) -> tuple[dict, dict]:
     """(form values, full config) of a past run (core.runs.RunManager.clone_config)."""
     config = ws.runs.clone_config(run_name)
     return config_to_form(config), config
-
-
-def duration_text(seconds: float) -> str:
-    """'42s', '7m 05s', '1h 32m': what a person reads at a glance (not '5499s')."""
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
 EVAL_TITLE = "Val (greedy)"
@@ -143,10 +145,11 @@ def runs_table(ws) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "state", "step", "max_steps", "loss"])
 
 
-def estimate_markdown(dataset: str, base: dict | None, form: dict) -> str:
-    from core.train.estimate import estimate, format_estimate
+def estimate_text(dataset: str, base: dict | None, form: dict, timed: bool = True) -> str:
+    """The Estimate box: plain text in a wrapping box (a code block scrolled sideways)."""
+    from core.train.estimate import TIMED_STEPS, estimate, format_estimate
 
-    return "```\n" + format_estimate(estimate(form_to_config(base, **form), dataset)) + "\n```"
+    return format_estimate(estimate(form_to_config(base, **form), dataset, time_steps=TIMED_STEPS if timed else 0))
 
 
 def trainable_models(ws, policy) -> list[str]:
@@ -163,10 +166,25 @@ def build(ws) -> None:
     policy = ws.runs.policy
     if policy.banner():
         gr.Markdown(policy.banner(), elem_id="train-policy")
+    # The actions sit on top, above the long form and its accordions, and the estimate spans the
+    # tab's width in a wrapping box: its lines are sentences, not a table to scroll sideways.
+    with gr.Row(equal_height=True):
+        dataset = gr.Textbox(value=str(ws.dataset_dir), label="Dataset folder (seed layout)", elem_id="train-dataset",
+                             scale=3)
+        name = gr.Textbox(value=lambda: time.strftime("run-%Y%m%d-%H%M%S"), label="Run name", elem_id="train-name",
+                          scale=2)
+    with gr.Row(equal_height=True):
+        start = gr.Button("Start", variant="primary", elem_id="train-start", interactive=policy.mode != "off")
+        estimate_btn = gr.Button("Estimate", elem_id="train-estimate")
+        timed = gr.Checkbox(value=True, label="Estimate times 2 real steps (loads the model) for the expected duration",
+                            elem_id="train-estimate-timed", scale=2)
+        stop = gr.Button("Stop (save)", elem_id="train-stop")
+        resume = gr.Button("Resume", elem_id="train-resume")
+    estimate_out = gr.Textbox(label="Estimate", lines=3, max_lines=30, interactive=False, elem_id="train-estimate-out",
+                              placeholder="Estimate: tokens per clip, memory and the expected duration, before "
+                                          "anything starts")
     with gr.Row():
         with gr.Column(scale=1):
-            dataset = gr.Textbox(value=str(ws.dataset_dir), label="Dataset folder (seed layout)", elem_id="train-dataset")
-            name = gr.Textbox(value=lambda: time.strftime("run-%Y%m%d-%H%M%S"), label="Run name", elem_id="train-name")
             c = {"model": gr.Dropdown(choices=trainable_models(ws, policy), value=ws.default_model, allow_custom_value=True,
                                       label="Base model", info=_info("model")),
                  "method": gr.Radio(["lora", "qlora", "full", "grpo"], value=d.method, label="Method",
@@ -174,13 +192,13 @@ def build(ws) -> None:
             with gr.Row():
                 c["sampling"] = gr.Radio(["uniform", "fps"], value=d.sampling, label="Frame sampling",
                                          info=_info("sampling"))
-                c["frames"] = gr.Number(value=None, label="Frames per clip (blank: model default)", precision=0,
-                                        info=_info("frames"))
+                c["frames"] = gr.Textbox(value="", label="Frames per clip (blank: model default)",
+                                         placeholder="model default", info=_info("frames"), elem_id="train-frames")
             with gr.Row():
-                c["width"] = gr.Number(value=None, label="Frame width (blank: default)", precision=0,
-                                       info=_info("width"))
-                c["height"] = gr.Number(value=None, label="Frame height (blank: default)", precision=0,
-                                        info=_info("height"))
+                c["width"] = gr.Textbox(value="", label="Frame width (blank: default)", placeholder="model default",
+                                        info=_info("width"), elem_id="train-width")
+                c["height"] = gr.Textbox(value="", label="Frame height (blank: default)", placeholder="model default",
+                                         info=_info("height"), elem_id="train-height")
             with gr.Row():
                 c["max_steps"] = gr.Number(value=d.max_steps, label="Max steps", precision=0, elem_id="train-steps",
                                            info=_info("max_steps"))
@@ -231,13 +249,6 @@ def build(ws) -> None:
                                                    label="Processes (0: one per GPU)", info=_info("num_processes"))
                     c["distributed"] = gr.Radio(["ddp", "deepspeed", "fsdp"], value=d.distributed, label="Distributed",
                                                 info=_info("distributed"))
-            with gr.Row():
-                start = gr.Button("Start", variant="primary", elem_id="train-start",
-                                  interactive=policy.mode != "off")
-                estimate_btn = gr.Button("Estimate", elem_id="train-estimate")
-                stop = gr.Button("Stop (save)", elem_id="train-stop")
-                resume = gr.Button("Resume", elem_id="train-resume")
-            estimate_out = gr.Markdown(elem_id="train-estimate-out")
         with gr.Column(scale=2):
             with gr.Row():
                 selected = gr.Dropdown(choices=[r["run"] for r in ws.runs.list_runs()], label="Run",
@@ -281,9 +292,9 @@ def build(ws) -> None:
         gr.Info(f"started {run_name}; the app's loaded models were unloaded to free memory")
         return run_name.strip()
 
-    def on_estimate(ds, base_cfg, *values):
+    def on_estimate(ds, base_cfg, timed_on, *values):
         try:
-            return estimate_markdown(ds, base_cfg, dict(zip(FORM_KEYS, values)))
+            return estimate_text(ds, base_cfg, dict(zip(FORM_KEYS, values)), timed_on)
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
 
@@ -305,7 +316,7 @@ def build(ws) -> None:
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
         gr.Info(f"merged model written to {out}")
-        return f"merged model written to `{out}` (usable as a model anywhere)"
+        return f"merged model written to {out} (usable as a model anywhere)"
 
     def on_stop(run_name):
         if not run_name:
@@ -325,7 +336,7 @@ def build(ws) -> None:
 
     outputs = [selected, progress, curve, eval_curve, log, table]
     start.click(on_start, [dataset, name, base, *form], selected, api_name="start_run").then(refresh, selected, outputs)
-    estimate_btn.click(on_estimate, [dataset, base, *form], estimate_out, api_name="estimate")
+    estimate_btn.click(on_estimate, [dataset, base, timed, *form], estimate_out, api_name="estimate")
     clone.click(on_clone, selected, [base, name, *form], api_name="clone_config")
     merge.click(on_merge, selected, estimate_out, api_name="merge_run")
     stop.click(on_stop, selected, selected, api_name="stop_run").then(refresh, selected, outputs)

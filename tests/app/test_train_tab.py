@@ -26,6 +26,47 @@ def test_form_blank_fields_mean_model_defaults():
 def test_form_rejects_bad_values():
     with pytest.raises(ConfigError):
         form_to_config(**dict(FORM, batch_size=0))
+    with pytest.raises(ConfigError, match="frames 'eight' is not a whole number"):
+        form_to_config(**dict(FORM, frames="eight"))
+
+
+def test_blank_default_fields_are_blank_text_and_blank_means_default():
+    for blank in ("", " ", None, "0", 0):
+        cfg = form_to_config(**dict(FORM, frames=blank, width=blank, height=blank))
+        assert (cfg.num_frames, cfg.frame_width, cfg.frame_height) == (None, None, None)
+    cfg = form_to_config(**dict(FORM, frames="6", width="128", height=96))
+    assert (cfg.num_frames, cfg.frame_width, cfg.frame_height) == (6, 128, 96)
+
+
+def _built_train_tab(tmp_path):
+    import gradio as gr
+
+    from core.runs.policy import TrainingPolicy
+    from core.workspace import Workspace
+    from tabs import train
+
+    ws = Workspace(dataset_dir=SAMPLES, runs_dir=tmp_path)
+    ws.runs = RunManager(tmp_path, policy=TrainingPolicy("full", "test"))
+    with gr.Blocks() as demo:
+        train.build(ws)
+    return demo
+
+
+def test_form_shows_blanks_start_on_top_and_a_wide_wrapping_estimate(tmp_path):
+    import gradio as gr
+
+    demo = _built_train_tab(tmp_path)
+    blocks = list(demo.blocks.values())  # in the order they were laid out
+    blank = [b for b in blocks if "(blank" in str(getattr(b, "label", ""))]
+    assert len(blank) == 4  # frames, width, height, learning rate
+    assert all(isinstance(b, gr.Textbox) and b.value in ("", None) for b in blank)
+    position = {getattr(b, "elem_id", None): i for i, b in enumerate(blocks)}
+    first_field = min(i for i, b in enumerate(blocks) if getattr(b, "info", None))
+    first_accordion = min(i for i, b in enumerate(blocks) if isinstance(b, gr.Accordion))
+    assert position["train-start"] < first_field < first_accordion  # Start above the form, not under it
+    estimate_box = blocks[position["train-estimate-out"]]
+    assert isinstance(estimate_box, gr.Textbox)  # wraps its lines; a Markdown code block scrolled sideways
+    assert position["train-estimate-out"] < first_field  # full width, above the two columns
 
 
 def test_progress_shows_state_step_and_crash_tail():
@@ -100,7 +141,8 @@ def test_clone_fills_the_form_and_keeps_fields_the_form_does_not_show(tmp_path):
     (tmp_path / "old" / "config.yaml").write_text(past.to_yaml())
     values, config = clone_config(SimpleNamespace(runs=RunManager(tmp_path)), "old")
     assert set(values) == set(FORM_KEYS)
-    assert (values["model"], values["lora_r"], values["frames"], values["lr"]) == ("tiny:qwen2_5_vl", 4, 6, "0.002")
+    assert (values["model"], values["lora_r"], values["frames"], values["lr"]) == ("tiny:qwen2_5_vl", 4, "6", "0.002")
+    assert values["width"] == "" and values["height"] == ""  # a blank, not a 0 the person never typed
     assert (values["grad_accum"], values["optimizer"], values["eval_steps"]) == (3, "adafactor", 50)
     again = form_to_config(config, **values)  # Start with the cloned form, untouched
     assert vars(again) == dict(vars(past), logging_steps=again.logging_steps)
@@ -117,13 +159,20 @@ def test_clone_config_endpoint_returns_the_finished_runs_form(app_client):
     name, values = out[0], dict(zip(FORM_KEYS, out[1:]))
     assert name.startswith("run-") and name != "tabrun"
     assert values["max_steps"] == 12 and values["lora_r"] == 8 and values["eval_steps"] == 6
-    assert values["frames"] == config["num_frames"] == 8  # the resolved value the run actually used
+    assert values["frames"] == str(config["num_frames"]) == "8"  # the resolved value the run actually used
 
 
-def test_estimate_endpoint_shows_tokens_and_memory_before_start(app_client):
+def test_estimate_endpoint_shows_tokens_memory_and_duration_before_start(app_client):
+    import re
+
     client, _, data = app_client
-    text = client.predict(str(data), *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
+    text = client.predict(str(data), True, *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
     assert "visual tokens per clip: 96" in text and "memory: weights" in text and "host RAM" in text
+    found = re.search(r"expected duration: about (\S+(?: \S+)?) for 12 steps, from ([0-9.]+) s/step measured", text)
+    assert found and float(found.group(2)) > 0
+    assert "```" not in text  # plain text for the wrapping box, not a code block that scrolls sideways
+    untimed = client.predict(str(data), False, *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
+    assert "expected duration: not measured" in untimed
 
 
 def test_start_refuses_what_this_machine_cannot_do_before_launching(app_client):
