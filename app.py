@@ -50,6 +50,14 @@ document.addEventListener('keydown', (e) => {
 </script>"""
 
 
+# Gallery captions are one ellipsised line over 80% of a tile, which cut "● clip_0012.mp4" to
+# "● clip_00…": file names are what a person scans the Annotate gallery for, so they wrap in full.
+APP_CSS = """
+#annotate-gallery .caption-label { white-space: normal; overflow-wrap: anywhere; text-overflow: clip;
+  max-width: 100%; opacity: 0.9; }
+"""
+
+
 def _schema_or_none(ws):
     from core.errors import WorkbenchError
 
@@ -90,7 +98,7 @@ def main(argv=None) -> int:
     demo = build_app(ws)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-                allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)], head=KEYBOARD_JS,
+                allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)], head=KEYBOARD_JS, css=APP_CSS,
                 show_error=True)
     return 0
 

@@ -54,6 +54,15 @@ def summary_text(shown) -> str:
     return text
 
 
+def focus_index(rels: list[str], page: int, rel: str | None) -> int | None:
+    """The tile of `rel` on gallery page `page` (None when it is not there): the highlight follows
+    the open clip, not the tile clicked before Save & next moved on."""
+    if not rel or rel not in rels:
+        return None
+    index = rels.index(rel) - int(page or 0) * PAGE_SIZE
+    return index if 0 <= index < PAGE_SIZE else None
+
+
 def clip_at(rels: list[str], page: int, index: int | None) -> str | None:
     """The clip under a click on gallery tile `index` of `page`."""
     if index is None:
@@ -100,6 +109,19 @@ def save(store, current: dict, label: dict, split, rels: list[str]) -> tuple[str
     return f"saved {rel}", next_clip(store, rels, rel)
 
 
+def save_inline(store, current: dict, label: dict | None, split, rels: list[str], problems=()) -> tuple:
+    """Save & next as the editor runs it: (message, the clip to open, whether to move). A refusal is
+    worded inline, where the person looks, and keeps the clip open with their edits; an error toast
+    fades and leaves the message area saying only "Error"."""
+    try:
+        if problems:
+            raise gr.Error("; ".join(problems))
+        msg, nxt = save(store, current, label, split, rels)
+    except gr.Error as exc:
+        return f"✖ not saved: {exc.message}", gr.skip(), False
+    return msg, nxt or current.get("rel"), True
+
+
 def page_load():
     """The Blocks' load event (gr.render needs it named when other triggers are given)."""
     from gradio.context import get_blocks_context
@@ -120,7 +142,8 @@ def build(ws, schema_state: gr.State) -> None:
             with gr.Row():
                 prev_page = gr.Button("◀ Previous page", size="sm", elem_id="annotate-prev-page")
                 next_page = gr.Button("Next page ▶", size="sm", elem_id="annotate-next-page")
-            gallery = gr.Gallery(items0, columns=3, height=520, allow_preview=False, label="Clips",
+            # two columns and wrapping captions (app.py's CSS): file names are what a person scans for
+            gallery = gr.Gallery(items0, columns=2, height=520, allow_preview=False, label="Clips",
                                  elem_id="annotate-gallery")
         with gr.Column(scale=3):
             title = gr.Markdown("Pick a clip in the gallery.", elem_id="annotate-title")
@@ -141,11 +164,20 @@ def build(ws, schema_state: gr.State) -> None:
     page = gr.State(0)
     current = gr.State({})
     picked = gr.Textbox(visible=False, elem_id="annotate-picked")  # the clip to open (API + gallery)
+    moved = gr.State(True)  # False after a refused save: the open clip and its edits stay
 
     def refresh(status_, query_, page_, focus=None):
         return gallery_items(store, status_, query_, page_, focus)
 
-    def show(rel):
+    def refresh_on(status_, query_, page_, focus, moved_=True):
+        if not moved_:
+            return [gr.skip()] * 4
+        items, rels_, summary_, page_ = gallery_items(store, status_, query_, page_, focus)
+        return gr.Gallery(value=items, selected_index=focus_index(rels_, page_, focus)), rels_, summary_, page_
+
+    def show(rel, moved_=True):
+        if not moved_:
+            return [gr.skip()] * len(view_outputs)
         try:
             view = open_clip(store, rel, ws.preview_sampling())
         except WorkbenchError as exc:
@@ -153,23 +185,23 @@ def build(ws, schema_state: gr.State) -> None:
         return view["current"], view["video"], view["frames"], view["title"], view["split"], view["raw"]
 
     def on_select(rels_, page_, evt: gr.SelectData):
-        return clip_at(rels_, page_, evt.index)
+        return clip_at(rels_, page_, evt.index), True
 
     def on_save_raw(cur_, split_, rels_, text):
         try:
-            label = json.loads(text or "{}")
+            label, problems = json.loads(text or "{}"), ()
         except json.JSONDecodeError as exc:
-            raise gr.Error(f"raw JSON line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-        msg, nxt = save(store, cur_, label, split_, rels_)
-        return msg, nxt or cur_.get("rel")
+            label, problems = None, [f"raw JSON line {exc.lineno} column {exc.colno}: {exc.msg}"]
+        return save_inline(store, cur_, label, split_, rels_, problems)
 
     view_outputs = [current, video, frames, title, split, raw]
     listing = ([status_filter, query, page], [gallery, rels, summary, page])
 
     def then_show(event):
         # every way of moving to a clip ends here, so the form, player and gallery (on the open
-        # clip's page) stay in step
-        event.then(show, picked, view_outputs).then(refresh, [status_filter, query, page, picked], listing[1])
+        # clip's page, its tile highlighted) stay in step; a refused save moves nothing
+        event.then(show, [picked, moved], view_outputs).then(refresh_on, [status_filter, query, page, picked, moved],
+                                                              listing[1])
 
     with form_box:
         # Redrawn only when the schema changes. Opening a clip fills the same widgets through an
@@ -185,16 +217,14 @@ def build(ws, schema_state: gr.State) -> None:
 
             def on_save(cur_, split_, rels_, *values):
                 label, problems = form.values_to_label(fields, list(values))
-                if problems:
-                    raise gr.Error("; ".join(problems))
-                msg, nxt = save(store, cur_, label, split_, rels_)
-                return msg, nxt or cur_.get("rel")
+                return save_inline(store, cur_, label, split_, rels_, problems)
 
-            then_show(save_next.click(on_save, [current, split, rels, *comps], [message, picked]))
+            then_show(save_next.click(on_save, [current, split, rels, *comps], [message, picked, moved]))
 
-    then_show(gallery.select(on_select, [rels, page], picked))
-    then_show(skip.click(lambda cur_, rels_: next_clip(store, rels_, cur_.get("rel")), [current, rels], picked))
-    then_show(save_raw.click(on_save_raw, [current, split, rels, raw], [message, picked]))
+    then_show(gallery.select(on_select, [rels, page], [picked, moved]))
+    then_show(skip.click(lambda cur_, rels_: (next_clip(store, rels_, cur_.get("rel")), True), [current, rels],
+                         [picked, moved]))
+    then_show(save_raw.click(on_save_raw, [current, split, rels, raw], [message, picked, moved]))
     first_page = ([status_filter, query], listing[1])  # a new filter or search starts at page 1
     status_filter.change(lambda s_, q_: gallery_items(store, s_, q_), *first_page)
     query.submit(lambda s_, q_: gallery_items(store, s_, q_), *first_page)

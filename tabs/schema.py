@@ -1,6 +1,6 @@
 """Schema tab: edit the JSON Schema that drives the form, prompt, label checks, decoding and metrics.
 
-Every keystroke re-validates; Save stores the schema (the previous one is kept by hash) and lists
+Every keystroke re-validates (the status line sits above the editor); Save stores the schema (the previous one is kept by hash) and lists
 the stored labels the new schema rejects, without touching them.
 """
 
@@ -60,10 +60,12 @@ def build(ws, saved: gr.State) -> None:
                 preset = gr.Dropdown(choices=list(PRESETS), value="dashcam", label="Preset", scale=2)
                 load = gr.Button("Load preset", scale=1)
                 infer = gr.Button("Infer from metadata.jsonl", scale=1, elem_id="schema-infer")
+                save = gr.Button("Save schema", variant="primary", scale=1, elem_id="schema-save")
+            # above the editor, not under its 60-odd lines: the error's line and column are read
+            # while the cursor is near the top of a schema as often as near the bottom
+            status = gr.Markdown(first["status"], elem_id="schema-status")
             editor = gr.Code(value=text0, language="json", label="JSON Schema (draft 2020-12)", lines=24,
                              elem_id="schema-editor")
-            save = gr.Button("Save schema", variant="primary", elem_id="schema-save")
-            status = gr.Markdown(first["status"], elem_id="schema-status")
         with gr.Column(scale=2):
             prompt = gr.Textbox(first["prompt"], label="Instruction the model will see", lines=8,
                                 interactive=False, elem_id="schema-prompt")
@@ -89,7 +91,10 @@ def build(ws, saved: gr.State) -> None:
         try:
             schema = store.save_schema(text)
         except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+            # one toast, the reason at the status line, and the rejected-labels table left as it was
+            # (an exception would also mark every output with a red "Error" badge)
+            gr.Warning(f"schema not saved: {exc}")
+            return f"✖ not saved: {exc}", gr.skip(), gr.skip()
         r = check_text(text, store)
         versions = len(store.schema_versions())
         gr.Info(f"schema saved ({versions} versions kept in .schema_history/)")

@@ -165,3 +165,41 @@ def test_gallery_pages_follow_the_open_clip():
     assert clip_at(rels, page, 250 - 2 * PAGE_SIZE) == focus and clip_at(rels, 2, 999) is None
     one = gallery_items(store, "all", "clip_0003.mp4")
     assert one[1] == ["videos/clip_0003.mp4"] and "page" not in one[2]
+
+
+def test_a_refused_save_says_why_inline_and_stays_on_the_clip(tmp_path):
+    from tabs.annotate import save_inline
+
+    root = make_dataset(tmp_path / "d", n=3, rows=0)
+    store = AnnotationStore(root)
+    rels = [c.rel for c in store.clips()]
+    current = {"rel": rels[0], "revision": store.clip_revision(rels[0])}
+    msg, picked, moved = save_inline(store, current, {**LABEL, "event_type": "meteor"}, "(none)", rels)
+    assert msg.startswith("✖ not saved:") and "event_type" in msg and "breaks the schema" in msg
+    assert moved is False and store.clip(rels[0]).status not in (LABELLED, DRAFT)
+    msg, _, moved = save_inline(store, current, None, "(none)", rels, problems=["count: not a whole number"])
+    assert msg == "✖ not saved: count: not a whole number" and moved is False
+    msg, picked, moved = save_inline(store, current, LABEL, "(none)", rels)
+    assert (msg, picked, moved) == (f"saved {rels[0]}", rels[1], True)
+
+
+def test_the_gallery_highlight_follows_the_open_clip():
+    from tabs.annotate import PAGE_SIZE, focus_index, gallery_items
+
+    store = AnnotationStore(SAMPLES)  # 300 clips, read only
+    _, rels, _, page = gallery_items(store, focus=rels_at(store, 130))
+    assert page == 1 and focus_index(rels, page, rels[130]) == 130 - PAGE_SIZE
+    assert focus_index(rels, 0, rels[130]) is None  # not on the page shown: nothing highlighted
+    assert focus_index(rels, 0, "videos/not_there.mp4") is None and focus_index(rels, 0, None) is None
+
+
+def rels_at(store, i):
+    return [c.rel for c in store.clips()][i]
+
+
+def test_save_schema_with_a_syntax_error_says_so_once_and_keeps_the_table(app_client):
+    client, root = app_client
+    before = (root / "schema.json").read_text()
+    status, _table = client.predict('{"type": "object",\n  "properties": {', api_name="/save_schema")
+    assert status.startswith("✖ not saved:") and "line 2" in status
+    assert (root / "schema.json").read_text() == before
