@@ -22,6 +22,11 @@ What the mask guarantees, per batch row (left padding is fine: only the last col
 - `uniqueItems` arrays of enum values can only be ordered subsets of the choices, in schema
   order, which is exactly what `canonical_answer` trains on (xgrammar itself ignores uniqueItems).
 
+With `shadow=True` the processor follows the rows and fills the same mask without applying it
+(no budget closer; `grammar_bitmask` is the mask): `core.serve.stepscores` renormalises an unconstrained answer's step
+probabilities over the schema's allowed tokens with it; a row that leaves the grammar stops being
+followed, silently.
+
 What it does not do:
 - beam search or any decoding that reorders batch rows between steps (the matchers are per row);
   one processor serves one `generate()` call and is then spent;
@@ -87,10 +92,14 @@ def _stays_in_string(lexer: tuple[bool, bool], data: bytes) -> bool:
 class SchemaLogitsProcessor(LogitsProcessor):
     """Masks each row's logits to its grammar; one instance per `generate()` call."""
 
-    def __init__(self, compiled: CompiledSchema, max_new_tokens: int | None = None):
+    def __init__(self, compiled: CompiledSchema, max_new_tokens: int | None = None, shadow: bool = False):
         self.compiled = compiled
-        self.max_new_tokens = max_new_tokens
+        # shadow: follow the rows and fill the mask without applying it (confidence of unconstrained
+        # answers is renormalised over the same allowed tokens; core.serve.stepscores reads `bitmask`)
+        self.shadow = shadow
+        self.max_new_tokens = None if shadow else max_new_tokens
         self._matchers: list[xgr.GrammarMatcher] | None = None
+        self._unforced: dict[int, np.ndarray] = {}  # rows the closer forced this step -> their grammar mask
         self._prompt_len = 0
         self._scratch = xgr.allocate_token_bitmask(1, compiled.vocab_size)
         self._scratch_words = self._scratch.numpy().view(np.uint32)[0]
@@ -125,9 +134,12 @@ class SchemaLogitsProcessor(LogitsProcessor):
             if not matcher.accept_token(token):
                 # Only another processor or a caller-forced token can get here; say so instead of
                 # asserting, and stop constraining that row so the rest of the batch still decodes.
+                # A shadow row leaving the grammar is ordinary (free decoding), not worth a warning.
+                self._free[i] = True
+                if self.shadow:
+                    continue
                 log.warning("constrained decoding: row %d produced token %d outside the grammar; "
                             "leaving that row unconstrained", i, token)
-                self._free[i] = True
                 continue
             data, lexer = self.compiled.token_bytes[token], self._lexer[i]
             self._lexer[i] = _scan(lexer, data)
@@ -138,6 +150,20 @@ class SchemaLogitsProcessor(LogitsProcessor):
                 self._path[i] = expect[1]
             elif not (path and path[0] == self.compiled.closers.get(b'"') and _stays_in_string(lexer, data)):
                 self._path[i] = None
+
+    @property
+    def grammar_bitmask(self) -> torch.Tensor:
+        """The tokens the grammar allowed each row at the last step, before the budget closer forced
+        any (xgrammar's int32 bitmask, on the CPU; zero for rows that left the grammar or finished);
+        valid until the next call. core.serve.stepscores renormalises over it: a token the closer
+        forced keeps the model's probability among the allowed ones, not 1."""
+        if not self._unforced:
+            return self._bitmask
+        mask = self._bitmask.clone()
+        words = mask.numpy().view(np.uint32)
+        for row, saved in self._unforced.items():
+            words[row] = saved
+        return mask
 
     def _allowed(self, words: np.ndarray) -> np.ndarray:
         words = words & self.compiled.keep_words
@@ -252,6 +278,7 @@ class SchemaLogitsProcessor(LogitsProcessor):
 
     def _force(self, row: int, token: int) -> None:
         words = self._bitmask.numpy().view(np.uint32)
+        self._unforced[row] = words[row] & self.compiled.keep_words
         words[row] = 0
         words[row, token // 32] = np.uint32(1 << (token % 32))
 
@@ -267,6 +294,7 @@ class SchemaLogitsProcessor(LogitsProcessor):
             self._advance(input_ids[:, -1].tolist())
         generated = input_ids.shape[1] - self._prompt_len
         xgr.reset_token_bitmask(self._bitmask)
+        self._unforced = {}
         for i, matcher in enumerate(self._matchers):
             if self._free[i] or matcher.is_terminated():
                 continue
@@ -277,12 +305,15 @@ class SchemaLogitsProcessor(LogitsProcessor):
                     self._force(i, token)
         words = self._bitmask.numpy().view(np.uint32)
         words &= self.compiled.keep_words
+        if self.shadow:
+            return scores
         xgr.apply_token_bitmask_inplace(scores, self._bitmask.to(scores.device, non_blocking=True))
         return scores
 
 
 def schema_logits_processor(model, tokenizer, schema: dict, *, eos_token_id,
-                            max_new_tokens: int | None = None) -> SchemaLogitsProcessor:
-    """A fresh processor for one `generate()` call; `eos_token_id` must be what generate() stops on."""
+                            max_new_tokens: int | None = None, shadow: bool = False) -> SchemaLogitsProcessor:
+    """A fresh processor for one `generate()` call; `eos_token_id` must be what generate() stops on.
+    `shadow`: follow the grammar without masking (see SchemaLogitsProcessor)."""
     compiled = compile_schema(tokenizer, schema, vocab_size=model_vocab_size(model), stop_token_ids=eos_token_id)
-    return SchemaLogitsProcessor(compiled, max_new_tokens)
+    return SchemaLogitsProcessor(compiled, max_new_tokens, shadow=shadow)

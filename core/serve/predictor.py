@@ -3,8 +3,10 @@
 `Predictor` holds a loaded model, its processor, family and spec; `predict` samples frames with the
 spec's sampler (the frame cache makes this cheap), builds the same prompt training used, and
 decodes in batches with left padding, optionally masked to the spec's schema (`constrained=True`,
-see core.serve.constrained). It does not parse or score answers (core.schema.scoring does),
-and does not manage several resident models (the model manager does).
+see core.serve.constrained). With `confidence=True` (what `predict` asks for) the same greedy pass
+records each step's log-probability (core.serve.stepscores) and every answer gets a per-field
+confidence (core.serve.confidence). It does not score answers against labels (core.schema.scoring
+does), and does not manage several resident models (the model manager does).
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from pathlib import Path
 
 import torch
 
-from core.errors import VideoError
+from core.errors import SchemaError, VideoError
 from core.models.device import pick_device, pick_dtype
 from core.models.inputs import collate, encode_example, suppressed_token_ids
 from core.models.loading import load_model, resolve_model
 from core.schema.base import extract_json, label_errors
 from core.schema.scoring import score_row
+from core.serve.confidence import field_confidence, min_confidence
 from core.serve.constrained import schema_logits_processor
+from core.serve.stepscores import StepRecorder, token_ranges
 from core.spec import PreprocessSpec, default_spec
 from core.video.frames import SampledFrames, sample_frames
 
@@ -33,6 +37,22 @@ class Prediction:
     error: str | None = None
     seconds: float = 0.0
     new_tokens: int = 0
+    confidence: dict | None = None  # top-level field -> score in [0, 1] (core.serve.confidence)
+    confidence_parts: dict | None = None  # array field -> {"items": [scores], "stop": score}
+
+    @property
+    def min_confidence(self) -> float | None:
+        return min_confidence(self.confidence)
+
+
+@dataclass
+class Generated:
+    """One answer of `Predictor.generate(..., confidence=True)`."""
+
+    text: str
+    new_tokens: int
+    confidence: dict  # top-level field -> score in [0, 1]; empty when the answer does not parse
+    confidence_parts: dict  # array field -> {"items": [scores], "stop": score}
 
 
 class Predictor:
@@ -60,28 +80,65 @@ class Predictor:
 
     @torch.no_grad()
     def generate(self, frames_list: list[SampledFrames], max_new_tokens: int = 160,
-                 constrained: bool = False) -> list[tuple[str, int]]:
+                 constrained: bool = False, confidence: bool = False) -> list:
         """Greedy outputs (text, new token count) for a batch of already-sampled clips.
 
-        `constrained` masks decoding to the spec's schema, so every answer is complete JSON in it."""
+        `constrained` masks decoding to the spec's schema, so every answer is complete JSON in it.
+        `confidence`: a `Generated` per clip instead, with per-field confidence from the same pass."""
         tok = self.processor.tokenizer
         batch = collate([self.encode(f) for f in frames_list], tok.pad_token_id, padding_side="left")
         batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        extra = {}
-        if constrained:
-            extra["logits_processor"] = [schema_logits_processor(
+        recorder = self._recorder(constrained, max_new_tokens) if confidence else None
+        if recorder is not None:
+            # the recorder reads the scores before the grammar's mask and its mask after
+            processors = [recorder] + ([recorder.grammar] if recorder.grammar is not None else [])
+        elif constrained:
+            processors = [schema_logits_processor(
                 self.model, tok, self.spec.schema, eos_token_id=tok.eos_token_id, max_new_tokens=max_new_tokens)]
+        else:
+            processors = []
+        extra = {"logits_processor": processors} if processors else {}
         out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                                   suppress_tokens=self.suppressed, **extra)
         new = out[:, batch["input_ids"].shape[1]:]
         texts = tok.batch_decode(new, skip_special_tokens=True)
         counts = [int((row != tok.pad_token_id).sum()) for row in new]
-        return list(zip(texts, counts))
+        if not confidence:
+            return list(zip(texts, counts))
+        logprobs = recorder.finish(new[:, -1]) if recorder is not None else None
+        return [self._scored(text, n, row, None if logprobs is None else logprobs[i])
+                for i, (text, n, row) in enumerate(zip(texts, counts, new.tolist()))]
+
+    def _recorder(self, constrained: bool, max_new_tokens: int) -> StepRecorder | None:
+        """None when the spec has no schema to locate fields in. Its grammar processor masks when
+        `constrained`, else follows in shadow mode (no grammar if xgrammar cannot compile the schema)."""
+        schema = self.spec.schema
+        if not isinstance(schema, dict) or not schema.get("properties"):
+            return None
+        tok = self.processor.tokenizer
+        try:
+            grammar = schema_logits_processor(self.model, tok, schema, eos_token_id=tok.eos_token_id,
+                                              max_new_tokens=max_new_tokens, shadow=not constrained)
+        except SchemaError:
+            if constrained:
+                raise
+            grammar = None  # a schema xgrammar cannot compile: the model's own distribution
+        return StepRecorder(grammar)
+
+    def _scored(self, text: str, n: int, ids: list[int], logprobs) -> Generated:
+        if logprobs is None:
+            return Generated(text, n, {}, {})
+        tok = self.processor.tokenizer
+        stop = next((k for k, t in enumerate(ids) if t == tok.eos_token_id), len(ids) - 1)
+        answer, ranges = token_ranges(tok, ids[:stop + 1])
+        scores, parts = field_confidence(self.spec.schema, answer, ranges, logprobs[:stop + 1].tolist())
+        return Generated(text, n, scores, parts)
 
     def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,
-                constrained: bool = False) -> list[Prediction]:
-        """One Prediction per video, in order; a clip that fails to decode becomes an error row."""
+                constrained: bool = False, confidence: bool = True) -> list[Prediction]:
+        """One Prediction per video, in order; a clip that fails to decode becomes an error row.
+        `confidence`: per-field confidence from the same pass (see `generate`)."""
         results: list[Prediction | None] = [None] * len(videos)
         pending: list[tuple[int, SampledFrames]] = []
         sampling = self.spec.sampling_spec
@@ -90,10 +147,13 @@ class Predictor:
             if not pending:
                 return
             t0 = time.time()
-            outs = self.generate([f for _, f in pending], max_new_tokens, constrained=constrained)
+            outs = self.generate([f for _, f in pending], max_new_tokens, constrained=constrained,
+                                 confidence=confidence)
             dt = (time.time() - t0) / len(pending)
-            for (i, _), (text, n) in zip(pending, outs):
-                results[i] = Prediction(video=str(videos[i]), text=text, seconds=dt, new_tokens=n)
+            for (i, _), out in zip(pending, outs):
+                g = out if confidence else Generated(out[0], out[1], None, None)
+                results[i] = Prediction(video=str(videos[i]), text=g.text, seconds=dt, new_tokens=g.new_tokens,
+                                        confidence=g.confidence, confidence_parts=g.confidence_parts)
             pending.clear()
 
         for i, video in enumerate(videos):
@@ -111,10 +171,11 @@ class Predictor:
 
 def analyse_frames(predictor: Predictor, frames: SampledFrames, label: dict | None = None,
                    max_new_tokens: int = 160, constrained: bool = False) -> dict:
-    """Everything a UI shows for one answer: raw output, parsed JSON, validity, per-field agreement
-    with the label, latency and tokens/s (Inference and Compare both show this)."""
+    """Everything a UI shows for one answer: raw output, parsed JSON, validity, per-field confidence,
+    per-field agreement with the label, latency and tokens/s (Inference and Compare both show this)."""
     t0 = time.time()
-    (text, n_tokens), = predictor.generate([frames], max_new_tokens, constrained=constrained)
+    answer, = predictor.generate([frames], max_new_tokens, constrained=constrained, confidence=True)
+    text, n_tokens = answer.text, answer.new_tokens
     seconds = time.time() - t0
     parsed, parse_error = extract_json(text)
     schema = predictor.spec.schema
@@ -125,6 +186,8 @@ def analyse_frames(predictor: Predictor, frames: SampledFrames, label: dict | No
         "tokens_per_s": round(n_tokens / seconds, 1) if seconds > 0 else 0.0, "model": predictor.name,
     }
     result["schema_valid"] = parsed is not None and not result["schema_errors"]
+    result.update(confidence=answer.confidence, confidence_parts=answer.confidence_parts,
+                  min_confidence=min_confidence(answer.confidence))
     if label:
         result["agreement"] = score_row(schema, text, label).fields
     return result
