@@ -27,7 +27,17 @@ from core.fileio import atomic_write_text
 from core.paths import REPO_ROOT
 from core.schema.base import load_schema
 from core.serve.loaded import loaded_predictor
-from core.serve.writers import META_COLUMNS, FileWriter, PredictionRow, column_name, make_row, open_writer, read_rows
+from core.serve.writers import (
+    META_COLUMNS,
+    FileWriter,
+    PredictionRow,
+    column_name,
+    confidence_column,
+    flatten_confidence,
+    make_row,
+    open_writer,
+    read_rows,
+)
 from core.spec import PreprocessSpec, is_run_dir
 from core.video.frames import is_media_path
 
@@ -78,7 +88,7 @@ def run_predict(predictor, items: list[tuple[str, Path]], out_path, batch_size: 
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             preds = predictor.predict([p for _, p in chunk], batch_size=batch_size, **generate_kwargs)
-            rows = [make_row(schema, key, model, spec_hash, pred.text, pred.error, pred.seconds)
+            rows = [make_row(schema, key, model, spec_hash, pred.text, pred.error, pred.seconds, pred.confidence)
                     for (key, _), pred in zip(chunk, preds)]
             writer.write(rows)
             counts["written"] += len(rows)
@@ -139,10 +149,14 @@ def predict_sharded(cli_args: list[str], out_path, world: int, schema: dict) -> 
     return rows
 
 
-def _row_from_flat(flat: dict, schema: dict):
+def _row_from_flat(row: dict, schema: dict):
+    flat = flatten_confidence(row)
     names = {column_name(n): n for n in schema.get("properties", {})}
+    scores = {n: flat[confidence_column(n)] for n in schema.get("properties", {})
+              if flat.get(confidence_column(n)) is not None}
     return PredictionRow(**{k: flat.get(k) for k in META_COLUMNS},
-                         fields={names[k]: v for k, v in flat.items() if k in names and v is not None})
+                         fields={names[k]: v for k, v in flat.items() if k in names and v is not None},
+                         confidence=scores)
 
 
 # --- the one call behind `cli.py predict` and the Export tab -------------------------------------

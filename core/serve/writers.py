@@ -1,5 +1,10 @@
 """Prediction rows and the files they go to: JSONL, CSV, Parquet and SQLite.
 
+Each row carries the answer's per-field confidence (core.serve.confidence): in JSONL a `confidence`
+object (top-level field -> score) and `min_confidence`; in SQLite, CSV and Parquet one column
+`<field>__confidence` per top-level field plus `min_confidence` (rows written before confidence
+existed, and error rows, leave them empty; an older SQLite table gains the columns).
+
 A row is keyed by (video, model): re-running an export skips clips already done for that model
 (resume) or, with `overwrite`, replaces them (upsert) — never a duplicate. SQLite rows go straight
 into a table with one typed column per top-level schema field, in one transaction per batch. The
@@ -22,11 +27,14 @@ from pathlib import Path
 from core.errors import ConfigError
 from core.fileio import atomic_write_text
 from core.schema.base import BOOLEAN, ENUM, NUMBER, TEXT, extract_json, fields, label_errors
+from core.serve.confidence import min_confidence
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet", ".sqlite": "sqlite", ".db": "sqlite",
            ".sqlite3": "sqlite"}
 META_COLUMNS = ("video", "model", "spec_hash", "created", "schema_valid", "error", "raw", "seconds")
 TABLE = "predictions"
+MIN_CONFIDENCE = "min_confidence"
+CONFIDENCE = "confidence"  # the JSONL object
 
 
 @dataclass
@@ -40,22 +48,60 @@ class PredictionRow:
     raw: str | None
     seconds: float
     fields: dict  # parsed top-level fields (empty when the output did not parse)
+    confidence: dict | None = None  # top-level field -> score in [0, 1], for the fields kept
 
     def flat(self) -> dict:
+        """One column per key: meta columns, fields, `<field>__confidence` and `min_confidence`."""
         d = asdict(self)
         d.pop("fields")
+        d.pop("confidence")
         for name, value in self.fields.items():
             d[column_name(name)] = value
+        for name, value in (self.confidence or {}).items():
+            d[confidence_column(name)] = value
+        d[MIN_CONFIDENCE] = min_confidence(self.confidence)
         return d
 
 
 def column_name(field: str) -> str:
     # a schema field called "video" or "model" must not overwrite the row's key columns
-    return f"field_{field}" if field in META_COLUMNS else field
+    return f"field_{field}" if field in META_COLUMNS or field == MIN_CONFIDENCE else field
+
+
+def confidence_column(field: str) -> str:
+    return f"{field}__confidence"
+
+
+def confidence_columns(schema: dict) -> list[str]:
+    return [confidence_column(f.name) for f in fields(schema)] + [MIN_CONFIDENCE]
+
+
+def flatten_confidence(row: dict) -> dict:
+    """A JSONL row (its `confidence` object) in the column form the other formats use."""
+    if not isinstance(row.get(CONFIDENCE), dict):
+        return row
+    out = {k: v for k, v in row.items() if k != CONFIDENCE}
+    for name, value in row[CONFIDENCE].items():
+        out[confidence_column(name)] = value
+    return out
+
+
+def nest_confidence(row: dict, schema: dict) -> dict:
+    """A column-form row as JSONL writes it: the `<field>__confidence` columns become one object."""
+    names = [f.name for f in fields(schema)]
+    scores = {n: row[confidence_column(n)] for n in names if row.get(confidence_column(n)) is not None}
+    out = {}
+    for key, value in row.items():
+        if key == MIN_CONFIDENCE:
+            out[CONFIDENCE] = scores
+        if key not in {confidence_column(n) for n in names}:
+            out[key] = value
+    out.setdefault(CONFIDENCE, scores)
+    return out
 
 
 def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | None, error: str | None,
-             seconds: float = 0.0) -> PredictionRow:
+             seconds: float = 0.0, confidence: dict | None = None) -> PredictionRow:
     parsed, parse_error = (extract_json(text) if text is not None else (None, None))
     problems = [error] if error else []
     if not problems and parse_error:
@@ -64,9 +110,10 @@ def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | N
         problems = label_errors(schema, parsed)
     props = schema.get("properties", {})
     kept = {k: v for k, v in (parsed or {}).items() if k in props}
+    scores = {k: round(float(v), 6) for k, v in (confidence or {}).items() if k in kept and v is not None}
     return PredictionRow(video=video, model=model, spec_hash=spec_hash, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
                          schema_valid=not problems, error="; ".join(problems) or None, raw=text,
-                         seconds=round(seconds, 4), fields=kept)
+                         seconds=round(seconds, 4), fields=kept, confidence=scores)
 
 
 def output_format(path) -> str:
@@ -92,7 +139,8 @@ def sqlite_columns(schema: dict) -> list[tuple[str, str]]:
     meta = [("video", "TEXT NOT NULL"), ("model", "TEXT NOT NULL"), ("spec_hash", "TEXT"), ("created", "TEXT"),
             ("schema_valid", "INTEGER"), ("error", "TEXT"), ("raw", "TEXT"), ("seconds", "REAL")]
     props = schema.get("properties", {})
-    return meta + [(column_name(f.name), _sql_type(f.kind, props.get(f.name, {}))) for f in fields(schema)]
+    return (meta + [(column_name(f.name), _sql_type(f.kind, props.get(f.name, {}))) for f in fields(schema)]
+            + [(c, "REAL") for c in confidence_columns(schema)])
 
 
 def _quote(name: str) -> str:
@@ -108,7 +156,8 @@ class SqliteWriter:
         cols = ", ".join(f"{_quote(n)} {t}" for n, t in self.columns)
         self.db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols}, PRIMARY KEY (video, model))")
         have = {r[1] for r in self.db.execute(f"PRAGMA table_info({TABLE})")}
-        for name, typ in self.columns:  # a schema that gained fields adds columns, old rows keep NULL
+        # a schema that gained fields, or a table from before confidence, adds columns; old rows keep NULL
+        for name, typ in self.columns:
             if name not in have:
                 self.db.execute(f"ALTER TABLE {TABLE} ADD COLUMN {_quote(name)} {typ}")
         self.db.commit()
@@ -178,14 +227,14 @@ class FileWriter:
         self._fh.close()
         merged: dict[tuple, dict] = {}
         for r in self.existing() + self.journalled():  # later rows replace earlier: upsert by key
-            merged[(r["video"], r["model"])] = r
+            merged[(r["video"], r["model"])] = flatten_confidence(r)
         _write_table(self.path, self.fmt, list(merged.values()), self.schema)
         self.journal.unlink(missing_ok=True)
 
 
 def _columns(rows: list[dict], schema: dict) -> list[str]:
-    cols = list(META_COLUMNS) + [column_name(f.name) for f in fields(schema)]
-    extra = [k for r in rows for k in r if k not in cols]
+    cols = list(META_COLUMNS) + [column_name(f.name) for f in fields(schema)] + confidence_columns(schema)
+    extra = [k for r in rows for k in r if k not in cols and k != CONFIDENCE]
     return cols + list(dict.fromkeys(extra))
 
 
@@ -194,8 +243,8 @@ def _write_table(path: Path, fmt: str, rows: list[dict], schema: dict) -> None:
 
     cols = _columns(rows, schema)
     if fmt == "jsonl":
-        atomic_write_text(path, "".join(json.dumps({c: r.get(c) for c in cols}, ensure_ascii=False) + "\n"
-                                        for r in rows))
+        atomic_write_text(path, "".join(json.dumps(nest_confidence({c: r.get(c) for c in cols}, schema),
+                                                   ensure_ascii=False) + "\n" for r in rows))
         return
     frame = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
     tmp = path.with_name(path.name + ".tmp")

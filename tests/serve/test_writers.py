@@ -93,3 +93,76 @@ def test_journal_resumes_an_interrupted_export(tmp_path):
 def test_unknown_output_type():
     with pytest.raises(ConfigError, match="unknown output type"):
         open_writer("x.xlsx", SCHEMA)
+
+
+# ------------------------------------------------------------------------------ confidence columns
+
+CONF = {"caption": 0.31, "event_type": 0.9, "rule_violations": 0.42, "intended_driving_action": 0.77,
+        "traffic_density": 0.6, "visibility": 0.95, "speed_kmh": 0.5, "lanes": 0.25, "night": 0.99, "video": 0.8}
+
+
+def scored_rows(model="m"):
+    text = json.dumps({**GOOD, "speed_kmh": 41.5, "lanes": 2, "night": True, "video": "cam"})
+    return [make_row(SCHEMA, "v0.mp4", model, "h", text, None, 0.1, CONF),
+            make_row(SCHEMA, "bad.mp4", model, "h", None, "bad.mp4: moov atom not found", 0.0, CONF)]
+
+
+@pytest.mark.parametrize("ext", [".jsonl", ".csv", ".parquet", ".sqlite"])
+def test_every_format_carries_per_field_confidence_and_the_minimum(tmp_path, ext):
+    out = tmp_path / f"p{ext}"
+    w = open_writer(out, SCHEMA)
+    w.write(scored_rows())
+    w.close()
+    back = {r["video"]: r for r in read_rows(out)}
+    good, bad = back["v0.mp4"], back["bad.mp4"]
+    if ext == ".jsonl":  # one object, field -> score
+        assert good["confidence"] == CONF and bad["confidence"] == {}
+        assert not any(k.endswith("__confidence") for k in good)
+    else:  # one column per top-level field
+        assert {k: good[f"{k}__confidence"] for k in CONF} == CONF
+        assert all(bad[f"{k}__confidence"] is None for k in CONF)
+    assert good["min_confidence"] == min(CONF.values()) and bad["min_confidence"] is None
+    assert good["event_type"] == "near_miss"  # the fields themselves are untouched
+
+
+def test_confidence_only_for_fields_the_answer_has(tmp_path):
+    row = make_row(SCHEMA, "x.mp4", "m", "h", json.dumps({"event_type": "collision", "extra": 1}), None, 0.0,
+                   {"event_type": 0.4, "extra": 0.1, "caption": 0.2})
+    assert row.confidence == {"event_type": 0.4}
+    assert row.flat()["min_confidence"] == 0.4 and "caption__confidence" not in row.flat()
+
+
+def test_an_older_sqlite_table_gains_the_confidence_columns(tmp_path):
+    """A table written before confidence existed: reopened, it gets the columns; old rows keep NULL,
+    new rows fill them, resume still sees the old rows."""
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE predictions (video TEXT NOT NULL, model TEXT NOT NULL, spec_hash TEXT, created TEXT, "
+                "schema_valid INTEGER, error TEXT, raw TEXT, seconds REAL, event_type TEXT, "
+                "PRIMARY KEY (video, model))")
+    con.execute("INSERT INTO predictions (video, model, event_type) VALUES ('old.mp4', 'm', 'collision')")
+    con.commit()
+    con.close()
+    w = open_writer(db, SCHEMA)
+    assert w.done("m") == {"old.mp4"}
+    w.write(scored_rows())
+    w.close()
+    con = sqlite3.connect(db)
+    cols = {r[1]: r[2] for r in con.execute("PRAGMA table_info(predictions)")}
+    assert cols["event_type__confidence"] == "REAL" and cols["min_confidence"] == "REAL"
+    got = dict(con.execute("SELECT video, min_confidence FROM predictions").fetchall())
+    con.close()
+    assert got == {"old.mp4": None, "v0.mp4": min(CONF.values()), "bad.mp4": None}
+
+
+def test_jsonl_rows_without_confidence_merge_with_new_ones(tmp_path):
+    """An export from before confidence, resumed: old rows stay, new rows carry their scores."""
+    out = tmp_path / "p.jsonl"
+    old = {"video": "old.mp4", "model": "m", "schema_valid": True, "event_type": "collision"}
+    out.write_text(json.dumps(old) + "\n")
+    w = open_writer(out, SCHEMA)
+    w.write(scored_rows())
+    w.close()
+    back = {r["video"]: r for r in read_rows(out)}
+    assert back["old.mp4"]["event_type"] == "collision" and back["old.mp4"]["confidence"] == {}
+    assert back["v0.mp4"]["confidence"] == CONF
