@@ -28,9 +28,9 @@ from core.schema.base import (
 )
 from core.schema.presets import DASHCAM_SCHEMA, PRESETS
 from core.schema.prompt import DEFAULT_TEMPLATE, build_instruction, build_messages
-from core.schema.scoring import evaluate, score_row, set_prf, token_f1
+from core.schema.scoring import calibration, evaluate, field_calibration, score_row, set_prf, token_f1
 
 __all__ = ["ANSWER_SEPARATORS", "BOOLEAN", "DASHCAM_SCHEMA", "DEFAULT_TEMPLATE", "ENUM", "ENUM_LIST", "NUMBER",
-    "PRESETS", "TEXT", "build_instruction", "build_messages", "canonical_answer", "check_schema", "evaluate",
-    "extract_json", "fields", "is_valid", "label_errors", "load_schema", "parse_schema", "schema_hash", "score_row",
+    "PRESETS", "TEXT", "build_instruction", "build_messages", "calibration", "canonical_answer", "check_schema", "evaluate",
+    "extract_json", "field_calibration", "fields", "is_valid", "label_errors", "load_schema", "parse_schema", "schema_hash", "score_row",
     "set_prf", "token_f1"]

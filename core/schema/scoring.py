@@ -3,7 +3,9 @@
 Enums score exact match; enum lists score set match (plus precision/recall/F1); free text scores
 token F1; numbers and booleans exact match. An answer that does not parse or breaks the schema
 still gets per-field credit for the fields it got right — the schema-valid rate reports validity
-separately. This module does not run models.
+separately. Given each answer's per-field confidence (core.serve.confidence), `evaluate` adds
+`calibration`: per field, how well confidence predicts being right (`calibration`). This module
+does not run models.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from dataclasses import dataclass, field
 from core.schema.base import BOOLEAN, ENUM, ENUM_LIST, NUMBER, TEXT, extract_json, fields, is_valid
 
 _WORD = re.compile(r"[\w']+")
+
+CALIBRATION_BINS = 10  # equal-width confidence bins [0, 0.1), ..., [0.9, 1.0]
+# Auto-accept thresholds the coverage table reports: keep rows whose field confidence is >= t.
+THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 def token_f1(pred: str, ref: str) -> float:
@@ -74,8 +80,58 @@ def score_row(schema: dict, text: str | None, label: dict) -> RowScore:
     return RowScore(True, is_valid(schema, obj), obj, None, scores)
 
 
-def evaluate(schema: dict, texts: list, labels: list[dict]) -> dict:
-    """Aggregate metrics for aligned lists of model outputs (None = failed clip) and labels."""
+def calibration(pairs: list[tuple[float, float]], bins: int = CALIBRATION_BINS) -> dict:
+    """How well confidence predicts correctness, from (confidence, score in [0, 1]) pairs.
+
+    `bins`: per equal-width confidence bin, its range, `count`, `mean_confidence` and `accuracy`
+    (mean score; None when empty). `ece`: expected calibration error, the count-weighted mean of
+    |accuracy - mean confidence| over bins. `coverage`: per threshold t of THRESHOLDS, the share of
+    rows with confidence >= t (`kept`) and their accuracy (None when none is kept): what
+    auto-accepting above t would keep and how often it would be right."""
+    n = len(pairs)
+    groups: list[list[tuple[float, float]]] = [[] for _ in range(bins)]
+    for c, score in pairs:
+        groups[min(bins - 1, max(0, int(c * bins)))].append((c, score))  # 1.0 falls in the last bin
+    table, gap = [], 0.0
+    for b, inside in enumerate(groups):
+        conf = sum(c for c, _ in inside) / len(inside) if inside else None
+        acc = sum(s for _, s in inside) / len(inside) if inside else None
+        if inside:
+            gap += len(inside) * abs(acc - conf)
+        table.append({"lo": round(b / bins, 4), "hi": round((b + 1) / bins, 4), "count": len(inside),
+                      "mean_confidence": None if conf is None else round(conf, 4),
+                      "accuracy": None if acc is None else round(acc, 4)})
+    ece = gap / n if n else None
+    coverage = []
+    for t in THRESHOLDS:
+        kept = [s for c, s in pairs if c >= t]
+        coverage.append({"threshold": t, "kept": round(len(kept) / n, 4) if n else 0.0,
+                         "accuracy": round(sum(kept) / len(kept), 4) if kept else None})
+    return {"rows": n, "ece": round(ece, 4) if ece is not None else None, "bins": table, "coverage": coverage}
+
+
+def field_calibration(schema: dict, rows: list[RowScore], confidences: list) -> dict:
+    """Per field: `calibration` over the rows that have both a score and a confidence for it, plus
+    `unscored` (rows with a label for the field but no confidence: no answer, or the field missing)."""
+    out = {}
+    for f in fields(schema):
+        pairs, unscored = [], 0
+        for r, conf in zip(rows, confidences):
+            if f.name not in r.fields:
+                continue
+            c = (conf or {}).get(f.name)
+            if c is None:
+                unscored += 1
+            else:
+                pairs.append((float(c), r.fields[f.name]))
+        if pairs:
+            out[f.name] = {**calibration(pairs), "unscored": unscored}
+    return out
+
+
+def evaluate(schema: dict, texts: list, labels: list[dict], confidences: list | None = None) -> dict:
+    """Aggregate metrics for aligned lists of model outputs (None = failed clip) and labels.
+    `confidences` (per answer: field -> score, or None) adds `calibration` (`field_calibration`)."""
     rows = [score_row(schema, t, lab) for t, lab in zip(texts, labels)]
     n = len(rows)
     per_field, text_scores, enum_list_f1, confusion = {}, {}, {}, {}
@@ -100,7 +156,7 @@ def evaluate(schema: dict, texts: list, labels: list[dict]) -> dict:
                     matrix[str(truth)][key] += 1
             confusion[f.name] = matrix
     enum_scores = [per_field[f.name] for f in fields(schema) if f.kind in (ENUM, ENUM_LIST) and f.name in per_field]
-    return {
+    report = {
         "count": n,
         "json_valid_rate": round(sum(r.json_valid for r in rows) / n, 4) if n else 0.0,
         "schema_valid_rate": round(sum(r.schema_valid for r in rows) / n, 4) if n else 0.0,
@@ -111,3 +167,6 @@ def evaluate(schema: dict, texts: list, labels: list[dict]) -> dict:
         "confusion": confusion,
         "errors": sum(1 for r in rows if r.error),
     }
+    if confidences is not None:
+        report["calibration"] = field_calibration(schema, rows, confidences)
+    return report

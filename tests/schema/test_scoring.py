@@ -54,3 +54,43 @@ def test_evaluate_aggregates_and_counts_invalid():
     assert report["text_scores"]["caption"]["token_f1"] == 0.5
     assert report["confusion"]["event_type"]["near_miss"]["near_miss"] == 2
     assert report["confusion"]["event_type"]["near_miss"]["invalid"] == 2
+
+
+# ------------------------------------------------------------------------------ calibration
+
+def test_calibration_bins_ece_and_coverage_from_a_hand_computed_case():
+    """Four rows at 0.95 (3 right), two at 0.55 (1 right), two at 0.15 (both wrong)."""
+    from core.schema.scoring import calibration
+
+    pairs = [(0.95, 1.0)] * 3 + [(0.95, 0.0), (0.55, 1.0), (0.55, 0.0), (0.15, 0.0), (0.15, 0.0)]
+    cal = calibration(pairs)
+    full = {b["lo"]: b for b in cal["bins"] if b["count"]}
+    assert set(full) == {0.9, 0.5, 0.1} and sum(b["count"] for b in cal["bins"]) == 8
+    assert full[0.9] == {"lo": 0.9, "hi": 1.0, "count": 4, "mean_confidence": 0.95, "accuracy": 0.75}
+    assert full[0.1]["accuracy"] == 0.0 and full[0.5]["accuracy"] == 0.5
+    # ECE = (4*|0.75-0.95| + 2*|0.5-0.55| + 2*|0-0.15|) / 8
+    assert cal["ece"] == pytest.approx((4 * 0.2 + 2 * 0.05 + 2 * 0.15) / 8, abs=1e-4)
+    cover = {c["threshold"]: c for c in cal["coverage"]}
+    assert cover[0.0] == {"threshold": 0.0, "kept": 1.0, "accuracy": 0.5}
+    assert cover[0.5] == {"threshold": 0.5, "kept": 0.75, "accuracy": pytest.approx(4 / 6, abs=1e-4)}
+    assert cover[0.9] == {"threshold": 0.9, "kept": 0.5, "accuracy": 0.75}
+    assert cover[0.99] == {"threshold": 0.99, "kept": 0.0, "accuracy": None}
+
+
+def test_a_confidence_of_one_lands_in_the_last_bin():
+    from core.schema.scoring import calibration
+
+    cal = calibration([(1.0, 1.0), (0.0, 0.0)])
+    assert cal["bins"][-1]["count"] == 1 and cal["bins"][0]["count"] == 1 and cal["ece"] == 0.0
+
+
+def test_evaluate_adds_calibration_per_field_only_when_given_confidences():
+    wrong = {**LABEL, "event_type": "collision"}
+    texts = [json.dumps(LABEL), json.dumps(wrong), "no json here", None]
+    confs = [{"event_type": 0.9, "caption": 0.4}, {"event_type": 0.8, "caption": 0.5}, {}, None]
+    assert "calibration" not in evaluate(DASHCAM_SCHEMA, texts, [LABEL] * 4)
+    cal = evaluate(DASHCAM_SCHEMA, texts, [LABEL] * 4, confs)["calibration"]
+    assert set(cal) == {"event_type", "caption"}  # fields nobody scored are left out
+    assert cal["event_type"]["rows"] == 2 and cal["event_type"]["unscored"] == 2
+    assert cal["event_type"]["coverage"][0]["accuracy"] == 0.5  # one right at 0.9, one wrong at 0.8
+    assert cal["caption"]["bins"][4]["accuracy"] == 1.0 and cal["caption"]["bins"][5]["accuracy"] == 1.0
