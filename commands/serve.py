@@ -2,7 +2,8 @@
 for a video, a folder or a split into JSONL / CSV / Parquet / SQLite.
 
 `eval` is core.serve.report.evaluate_model (the Export tab's table builds its rows with the same
-report builder and warnings); `predict` is core.serve.batch.predict_to_file, the Export tab's call
+report builder and warnings; `--json` includes `calibration`, per field its ECE, reliability bins
+and accuracy above confidence thresholds); `predict` is core.serve.batch.predict_to_file, the Export tab's call
 too (with --num-processes N it runs worker processes that each run `cli.py predict --shard I/N`).
 """
 
@@ -66,6 +67,8 @@ def cmd_eval(args) -> int:
         print(f"  field {name:28} {acc:.3f}")
     for name, s in report["text_scores"].items():
         print(f"  text  {name:28} token_f1 {s['token_f1']:.3f}")
+    for name, cal in report.get("calibration", {}).items():
+        print(f"  calibration {name:22} ECE {cal['ece']:.3f} over {cal['rows']} rows")
     return 0
 
 

@@ -5,7 +5,10 @@ decoding (the schema compiled to an xgrammar grammar: `grammar`; the token mask 
 closer: `constrained`), the in-process model manager shared by the app's tabs (`manager`), a
 predictor for one job through that manager or loaded on its own (`loaded`), batch prediction with
 resume and sharding (`batch`) into JSONL/CSV/Parquet/SQLite (`writers`), the fair side-by-side
-comparison (`compare`), evaluation reports (`report`) and pre-labelling a dataset (`prelabel`).
+comparison (`compare`), evaluation reports (`report`, their calibration plots and tables:
+`reliability`) and pre-labelling a dataset (`prelabel`). Per-field confidence comes from the same
+greedy pass: the step log-probabilities recorded inside generate() (`stepscores`) combined per
+field by where each value sits in the answer (`confidence`).
 Each job the CLI and a tab share is one function here: predict_to_file, evaluate_models
 (evaluate_model for one), prelabel_dataset.
 Never imports core.train: what a model expects comes from core.spec.
@@ -13,14 +16,25 @@ Never imports core.train: what a model expects comes from core.spec.
 
 from core.serve.batch import input_schema, list_inputs, predict_to_file, run_predict
 from core.serve.compare import compare_clip
+from core.serve.confidence import field_confidence, json_spans, min_confidence
 from core.serve.loaded import loaded_predictor
 from core.serve.manager import ModelManager
-from core.serve.predictor import Prediction, Predictor, analyse_clip, analyse_frames
+from core.serve.predictor import Generated, Prediction, Predictor, analyse_clip, analyse_frames
 from core.serve.prelabel import prelabel_dataset
-from core.serve.report import evaluate_model, evaluate_models, schema_warnings, score_predictor, write_report
+from core.serve.reliability import calibration_markdown, reliability_svg
+from core.serve.report import (
+    evaluate_model,
+    evaluate_models,
+    reliability_rows,
+    schema_warnings,
+    score_predictor,
+    write_report,
+)
+from core.serve.stepscores import StepRecorder, token_ranges
 from core.serve.writers import open_writer, read_rows
 
-__all__ = ["ModelManager", "Prediction", "Predictor", "analyse_clip", "analyse_frames", "compare_clip",
-    "evaluate_model", "evaluate_models", "input_schema", "list_inputs", "loaded_predictor", "open_writer",
-    "predict_to_file", "prelabel_dataset", "read_rows", "run_predict", "schema_warnings", "score_predictor",
-    "write_report"]
+__all__ = ["Generated", "ModelManager", "Prediction", "Predictor", "StepRecorder", "analyse_clip", "analyse_frames",
+    "calibration_markdown", "compare_clip", "evaluate_model", "evaluate_models", "field_confidence", "input_schema",
+    "json_spans", "list_inputs", "loaded_predictor", "min_confidence", "open_writer", "predict_to_file",
+    "prelabel_dataset", "read_rows", "reliability_rows", "reliability_svg", "run_predict", "schema_warnings",
+    "score_predictor", "token_ranges", "write_report"]

@@ -53,6 +53,8 @@ class Generated:
     new_tokens: int
     confidence: dict  # top-level field -> score in [0, 1]; empty when the answer does not parse
     confidence_parts: dict  # array field -> {"items": [scores], "stop": score}
+    token_ids: list[int] | None = None  # the generated tokens through the stop token
+    token_logprobs: list[float] | None = None  # their step log-probabilities (core.serve.stepscores)
 
 
 class Predictor:
@@ -127,13 +129,14 @@ class Predictor:
         return StepRecorder(grammar)
 
     def _scored(self, text: str, n: int, ids: list[int], logprobs) -> Generated:
-        if logprobs is None:
-            return Generated(text, n, {}, {})
         tok = self.processor.tokenizer
         stop = next((k for k, t in enumerate(ids) if t == tok.eos_token_id), len(ids) - 1)
+        if logprobs is None:
+            return Generated(text, n, {}, {}, ids[:stop + 1])
         answer, ranges = token_ranges(tok, ids[:stop + 1])
-        scores, parts = field_confidence(self.spec.schema, answer, ranges, logprobs[:stop + 1].tolist())
-        return Generated(text, n, scores, parts)
+        steps = logprobs[:stop + 1].tolist()
+        scores, parts = field_confidence(self.spec.schema, answer, ranges, steps)
+        return Generated(text, n, scores, parts, ids[:stop + 1], steps)
 
     def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,
                 constrained: bool = False, confidence: bool = True) -> list[Prediction]:

@@ -5,8 +5,11 @@ and scores the answers with core.schema.scoring against the schema the model was
 `evaluate_models` is the one evaluation call: the Export tab's table (several models through the
 model manager, so a base and its runs share weights) and, through `evaluate_model` (one model loaded
 on its own), `cli.py eval`; both reports carry the same `schema_warnings`.
-`comparison_rows` and `confusion_rows` shape reports for tables and plots; `write_report` saves
-JSON and Markdown. This module does not draw plots.
+Each answer's per-field confidence comes from the same greedy pass, so reports carry
+`calibration` (core.schema.scoring.field_calibration). `comparison_rows`, `confusion_rows` and
+`reliability_rows` shape reports for tables and plots; `write_report` saves JSON and Markdown, the
+Markdown with each field's calibration tables and reliability plot (SVG files beside it, drawn by
+core.serve.reliability).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from core.fileio import atomic_write_text
 from core.schema.base import schema_hash
 from core.schema.scoring import evaluate
 from core.serve.loaded import loaded_predictor
+from core.serve.reliability import calibration_markdown, reliability_svg
 
 
 def _split_samples(data, dataset_dir, split: str) -> list:
@@ -38,7 +42,8 @@ def score_predictor(predictor, samples, name: str, split: str, constrained: bool
     preds = predictor.predict([s.video for s in samples], batch_size=batch_size, max_new_tokens=max_new_tokens,
                               constrained=constrained)
     seconds = time.time() - t0
-    report = evaluate(predictor.spec.schema, [p.text for p in preds], [s.label for s in samples])
+    report = evaluate(predictor.spec.schema, [p.text for p in preds], [s.label for s in samples],
+                      [p.confidence for p in preds])
     report.update(model=name, split=split, constrained=constrained, seconds=round(seconds, 2),
                   seconds_per_clip=round(seconds / len(samples), 3), spec_schema_hash=predictor.spec.schema_hash)
     if show:
@@ -102,7 +107,16 @@ def confusion_rows(report: dict, field: str) -> list[dict]:
     return [{"true": t, "predicted": p, "count": c} for t, row in matrix.items() for p, c in row.items() if c]
 
 
+def reliability_rows(report: dict, field: str) -> list[dict]:
+    """Long form (mean confidence, accuracy, rows) of one field's non-empty reliability bins, for a plot."""
+    bins = report.get("calibration", {}).get(field, {}).get("bins", [])
+    return [{"confidence": b["mean_confidence"], "accuracy": b["accuracy"], "rows": b["count"]}
+            for b in bins if b["count"]]
+
+
 def write_report(reports: dict[str, dict], out_dir) -> tuple[Path, Path]:
+    """eval-STAMP.json and eval-STAMP.md (the comparison table, then per model and field its
+    calibration: ECE, reliability and threshold tables, and eval-STAMP-<model>-<field>.svg)."""
     out_dir = Path(out_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     js, md = out_dir / f"eval-{stamp}.json", out_dir / f"eval-{stamp}.md"
@@ -111,5 +125,16 @@ def write_report(reports: dict[str, dict], out_dir) -> tuple[Path, Path]:
     cols = list(dict.fromkeys(k for r in rows for k in r))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    for m, (name, report) in enumerate(reports.items()):
+        calibration = report.get("calibration") or {}
+        if not calibration:
+            continue
+        lines += ["", f"### Calibration: {name}", "",
+                  "Accuracy is the field's score (exact match; token F1 for free text) among rows whose "
+                  "confidence lies in the bin or above the threshold.", ""]
+        for f, (field, cal) in enumerate(calibration.items()):
+            svg = out_dir / f"eval-{stamp}-m{m}-f{f}.svg"  # indices: model and field names may not be file names
+            atomic_write_text(svg, reliability_svg(cal, f"{name}: {field}"))
+            lines += calibration_markdown(field, cal, svg.name)
     atomic_write_text(md, "\n".join(lines) + "\n")
     return js, md
