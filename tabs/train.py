@@ -261,7 +261,7 @@ def build(ws) -> None:
                 eval_curve = gr.LinePlot(x="step", y="value", color="metric", title=EVAL_TITLE, height=260,
                                          y_lim=[0, 1], elem_id="train-eval-curve")
             log = gr.Textbox(label="Log tail", lines=8, elem_id="train-log")
-            table = gr.Dataframe(label="Runs", interactive=False)
+            table = gr.Dataframe(label="Runs", interactive=False, elem_id="train-runs")
     form = [c[k] for k in FORM_KEYS]
 
     def refresh(run_name):

@@ -1,8 +1,11 @@
 """A newcomer's whole path in a real browser (Debian Chromium driven by Playwright) against `python app.py`.
 
-Schema → Annotate (label one clip) → Train (a short run; the loss curve appears, the run completes)
-→ Compare (fine-tuned side schema-valid with constrained decoding) → Export (JSONL and SQLite
-downloaded and read back). Screenshots of each tab go to $VVW_ARTIFACTS (default: tests/artifacts/).
+Schema (a syntax error is reported once, above the editor) → Annotate (a refused save says why
+inline; label one clip; the highlight follows Save & next) → Train (Start above the form, blank
+default fields, an estimate with its expected duration in a wrapping box; a short run whose loss
+curve appears and which completes with its loss in the runs table) → Compare (fine-tuned side
+schema-valid with constrained decoding) → Export (JSONL and SQLite downloaded and read back).
+Screenshots of each step go to $VVW_ARTIFACTS (default: tests/artifacts/).
 """
 
 from __future__ import annotations
@@ -90,6 +93,24 @@ def test_newcomer_path(app, artifacts):
         expect(page.locator("#schema-status")).to_contain_text("valid JSON Schema", timeout=30_000)
         expect(page.locator("#schema-prompt textarea")).to_have_value(re.compile("event_type"))
         page.screenshot(path=artifacts / "1-schema.png", full_page=True)
+        # a syntax error: the reason sits above the editor, Save says so once and the table stays a table
+        status_box, editor_box = page.locator("#schema-status").bounding_box(), page.locator("#schema-editor").bounding_box()
+        assert status_box["y"] + status_box["height"] <= editor_box["y"]
+        schema_before = (ds / "schema.json").read_text()
+        page.locator("#schema-editor .cm-content").click()
+        page.keyboard.press("Control+End")
+        page.keyboard.type(",}")
+        expect(page.locator("#schema-status")).to_contain_text("✖", timeout=10_000)
+        page.locator("#schema-save").click()
+        expect(page.locator("#schema-status")).to_contain_text("not saved", timeout=10_000)
+        expect(page.locator("#schema-status")).to_contain_text("line")
+        expect(page.locator(".toast-body")).to_have_count(1)
+        page.wait_for_timeout(1500)  # a second toast would have arrived by now
+        expect(page.locator(".toast-body")).to_have_count(1)
+        expect(page.locator("#schema-broken")).not_to_contain_text("Error")
+        assert (ds / "schema.json").read_text() == schema_before
+        page.screenshot(path=artifacts / "1-schema-error.png", full_page=True)
+        page.keyboard.press("Control+z")  # the editor back to the saved schema
 
         # Annotate: open a clip, change one field, save with the keyboard
         page.get_by_role("tab", name="Annotate").click()
@@ -100,15 +121,47 @@ def test_newcomer_path(app, artifacts):
         expect(page.locator("#annotate-summary")).to_contain_text("clips 1-120", timeout=30_000)
         page.locator("#annotate-gallery .thumbnail-item").nth(1).click()
         expect(page.locator("#annotate-title")).to_contain_text("videos/clip_0001.mp4", timeout=60_000)
+        caption = page.locator("#annotate-gallery .caption-label").nth(1)
+        expect(caption).to_contain_text("clip_0001.mp4")  # the whole name, not "clip_00…"
+        assert caption.evaluate("e => e.scrollWidth <= e.clientWidth")
+        # a refused save says why where the person looks, and the clip stays open
+        raw_toggle = page.locator("button", has_text=re.compile("^Raw JSON")).first
+        raw_toggle.click()
+        page.locator("#annotate-raw .cm-content").click()
+        page.keyboard.press("Control+a")
+        page.keyboard.type("{oops")
+        page.get_by_role("button", name="Save raw JSON").click()
+        expect(page.locator("#annotate-message")).to_contain_text("not saved: raw JSON line 1 column 2")
+        expect(page.locator("#annotate-title")).to_contain_text("videos/clip_0001.mp4")
+        page.screenshot(path=artifacts / "2-annotate-error.png", full_page=True)
+        raw_toggle.click()
         page.get_by_label("collision").first.check()
         page.keyboard.press("Control+Enter")
         expect(page.locator("#annotate-message")).to_contain_text("saved videos/clip_0001.mp4", timeout=30_000)
         row = next(json.loads(x) for x in (ds / "metadata.jsonl").read_text().splitlines() if "clip_0001" in x)
         assert row["event_type"] == "collision"
+        # Save & next opened another clip: the highlight moved to its tile
+        expect(page.locator("#annotate-title")).not_to_contain_text("videos/clip_0001.mp4", timeout=30_000)
+        opened = re.search(r"videos/(\S+\.mp4)", page.locator("#annotate-title").inner_text()).group(1)
+        expect(page.locator("#annotate-gallery .thumbnail-item.selected")).to_contain_text(opened, timeout=30_000)
         page.screenshot(path=artifacts / "2-annotate.png", full_page=True)
 
         # Train: a short run; the loss curve draws and the run completes
         page.get_by_role("tab", name="Train").click()
+        # Start above the form and its accordions; "(blank: default)" fields are blank
+        start_box = page.locator("#train-start").bounding_box()
+        assert start_box["y"] < page.locator("#train-frames").bounding_box()["y"]
+        assert start_box["y"] < page.get_by_text("LoRA", exact=True).first.bounding_box()["y"]
+        for field in ("frames", "width", "height"):
+            expect(page.locator(f"#train-{field} textarea, #train-{field} input").first).to_have_value("")
+        # the estimate: an expected duration from measured steps, in a wide box that wraps
+        page.locator("#train-estimate").click()
+        estimate_box = page.locator("#train-estimate-out textarea")
+        expect(estimate_box).to_have_value(re.compile(r"expected duration: about .+ for 800 steps, from [0-9.]+ s/step "
+                                                      r"measured"), timeout=180_000)
+        assert estimate_box.evaluate("e => e.scrollWidth <= e.clientWidth")  # no sideways scrolling
+        assert estimate_box.bounding_box()["width"] > 0.6 * page.viewport_size["width"]
+        page.screenshot(path=artifacts / "3-train-estimate.png", full_page=True)
         steps = page.locator("#train-steps input")
         steps.fill(str(STEPS))
         steps.press("Tab")
@@ -116,6 +169,8 @@ def test_newcomer_path(app, artifacts):
         expect(page.locator("#train-progress")).to_contain_text("completed", timeout=600_000)
         expect(page.locator("#train-progress")).to_contain_text(f"step {STEPS}/{STEPS}")
         expect(page.locator("#train-curve")).not_to_contain_text("No data", timeout=30_000)
+        # the runs table keeps the last logged loss once the run has ended
+        expect(page.locator("#train-runs")).to_contain_text(re.compile(rf"completed\s+{STEPS}\s+{STEPS}\s+\d+\.\d+"))
         page.screenshot(path=artifacts / "3-train.png", full_page=True)
         run = next(p for p in runs.iterdir() if (p / "final").is_dir())
 
