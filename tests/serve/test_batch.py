@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 
@@ -41,12 +42,27 @@ def test_sqlite_export_rows_types_rerun_and_error_row(folder, tmp_path):
     assert con.execute("SELECT count(DISTINCT event_type) FROM predictions WHERE error IS NULL").fetchone()[0] >= 1
     model, spec_hash = con.execute("SELECT DISTINCT model, spec_hash FROM predictions").fetchone()
     assert model == "tiny:default" and len(spec_hash) == 16
+    check_confidence_columns(con)
     con.close()
     again = run_cli(*args, timeout=600)
     assert again.returncode == 0 and f"{N_GOOD + 1} already done" in again.stdout
     con = sqlite3.connect(db)
     assert con.execute("SELECT count(*) FROM predictions").fetchone()[0] == N_GOOD + 1
     con.close()
+
+
+def check_confidence_columns(con) -> None:
+    """One REAL column per top-level field plus min_confidence: probabilities for decoded clips (every
+    field is there under constrained decoding), NULL for the clip that could not be decoded."""
+    fields = list(json.loads((SAMPLES / "schema.json").read_text())["properties"])
+    types = {r[1]: r[2] for r in con.execute("PRAGMA table_info(predictions)")}
+    assert all(types[f"{f}__confidence"] == "REAL" for f in fields) and types["min_confidence"] == "REAL"
+    cols = ", ".join(f"{f}__confidence" for f in fields)
+    for error, least, *scores in con.execute(f"SELECT error, min_confidence, {cols} FROM predictions"):
+        if error:
+            assert least is None and scores == [None] * len(fields)
+        else:
+            assert all(0.0 <= s <= 1.0 for s in scores) and least == min(scores)
 
 
 @pytest.mark.slow
@@ -60,6 +76,7 @@ def test_two_worker_processes_give_the_rows_of_one(folder, tmp_path):
     key = lambda r: r["video"]  # noqa: E731
     a, b = sorted(read_rows(one), key=key), sorted(read_rows(two), key=key)
     assert [(r["video"], r["raw"], r["error"] is None) for r in a] == [(r["video"], r["raw"], r["error"] is None) for r in b]
+    assert [r["confidence"] for r in a] == [r["confidence"] for r in b]  # the merge keeps the scores
     assert len(b) == N_GOOD + 1 and not list(tmp_path.glob("*.shard*"))
 
 
