@@ -13,6 +13,8 @@
     python cli.py split --dataset DIR [--ratios 0.8,0.1,0.1] [--seed N] [--stratify FIELD] [--keep-existing]
     python cli.py validate --dataset DIR [--schema FILE] [--json]
     python cli.py prelabel --dataset DIR --model NAME_OR_RUN [--limit N] [--redo-drafts]
+    python cli.py push RUN --repo-id OWNER/NAME [--merged] [--private] [--dry-run DIR] [--no-eval]
+    python cli.py push-dataset DATASET --repo-id OWNER/NAME [--private] [--dry-run DIR]
 
 `python cli.py COMMAND --help` documents every flag (train's are TrainConfig's field docs).
 Errors from core (core.errors.WorkbenchError, a bad config value included) are printed as one line
@@ -29,14 +31,14 @@ import sys
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from commands import data, serve, train  # noqa: E402
+from commands import data, hub, serve, train  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description="Video VLM Workbench (headless)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what core does (INFO level)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (data, train, serve):
+    for module in (data, train, serve, hub):
         module.register(sub)
     return parser
 

@@ -30,3 +30,7 @@ class ModelError(WorkbenchError):
 
 class ConfigError(WorkbenchError):
     """A training/eval configuration value is invalid."""
+
+
+class HubError(WorkbenchError):
+    """Publishing to the Hugging Face Hub cannot start or failed (no token, refused, unreachable)."""
