@@ -16,7 +16,8 @@ decoding; once an unconstrained answer leaves the grammar, the model's own distr
   sampling, given the prefix, writes this value along the tokenisation greedy took (another
   tokenisation of the same value counts as another outcome, which can only lower the score; a model
   trained on canonical answers puts nearly all its mass on one). The opening quote of a string
-  enum is forced by the schema and not counted.
+  enum is forced by the schema and not counted; the token after a number or literal value is (it
+  may decide between 1 and 10).
 - arrays (lists of enums in particular): one score per item, by its own rule and counting the token
   that opens it (the decision to add an item rather than stop), and one for the token that writes
   `]` (the decision to stop); the field's score is the minimum of the items and the stop.
@@ -165,8 +166,10 @@ def _geometric(tokens: _Tokens, lo: int, hi: int) -> float:
 def _choice(tokens: _Tokens, span: Span, choices: list, lo: int) -> float:
     """Product of step probabilities over the value's tokens until the text fits one choice."""
     texts = [json.dumps(c, ensure_ascii=False, separators=ANSWER_SEPARATORS) for c in choices]
+    # a number or literal ends where the next character starts (1 or 10?): that token may still decide
+    hi = span.end + (span.kind in ("number", "literal"))
     total = 0.0
-    for t in tokens.over(lo, span.end):
+    for t in tokens.over(lo, hi):
         prefix = tokens.text[span.start:max(tokens.ranges[t][0], span.start)]
         if sum(x.startswith(prefix) for x in texts) == 1:
             break  # settled: the rest of the value is forced, its tokens only split it

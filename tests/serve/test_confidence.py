@@ -212,3 +212,11 @@ def test_batched_and_one_by_one_give_the_same_confidence(predictor):
     for b, a in zip(batched, alone):
         assert b.confidence.keys() == a.confidence.keys()
         assert all(b.confidence[k] == pytest.approx(a.confidence[k], abs=1e-4) for k in a.confidence)
+
+
+def test_a_numeric_enum_counts_the_token_that_ends_the_value_while_it_still_decides():
+    schema = {"type": "object", "properties": {"n": {"enum": [1, 10, 2]}, "m": {"enum": [1, 2]}}}
+    text, ranges = split(['{"n":', "1", ',"m":', "2", "}"])
+    scores, _ = field_confidence(schema, text, ranges, [0.0, math.log(0.5), math.log(0.8), math.log(0.9), -3.0])
+    assert scores["n"] == pytest.approx(0.5 * 0.8)  # after "1", the comma decides 1 over 10
+    assert scores["m"] == pytest.approx(0.9)  # "2" settles it; the closing brace is not counted
