@@ -44,6 +44,9 @@ def test_start_stop_resume_continues_the_step_count(tmp_path, small_dataset):
     assert 0 < stop_step < 40
     assert RunFiles(run).last_checkpoint().name == f"checkpoint-{stop_step}"
     assert (run / "final" / "adapter_model.safetensors").is_file()  # a loadable model at the stop point
+    logged = [row["loss"] for row in RunFiles(run).read_metrics() if "loss" in row]
+    assert stopped["loss"] == logged[-1]  # the runs table's loss column after Stop: the last logged loss
+    assert next(r for r in runs.list_runs() if r["run"] == "r1")["loss"] == logged[-1]
 
     runs.resume(run)
     final = runs.wait(run, timeout_s=600)
