@@ -57,9 +57,10 @@ def summary_text(shown) -> str:
 def focus_index(rels: list[str], page: int, rel: str | None) -> int | None:
     """The tile of `rel` on gallery page `page` (None when it is not there): the highlight follows
     the open clip, not the tile clicked before Save & next moved on."""
-    if not rel or rel not in rels:
+    try:
+        index = rels.index(rel) - int(page or 0) * PAGE_SIZE
+    except ValueError:  # filtered out, or no clip open
         return None
-    index = rels.index(rel) - int(page or 0) * PAGE_SIZE
     return index if 0 <= index < PAGE_SIZE else None
 
 
