@@ -48,7 +48,8 @@ def register(sub) -> None:
     p.add_argument("--keep-existing", action="store_true", help="only assign clips without a split")
     p.set_defaults(func=cmd_split)
 
-    p = sub.add_parser("validate", help="check every label against the schema; exit 1 if any breaks it")
+    p = sub.add_parser("validate", help="check every label against the schema; exit 1 if any breaks it "
+                                        "(first writes the app's pending edits into metadata.jsonl)")
     p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
     p.add_argument("--schema", help="schema file to check against (default: DIR/schema.json)")
     p.add_argument("--json", action="store_true", help="print counts and problems as JSON")
@@ -105,8 +106,10 @@ def cmd_split(args) -> int:
 
 
 def cmd_validate(args) -> int:
+    from core.data.dataset import settle
     from core.data.store import AnnotationStore
 
+    settle(args.dataset)  # the app's pending edits written in: what is checked is what a script reads
     report = AnnotationStore(args.dataset, schema_path=args.schema).validate()
     counts, problems = report["counts"], report["problems"]
     if args.json:

@@ -4,7 +4,8 @@ Owns the seed layout (`videos/`, `metadata.jsonl`, `schema.json`, `drafts.jsonl`
 `Dataset` (`dataset`), the annotation store that writes it one locked, atomic change at a time with
 revisions and conflicts (`store`) over an index of the rows that is reused while the file is
 unchanged (`lines`, `checks`, `statuses`, `folder`, `drafts`, with what it learnt kept between
-processes by `index_cache`), the gallery's pages, search, Save & next and background video scan
+processes by `index_cache`), big datasets' saves kept in a journal of pending edits until folded
+into metadata.jsonl (`journal`, `pending`; `settle` folds it for whole-file readers), the gallery's pages, search, Save & next and background video scan
 (`listing`), copying uploaded files and zips into `videos/` (`uploads`),
 seeded stratified splits (`splits`), importing other layouts (`imports`), exporting seed /
 VideoFolder / conversation JSONL (`exports`), schema inference from existing labels
@@ -12,7 +13,7 @@ VideoFolder / conversation JSONL (`exports`), schema inference from existing lab
 Never loads a model or imports torch: pre-labels come from a predictor handed in.
 """
 
-from core.data.dataset import Dataset, load_dataset
+from core.data.dataset import Dataset, load_dataset, settle
 from core.data.exports import DATASET_FORMATS, export_conversations, export_dataset, export_seed, export_videofolder
 from core.data.imports import LAYOUTS, ImportReport, detect_layout, import_dataset
 from core.data.listing import Page, gallery_page, next_clip, start_video_scan
@@ -24,4 +25,4 @@ from core.data.store import STATUSES, AnnotationStore, ConflictError
 __all__ = ["AnnotationStore", "ConflictError", "DATASET_FORMATS", "Dataset", "ImportReport", "LAYOUTS", "Page",
     "STATUSES", "SplitSummary", "gallery_page", "next_clip", "start_video_scan", "assign_splits", "clips_to_prelabel", "detect_layout", "export_conversations", "export_dataset",
     "export_seed", "export_videofolder", "import_dataset", "infer_schema", "infer_schema_from_file", "load_dataset",
-    "parse_ratios", "source_group", "split_dataset", "write_drafts"]
+    "parse_ratios", "settle", "source_group", "split_dataset", "write_drafts"]

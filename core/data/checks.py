@@ -1,4 +1,5 @@
-"""The dataset's schema and every row's label checked against it, each row once per content and schema.
+"""The dataset's schema (its file and kept versions) and every row's label checked against it, each
+row once per content and schema.
 
 `LabelChecks.state` re-reads schema.json only when it changes (and builds one validity check for
 it: core.schema.fastcheck's compiled check where the schema allows, else jsonschema's);
@@ -10,10 +11,39 @@ and either way 100,000 labels are validated once per schema, not once per page.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from core.data.lines import fingerprint
 from core.data.records import parse_row
+from core.errors import SchemaError
+from core.fileio import atomic_write_text
 from core.schema.base import label_errors, load_schema, schema_hash
 from core.schema.fastcheck import validity_check
+
+SCHEMA_HISTORY = ".schema_history"
+
+
+def write_schema(root: Path, schema_path: Path, schema: dict) -> None:
+    """Replace the schema file, keeping the old and the new version in .schema_history/<hash>.json
+    (the store holds the lock)."""
+    def keep(version: dict) -> None:
+        path = root / SCHEMA_HISTORY / f"{schema_hash(version)}.json"
+        if not path.exists():
+            atomic_write_text(path, json.dumps(version, indent=2, ensure_ascii=False) + "\n")
+
+    if schema_path.is_file():
+        try:
+            keep(load_schema(schema_path))
+        except SchemaError:
+            pass  # an unreadable old schema has nothing worth keeping
+    atomic_write_text(schema_path, json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+    keep(schema)
+
+
+def schema_versions(root: Path) -> list[Path]:
+    hist = root / SCHEMA_HISTORY
+    return sorted(hist.glob("*.json"), key=lambda p: p.stat().st_mtime) if hist.is_dir() else []
 
 
 def errors(schema: dict, is_valid, label: dict) -> tuple[str, ...]:

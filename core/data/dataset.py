@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.data import journal
 from core.errors import DatasetError
 from core.schema.base import load_schema
 
@@ -69,6 +70,24 @@ def dataset_lock(root):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def settle(root) -> int:
+    """Fold the store's pending edits (metadata.pending.jsonl, see core.data.journal) into
+    metadata.jsonl, under the lock, so that whoever reads the file next sees them; returns how many
+    there were. Every whole-file reader and writer outside the store calls this first (loading a
+    dataset for training, prediction or export, an import, a split). A folder that cannot be
+    written keeps its edits pending: logged, and the file is read as it is."""
+    root = Path(root)
+    if not journal.pending_path(root / METADATA).exists():
+        return 0  # the common case costs one stat
+    try:
+        with dataset_lock(root):
+            return journal.fold_file(root / METADATA)
+    except OSError as exc:
+        log.warning("%s: could not fold %s into %s (%s); its edits are not in what is read now",
+                    root, journal.pending_path(root / METADATA).name, METADATA, exc)
+        return 0
+
+
 def safe_video_path(root: Path, rel: str) -> Path:
     """Resolve `rel` under `root`, refusing absolute paths, `..` and symlinks that leave the root."""
     if not isinstance(rel, str) or not rel.strip():
@@ -85,6 +104,7 @@ def safe_video_path(root: Path, rel: str) -> Path:
 def load_dataset(root, schema_path=None) -> Dataset:
     root = Path(root)
     meta = root / METADATA
+    settle(root)
     if not meta.is_file():
         raise DatasetError(f"{root}: no {METADATA} (expected the seed layout: videos/ + {METADATA})")
     schema_file = Path(schema_path) if schema_path else root / SCHEMA

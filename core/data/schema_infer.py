@@ -17,7 +17,7 @@ import json
 import logging
 from pathlib import Path
 
-from core.data.dataset import RESERVED_KEYS
+from core.data.dataset import METADATA, RESERVED_KEYS, settle
 from core.errors import DatasetError
 from core.schema.base import check_schema
 
@@ -37,6 +37,8 @@ def infer_schema(rows: list[dict], max_enum: int = 20) -> dict:
 def infer_schema_from_file(metadata_jsonl, max_enum: int = 20) -> dict:
     """Like `infer_schema` on a metadata.jsonl; malformed and non-object lines are skipped."""
     path = Path(metadata_jsonl)
+    if path.name == METADATA:
+        settle(path.parent)  # the store's pending edits (core.data.journal) are labels too
     rows = []
     try:
         with path.open(encoding="utf-8", errors="replace") as fh:

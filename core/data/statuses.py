@@ -10,7 +10,9 @@ due (its index, the drafts log, the schema, the probes or the folder changed) th
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
+from contextlib import contextmanager
 
 
 class StatusTable:
@@ -51,3 +53,17 @@ class StatusTable:
                 self.rows[pos] = (rel, i, status)
                 self.public[pos] = (rel, status)
         self.key = after
+
+
+@contextmanager
+def gc_paused():
+    """Building every row's objects at once (100,000 parsed labels, paths, clips) set off Python's
+    cyclic collector again and again over objects that are all alive and form no cycles: 0.6 s of
+    a 2.3 s listing at 100k. Paused for the build, restored after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -3,10 +3,15 @@
 `metadata.jsonl` (seed layout) holds labels, one row per clip; `drafts.jsonl` beside it holds model
 pre-labels that nobody has accepted yet, so training never sees an unreviewed draft. Every write
 takes an exclusive `flock` on `.store.lock`, checks the file is the one it indexed (re-reading it
-when someone else changed it), applies one change and replaces the file atomically. A row's
-*revision* is a hash of its current line: a save names the revision it was based on, so two tabs
-saving different clips both keep their edits and two saving the same clip get a `ConflictError`
-instead of a silent overwrite. Lines that do not parse are kept verbatim, byte for byte.
+when someone else changed it) and applies one change. A row's *revision* is a hash of its current
+line: a save names the revision it was based on, so two tabs saving different clips both keep
+their edits and two saving the same clip get a `ConflictError` instead of a silent overwrite.
+Lines that do not parse are kept verbatim, byte for byte.
+
+A save of a big dataset appends one fsynced line to `metadata.pending.jsonl` instead of rewriting
+metadata.jsonl (core.data.journal, core.data.pending): every read here sees the file with those
+edits applied, and they are folded into the file (one atomic replace) every few hundred saves,
+before a split or a schema change, and on `fold()`. A small metadata.jsonl is replaced per save.
 
 At scale nothing here re-reads, re-parses or re-validates every row per operation: rows live in
 an index (core.data.lines) reused while metadata.jsonl keeps its size, mtime and inode, patched by
@@ -22,21 +27,20 @@ not copy uploads in itself (core.data.uploads does, behind `add_videos`).
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.data import uploads
-from core.data.checks import LabelChecks
+from core.data import journal, uploads
+from core.data.checks import LabelChecks, schema_versions, write_schema
 from core.data.checks import errors as label_check
 from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, dataset_lock, safe_video_path
 from core.data.drafts import DRAFTS, DraftLog
 from core.data.folder import Probes, VideoFiles
 from core.data.index_cache import IndexCache
-from core.data.lines import LineIndex
+from core.data.pending import PendingLines
 from core.data.records import (
     DRAFT,
     INVALID,
@@ -53,12 +57,9 @@ from core.data.records import (
     revision,
     summarize_row,
 )
-from core.data.statuses import StatusTable
-from core.errors import DatasetError, SchemaError, WorkbenchError
-from core.fileio import atomic_write_text
-from core.schema.base import canonical_answer, extract_json, label_errors, load_schema, parse_schema, schema_hash
-
-SCHEMA_HISTORY = ".schema_history"
+from core.data.statuses import StatusTable, gc_paused
+from core.errors import DatasetError, WorkbenchError
+from core.schema.base import canonical_answer, extract_json, label_errors, parse_schema
 
 __all__ = ["DRAFT", "DRAFTS", "INVALID", "LABELLED", "NEW", "STATUSES", "UNLABELLED", "UNREADABLE", "AnnotationStore",
            "Clip", "ConflictError", "Row", "parse_lines", "revision"]
@@ -73,7 +74,7 @@ class AnnotationStore:
         self.root = Path(root)
         self.schema_path = Path(schema_path) if schema_path else self.root / SCHEMA
         self._cache = IndexCache(self.root)
-        self._meta = LineIndex(self.root / METADATA, summarize_row, self._cache, "metadata")
+        self._meta = PendingLines(self.root / METADATA, summarize_row, self._cache, "metadata")
         self._drafts = DraftLog(self.root, self._cache)
         self._files = VideoFiles(self.root)
         self._probes = Probes(self.root, self._cache)
@@ -81,7 +82,6 @@ class AnnotationStore:
         # read and patched under this lock (the flock only orders processes)
         self._mutex = threading.RLock()
         self._checks = LabelChecks(self.schema_path, self._cache)
-        self._positions: tuple[dict, int] = ({}, -1)  # video -> first metadata entry, at meta version
         self._table = StatusTable()
         self.scan = None  # the background video scan (core.data.listing.VideoScan), once started
 
@@ -115,14 +115,7 @@ class AnnotationStore:
             return self._drafts.all()
 
     def _by_video(self) -> dict[str, int]:
-        meta = self._meta
-        if self._positions[1] != meta.version:
-            pos: dict[str, int] = {}
-            for i, s in enumerate(meta.summaries):
-                if s[3] is None and s[0] not in pos:
-                    pos[s[0]] = i
-            self._positions = (pos, meta.version)
-        return self._positions[0]
+        return self._meta.positions()
 
     def video_files(self) -> list[str]:
         """Video (and still image) files under videos/ (relative paths), whether or not metadata mentions them."""
@@ -169,7 +162,7 @@ class AnnotationStore:
     def clips(self, check_video: bool = True) -> list[Clip]:
         """Every clip the dataset knows (metadata rows first, then files without a row), with status.
         `check_video=False` probes no video (one already known to be unreadable still says so)."""
-        with self._mutex, _gc_paused():
+        with self._mutex, gc_paused():
             statuses = self._statuses()
             checks = self._checks.for_rows(self._meta)  # one schema check for all rows, not one per clip
             return [self._clip(rel, i, check_video, checks) for rel, i, _ in statuses]
@@ -194,7 +187,7 @@ class AnnotationStore:
     def statuses(self) -> list[tuple[str, str]]:
         """(clip, status) for every clip in gallery order, from the index (see `clips` for probing).
         The same list object while nothing changed: do not modify it."""
-        with self._mutex, _gc_paused():
+        with self._mutex, gc_paused():
             self._statuses()
             return self._table.public
 
@@ -245,20 +238,6 @@ class AnnotationStore:
         row.update(ordered)
         return json.dumps(row, ensure_ascii=False)
 
-    def _write_rows(self, changes: dict[int, str], appends: list[str], new_rels: list[str]) -> list[str]:
-        """Write changed rows (same clip) and new rows (for clips `new_rels`), keeping the positions
-        index in step instead of rebuilding it; returns the new lines' keys (changes in row order)."""
-        meta = self._meta
-        positions, at = self._positions
-        before = meta.version
-        keys = meta.rewrite(changes, appends)
-        if at == before:
-            first = len(meta) - len(appends)
-            for k, rel in enumerate(new_rels):
-                positions.setdefault(rel, first + k)
-            self._positions = (positions, meta.version)
-        return keys
-
     def save_label(self, rel: str, label: dict, expected_revision: str | None, split: str | None = ...) -> str:
         """Store `label` for clip `rel`; returns the new revision.
 
@@ -287,7 +266,7 @@ class AnnotationStore:
                 if split is ...:
                     split = (old or {}).get("split")
                 raw = self._row_text(rel, label, split, old, schema)
-                (key,) = self._write_rows({i: raw}, [], []) if i is not None else self._write_rows({}, [raw], [rel])
+                key = self._meta.record(rel, i, raw)
                 self._checks.passed(key)
                 self._drop_draft(rel)
                 self._patched(before, [rel])
@@ -315,13 +294,27 @@ class AnnotationStore:
                     new_rels.append(rel)
                 else:
                     changes[i] = json.dumps(data, ensure_ascii=False)
-            if changes or appends:
-                ordered = sorted(changes)
-                old_keys = [meta.keys[i] for i in ordered]
-                keys = self._write_rows(changes, appends, new_rels)
-                self._checks.carry(dict(zip(old_keys, keys)))
+            if changes or appends:  # a whole-file change: pending edits folded in with it
+                old_keys = {i: meta.keys[i] for i in changes}
+                meta.fold(changes, appends)
+                self._checks.carry({old: meta.keys[i] for i, old in old_keys.items()})
                 self._patched(before, new_rels)
         return len(changes) + len(appends)
+
+    def fold(self) -> None:
+        """Write the pending edits (metadata.pending.jsonl) into metadata.jsonl now, so that a script
+        reading the file sees them; cheap when nothing is pending. For the app when idle or closing."""
+        with self._mutex, self._locked():
+            before = self._listing_key()
+            self._meta.fold()
+            self._patched(before, [])
+
+    def conflicts(self) -> list[str]:
+        """Saves that lost to a hand edit of metadata.jsonl: pending ones (dropped at the next fold)
+        and those kept in metadata.conflicts.jsonl (delete that file once reviewed)."""
+        with self._mutex:
+            self._meta.sync()
+            return journal.reports(self.metadata_path, self._meta.conflicts)
 
     # ------------------------------------------------------------------ drafts
 
@@ -354,25 +347,14 @@ class AnnotationStore:
     def save_schema(self, text: str) -> dict:
         """Validate and store a new schema; the old one is kept in .schema_history/<hash>.json."""
         schema = parse_schema(text, source="schema")
-        with self._locked():
-            old = self.schema_path
-            if old.is_file():
-                try:
-                    prev = load_schema(old)
-                    keep = self.root / SCHEMA_HISTORY / f"{schema_hash(prev)}.json"
-                    if not keep.exists():
-                        atomic_write_text(keep, json.dumps(prev, indent=2, ensure_ascii=False) + "\n")
-                except SchemaError:
-                    pass  # an unreadable old schema has nothing worth keeping
-            atomic_write_text(self.schema_path, json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
-            keep = self.root / SCHEMA_HISTORY / f"{schema_hash(schema)}.json"
-            if not keep.exists():
-                atomic_write_text(keep, json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+        with self._mutex, self._locked():
+            self._meta.sync()
+            self._meta.fold()  # a whole-file operation: the labels it is checked against are in the file
+            write_schema(self.root, self.schema_path, schema)
         return schema
 
     def schema_versions(self) -> list[Path]:
-        hist = self.root / SCHEMA_HISTORY
-        return sorted(hist.glob("*.json"), key=lambda p: p.stat().st_mtime) if hist.is_dir() else []
+        return schema_versions(self.root)
 
     def labelled_count(self) -> int:
         """Rows that carry a label, from the index (no row is parsed)."""
@@ -405,6 +387,8 @@ class AnnotationStore:
         problems = [{"file": f, "field": fld, "reason": r} for f, fld, r in self.check_labels(schema)]
         clips = self.clips()
         problems += [{"file": c.rel, "field": "(video)", "reason": c.problems[0]} for c in clips if c.status == UNREADABLE]
+        problems += [{"file": journal.conflicts_path(METADATA).name, "field": "(conflict)", "reason": r}
+                     for r in self.conflicts()]
         counts = {s: sum(1 for c in clips if c.status == s) for s in (LABELLED, INVALID, DRAFT, UNLABELLED, UNREADABLE)}
         return {"counts": counts, "problems": problems}
 
@@ -415,17 +399,3 @@ class AnnotationStore:
         skipped; existing clips are never overwritten (a numeric suffix is added). See core.data.uploads.
         """
         return uploads.add_videos(self.root, files, chunk_seconds)
-
-
-@contextmanager
-def _gc_paused():
-    """Building every row's objects at once (100,000 parsed labels, paths, clips) set off Python's
-    cyclic collector again and again over objects that are all alive and form no cycles: 0.6 s of
-    a 2.3 s listing at 100k. Paused for the build, restored after."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()

@@ -42,7 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 
-from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA
+from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, settle
 from core.data.imports.qevd import read_qevd
 from core.data.imports.rows import (
     GROUND_TRUTH,
@@ -142,6 +142,7 @@ def _conversation_file(src: Path) -> Path:
 
 def read_seed(src: Path, video_root: Path | None) -> Source:
     folder = src.parent if src.is_file() else src
+    settle(folder)  # a dataset the app is editing: its pending edits are part of what is copied
     source = Source(video_root or folder, [], schema=schema_in(folder))
     for line_no, obj in jsonl_objects(folder / METADATA, METADATA, source.problems):
         rel = obj.get("video", obj.get("file_name"))

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from core.data.dataset import METADATA, SCHEMA, dataset_lock, safe_video_path
 from core.data.imports.rows import SPLIT_ALIASES, ImportReport, Row, Source, jsonl_objects, norm
+from core.data.journal import fold_file
 from core.errors import DatasetError
 from core.fileio import atomic_write_text
 
@@ -143,6 +144,7 @@ def _write(dest: Path, planned: list[_Planned], copy_videos: bool, merge: bool, 
     # Read again and write under the store's lock: a label saved in the app while videos were being
     # copied is in the text we extend, not overwritten by an older copy of the file.
     with dataset_lock(dest):
+        fold_file(meta)  # the store's pending edits first: they are part of the text we extend
         text, present = _existing(meta, merge)
         fresh = [line for rel, line in lines if rel not in present]
         problems += [f"{rel} was added to {meta} while importing; skipped" for rel, _ in lines if rel in present]
