@@ -1,8 +1,8 @@
 """Export tab: batch prediction to files, evaluation reports (base vs fine-tuned), model and dataset export.
 
-Thin handlers over the calls `cli.py predict`, `cli.py eval`, `cli.py merge` and `cli.py export-dataset` make
-(core.serve.batch.predict_to_file, core.serve.report.evaluate_models, core.train.merge.export_run,
-core.data.exports.export_dataset). Downloads are zipped here.
+Thin handlers over the calls `cli.py predict`, `cli.py eval`, `cli.py merge`, `cli.py export-dataset` and
+`cli.py push` make (core.serve.batch.predict_to_file, core.serve.report.evaluate_models,
+core.train.merge.export_run, core.data.exports.export_dataset, core.hub.publish_run). Downloads are zipped here.
 """
 
 from __future__ import annotations
@@ -69,6 +69,24 @@ def export_model(ws, run, what) -> str:
     return str(target) + ".zip"
 
 
+def publish(ws, run, repo_id, merged, private, evaluate, token, dry_run: bool) -> tuple[str, str]:
+    """`cli.py push` from the tab (core.hub.publish_run): a dry run writes the folder under exports/.
+    Returns the message and the model card's text."""
+    from core.hub import publish_run
+
+    if not run:
+        raise gr.Error("pick a run")
+    target = exports_dir(ws) / f"hub-{Path(run).name}-{time.strftime('%Y%m%d-%H%M%S')}" if dry_run else None
+    result = publish_run(run, repo_id, merged=bool(merged), private=bool(private), dry_run=target,
+                         split="test" if evaluate else None, token=(token or "").strip() or None)
+    notes = "".join(f"- {n}\n" for n in result.notes)
+    what = "merged model" if result.merged else "model"
+    head = (f"Dry run: the {len(result.files)} files that would be uploaded are in `{result.folder}`; nothing uploaded."
+            if dry_run else f"Published the {what} to [{result.repo_id}]({result.url}).")
+    card = (result.folder / "README.md").read_text() if dry_run else ""
+    return head + ("\n\n" + notes if notes else ""), card
+
+
 def latest_model(ws) -> str:
     """The model batch prediction starts on: the newest finished run, else the base."""
     runs = ws.finished_runs()
@@ -124,6 +142,21 @@ def build(ws) -> None:
             ds_go = gr.Button("Export dataset")
         export_file = gr.File(label="Download")
 
+    with gr.Accordion("Publish to the Hugging Face Hub", open=False):
+        with gr.Row():
+            hub_run = gr.Dropdown([str(p) for p in ws.finished_runs()], label="Run", allow_custom_value=True,
+                                  elem_id="hub-run")
+            hub_repo = gr.Textbox(label="Repository (owner/name)", elem_id="hub-repo")
+            hub_token = gr.Textbox(label="Token (blank: HF_TOKEN or `hf auth login`)", type="password")
+        with gr.Row():
+            hub_merged = gr.Checkbox(False, label="Merged model (automatic when the base is not on the Hub)")
+            hub_private = gr.Checkbox(True, label="Private")
+            hub_eval = gr.Checkbox(True, label="Score base and fine-tuned on the test split for the card")
+            hub_dry = gr.Button("Preview (dry run)", elem_id="hub-dry-run")
+            hub_go = gr.Button("Publish", variant="primary", elem_id="hub-publish")
+        hub_msg = gr.Markdown(elem_id="hub-msg")
+        hub_card = gr.Code(label="Model card (README.md)", language="markdown", interactive=False)
+
     def refresh_models():
         return gr.update(choices=model_choices())
 
@@ -132,6 +165,7 @@ def build(ws) -> None:
     page_load()(lambda: gr.update(choices=model_choices(), value=latest_model(ws)), None, model)
     models.focus(refresh_models, None, models)
     run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
+    hub_run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, hub_run)
 
     def on_predict(model_, source_, split_, folder_, fmt_, constrained_, batch_, progress=gr.Progress()):  # noqa: B008
         if source_ == "folder" and not (folder_ or "").strip():
@@ -161,6 +195,12 @@ def build(ws) -> None:
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
 
+    def on_publish(dry_run, run_, repo_, merged_, private_, eval_, token_):
+        try:
+            return publish(ws, run_, repo_, merged_, private_, eval_, token_, dry_run)
+        except WorkbenchError as exc:
+            raise gr.Error(str(exc)) from exc
+
     def on_export_dataset(layout):
         from core.data.exports import export_dataset
 
@@ -179,3 +219,8 @@ def build(ws) -> None:
                   api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
     export_go.click(on_export, [run, what], export_file, api_name="export_model")
     ds_go.click(on_export_dataset, ds_fmt, export_file, api_name="export_dataset")
+    hub_inputs = [hub_run, hub_repo, hub_merged, hub_private, hub_eval, hub_token]
+    hub_dry.click(lambda *a: on_publish(True, *a), hub_inputs, [hub_msg, hub_card], api_name="publish_dry_run",
+                  concurrency_id="gpu", concurrency_limit=1)
+    hub_go.click(lambda *a: on_publish(False, *a), hub_inputs, [hub_msg, hub_card], api_name="publish",
+                 concurrency_id="gpu", concurrency_limit=1)

@@ -6,7 +6,8 @@
 both loops read (clips checked cheaply at start-up, then sampled and encoded by the data loader as
 batches need them), `setup` what else they share (LoRA and freezing, loading for training, the val
 evaluator),
-`callbacks` keeps the run directory current; `estimate` predicts memory before a run, `merge` folds
+`callbacks` keeps the run directory current; `estimate` predicts memory before a run and `timing`
+its duration from a few measured steps, `merge` folds
 an adapter into its base. Never launches processes or watches runs (core.runs), and builds the
 preprocessing spec only through core.spec.
 """

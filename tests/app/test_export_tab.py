@@ -204,3 +204,17 @@ def test_the_empty_scores_table_names_the_columns_an_evaluation_fills():
     report = {"count": 3, "json_valid_rate": 1.0, "schema_valid_rate": 1.0, "mean_field_accuracy": 0.5,
               "per_field": {"a": 0.5}, "text_scores": {}}
     assert list(comparison_rows({"m": report})[0])[:len(SCORE_COLUMNS)] == SCORE_COLUMNS
+
+
+def test_publish_preview_writes_the_folder_and_shows_the_card(tmp_path, short_run):
+    from tabs.export import publish
+
+    ws = Workspace(dataset_dir=make_dataset(tmp_path / "d", n=2), runs_dir=tmp_path / "runs")
+    message, card = publish(ws, str(short_run), "me/tiny-dashcam", False, True, False, "", dry_run=True)
+    assert message.startswith("Dry run: the ") and "nothing uploaded" in message
+    assert "publishing the merged model" in message  # the tiny base is not on the Hub
+    folder = next((tmp_path / "runs" / "exports").glob("hub-short-*"))
+    assert (folder / "README.md").read_text() == card
+    assert "## What it answers" in card and "| `event_type` |" in card
+    with pytest.raises(ConfigError, match="owner/name"):
+        publish(ws, str(short_run), "no-slash", False, True, False, "", dry_run=True)
