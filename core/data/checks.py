@@ -76,10 +76,11 @@ class LabelChecks:
                 return {}
         else:
             shash, validator = schema_hash(schema), validity_check(schema)
-        checks, missing = self._cache.checks(shash), {}
+        checks, missing, parsed = self._cache.checks(shash), {}, meta.parsed
         for key, s, raw in zip(meta.keys, meta.summaries, meta.raws):
             if s[2] and s[3] is None and key not in checks and key not in missing:
-                missing[key] = errors(schema, validator, parse_row(0, raw).label)
+                got = parsed.get(key)  # parsed by this read of the file already, else parsed now
+                missing[key] = errors(schema, validator, got[0] if got else parse_row(0, raw).label)
         if missing:
             self._cache.put_checks(shash, missing)
         return checks

@@ -57,10 +57,16 @@ def _copy(src: int, dst: int, start: int, end: int) -> None:
 
 
 class LineIndex:
-    def __init__(self, path, summarize: Callable[[str], object], cache=None, kind: str = "lines"):
+    def __init__(self, path, summarize: Callable[[str], object], cache=None, kind: str = "lines",
+                 keep_parsed: bool = False):
         self.path = Path(path)
         self.kind = kind  # the cache's namespace for this file's summaries
         self._summarize = summarize
+        # keep_parsed: `summarize` returns (summary, parsed line); the parsed lines are kept by key in
+        # `parsed` until the caller is done with them, so a first read parses each line once, not
+        # once to summarise, once to check and once to list (0.7 s of 3 at 100,000 rows)
+        self.keep_parsed = keep_parsed
+        self.parsed: dict[str, object] = {}
         self._cache = cache
         self.fingerprint: Fingerprint | None = None
         self._read_once = False
@@ -94,7 +100,7 @@ class LineIndex:
         except FileNotFoundError:
             data, fp = b"", None
         known = self._cache.summaries(self.kind) if self._cache else {}
-        fresh = {}
+        fresh, self.parsed = {}, {}
         raws, keys, numbers, summaries, starts, ends = [], [], [], [], [], []
         pos = 0
         chunks = data.split(b"\n")
@@ -105,7 +111,7 @@ class LineIndex:
                 raw = chunk.decode("utf-8", errors="replace")
                 summary = known.get(key)
                 if summary is None:
-                    summary = fresh[key] = self._summarize(raw)
+                    summary = fresh[key] = self._summary(key, raw)
                 raws.append(raw)
                 keys.append(key)
                 numbers.append(n)
@@ -212,12 +218,18 @@ class LineIndex:
         self.version += 1
         return keys
 
+    def _summary(self, key: str, raw: str):
+        out = self._summarize(raw)
+        if self.keep_parsed:
+            out, self.parsed[key] = out
+        return out
+
     def _set(self, i: int, data: bytes) -> None:
         key = line_key(data)
         raw = data.decode("utf-8", errors="replace")
         summary = self._cache.summaries(self.kind).get(key) if self._cache else None
         if summary is None:
-            summary = self._summarize(raw)
+            summary = self._summary(key, raw)
             if self._cache:
                 self._cache.put_summaries(self.kind, {key: summary})
         self.raws[i], self.keys[i], self.summaries[i] = raw, key, summary

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class PendingLines(LineIndex):
-    def __init__(self, path, summarize, cache=None, kind: str = "metadata"):
-        super().__init__(path, summarize, cache, kind)
+    def __init__(self, path, summarize, cache=None, kind: str = "metadata", keep_parsed: bool = False):
+        super().__init__(path, summarize, cache, kind, keep_parsed)
         self.journal = journal.pending_path(self.path)
         self.entries = 0  # entries in the journal (applied, already in the file, or conflicting)
         self.conflicts: list[tuple[journal.Entry, str]] = []  # entries the file's version beat

@@ -51,11 +51,13 @@ from core.data.records import (
     UNREADABLE,
     Clip,
     Row,
+    child_path,
+    label_of,
     lexically_safe,
     parse_lines,
     parse_row,
     revision,
-    summarize_row,
+    summarize_parsed,
 )
 from core.data.statuses import StatusTable, gc_paused
 from core.errors import DatasetError, WorkbenchError
@@ -74,7 +76,7 @@ class AnnotationStore:
         self.root = Path(root)
         self.schema_path = Path(schema_path) if schema_path else self.root / SCHEMA
         self._cache = IndexCache(self.root)
-        self._meta = PendingLines(self.root / METADATA, summarize_row, self._cache, "metadata")
+        self._meta = PendingLines(self.root / METADATA, summarize_parsed, self._cache, "metadata", keep_parsed=True)
         self._drafts = DraftLog(self.root, self._cache)
         self._files = VideoFiles(self.root)
         self._probes = Probes(self.root, self._cache)
@@ -165,7 +167,10 @@ class AnnotationStore:
         with self._mutex, gc_paused():
             statuses = self._statuses()
             checks = self._checks.for_rows(self._meta)  # one schema check for all rows, not one per clip
-            return [self._clip(rel, i, check_video, checks) for rel, i, _ in statuses]
+            try:
+                return [self._clip(rel, i, check_video, checks) for rel, i, _ in statuses]
+            finally:
+                self._meta.parsed.clear()  # every row that will be needed is listed: let them go
 
     def clip(self, rel: str) -> Clip:
         with self._mutex:
@@ -189,6 +194,7 @@ class AnnotationStore:
         The same list object while nothing changed: do not modify it."""
         with self._mutex, gc_paused():
             self._statuses()
+            self._meta.parsed.clear()  # the labels are checked: the parsed rows are not needed again
             return self._table.public
 
     def search_text(self) -> dict[str, str]:
@@ -198,13 +204,17 @@ class AnnotationStore:
 
     def _clip(self, rel: str, i: int | None, check_video: bool, checks: dict | None = None) -> Clip:
         meta = self._meta
-        row = parse_row(meta.numbers[i], meta.raws[i]) if i is not None else None
+        label, split = {}, None
+        if i is not None:  # parsed by the read that found the line (handed over: popped), else now
+            got = meta.parsed.pop(meta.keys[i], None)
+            if got is None:
+                data = parse_row(meta.numbers[i], meta.raws[i]).data
+                got = label_of(data), data.get("split")
+            label, split = got
         rev = meta.keys[i][:12] if i is not None else NEW
-        label = row.label if row else {}
-        split = (row.data or {}).get("split") if row else None
         draft = self._drafts.get(rel)
         try:
-            path = safe_video_path(self.root, rel) if check_video or not lexically_safe(rel) else self.root / rel
+            path = safe_video_path(self.root, rel) if check_video or not lexically_safe(rel) else child_path(self.root, rel)
         except DatasetError as exc:
             return Clip(rel, self.root / "?", UNREADABLE, rev, label, split, draft, (str(exc),))
         reason = self._probes.reason(rel, path) if check_video else self._probes.known(rel)
