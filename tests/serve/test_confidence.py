@@ -220,3 +220,16 @@ def test_a_numeric_enum_counts_the_token_that_ends_the_value_while_it_still_deci
     scores, _ = field_confidence(schema, text, ranges, [0.0, math.log(0.5), math.log(0.8), math.log(0.9), -3.0])
     assert scores["n"] == pytest.approx(0.5 * 0.8)  # after "1", the comma decides 1 over 10
     assert scores["m"] == pytest.approx(0.9)  # "2" settles it; the closing brace is not counted
+
+
+def test_a_single_answer_for_compare_and_inference_carries_its_confidence(predictor):
+    from core.serve.predictor import analyse_frames
+
+    frames = sample_frames(CLIPS[0], predictor.spec.sampling_spec)
+    result = analyse_frames(predictor, frames, max_new_tokens=MAX_NEW_TOKENS, constrained=True)
+    batch, = predictor.predict([CLIPS[0]], max_new_tokens=MAX_NEW_TOKENS, constrained=True)
+    assert result["text"] == batch.text and set(result["confidence"]) == set(SCHEMA["properties"])
+    assert result["confidence"] == pytest.approx(batch.confidence, abs=1e-6)
+    assert result["min_confidence"] == min(result["confidence"].values())
+    assert result["confidence_parts"]["rule_violations"]["stop"] == pytest.approx(
+        batch.confidence_parts["rule_violations"]["stop"], abs=1e-6)
