@@ -14,6 +14,14 @@ FREE_PROMPT = "free-form prompt"
 EXAMPLE_PROMPT = "Analyze the dashcam footage for unsafe driver behavior."
 
 
+LOW_CONFIDENCE = 0.5  # below this a field is flagged for a look (the review queue's default too)
+
+
+def _cell(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return (text[:60] + "…" if len(text) > 60 else text).replace("|", "\\|").replace("\n", " ")
+
+
 def side_markdown(side: dict | None) -> str:
     if side is None:
         return "_waiting…_"
@@ -22,10 +30,21 @@ def side_markdown(side: dict | None) -> str:
     else:
         badge = "✖ not schema-valid: " + (side["parse_error"] or "; ".join(side["schema_errors"][:3]))
     text = f"**{badge}** · {side['new_tokens']} tokens in {side['seconds']:.2f}s ({side['tokens_per_s']} tok/s)"
-    agree = side.get("agreement")
-    if agree:
-        marks = ", ".join(f"{k} {'✓' if v == 1 else ('✗' if v == 0 else f'{v:.2f}')}" for k, v in agree.items())
-        text += f"\n\nAgreement with the label: {marks}"
+    confidence, agree = side.get("confidence") or {}, side.get("agreement") or {}
+    parsed = side.get("parsed") if isinstance(side.get("parsed"), dict) else {}
+    fields = list(dict.fromkeys([*confidence, *agree]))
+    if fields:
+        # one row per field: the answer, how sure the model was (core.serve.confidence), and the label's verdict
+        rows = ["| field | answer | confidence | label |", "|---|---|---|---|"]
+        for name in fields:
+            score = confidence.get(name)
+            sure = "–" if score is None else f"{'⚠ ' if score < LOW_CONFIDENCE else ''}{score:.2f}"
+            v = agree.get(name)
+            mark = "" if v is None else ("✓" if v == 1 else ("✗" if v == 0 else f"{v:.2f}"))
+            rows.append(f"| {name} | {_cell(parsed.get(name, '–'))} | {sure} | {mark} |")
+        text += "\n\n" + "\n".join(rows)
+        if side.get("min_confidence") is not None:
+            text += f"\n\nLowest field confidence: {side['min_confidence']:.2f}"
     return text
 
 

@@ -43,7 +43,8 @@ def test_compare_tab_streams_each_side_and_free_prompt(short_run, tmp_path):
     assert len(steps) == 4  # frames, base, fine-tuned, done
     assert steps[0][2] == "_waiting…_" and steps[1][2] != "_waiting…_" and steps[1][5] == "_waiting…_"
     final = steps[-1]
-    assert "Agreement with the label" in final[2] and "Agreement with the label" in final[5]
+    for side in (final[2], final[5]):  # each side: a field table with confidence and the label's verdict
+        assert "| field | answer | confidence | label |" in side and "| event_type |" in side
     assert len(final[0]) == 8 and "Loaded:" in final[-1]
     free = list(run_compare(ws, CLIP, None, str(short_run), None, FREE_PROMPT, "Describe the road.", False))
     assert free[-1][1] == "Describe the road."

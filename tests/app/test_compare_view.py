@@ -1,0 +1,24 @@
+"""How one answer is shown in Compare and Inference: validity, each field's answer, confidence and verdict."""
+
+from __future__ import annotations
+
+from tabs.compare import side_markdown
+
+
+def side(**extra) -> dict:
+    base = {"schema_valid": True, "parse_error": None, "schema_errors": [], "new_tokens": 20, "seconds": 0.5,
+            "tokens_per_s": 40.0, "parsed": {"event_type": "near_miss", "rule_violations": ["speeding"]}}
+    return {**base, **extra}
+
+
+def test_fields_show_answer_confidence_and_label_verdict():
+    text = side_markdown(side(confidence={"event_type": 0.93, "rule_violations": 0.31}, min_confidence=0.31,
+                              agreement={"event_type": 1.0, "rule_violations": 0.0}))
+    assert "| event_type | near_miss | 0.93 | ✓ |" in text
+    assert '| rule_violations | ["speeding"] | ⚠ 0.31 | ✗ |' in text  # below 0.5: flagged
+    assert "Lowest field confidence: 0.31" in text
+
+
+def test_an_answer_that_does_not_parse_has_no_field_table():
+    text = side_markdown(side(schema_valid=False, parse_error="no JSON object", parsed=None, confidence={}))
+    assert text.startswith("**✖ not schema-valid: no JSON object**") and "| field |" not in text
