@@ -102,22 +102,23 @@ class LineIndex:
         known = self._cache.summaries(self.kind) if self._cache else {}
         fresh, self.parsed = {}, {}
         raws, keys, numbers, summaries, starts, ends = [], [], [], [], [], []
+        sha1, summary_of, size = hashlib.sha1, self._summary, len(data)  # locals: this loop runs per line
         pos = 0
         chunks = data.split(b"\n")
         for n, chunk in enumerate(chunks, 1):
-            end = min(pos + len(chunk) + 1, len(data))
-            if chunk.strip():
-                key = line_key(chunk)
+            end = pos + len(chunk) + 1
+            if chunk and not chunk.isspace():
+                key = sha1(chunk).hexdigest()  # line_key, inlined
                 raw = chunk.decode("utf-8", errors="replace")
                 summary = known.get(key)
                 if summary is None:
-                    summary = fresh[key] = self._summary(key, raw)
+                    summary = fresh[key] = summary_of(key, raw)
                 raws.append(raw)
                 keys.append(key)
                 numbers.append(n)
                 summaries.append(summary)
                 starts.append(pos)
-                ends.append(end)
+                ends.append(end if end <= size else size)
             pos = end
         if fresh and self._cache:
             self._cache.put_summaries(self.kind, fresh)

@@ -54,16 +54,21 @@ def revision(raw: str | None) -> str:
     return NEW if raw is None else hashlib.sha1(raw.encode("utf-8")).hexdigest()[:12]
 
 
-def parse_row(line: int, raw: str) -> Row:
+def _load(raw: str) -> tuple[dict | None, str | None]:
+    """(the line's object, why it is not a usable row)."""
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
-        return Row(line, raw, None, f"malformed JSON at column {exc.colno}: {exc.msg}")
+        return None, f"malformed JSON at column {exc.colno}: {exc.msg}"
     if not isinstance(data, dict):
-        return Row(line, raw, None, "line is not a JSON object")
+        return None, "line is not a JSON object"
     if not isinstance(data.get("video", data.get("file_name")), str):
-        return Row(line, raw, data, "no \"video\" path")
-    return Row(line, raw, data)
+        return data, "no \"video\" path"
+    return data, None
+
+
+def parse_row(line: int, raw: str) -> Row:
+    return Row(line, raw, *_load(raw))
 
 
 def parse_lines(text: str) -> list[Row]:
@@ -77,16 +82,20 @@ def summarize_row(raw: str) -> tuple:
 
 def summarize_parsed(raw: str) -> tuple[tuple, tuple[dict, object] | None]:
     """summarize_row's summary and the row's (label, split) (None when it is not a usable row)."""
-    row = parse_row(0, raw)
-    if row.error:
-        return (None, None, False, row.error), None
-    split, label = row.data.get("split"), label_of(row.data)
-    return (row.video, split if isinstance(split, str) else None, bool(label), None), (label, split)
+    data, error = _load(raw)  # no Row object: this runs for every line of a first read
+    if error:
+        return (None, None, False, error), None
+    split, label = data.get("split"), label_of(data)
+    return (data.get("video", data.get("file_name")), split if isinstance(split, str) else None, bool(label), None), \
+        (label, split)
+
+
+_RESERVED = frozenset(RESERVED_KEYS)  # a set: this runs for every key of 100,000 rows
 
 
 def label_of(data: dict | None) -> dict:
     """The label fields of a row's object (what Row.label is)."""
-    return {k: v for k, v in (data or {}).items() if k not in RESERVED_KEYS}
+    return {k: v for k, v in (data or {}).items() if k not in _RESERVED}
 
 
 def summarize_draft(raw: str) -> tuple:
