@@ -108,11 +108,15 @@ def cmd_train(args) -> int:
     if "LOCAL_RANK" not in os.environ and "train" in sys.argv:  # typed by a user, not started by a launcher
         from core.runs.launch import plan_launch
 
+        if args.resume and cfg.num_machines > 1 and args.machine_rank is None:
+            # config.yaml was written by machine 0 and records its rank: the others must say theirs
+            raise SystemExit(f"error: {run_dir} trains on {cfg.num_machines} machines; resume it on each with "
+                             "the same command and that machine's --machine-rank (0 on the first)")
         plan = plan_launch(sys.argv[sys.argv.index("train") + 1:], cfg, run_dir)
-        if plan.processes > 1 or plan.config_path is not None:
-            os.makedirs(run_dir, exist_ok=True)
-            plan.write_config()
-            print(f"starting {plan.processes} processes: {' '.join(plan.cmd)}", file=sys.stderr)
+        if plan.launcher:
+            plan.write_config()  # machine 0: RUN/accelerate.yaml; the others write nothing into RUN
+            where = f" on machine {cfg.machine_rank} of {cfg.num_machines}" if cfg.num_machines > 1 else ""
+            print(f"starting {plan.processes} processes{where}: {' '.join(plan.cmd)}", file=sys.stderr)
             import subprocess
 
             return subprocess.call(plan.cmd)

@@ -142,9 +142,21 @@ class TrainConfig:
     merge_at_end: bool = False
     """LoRA/QLoRA: after training also write RUN/merged/, the adapter merged into the base."""
     num_processes: int = 0
-    """Training processes: 0 = one per visible GPU (1 without GPUs); N > 1 starts `accelerate launch`."""
+    """Training processes on this machine: 0 = one per visible GPU (1 without GPUs); more than one process
+    in all (here or across machines) starts `accelerate launch`."""
     distributed: str = "ddp"
     """With several processes: ddp (data parallel) | deepspeed (ZeRO-2) | fsdp (fully sharded)."""
+    num_machines: int = 1
+    """Machines training together (multi-node, >= 1). Each machine runs the same command with its own
+    machine_rank and the same num_processes; the run directory must be on storage every machine sees."""
+    machine_rank: int = 0
+    """This machine's rank, 0 to num_machines - 1. Machine 0 hosts the rendezvous and alone writes the run
+    directory (status, logs, metrics, checkpoints, final model)."""
+    main_process_ip: str = ""
+    """With num_machines > 1 (required then): the address of machine 0 that every machine can reach."""
+    main_process_port: int = 0
+    """Rendezvous port on machine 0, open to the other machines (1 to 65535). 0: 29500 with several
+    machines, a free port with one."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N (also mps, xpu, xpu:N). auto: the CUDA GPU when one is visible, else the CPU."""
     trust_remote_code: bool = False
@@ -236,8 +248,11 @@ class TrainConfig:
             raise ConfigError(f"{source}: {_name('temperature')} must be > 0, not {self.temperature}")
         if self.method == "grpo" and self.num_generations < 2:
             raise ConfigError(f"{source}: grpo needs num_generations >= 2 (advantages compare answers in a group)")
+        if self.method == "grpo" and self.num_machines > 1:
+            raise ConfigError(f"{source}: grpo runs in one process on one machine; set num_machines 1")
         if self.merge_at_end and self.method == "full":
             raise ConfigError(f"{source}: merge_at_end applies to lora/qlora; a full fine-tune is already a whole model")
+        self._check_machines(source)
         if not _DEVICE.fullmatch(str(self.device)):
             raise ConfigError(f"{source}: device must be auto, cpu, cuda, cuda:N, mps, xpu or xpu:N, not {self.device!r}")
         if self.custom_reward and not re.fullmatch(r"[\w.]+:\w+", self.custom_reward):
@@ -271,6 +286,25 @@ class TrainConfig:
                 wanted = {"b": "true or false", "i": "a whole number", "f": "a number"}.get(kind[0], "text")
                 raise ConfigError(f"{source}: {f.name} must be {wanted}, not {getattr(self, f.name)!r}")
             setattr(self, f.name, value)
+
+    def _check_machines(self, source: str) -> None:
+        """Multi-node settings: a rank outside 0..num_machines-1 or a missing address would only fail at
+        the rendezvous, after a timeout on the other machines."""
+        if self.num_machines < 1:
+            raise ConfigError(f"{source}: num_machines must be >= 1, not {self.num_machines}")
+        if not 0 <= self.machine_rank < self.num_machines:
+            raise ConfigError(f"{source}: machine_rank must be 0 to num_machines - 1 ({self.num_machines - 1}), "
+                              f"not {self.machine_rank}")
+        if not 0 <= self.main_process_port <= 65535:
+            raise ConfigError(f"{source}: main_process_port must be 1 to 65535 (0: the default), "
+                              f"not {self.main_process_port}")
+        self.main_process_ip = self.main_process_ip.strip()
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ConfigError(f"{source}: num_machines {self.num_machines} needs main_process_ip, the address of "
+                              "machine 0 that the other machines reach")
+        if any(ch.isspace() for ch in self.main_process_ip):
+            raise ConfigError(f"{source}: main_process_ip must be one address or host name, not "
+                              f"{self.main_process_ip!r}")
 
     def _check_frames(self, source: str) -> None:
         if self.num_frames is not None and self.num_frames < 1:

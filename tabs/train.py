@@ -23,12 +23,13 @@ from core.runs.files import RunFiles, duration_text
 FORM_KEYS = ("model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "frames", "sampling",
              "width", "height", "max_steps", "batch_size", "grad_accum", "lr", "lr_scheduler", "warmup_steps",
              "optimizer", "precision", "gradient_checkpointing", "save_steps", "eval_steps", "eval_max_clips",
-             "max_new_tokens", "report_to", "merge_at_end", "num_processes", "distributed", "seed")
+             "max_new_tokens", "report_to", "merge_at_end", "num_processes", "distributed", "seed", "num_machines",
+             "machine_rank", "main_process_ip", "main_process_port")
 # form key -> TrainConfig field where the names differ
 _FIELD = {"frames": "num_frames", "width": "frame_width", "height": "frame_height", "lr": "learning_rate"}
 _OPTIONAL_INTS = ("frames", "width", "height")  # blank (or 0) = the model's default
 _INTS = ("lora_r", "lora_alpha", "max_steps", "batch_size", "grad_accum", "warmup_steps", "save_steps", "eval_steps",
-         "eval_max_clips", "max_new_tokens", "num_processes", "seed")
+         "eval_max_clips", "max_new_tokens", "num_processes", "seed", "num_machines", "machine_rank", "main_process_port")
 _INFO = field_docs()
 
 
@@ -58,6 +59,8 @@ def form_to_config(base: dict | None = None, **form) -> TrainConfig:
             value = float(value or 0.0)
         elif key in ("gradient_checkpointing", "merge_at_end"):
             value = bool(value)
+        elif key == "main_process_ip":
+            value = str(value or "")
         data[_FIELD.get(key, key)] = value
     if "max_steps" in form:  # short runs still draw a curve: about 20 points, at most one every 10 steps
         data["logging_steps"] = max(1, min(10, int(form["max_steps"]) // 20))
@@ -249,6 +252,16 @@ def build(ws) -> None:
                                                    label="Processes (0: one per GPU)", info=_info("num_processes"))
                     c["distributed"] = gr.Radio(["ddp", "deepspeed", "fsdp"], value=d.distributed, label="Distributed",
                                                 info=_info("distributed"))
+                with gr.Row():  # multi-node: this tab starts machine 0; the others run the command in launch.log
+                    c["num_machines"] = gr.Number(value=d.num_machines, precision=0, label="Machines",
+                                                  info=_info("num_machines"))
+                    c["machine_rank"] = gr.Number(value=d.machine_rank, precision=0, label="This machine's rank",
+                                                  info=_info("machine_rank"))
+                    c["main_process_ip"] = gr.Textbox(value=d.main_process_ip, label="Machine 0's address",
+                                                      info=_info("main_process_ip"))
+                    c["main_process_port"] = gr.Number(value=d.main_process_port, precision=0,
+                                                       label="Rendezvous port (0: default)",
+                                                       info=_info("main_process_port"))
         with gr.Column(scale=2):
             with gr.Row():
                 selected = gr.Dropdown(choices=[r["run"] for r in ws.runs.list_runs()], label="Run",

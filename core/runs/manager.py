@@ -64,6 +64,12 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def other_machine_args(dataset, run_dir: Path) -> str:
+    """`cli.py train` arguments that join, from another machine, a run this manager starts on machine 0
+    (the run directory and dataset on storage both see, at the same paths)."""
+    return f"--dataset {dataset} --output {run_dir} --config {run_dir / LAUNCH_CONFIG}"
+
+
 class RunManager:
     """Starts, stops, resumes and reports runs under `runs_dir`. One active run at a time."""
 
@@ -168,6 +174,11 @@ class RunManager:
         self._refuse_if_busy()
         data = self.policy.apply(asdict(config) if is_dataclass(config) else dict(config))
         run_dir = self.run_dir(name)
+        if int(data.get("machine_rank") or 0) > 0:
+            # the app writes the run folder before launching, and only machine 0 may write it
+            raise RunError(f"the app starts machine 0 of a multi-machine run; start machine 0 here, then on machine "
+                           f"{data['machine_rank']} run: python cli.py train {other_machine_args(dataset, run_dir)} "
+                           f"--machine-rank {data['machine_rank']}")
         if run_dir.exists() and any(run_dir.iterdir()):
             raise RunError(f"{run_dir}: a run with this name exists; pick another name or resume it")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +191,10 @@ class RunManager:
             raise
         if before_launch is not None:
             before_launch()
+        if plan.machines > 1:
+            with open(run_dir / LAUNCH_LOG, "a") as log:
+                log.write(f"machine 0 of {plan.machines}; on machine R (1 to {plan.machines - 1}) run: python cli.py "
+                          f"train {other_machine_args(dataset, run_dir)} --machine-rank R\n")
         return self._launch(run_dir, plan)
 
     def resume(self, run_dir) -> Path:

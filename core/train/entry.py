@@ -20,12 +20,13 @@ def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_p
     """Fine-tune and write `run_dir`. Returns the final status dict. `echo(step, max_steps, loss)`
     is called at each logging step (the CLI draws a progress bar with it).
 
-    Under torch.distributed (launched by `accelerate launch`/torchrun) every rank trains; only rank
-    0 writes the run directory (status, log, metrics, final model); HF Trainer saves checkpoints
-    from the main process."""
+    Under torch.distributed (launched by `accelerate launch`/torchrun) every rank trains; only global
+    rank 0 (the first process of machine 0 when several machines train) writes the run directory
+    (status, log, metrics, final model); HF Trainer saves checkpoints from the same process
+    (`save_on_each_node` stays False), each rank adding only its own RNG state file to them."""
     rank, _, _ = dist_info()
     check_runtime(cfg, pick_device(cfg.device))  # refuse what this machine cannot do before touching run_dir
-    run = RunFiles(run_dir, writer=rank == 0)
+    run = RunFiles(run_dir, writer=rank == 0)  # global rank: not each machine's local rank 0
     run.prepare(resume=resume)
     try:
         loop = train_grpo if cfg.method == "grpo" else train_sft  # GRPO: reinforcement learning, its own loop

@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from core.runs.files import MetricsWriter, RunFiles, guarded_save
 from core.spec import build_spec, checkpoint_name, checkpoint_step, is_random_init, resolve_defaults
 from core.train.callbacks import RunCallback
 from core.train.merge import merge_run
-from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, dist_info, gather_objects
+from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, dist_info, gather_objects, machine_rank, unseen_by
 from core.train.setup import (
     apply_trainable,
     capped_steps,
@@ -96,6 +97,8 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
         dataloader_prefetch_factor=LOADER_PREFETCH if workers else None,
         use_cpu=device == "cpu", disable_tqdm=True,
     )
+    if cfg.num_machines > 1:
+        _check_shared(run, args)
     evaluator = val_evaluator(data, cfg, processor, family, pspec, precision, run)
     clock = DataClock()
     callback = RunCallback(run, MetricsWriter(run.metrics_path, writer=run.writer), pspec,
@@ -114,7 +117,8 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     final = run.dir / pspec.final_dir
     with guarded_save(final, run.last_checkpoint(), owner=run.writer):
         trainer.save_model(str(final))  # main process only; gathers sharded (DeepSpeed/FSDP) weights first
-    ranks = gather_objects({"rank": rank, "examples": clock.examples, "steps": trainer.state.global_step})
+    ranks = gather_objects({"rank": rank, "machine": machine_rank(), "examples": clock.examples,
+                            "steps": trainer.state.global_step})
     if run.writer:
         processor.save_pretrained(final)
         pspec.save(final)
@@ -146,7 +150,8 @@ def training_clips(data: Dataset, run: RunFiles, cfg: TrainConfig, processor, ps
     if not clips:
         raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
     # cached while it is not yet known whether workers will encode: in-process, these are kept
-    dataset = ClipDataset(clips, processor, pspec, log=SkipLog(run.dir / "train.log", rank),
+    log = SkipLog(run.dir / "train.log", rank) if machine_rank() == 0 else MachineSkipLog(rank, machine_rank())
+    dataset = ClipDataset(clips, processor, pspec, log=log,
                           cache_bytes=cache_budget(cfg.encoded_cache_mb, 0))
     first = [dataset[i] for i in range(min(4, len(dataset)))]
     tokens = sum(ex["input_ids"].shape[1] for ex in first) / len(first)
@@ -157,6 +162,33 @@ def training_clips(data: Dataset, run: RunFiles, cfg: TrainConfig, processor, ps
     run.log(f"checked {len(clips)} clips in {time.time() - t0:.1f}s, skipped {len(skipped)}; frames are decoded and "
             f"encoded as batches need them ({workers} loader worker{'s' if workers != 1 else ''} per process, {cache})")
     return dataset, skipped, workers, tokens
+
+
+def _check_shared(run: RunFiles, args) -> None:
+    """Multi-node: say in train.log and status.json when a machine does not see the run directory.
+    Training goes on (rank 0 still writes everything), but Resume needs the checkpoints' other-rank
+    parts and config.yaml on every machine, so the folder belongs on storage they all mount."""
+    _ = args.device  # forms the process group (accelerate's PartialState) if nothing has yet
+    blind = unseen_by(run)
+    if blind:
+        text = (f"machine(s) {', '.join(map(str, blind))} do not see {run.dir} as machine 0 writes it: training "
+                "goes on, but Resume needs the run directory on storage every machine mounts at the same path")
+        run.log(f"warning: {text}")
+        run.write_status(warning=text)
+
+
+class MachineSkipLog:
+    """Clips skipped mid-run on machines other than machine 0. Those machines write nothing into the
+    run directory (appends from several hosts to one file on a network filesystem can interleave),
+    so the line goes to their own launcher output. Picklable, for loader workers."""
+
+    def __init__(self, rank: int, machine: int):
+        self.rank, self.machine = rank, machine
+
+    def __call__(self, message: str) -> None:
+        sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} skipped (rank {self.rank}, machine "
+                         f"{self.machine}) {message}\n")
+        sys.stderr.flush()
 
 
 def _merge_at_end(run: RunFiles, state: str) -> dict:

@@ -58,6 +58,82 @@ def test_deepspeed_and_fsdp_write_an_accelerate_config(tmp_path, kind, dtype):
         plan_launch(ARGS, cfg, tmp_path, gpus=0)
 
 
+def _accelerate_reads(cmd: list[str]):
+    """accelerate's own parsing and checks of our launch flags, then what it hands torchrun."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(cmd[3:]))
+    prepare_multi_gpu_env(args)  # machine rank > 0 here: no port check against this host
+    return args
+
+
+def test_several_machines_launch_through_accelerate_with_this_machines_processes(tmp_path):
+    # one CPU process per machine is still a distributed run: accelerate, not the plain CLI
+    cfg = TrainConfig(num_machines=2, machine_rank=1, main_process_ip="10.1.2.3", device="cpu")
+    plan = plan_launch(ARGS, cfg, tmp_path, python="py", cli="cli.py", gpus=0)
+    cmd = plan.cmd
+    assert cmd[:3] == ["py", "-m", "accelerate.commands.launch"] and "--multi_gpu" in cmd and plan.launcher
+    flags = {k: cmd[cmd.index(k) + 1] for k in ("--num_processes", "--num_machines", "--machine_rank",
+                                                 "--main_process_ip", "--main_process_port")}
+    assert flags == {"--num_processes": "2", "--num_machines": "2", "--machine_rank": "1",
+                     "--main_process_ip": "10.1.2.3", "--main_process_port": "29500"}
+    args = _accelerate_reads(cmd)
+    assert (args.nproc_per_node, args.nnodes, args.node_rank, args.rdzv_endpoint) == ("1", "2", 1, "10.1.2.3:29500")
+    # num_processes counts this machine's: 3 GPUs here x 2 machines = a world of 6, 3 started here
+    gpus3 = plan_launch(ARGS, TrainConfig(num_machines=2, machine_rank=1, main_process_ip="h", main_process_port=7000),
+                        tmp_path, python="py", cli="cli.py", gpus=3)
+    assert gpus3.processes == 3 and gpus3.cmd[gpus3.cmd.index("--num_processes") + 1] == "6"
+    args = _accelerate_reads(gpus3.cmd)
+    assert (args.nproc_per_node, args.nnodes, args.rdzv_endpoint) == ("3", "2", "h:7000")
+    assert not plan_launch(ARGS, TrainConfig(), tmp_path, python="py", cli="cli.py", gpus=0).launcher
+
+
+@pytest.mark.parametrize("kind", ["deepspeed", "fsdp"])
+def test_machine_settings_reach_the_deepspeed_and_fsdp_configs(tmp_path, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    for rank in (0, 1):
+        cfg = TrainConfig(distributed=kind, num_processes=2, num_machines=2, machine_rank=rank,
+                          main_process_ip="10.1.2.3", main_process_port=4321)
+        plan = plan_launch(ARGS, cfg, tmp_path, python="py", cli="cli.py", gpus=2)
+        plan.write_config()
+        loaded = load_config_from_file(str(plan.config_path))
+        assert (loaded.num_machines, loaded.machine_rank, loaded.num_processes) == (2, rank, 4)
+        assert (loaded.main_process_ip, loaded.main_process_port) == ("10.1.2.3", 4321)
+        # only machine 0 writes into the run directory
+        assert (plan.config_path == tmp_path / ACCELERATE_CONFIG) == (rank == 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [ACCELERATE_CONFIG]
+    args = _accelerate_reads(plan.cmd)  # machine 1's command with its own config file
+    assert (args.nproc_per_node, args.nnodes, args.node_rank) == ("2", "2", 1)
+    if kind == "deepspeed":  # torchrun on each machine, not pdsh over ssh
+        assert args.deepspeed_multinode_launcher == "standard"
+
+
+def test_machine_settings_are_checked():
+    for bad, match in [(dict(num_machines=2), "needs main_process_ip"),
+                       (dict(num_machines=2, machine_rank=2, main_process_ip="h"), r"machine_rank must be 0 to num_machines - 1 \(1\), not 2"),
+                       (dict(num_machines=0), "num_machines must be >= 1"),
+                       (dict(main_process_port=70000), "main_process_port must be"),
+                       (dict(num_machines=2, main_process_ip="a b"), "one address"),
+                       (dict(method="grpo", num_machines=2, main_process_ip="h"), "grpo runs in one process")]:
+        with pytest.raises(ConfigError, match=match):
+            TrainConfig.from_dict(bad)
+    cfg = TrainConfig.from_dict({"num_machines": "2", "machine_rank": 1, "main_process_ip": " 10.0.0.1 "})
+    assert (cfg.num_machines, cfg.main_process_ip) == (2, "10.0.0.1")
+
+
+def test_the_app_starts_only_machine_0(tmp_path):
+    from core.runs.manager import RunError
+    from core.runs.policy import TrainingPolicy
+
+    runs = RunManager(tmp_path, gpus=0, policy=TrainingPolicy("full", "test"))
+    cfg = TrainConfig(num_machines=2, machine_rank=1, main_process_ip="10.1.2.3")
+    with pytest.raises(RunError, match="--config .*launch.yaml --machine-rank 1"):
+        runs.start("data", "mn", cfg)
+    assert not (tmp_path / "mn").exists()
+
+
 def test_gpu_count_reads_cuda_visible_devices(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,3")
     assert visible_gpus() == 2
