@@ -132,6 +132,14 @@ def test_the_app_starts_only_machine_0(tmp_path):
     with pytest.raises(RunError, match="--config .*launch.yaml --machine-rank 1"):
         runs.start("data", "mn", cfg)
     assert not (tmp_path / "mn").exists()
+    # machine 0 starts (a stand-in interpreter that exits at once) and says what the others run
+    runs = RunManager(tmp_path, python="true", gpus=0, policy=TrainingPolicy("full", "test"))
+    run = runs.start("data", "mn", TrainConfig(num_machines=2, main_process_ip="10.1.2.3"))
+    runs.wait(run, timeout_s=30)
+    launched = json.loads((run / "launch.json").read_text())["cmd"]
+    assert launched[launched.index("--machine_rank") + 1] == "0"
+    assert (f"python cli.py train --dataset data --output {run} --config {run / 'launch.yaml'} --machine-rank R"
+            in (run / "launch.log").read_text())
 
 
 def test_gpu_count_reads_cuda_visible_devices(monkeypatch):
