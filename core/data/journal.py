@@ -91,7 +91,9 @@ def read(path: Path, offset: int = 0) -> tuple[list[Entry], int]:
         elif text.strip():
             log.warning("%s: ignored line %d (from byte %d): not a pending edit: %.80r", path, n, offset, text)
     if data[end:].strip():
-        log.warning("%s: ignored a torn last line (a save cut short by a crash; it never returned)", path)
+        # a save cut short by a crash (it never returned), or one being appended right now by another
+        # process (read again from here next time, once it is whole)
+        log.warning("%s: ignored an incomplete last line (a save cut short, or still being written)", path)
     return entries, offset + end
 
 

@@ -141,7 +141,7 @@ def test_a_torn_last_line_is_ignored_and_the_next_save_still_lands(tmp_path, jou
     with caplog.at_level(logging.WARNING, logger="core.data.journal"):
         fresh = AnnotationStore(root)
         assert fresh.clip(RELS[0]).label["caption"] == "kept"
-    assert "torn last line" in caplog.text
+    assert "incomplete last line" in caplog.text
     _save(fresh, RELS[2], "after the tear")
     assert AnnotationStore(root).clip(RELS[2]).label["caption"] == "after the tear"
     fresh.fold()
