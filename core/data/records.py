@@ -124,4 +124,5 @@ def child_path(root: Path, rel: str) -> Path:
 def lexically_safe(rel: str) -> bool:
     """A relative path without `..`: what can be told without touching the disk (symlinks that
     leave the folder are caught when the clip is opened or probed, by safe_video_path)."""
-    return bool(rel.strip()) and not rel.startswith("/") and ".." not in rel.split("/")
+    # the substring test first: it runs twice per clip of a 100,000-clip listing, split() only when needed
+    return bool(rel.strip()) and not rel.startswith("/") and (".." not in rel or ".." not in rel.split("/"))
