@@ -56,6 +56,8 @@ class TrainingPolicy:
                                   f"({self.reason}); run the CLI on a machine with a GPU for this model")
         if int(config.get("num_processes") or 0) > 1:
             raise ConfigError(f"num_processes {config['num_processes']}: one process only here ({self.reason})")
+        if int(config.get("num_machines") or 1) > 1:
+            raise ConfigError(f"num_machines {config['num_machines']}: one machine only here ({self.reason})")
         if config.get("method") == "qlora":
             raise ConfigError(f"qlora needs a CUDA GPU ({self.reason})")
         for key, most in LIMITED_MAX.items():

@@ -32,6 +32,8 @@ def test_limited_allows_the_tiny_models_and_caps_steps(short_run):
         limited.apply({"model": "Qwen/Qwen2.5-VL-7B-Instruct"})
     with pytest.raises(ConfigError, match="one process only"):
         limited.apply({"model": "tiny:default", "num_processes": 2})
+    with pytest.raises(ConfigError, match="one machine only"):
+        limited.apply({"model": "tiny:default", "num_machines": 2, "main_process_ip": "10.0.0.1"})
     with pytest.raises(ConfigError, match="qlora needs a CUDA GPU"):
         limited.apply({"model": "tiny:default", "method": "qlora"})
     full = TrainingPolicy("full", "x")
