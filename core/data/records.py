@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from core.data.dataset import RESERVED_KEYS
+from core.schema.base import canonical_answer
 
 NEW = "new"  # revision of a clip that has no metadata row yet
 
@@ -69,6 +70,15 @@ def _load(raw: str) -> tuple[dict | None, str | None]:
 
 def parse_row(line: int, raw: str) -> Row:
     return Row(line, raw, *_load(raw))
+
+
+def row_text(rel: str, label: dict, split: str | None, old: dict | None, schema: dict | None) -> str:
+    """The metadata line a save writes: the clip, its split, the old row's other reserved keys (id),
+    then the label fields in schema order (readable diffs)."""
+    head = {k: v for k, v in (old or {}).items() if k in RESERVED_KEYS and k not in ("video", "split", "file_name")}
+    row = {"video": rel, **({"split": split} if split else {}), **head}
+    row.update(json.loads(canonical_answer(schema, label)) if schema else label)
+    return json.dumps(row, ensure_ascii=False)
 
 
 def parse_lines(text: str) -> list[Row]:

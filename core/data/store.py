@@ -33,10 +33,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.data import journal, uploads
+from core.data import journal, records, uploads
 from core.data.checks import LabelChecks, schema_versions, write_schema
 from core.data.checks import errors as label_check
-from core.data.dataset import METADATA, RESERVED_KEYS, SCHEMA, SPLITS, dataset_lock, safe_video_path
+from core.data.dataset import METADATA, SCHEMA, SPLITS, dataset_lock, safe_video_path
 from core.data.drafts import DRAFTS, DraftLog
 from core.data.folder import Probes, VideoFiles
 from core.data.index_cache import IndexCache
@@ -51,17 +51,14 @@ from core.data.records import (
     UNREADABLE,
     Clip,
     Row,
-    child_path,
-    label_of,
     lexically_safe,
     parse_lines,
     parse_row,
     revision,
-    summarize_parsed,
 )
 from core.data.statuses import StatusTable, gc_paused
 from core.errors import DatasetError, WorkbenchError
-from core.schema.base import canonical_answer, extract_json, label_errors, parse_schema
+from core.schema.base import extract_json, label_errors, parse_schema
 
 __all__ = ["DRAFT", "DRAFTS", "INVALID", "LABELLED", "NEW", "STATUSES", "UNLABELLED", "UNREADABLE", "AnnotationStore",
            "Clip", "ConflictError", "Row", "parse_lines", "revision"]
@@ -76,7 +73,7 @@ class AnnotationStore:
         self.root = Path(root)
         self.schema_path = Path(schema_path) if schema_path else self.root / SCHEMA
         self._cache = IndexCache(self.root)
-        self._meta = PendingLines(self.root / METADATA, summarize_parsed, self._cache, "metadata", keep_parsed=True)
+        self._meta = PendingLines(self.root / METADATA, records.summarize_parsed, self._cache, "metadata", keep_parsed=True)
         self._drafts = DraftLog(self.root, self._cache)
         self._files = VideoFiles(self.root)
         self._probes = Probes(self.root, self._cache)
@@ -209,12 +206,12 @@ class AnnotationStore:
             got = meta.parsed.pop(meta.keys[i], None)
             if got is None:
                 data = parse_row(meta.numbers[i], meta.raws[i]).data
-                got = label_of(data), data.get("split")
+                got = records.label_of(data), data.get("split")
             label, split = got
         rev = meta.keys[i][:12] if i is not None else NEW
         draft = self._drafts.get(rel)
         try:
-            path = safe_video_path(self.root, rel) if check_video or not lexically_safe(rel) else child_path(self.root, rel)
+            path = safe_video_path(self.root, rel) if check_video or not lexically_safe(rel) else records.child_path(self.root, rel)
         except DatasetError as exc:
             return Clip(rel, self.root / "?", UNREADABLE, rev, label, split, draft, (str(exc),))
         reason = self._probes.reason(rel, path) if check_video else self._probes.known(rel)
@@ -239,14 +236,6 @@ class AnnotationStore:
     def _locked(self):
         with dataset_lock(self.root):
             yield
-
-    def _row_text(self, rel: str, label: dict, split: str | None, old: dict | None, schema: dict | None) -> str:
-        # keep id/extra reserved keys of the old row; label fields in schema order for readable diffs
-        head = {k: v for k, v in (old or {}).items() if k in RESERVED_KEYS and k not in ("video", "split", "file_name")}
-        row = {"video": rel, **({"split": split} if split else {}), **head}
-        ordered = json.loads(canonical_answer(schema, label)) if schema else label
-        row.update(ordered)
-        return json.dumps(row, ensure_ascii=False)
 
     def save_label(self, rel: str, label: dict, expected_revision: str | None, split: str | None = ...) -> str:
         """Store `label` for clip `rel`; returns the new revision.
@@ -275,7 +264,7 @@ class AnnotationStore:
                 old = parse_row(0, self._meta.raws[i]).data if i is not None else None
                 if split is ...:
                     split = (old or {}).get("split")
-                raw = self._row_text(rel, label, split, old, schema)
+                raw = records.row_text(rel, label, split, old, schema)
                 key = self._meta.record(rel, i, raw)
                 self._checks.passed(key)
                 self._drop_draft(rel)
