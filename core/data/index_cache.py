@@ -8,7 +8,9 @@ unused; the truth stays in the dataset folder. A new process loads these instead
 validating 100,000 rows again (validation is the slow part: ~40 µs a label with jsonschema).
 
 Losing this file costs time, never data: a file that cannot be opened or written is dropped and
-the store runs on what it keeps in memory.
+the store runs on what it keeps in memory. That is also why it is written with `synchronous=OFF`
+(no fsync; a crash may lose or tear the last writes, and a torn or unreadable entry is the same as
+a missing one: recomputed) and why a big batch (a first read) goes in as one blob (`BULK`).
 """
 
 from __future__ import annotations
