@@ -4,7 +4,8 @@ for a video, a folder or a split into JSONL / CSV / Parquet / SQLite.
 `eval` is core.serve.report.evaluate_model (the Export tab's table builds its rows with the same
 report builder and warnings; `--json` includes `calibration`, per field its ECE, reliability bins
 and accuracy above confidence thresholds); `predict` is core.serve.batch.predict_to_file, the Export tab's call
-too (with --num-processes N it runs worker processes that each run `cli.py predict --shard I/N`).
+too (with --num-processes N it runs worker processes that each run `cli.py predict --shard I/N`;
+with --engine ray a Ray Data pipeline, core.serve.ray_engine).
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=160, help="most tokens generated per answer")
     p.add_argument("--unconstrained", action="store_true", help="free decoding (default: schema-constrained)")
     p.add_argument("--overwrite", action="store_true", help="redo clips already in OUTPUT for this model")
-    p.add_argument("--num-processes", type=int, default=1, help="shard the clips over N worker processes")
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="local engine: shard the clips over N worker processes on this machine")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="local: this process (or --num-processes); ray: a Ray Data pipeline (local Ray or a cluster)")
+    p.add_argument("--ray-address", help="with --engine ray: join this cluster (e.g. 10.0.0.1:6379; default: start one here)")
+    p.add_argument("--num-workers", type=int, help="with --engine ray: model actors (default: one per GPU, else 1)")
     p.add_argument("--shard", help=argparse.SUPPRESS)
     p.add_argument("--skip-from", help=argparse.SUPPRESS)
     add_model_flags(p, batch_size=8)
@@ -95,8 +101,9 @@ def cmd_predict(args) -> int:
                               device=args.device, trust_remote_code=args.trust_remote_code,
                               batch_size=args.batch_size, overwrite=args.overwrite, num_processes=args.num_processes,
                               shard=args.shard, skip_from=args.skip_from, progress=count_echo,
-                              max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained)
-    if summary["workers"] > 1:
+                              max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained,
+                              engine=args.engine, ray_address=args.ray_address, num_workers=args.num_workers)
+    if summary["valid"] is None:  # sharded workers: their counts stay in their own output
         print(f"{summary['written']} rows from {summary['workers']} workers -> {args.output}")
     else:
         print(f"{summary['written']} rows written ({summary['valid']} schema-valid, {summary['errors']} errors), "

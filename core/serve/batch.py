@@ -15,6 +15,7 @@ This module does not load models itself (core.serve.loaded hands it a predictor)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -78,27 +79,41 @@ def run_predict(predictor, items: list[tuple[str, Path]], out_path, batch_size: 
     schema, model, spec_hash = predictor.spec.schema, predictor.name, predictor.spec.digest
     writer = open_writer(out_path, schema, overwrite)
     try:
-        done = set() if overwrite and not isinstance(writer, FileWriter) else writer.done(model)
-        if skip_from and not overwrite and Path(skip_from).is_file():
-            done |= {r["video"] for r in read_rows(skip_from) if r.get("model") == model}
-        todo = [(k, p) for k, p in items if k not in done]
-        counts = {"total": len(items), "skipped": len(items) - len(todo), "written": 0, "errors": 0, "valid": 0}
-        if progress:  # clips done / total from the start, not only after the first batch
-            progress(counts["skipped"], counts["total"])
+        todo, counts = pending(writer, items, model, overwrite, skip_from, progress)
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
             preds = predictor.predict([p for _, p in chunk], batch_size=batch_size, **generate_kwargs)
-            rows = [make_row(schema, key, model, spec_hash, pred.text, pred.error, pred.seconds, pred.confidence)
-                    for (key, _), pred in zip(chunk, preds)]
-            writer.write(rows)
-            counts["written"] += len(rows)
-            counts["errors"] += sum(1 for p in preds if p.error)
-            counts["valid"] += sum(1 for r in rows if r.schema_valid)
-            if progress:
-                progress(counts["skipped"] + counts["written"], counts["total"])
+            write_predictions(writer, schema, model, spec_hash, [k for k, _ in chunk], preds, counts, progress)
     finally:
         writer.close()
     return counts
+
+
+def pending(writer, items, model: str, overwrite: bool = False, skip_from=None, progress=None) -> tuple[list, dict]:
+    """The (key, file) pairs still to predict for `model` (resume), and the counts a run starts from.
+    Shared by both engines, so the Ray engine skips exactly what the local one would."""
+    done = set() if overwrite and not isinstance(writer, FileWriter) else writer.done(model)
+    if skip_from and not overwrite and Path(skip_from).is_file():
+        done |= {r["video"] for r in read_rows(skip_from) if r.get("model") == model}
+    todo = [(k, p) for k, p in items if k not in done]
+    counts = {"total": len(items), "skipped": len(items) - len(todo), "written": 0, "errors": 0, "valid": 0}
+    if progress:  # clips done / total from the start, not only after the first batch
+        progress(counts["skipped"], counts["total"])
+    return todo, counts
+
+
+def write_predictions(writer, schema: dict, model: str, spec_hash: str, keys: list[str], preds: list,
+                      counts: dict, progress=None) -> None:
+    """One row per Prediction (core.serve.predictor), written as one batch; `counts` updated. The one
+    place rows are built, whichever engine produced the predictions."""
+    rows = [make_row(schema, key, model, spec_hash, pred.text, pred.error, pred.seconds, pred.confidence)
+            for key, pred in zip(keys, preds)]
+    writer.write(rows)
+    counts["written"] += len(rows)
+    counts["errors"] += sum(1 for p in preds if p.error)
+    counts["valid"] += sum(1 for r in rows if r.schema_valid)
+    if progress:
+        progress(counts["skipped"] + counts["written"], counts["total"])
 
 
 def shard_path(out_path, rank: int, world: int) -> Path:
@@ -193,17 +208,28 @@ def predict_to_file(model: str, input_path, output, split: str | None = None, sc
                     fallback_schema: dict | None = None, *, models=None, device: str = "auto",
                     trust_remote_code: bool = False, batch_size: int = 8, overwrite: bool = False,
                     num_processes: int = 1, shard: str | None = None, skip_from=None, progress=None,
-                    max_new_tokens: int = 160, constrained: bool = True) -> dict:
+                    max_new_tokens: int = 160, constrained: bool = True, engine: str = "local",
+                    ray_address: str | None = None, num_workers: int | None = None) -> dict:
     """Predict the clips of `input_path` (a video, a folder, or a dataset folder's `split`) into `output`.
 
     `schema`/`fallback_schema`: see `input_schema`. `models`: the app's ModelManager (else the model
     is loaded for this call). `num_processes` > 1 runs `cli.py predict --shard I/N` workers (the
     parent loads no weights) and merges their rows; `shard` ("I/N") and `skip_from` are what such a
-    worker is given. Returns counts: total, written, skipped, errors (unreadable clips), valid
-    (schema-valid rows; both None after a sharded run) and workers."""
+    worker is given. `engine="ray"` runs core.serve.ray_engine instead (a local Ray, or the cluster at
+    `ray_address`; `num_workers` model actors; `models` is not used: each actor loads its own copy).
+    Returns counts: total, written, skipped, errors (unreadable clips), valid (schema-valid rows; both
+    None after a sharded run) and workers."""
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine {engine!r}: use 'local' or 'ray'")
+    if engine == "ray" and num_processes > 1:
+        raise ConfigError("--num-processes shards the local engine; with --engine ray use --num-workers")
     items = list_inputs(input_path, split)
     asked, schema_file = input_schema(input_path, schema, fallback_schema)
     written_with = rows_schema(model, asked)
+    if engine == "ray":
+        return _predict_on_ray(model, items, output, asked, ray_address, num_workers, device=device,
+                               trust_remote_code=trust_remote_code, batch_size=batch_size, overwrite=overwrite,
+                               progress=progress, max_new_tokens=max_new_tokens, constrained=constrained)
     if num_processes > 1:
         return _predict_with_workers(model, input_path, output, split, asked, schema_file, written_with,
                                      len(items), num_processes, device=device, trust_remote_code=trust_remote_code,
@@ -240,3 +266,25 @@ def _predict_with_workers(model, input_path, output, split, asked, schema_file, 
             temp.unlink(missing_ok=True)
     return {"total": total, "written": len(rows), "skipped": total - len(rows), "errors": None, "valid": None,
             "workers": world}
+
+
+def _predict_on_ray(model, items, output, asked, address, num_workers, device, trust_remote_code, batch_size,
+                    overwrite, progress, max_new_tokens, constrained) -> dict:
+    """The Ray engine's predictions into the same writer, resume and rows as `run_predict`."""
+    from core.serve import ray_engine  # lazily: `import core.serve` must not import ray
+
+    name, spec = ray_engine.model_identity(model, asked, trust_remote_code)
+    writer = open_writer(output, spec.schema, overwrite)
+    try:
+        todo, counts = pending(writer, items, name, overwrite, progress=progress)
+        workers = num_workers or 1
+        with ray_engine.ray_session(address, num_workers) if todo else contextlib.nullcontext():
+            workers, gpus = ray_engine.worker_count(num_workers, device) if todo else (workers, 0)
+            for keys, preds in ray_engine.stream_predictions(
+                    model, asked, spec, todo, num_workers=workers, gpus_per_worker=gpus, device=device,
+                    trust_remote_code=trust_remote_code, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                    constrained=constrained):
+                write_predictions(writer, spec.schema, name, spec.digest, keys, preds, counts, progress)
+    finally:
+        writer.close()
+    return {**counts, "workers": workers}

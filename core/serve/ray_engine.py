@@ -1,0 +1,159 @@
+"""Predictions from Ray Data: the engine behind `predict --engine ray` for clips beyond one process.
+
+The pipeline has two stages, both streaming (memory is bounded by Ray's backpressure, not by the
+number of clips):
+- **sample** (CPU actors, one CPU each, as many as the model actors leave free): `sample_frames` with the model's sampling spec, through the
+  frame cache, so a clip decoded once is not decoded again. A clip that fails to decode becomes an
+  error result here, with the same text the local engine puts in `Prediction.error`.
+- **generate** (an actor pool of `num_workers` model actors; one GPU each when the cluster has
+  GPUs): each actor loads the Predictor once in `__init__` and runs `Predictor.generate` (greedy,
+  per-field confidence) on each batch of sampled clips. Error results pass through untouched.
+
+Results stream back to the driver as they finish (`iter_batches`), as `Prediction`s; core.serve.batch
+turns them into rows with the same helper the local engine uses and writes them with the one
+writer (resume, four formats). Ray is imported inside functions: `import core.serve` must not pay
+for it, and the local engine must work where ray is not installed.
+
+This module writes no files and builds no rows (core.serve.batch does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import time
+from pathlib import Path
+
+from core.errors import ConfigError, VideoError
+from core.paths import REPO_ROOT
+from core.serve.predictor import Prediction, Predictor
+from core.spec import PreprocessSpec, SamplingSpec, default_spec
+
+# Small on purpose: the store only holds sampled frames in flight (a few MB per clip) and Ray's
+# backpressure keeps that bounded; a big default would claim a third of the machine's memory.
+OBJECT_STORE_BYTES = 256 * 1024**2
+
+
+def model_identity(model: str, schema: dict | None, trust_remote_code: bool = False) -> tuple[str, PreprocessSpec]:
+    """(the name rows carry, the spec the model is asked with), without loading weights: the driver
+    needs both before any actor is up (resume keys on the name; the sample stage needs the spec)."""
+    from core.models.families import family_for_model_type
+    from core.models.loading import resolve_model
+
+    source = resolve_model(model)
+    if source.run_dir is not None:
+        return source.display, PreprocessSpec.load(source.run_dir)
+    if schema is None:
+        raise ConfigError(f"{model} is a base model: give --schema FILE (or an input with schema.json)")
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code)
+    return source.display, default_spec(source, family_for_model_type(config.model_type), schema)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, num_workers: int | None = None):
+    """Join the cluster at `address`, else start a Ray on this machine and shut it down afterwards.
+    A session the caller already opened (a notebook, a test module) is used as it is and left open."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    # workers import `core` from this checkout: on a cluster it must be at the same path on every machine
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    runtime_env = {"env_vars": {"PYTHONPATH": path}}
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        # each model actor holds a CPU and sampling needs at least one more, or the pipeline stalls
+        cpus = max(os.cpu_count() or 1, (num_workers or 1) + 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
+                 runtime_env=runtime_env)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class SampleActor:
+    """The sample stage, per clip: pickled SampledFrames, or the decode error (as the local engine words it).
+    An actor rather than a task: Ray fuses a task stage into the model actors that follow it (then
+    the model would wait for decoding again); actors stay a stage of their own."""
+
+    def __init__(self, sampling: dict):
+        self.spec = SamplingSpec.from_dict(sampling)
+
+    def __call__(self, row: dict) -> dict:
+        from core.video.frames import sample_frames
+
+        try:
+            frames = sample_frames(Path(row["path"]), self.spec)
+        except VideoError as exc:
+            return {"key": row["key"], "frames": b"", "error": str(exc)}
+        return {"key": row["key"], "frames": pickle.dumps(frames, protocol=pickle.HIGHEST_PROTOCOL), "error": ""}
+
+
+class ModelActor:
+    """The generate stage: one loaded Predictor per actor, reused for every batch it is given."""
+
+    def __init__(self, model: str, schema: dict | None, device: str, trust_remote_code: bool, digest: str,
+                 max_new_tokens: int, constrained: bool):
+        self.predictor = Predictor.load(model, schema=schema, device=device, trust_remote_code=trust_remote_code)
+        if self.predictor.spec.digest != digest:  # frames were sampled with the driver's spec: they must agree
+            raise ConfigError(f"{model}: the actor's spec {self.predictor.spec.digest} is not the driver's {digest}")
+        self.max_new_tokens, self.constrained = max_new_tokens, constrained
+
+    def __call__(self, batch: dict) -> dict:
+        keys, blobs, errors = list(batch["key"]), list(batch["frames"]), list(batch["error"])
+        results: list[dict] = [{"text": None, "error": e} for e in errors]
+        good = [i for i, e in enumerate(errors) if not e]
+        if good:
+            t0 = time.time()
+            outs = self.predictor.generate([pickle.loads(blobs[i]) for i in good], self.max_new_tokens,
+                                           constrained=self.constrained, confidence=True)
+            dt = (time.time() - t0) / len(good)  # per clip, as Predictor.predict reports it
+            for i, g in zip(good, outs):
+                results[i] = {"text": g.text, "error": None, "seconds": dt, "new_tokens": g.new_tokens,
+                              "confidence": g.confidence}
+        # one JSON string per clip: a column of None (a batch of only broken clips) would not unify with text
+        return {"key": keys, "result": [json.dumps(r, ensure_ascii=False) for r in results]}
+
+
+def worker_count(num_workers: int | None, device: str) -> tuple[int, int]:
+    """(model actors, GPUs per actor): one GPU each when the cluster has GPUs and the device allows."""
+    import ray
+
+    gpus = int(ray.cluster_resources().get("GPU", 0)) if device != "cpu" else 0
+    workers = num_workers or max(1, gpus)
+    return workers, (1 if gpus else 0)
+
+
+def stream_predictions(model: str, schema: dict | None, spec: PreprocessSpec, todo: list[tuple[str, Path]], *,
+                       num_workers: int, gpus_per_worker: int, device: str = "auto", trust_remote_code: bool = False,
+                       batch_size: int = 8, max_new_tokens: int = 160, constrained: bool = True):
+    """Yield (keys, Predictions) per finished model batch, in completion order, inside a Ray session."""
+    import ray
+
+    if not todo:
+        return
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # the caller reports clips done / total
+    items = [{"key": k, "path": str(p)} for k, p in todo]
+    # about one block per model batch: the sample stage spreads over CPUs and results stream back early
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
+    # the CPUs the model actors leave free decode (at least one)
+    samplers = max(1, int(ray.cluster_resources().get("CPU", 1)) - num_workers)
+    ds = ds.map(SampleActor, fn_constructor_kwargs={"sampling": spec.sampling}, num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=samplers))
+    ds = ds.map_batches(ModelActor, batch_size=batch_size, batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=num_workers), num_gpus=gpus_per_worker,
+                        num_cpus=1, fn_constructor_kwargs={
+                            "model": model, "schema": schema, "device": device,
+                            "trust_remote_code": trust_remote_code, "digest": spec.digest,
+                            "max_new_tokens": max_new_tokens, "constrained": constrained})
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        keys = [str(k) for k in batch["key"]]
+        yield keys, [Prediction(video=k, **json.loads(r)) for k, r in zip(keys, batch["result"])]
