@@ -156,24 +156,27 @@ def test_a_hand_edit_wins_over_a_pending_edit_and_the_loser_is_reported(tmp_path
     store = AnnotationStore(root)
     _save(store, RELS[0], "app edit, loses")
     _save(store, RELS[1], "app edit, stands")
+    _save(store, RELS[3], "app edit of a row deleted by hand, loses")
     lines = meta.read_text().splitlines()  # a person's editor: the file without the pending edits
     lines[0] = json.dumps({"video": RELS[0], **dict(LABEL, caption="hand edit")})
     lines[2] = json.dumps({"video": RELS[2], **dict(LABEL, caption="hand edit too", event_type="explosion")})
+    del lines[3]
     meta.write_text("\n".join(lines) + "\n")
     clips = {c.rel: c for c in store.clips()}
     assert clips[RELS[0]].label["caption"] == "hand edit"
     assert clips[RELS[1]].label["caption"] == "app edit, stands"
-    assert clips[RELS[2]].status == INVALID
-    [conflict] = store.conflicts()
-    assert RELS[0] in conflict and "was not applied" in conflict
+    assert clips[RELS[2]].status == INVALID and not clips[RELS[3]].label  # the deletion stands too
+    lost, deleted = store.conflicts()
+    assert RELS[0] in lost and "was not applied" in lost and RELS[3] in deleted and "has no row" in deleted
     out = run_cli("validate", "--dataset", str(root), "--json")  # folds, then reports the lost save
     report = json.loads(out.stdout)
     assert any(p["field"] == "(conflict)" and RELS[0] in p["reason"] for p in report["problems"])
     assert not (root / "metadata.pending.jsonl").exists()
     rows = _file_rows(root)
     assert rows[RELS[0]]["caption"] == "hand edit" and rows[RELS[1]]["caption"] == "app edit, stands"
-    [kept] = journal.read_conflicts(meta)
-    assert kept["video"] == RELS[0] and json.loads(kept["row"])["caption"] == "app edit, loses"
+    kept = journal.read_conflicts(meta)
+    assert [k["video"] for k in kept] == [RELS[0], RELS[3]] and RELS[3] not in rows
+    assert json.loads(kept[0]["row"])["caption"] == "app edit, loses"
     assert AnnotationStore(root).conflicts() == store.conflicts() != []  # until the file is deleted
 
 
