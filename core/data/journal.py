@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 NEW = "new"  # the base of an entry that adds a clip's first row
 FOLD_ENTRIES = 256  # entries before a fold: replaying them costs nothing, a fold ~50 ms at 100k rows
 FOLD_RATIO = 32  # ... or once the journal is 1/32 of metadata.jsonl: amortised copy per save <= 32 entries
-SMALL_FILE = 1 << 20  # below this metadata.jsonl is rewritten per save (a 1 MB rewrite costs what an append does)
+SMALL_FILE = 256 << 10  # below this metadata.jsonl is rewritten per save (~750 rows: a few ms, like an append)
 
 
 def pending_path(meta: Path) -> Path:
