@@ -1,0 +1,209 @@
+"""`predict --engine ray` on a real Ray cluster started here: the same rows as the local engine, and a
+driver killed mid-run resumes without duplicates. Every process started by this module carries a
+marker in its environment, so the ones Ray leaves behind can be found (and are killed) at the end.
+
+One cluster (`ray start --head`, 2 CPUs) serves the module: Ray's start-up is seconds, and each
+run still starts its own actors (FIELD-NOTES: actor start-up dominates small jobs)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+from core.serve.writers import read_rows
+from tests.support import REPO, SAMPLES, make_bad_files
+
+pytestmark = pytest.mark.slow
+N_GOOD = 6
+MARKER = "VVW_RAY_TEST"
+
+
+def started_here(marker: str) -> list[psutil.Process]:
+    """Live processes whose environment carries `marker` (Ray's workers rename themselves `ray::...`,
+    so their command line cannot tell; the environment they inherit can)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(MARKER) == marker and proc.status() != "zombie":
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def kill_all(procs: list[psutil.Process]) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+def wait_gone(marker: str, seconds: float = 30.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + seconds
+    while (left := started_here(marker)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def ray_env(marker: str, temp: Path) -> dict:
+    # a short private temp dir: Ray's socket paths must stay under 107 characters and apart from other Rays
+    # token auth off on this private, loopback-only cluster (a driver joining a `ray start --head`
+    # fails the token check here even with the same ~/.ray/auth_token; see README)
+    return {**os.environ, MARKER: marker, "RAY_TMPDIR": str(temp), "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "disabled"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Six real clips, every kind of broken file make_bad_files writes, and the sample schema."""
+    root = tmp_path_factory.mktemp("clips")
+    for i in range(N_GOOD):
+        shutil.copy(SAMPLES / "videos" / f"clip_{i:04d}.mp4", root / f"clip_{i:04d}.mp4")
+    make_bad_files(root / "bad")
+    shutil.copy(SAMPLES / "schema.json", root / "schema.json")
+    return root
+
+
+def n_inputs(folder) -> int:
+    from core.serve.batch import list_inputs
+
+    return len(list_inputs(folder))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """(address, env) of a 2-CPU Ray head started for this module; stopped, and swept, at the end."""
+    marker = uuid.uuid4().hex
+    temp = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))
+    env = ray_env(marker, temp)
+    port = free_port()
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+                             f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                             f"--object-store-memory={256 * 1024**2}", "--disable-usage-stats"],
+                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(port, head)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        kill_all(started_here(marker))
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_port(port: int, head: subprocess.Popen, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert head.poll() is None, "ray start --head exited"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError("the Ray head did not come up")
+
+
+def predict(*args, env=None, timeout=900):
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), "predict", "--model", "tiny:default", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+def by_clip(path) -> dict[str, dict]:
+    rows = read_rows(path)
+    assert len({r["video"] for r in rows}) == len(rows), "a clip has two rows"
+    return {r["video"]: r for r in rows}
+
+
+def test_ray_engine_gives_the_rows_of_the_local_engine(folder, cluster, tmp_path):
+    address, env = cluster
+    common = ("--input", folder, "--batch-size", "1", "--max-new-tokens", "48")
+    local = predict(*common, "--output", tmp_path / "local.jsonl", env=env)
+    assert local.returncode == 0, local.stderr[-3000:]
+    on_ray = predict(*common, "--output", tmp_path / "ray.jsonl", "--engine", "ray", "--ray-address", address,
+                     env=env)
+    assert on_ray.returncode == 0, on_ray.stderr[-3000:]
+    a, b = by_clip(tmp_path / "local.jsonl"), by_clip(tmp_path / "ray.jsonl")
+    assert sorted(a) == sorted(b) and len(a) == n_inputs(folder) == N_GOOD + 6
+    errors = {k for k, r in a.items() if r["raw"] is None}
+    assert errors == {k for k in a if k.startswith("bad/")}  # every broken file, and only those
+    for key in a:
+        same = ("raw", "error", "schema_valid", "confidence", "min_confidence", "model", "spec_hash", "event_type")
+        assert {c: a[key][c] for c in same} == {c: b[key][c] for c in same}, key
+    summary = lambda out: out.stdout.strip().splitlines()[-1].split(" -> ")[0]  # noqa: E731
+    assert summary(on_ray) == summary(local) and summary(local).startswith(f"{len(a)} rows written (")
+
+
+def test_killed_driver_resumes_without_duplicates(folder, cluster, tmp_path):
+    """SIGKILL the driver (it started its own local Ray) once rows are in the file, check no Ray
+    process of it survives, then re-run on the module's cluster: every clip once, first rows kept."""
+    address, env = cluster
+    out = tmp_path / "p.sqlite"
+    marker = uuid.uuid4().hex
+    temp = Path(tempfile.mkdtemp(prefix="vk", dir="/tmp"))
+    cmd = [sys.executable, str(REPO / "cli.py"), "predict", "--model", "tiny:default", "--input", str(folder),
+           "--output", str(out), "--engine", "ray", "--batch-size", "1", "--max-new-tokens", "160"]
+    driver = subprocess.Popen(cmd, env=ray_env(marker, temp), cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    total = n_inputs(folder)
+    try:
+        _wait_for_rows(out, driver)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        first = _rows_in(out)  # read after the kill: what the re-run must find done
+        assert 1 <= len(first) < total, "the run finished before it could be killed; give it more clips"
+        assert wait_gone(marker) == [], "Ray processes outlived their killed driver"
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        kill_all(started_here(marker))
+        shutil.rmtree(temp, ignore_errors=True)
+
+    again = predict("--input", folder, "--output", out, "--engine", "ray", "--ray-address", address,
+                    "--batch-size", "1", "--max-new-tokens", "160", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = by_clip(out)  # asserts one row per clip
+    assert len(rows) == total
+    assert f"{len(first)} already done" in again.stdout
+    assert {k: rows[k]["created"] for k in first} == first  # the rows written before the kill were kept
+
+
+def _rows_in(db: Path) -> dict[str, str]:
+    """video -> created of the rows in the SQLite file (empty while the table is not there yet)."""
+    con = sqlite3.connect(db)
+    try:
+        return dict(con.execute("SELECT video, created FROM predictions"))
+    except sqlite3.OperationalError:  # no table yet, or a write holds the lock
+        return {}
+    finally:
+        con.close()
+
+
+def _wait_for_rows(db: Path, driver: subprocess.Popen, seconds: float = 600.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert driver.poll() is None, driver.stderr.read()[-3000:]
+        if db.is_file() and _rows_in(db):
+            return
+        time.sleep(0.2)
+    raise AssertionError("no rows were written")
