@@ -28,6 +28,7 @@ from core.fileio import atomic_write_text
 from core.paths import REPO_ROOT
 from core.schema.base import load_schema
 from core.serve.loaded import loaded_predictor
+from core.serve.windowed import check_window, run_predict_windows
 from core.serve.writers import (
     META_COLUMNS,
     FileWriter,
@@ -103,11 +104,13 @@ def pending(writer, items, model: str, overwrite: bool = False, skip_from=None, 
 
 
 def write_predictions(writer, schema: dict, model: str, spec_hash: str, keys: list[str], preds: list,
-                      counts: dict, progress=None) -> None:
+                      counts: dict, progress=None, windows: list | None = None) -> None:
     """One row per Prediction (core.serve.predictor), written as one batch; `counts` updated. The one
-    place rows are built, whichever engine produced the predictions."""
-    rows = [make_row(schema, key, model, spec_hash, pred.text, pred.error, pred.seconds, pred.confidence)
-            for key, pred in zip(keys, preds)]
+    place rows are built, whichever engine produced the predictions. `windows`: (start, end) per row
+    for window predictions (core.serve.windowed)."""
+    rows = [make_row(schema, key, model, spec_hash, pred.text, pred.error, pred.seconds, pred.confidence,
+                     window=windows[i] if windows else None)
+            for i, (key, pred) in enumerate(zip(keys, preds))]
     writer.write(rows)
     counts["written"] += len(rows)
     counts["errors"] += sum(1 for p in preds if p.error)
@@ -209,7 +212,8 @@ def predict_to_file(model: str, input_path, output, split: str | None = None, sc
                     trust_remote_code: bool = False, batch_size: int = 8, overwrite: bool = False,
                     num_processes: int = 1, shard: str | None = None, skip_from=None, progress=None,
                     max_new_tokens: int = 160, constrained: bool = True, engine: str = "local",
-                    ray_address: str | None = None, num_workers: int | None = None) -> dict:
+                    ray_address: str | None = None, num_workers: int | None = None,
+                    window_seconds: float | None = None, stride_seconds: float | None = None) -> dict:
     """Predict the clips of `input_path` (a video, a folder, or a dataset folder's `split`) into `output`.
 
     `schema`/`fallback_schema`: see `input_schema`. `models`: the app's ModelManager (else the model
@@ -217,12 +221,18 @@ def predict_to_file(model: str, input_path, output, split: str | None = None, sc
     parent loads no weights) and merges their rows; `shard` ("I/N") and `skip_from` are what such a
     worker is given. `engine="ray"` runs core.serve.ray_engine instead (a local Ray, or the cluster at
     `ray_address`; `num_workers` model actors; `models` is not used: each actor loads its own copy).
+    `window_seconds` (and `stride_seconds`, default the window): one row per window of each video
+    (core.serve.windowed; local engine, one process).
     Returns counts: total, written, skipped, errors (unreadable clips), valid (schema-valid rows; both
     None after a sharded run) and workers."""
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine {engine!r}: use 'local' or 'ray'")
     if engine == "ray" and num_processes > 1:
         raise ConfigError("--num-processes shards the local engine; with --engine ray use --num-workers")
+    check_window(window_seconds, stride_seconds)
+    if window_seconds and (engine == "ray" or num_processes > 1):
+        raise ConfigError("--window-seconds runs on the local engine in one process (not --engine ray or "
+                          "--num-processes)")
     items = list_inputs(input_path, split)
     asked, schema_file = input_schema(input_path, schema, fallback_schema)
     written_with = rows_schema(model, asked)
@@ -236,6 +246,16 @@ def predict_to_file(model: str, input_path, output, split: str | None = None, sc
                                      batch_size=batch_size, overwrite=overwrite, max_new_tokens=max_new_tokens,
                                      constrained=constrained)
     with loaded_predictor(model, asked, models, device, trust_remote_code) as predictor:
+        if window_seconds:
+            spec = predictor.spec
+
+            def write_rows(writer, keys, windows, preds, counts):
+                write_predictions(writer, spec.schema, predictor.name, spec.digest, keys, preds, counts,
+                                  windows=windows)
+
+            counts = run_predict_windows(predictor, items, output, window_seconds, stride_seconds, batch_size,
+                                         overwrite, progress, max_new_tokens, constrained, write_rows)
+            return {**counts, "workers": 1}
         counts = run_predict(predictor, items, output, batch_size=batch_size, overwrite=overwrite,
                              progress=progress, shard=parse_shard(shard), skip_from=skip_from,
                              max_new_tokens=max_new_tokens, constrained=constrained)

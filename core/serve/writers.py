@@ -5,7 +5,8 @@ object (top-level field -> score) and `min_confidence`; in SQLite, CSV and Parqu
 `<field>__confidence` per top-level field plus `min_confidence` (rows written before confidence
 existed, and error rows, leave them empty; an older SQLite table gains the columns).
 
-A row is keyed by (video, model): re-running an export skips clips already done for that model
+A row is keyed by (video, model), or with windows over long videos (core.video.windows) by (video,
+start, model), a window's `start` and `end` seconds sitting beside `video`: re-running an export skips clips already done for that model
 (resume) or, with `overwrite`, replaces them (upsert) — never a duplicate. SQLite rows go straight
 into a table with one typed column per top-level schema field, in one transaction per batch. The
 other formats cannot be appended to safely (Parquet) or cheaply de-duplicated in place, so rows
@@ -49,12 +50,17 @@ class PredictionRow:
     seconds: float
     fields: dict  # parsed top-level fields (empty when the output did not parse)
     confidence: dict | None = None  # top-level field -> score in [0, 1], for the fields kept
+    start: float | None = None  # a window's bounds in seconds (predict --window-seconds); None: the whole clip
+    end: float | None = None
 
     def flat(self) -> dict:
         """One column per key: meta columns, fields, `<field>__confidence` and `min_confidence`."""
         d = asdict(self)
         d.pop("fields")
         d.pop("confidence")
+        if self.start is None:
+            d.pop("start")
+            d.pop("end")
         for name, value in self.fields.items():
             d[column_name(name)] = value
         for name, value in (self.confidence or {}).items():
@@ -63,9 +69,17 @@ class PredictionRow:
         return d
 
 
+WINDOW_COLUMNS = ("start", "end")
+
+
 def column_name(field: str) -> str:
     # a schema field called "video" or "model" must not overwrite the row's key columns
-    return f"field_{field}" if field in META_COLUMNS or field == MIN_CONFIDENCE else field
+    return f"field_{field}" if field in META_COLUMNS or field in WINDOW_COLUMNS or field == MIN_CONFIDENCE else field
+
+
+def row_key(row: dict) -> tuple:
+    """What makes a row unique: (video, model), plus the window's start for window rows."""
+    return row["video"], row.get("start"), row["model"]
 
 
 def confidence_column(field: str) -> str:
@@ -101,7 +115,7 @@ def nest_confidence(row: dict, schema: dict) -> dict:
 
 
 def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | None, error: str | None,
-             seconds: float = 0.0, confidence: dict | None = None) -> PredictionRow:
+             seconds: float = 0.0, confidence: dict | None = None, window: tuple | None = None) -> PredictionRow:
     parsed, parse_error = (extract_json(text) if text is not None else (None, None))
     problems = [error] if error else []
     if not problems and parse_error:
@@ -113,7 +127,8 @@ def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | N
     scores = {k: round(float(v), 6) for k, v in (confidence or {}).items() if k in kept and v is not None}
     return PredictionRow(video=video, model=model, spec_hash=spec_hash, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
                          schema_valid=not problems, error="; ".join(problems) or None, raw=text,
-                         seconds=round(seconds, 4), fields=kept, confidence=scores)
+                         seconds=round(seconds, 4), fields=kept, confidence=scores,
+                         start=window[0] if window else None, end=window[1] if window else None)
 
 
 def output_format(path) -> str:
@@ -135,9 +150,11 @@ def _sql_type(kind: str, prop: dict) -> str:
     return "TEXT"  # arrays and objects are stored as JSON text
 
 
-def sqlite_columns(schema: dict) -> list[tuple[str, str]]:
-    meta = [("video", "TEXT NOT NULL"), ("model", "TEXT NOT NULL"), ("spec_hash", "TEXT"), ("created", "TEXT"),
-            ("schema_valid", "INTEGER"), ("error", "TEXT"), ("raw", "TEXT"), ("seconds", "REAL")]
+def sqlite_columns(schema: dict, windows: bool = False) -> list[tuple[str, str]]:
+    meta = [("video", "TEXT NOT NULL"), ("model", "TEXT NOT NULL")]
+    meta += [("start", "REAL NOT NULL"), ("end", "REAL")] if windows else []
+    meta += [("spec_hash", "TEXT"), ("created", "TEXT"), ("schema_valid", "INTEGER"), ("error", "TEXT"),
+             ("raw", "TEXT"), ("seconds", "REAL")]
     props = schema.get("properties", {})
     return (meta + [(column_name(f.name), _sql_type(f.kind, props.get(f.name, {}))) for f in fields(schema)]
             + [(c, "REAL") for c in confidence_columns(schema)])
@@ -148,14 +165,19 @@ def _quote(name: str) -> str:
 
 
 class SqliteWriter:
-    def __init__(self, path, schema: dict):
+    def __init__(self, path, schema: dict, windows: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.columns = sqlite_columns(schema)
+        self.columns = sqlite_columns(schema, windows)
+        self.key = "video, start, model" if windows else "video, model"
         self.db = sqlite3.connect(self.path)
         cols = ", ".join(f"{_quote(n)} {t}" for n, t in self.columns)
-        self.db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols}, PRIMARY KEY (video, model))")
+        self.db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols}, PRIMARY KEY ({self.key}))")
         have = {r[1] for r in self.db.execute(f"PRAGMA table_info({TABLE})")}
+        if ("start" in have) != windows:  # the primary key cannot change: one kind of row per file
+            self.db.close()
+            raise ConfigError(f"{self.path}: holds {'window' if 'start' in have else 'whole-clip'} rows; write "
+                              f"{'window' if windows else 'whole-clip'} predictions to another file")
         # a schema that gained fields, or a table from before confidence, adds columns; old rows keep NULL
         for name, typ in self.columns:
             if name not in have:
@@ -165,11 +187,15 @@ class SqliteWriter:
     def done(self, model: str) -> set[str]:
         return {r[0] for r in self.db.execute(f"SELECT video FROM {TABLE} WHERE model = ?", (model,))}
 
+    def done_windows(self, model: str) -> set[tuple[str, float]]:
+        return {(r[0], r[1]) for r in self.db.execute(f"SELECT video, start FROM {TABLE} WHERE model = ?", (model,))}
+
     def write(self, rows: list[PredictionRow]) -> None:
         names = [n for n, _ in self.columns]
+        keys = {k.strip() for k in self.key.split(",")}
         sql = (f"INSERT INTO {TABLE} ({', '.join(map(_quote, names))}) VALUES ({', '.join('?' * len(names))}) "
-               f"ON CONFLICT(video, model) DO UPDATE SET "
-               + ", ".join(f"{_quote(n)} = excluded.{_quote(n)}" for n in names[2:]))
+               f"ON CONFLICT({self.key}) DO UPDATE SET "
+               + ", ".join(f"{_quote(n)} = excluded.{_quote(n)}" for n in names if n not in keys))
         with self.db:
             self.db.executemany(sql, [[_sql_value(row.flat().get(n)) for n in names] for row in rows])
 
@@ -217,6 +243,10 @@ class FileWriter:
         rows = self.journalled() + ([] if self.overwrite else self.existing())
         return {r["video"] for r in rows if r.get("model") == model}
 
+    def done_windows(self, model: str) -> set[tuple[str, float]]:
+        rows = self.journalled() + ([] if self.overwrite else self.existing())
+        return {(r["video"], float(r["start"])) for r in rows if r.get("model") == model and r.get("start") is not None}
+
     def write(self, rows: list[PredictionRow]) -> None:
         for row in rows:
             self._fh.write(json.dumps(row.flat(), ensure_ascii=False) + "\n")
@@ -227,13 +257,15 @@ class FileWriter:
         self._fh.close()
         merged: dict[tuple, dict] = {}
         for r in self.existing() + self.journalled():  # later rows replace earlier: upsert by key
-            merged[(r["video"], r["model"])] = flatten_confidence(r)
+            merged[row_key(r)] = flatten_confidence(r)
         _write_table(self.path, self.fmt, list(merged.values()), self.schema)
         self.journal.unlink(missing_ok=True)
 
 
 def _columns(rows: list[dict], schema: dict) -> list[str]:
     cols = list(META_COLUMNS) + [column_name(f.name) for f in fields(schema)] + confidence_columns(schema)
+    if any(r.get("start") is not None for r in rows):
+        cols[1:1] = list(WINDOW_COLUMNS)  # window rows: the bounds right after the video
     extra = [k for r in rows for k in r if k not in cols and k != CONFIDENCE]
     return cols + list(dict.fromkeys(extra))
 
@@ -278,5 +310,7 @@ def read_rows(path) -> list[dict]:
     return frame.to_dict("records")
 
 
-def open_writer(path, schema: dict, overwrite: bool = False):
-    return SqliteWriter(path, schema) if output_format(path) == "sqlite" else FileWriter(path, schema, overwrite)
+def open_writer(path, schema: dict, overwrite: bool = False, windows: bool = False):
+    if output_format(path) == "sqlite":
+        return SqliteWriter(path, schema, windows)
+    return FileWriter(path, schema, overwrite)
