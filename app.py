@@ -6,6 +6,7 @@ Binds 127.0.0.1 unless --host says otherwise; a share link is only created with 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
     ws = Workspace(**{k: v for k, v in {"dataset_dir": args.dataset, "runs_dir": args.runs}.items() if v})
     demo = build_app(ws)
+    atexit.register(ws.fold_pending)  # a closed app leaves metadata.jsonl complete for scripts
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)], head=KEYBOARD_JS, css=APP_CSS,

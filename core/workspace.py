@@ -46,6 +46,12 @@ class Workspace:
             self._stores[key] = AnnotationStore(self.dataset_dir)
         return self._stores[key]
 
+    def fold_pending(self) -> None:
+        """Write every open store's pending saves (metadata.pending.jsonl) into its metadata.jsonl, so
+        scripts reading the file see them: the app calls this when idle and when it closes."""
+        for store in list(self._stores.values()):
+            store.fold()
+
     def preview_sampling(self):
         """The frames the default model is trained on: what the Annotate tab shows under the player."""
         if self._sampling is None:

@@ -267,6 +267,9 @@ def build(ws, schema_state: gr.State) -> None:
     build_scan_line(store, scan_line)
 
 
+FOLD_SECONDS = 30.0
+
+
 def build_scan_line(store, scan_line) -> None:
     """Probe every video in the background and say how far it got (the page's own clips are probed
     before they are shown, so nothing waits for this)."""
@@ -280,6 +283,10 @@ def build_scan_line(store, scan_line) -> None:
         return f"checking videos in the background: {progress[0]:,} of {progress[1]:,}", gr.Timer()
 
     timer.tick(tick, None, [scan_line, timer])
+    # big datasets keep saves in metadata.pending.jsonl (core.data.journal): write them into
+    # metadata.jsonl every half minute, so a script reading the file is at most that far behind
+    fold_timer = gr.Timer(FOLD_SECONDS)
+    fold_timer.tick(store.fold, None, None, show_progress="hidden", queue=False)
 
 
 def build_tools(ws, store, listing) -> None:

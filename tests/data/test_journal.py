@@ -241,3 +241,17 @@ def test_kill_9_between_append_and_fold_and_between_replace_and_delete(tmp_path,
     rows = _file_rows(root)
     assert len((root / "metadata.jsonl").read_text().splitlines()) == 5
     assert [rows[r]["caption"] for r in (RELS[0], RELS[1], RELS[5])] == ["edit 2", "edit 1", "edit 3"]
+
+
+def test_the_workspace_folds_every_open_store_when_the_app_idles_or_closes(tmp_path, journalled):
+    from core.workspace import Workspace
+
+    root = make_dataset(tmp_path / "d", n=6, rows=4)
+    ws = Workspace(dataset_dir=root, runs_dir=tmp_path / "runs")
+    ws.fold_pending()  # no store opened yet: nothing to do, nothing built
+    assert not (root / "metadata.pending.jsonl").exists()
+    _save(ws.store, RELS[2], "pending edit")
+    assert (root / "metadata.pending.jsonl").exists() and "pending edit" not in (root / "metadata.jsonl").read_text()
+    ws.fold_pending()
+    assert not (root / "metadata.pending.jsonl").exists()
+    assert _file_rows(root)[RELS[2]]["caption"] == "pending edit"
