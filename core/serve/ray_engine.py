@@ -57,6 +57,8 @@ def model_identity(model: str, schema: dict | None, trust_remote_code: bool = Fa
 def ray_session(address: str | None = None, num_workers: int | None = None):
     """Join the cluster at `address`, else start a Ray on this machine and shut it down afterwards.
     A session the caller already opened (a notebook, a test module) is used as it is and left open."""
+    if address:
+        _token_mode_when_joining()  # before `import ray`: Ray reads the mode once, when it loads
     import ray
 
     if ray.is_initialized():
@@ -76,6 +78,17 @@ def ray_session(address: str | None = None, num_workers: int | None = None):
         yield
     finally:
         ray.shutdown()
+
+
+def _token_mode_when_joining() -> None:
+    """`ray start --head` turns on token auth by default, but a driver that joins does not (Ray 2.60):
+    it is refused even with the cluster's token in ~/.ray/auth_token. Token mode also joins a cluster
+    without auth, so it is switched on whenever a token is there and the user chose no mode."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 class SampleActor:

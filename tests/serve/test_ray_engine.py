@@ -60,10 +60,8 @@ def wait_gone(marker: str, seconds: float = 30.0) -> list[psutil.Process]:
 
 def ray_env(marker: str, temp: Path) -> dict:
     # a short private temp dir: Ray's socket paths must stay under 107 characters and apart from other Rays
-    # token auth off on this private, loopback-only cluster (a driver joining a `ray start --head`
-    # fails the token check here even with the same ~/.ray/auth_token; see README)
-    return {**os.environ, MARKER: marker, "RAY_TMPDIR": str(temp), "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_AUTH_MODE": "disabled"}
+    # Ray's default token auth stays on: the head uses ~/.ray/auth_token and the drivers must join with it
+    return {**os.environ, MARKER: marker, "RAY_TMPDIR": str(temp), "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def free_port() -> int:
