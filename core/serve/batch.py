@@ -81,10 +81,11 @@ def run_predict(predictor, items: list[tuple[str, Path]], out_path, batch_size: 
     writer = open_writer(out_path, schema, overwrite)
     try:
         todo, counts = pending(writer, items, model, overwrite, skip_from, progress)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            preds = predictor.predict([p for _, p in chunk], batch_size=batch_size, **generate_kwargs)
-            write_predictions(writer, schema, model, spec_hash, [k for k, _ in chunk], preds, counts, progress)
+        # one pass over all clips, so the loader thread samples the next batches while a batch generates
+        for batch in predictor.iter_predict([p for _, p in todo], batch_size=batch_size, **generate_kwargs):
+            write_predictions(writer, schema, model, spec_hash, [todo[i][0] for i, _ in batch],
+                              [pred for _, pred in batch], counts, progress)
+        counts["data_wait_share"] = round(predictor.stats.wait_share, 3) if todo else 0.0
     finally:
         writer.close()
     return counts

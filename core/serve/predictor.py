@@ -12,6 +12,9 @@ does), and does not manage several resident models (the model manager does).
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +60,29 @@ class Generated:
     token_logprobs: list[float] | None = None  # their step log-probabilities (core.serve.stepscores)
 
 
+PREFETCH_BATCHES = 2  # batches a loader thread samples ahead while the model generates
+
+
+@dataclass
+class PredictStats:
+    """Where a prediction loop's time went: `wait_s` is time the model loop spent waiting for frames
+    (decoding not hidden behind generation), out of `total_s`."""
+
+    clips: int = 0
+    wait_s: float = 0.0
+    total_s: float = 0.0
+
+    @property
+    def wait_share(self) -> float:
+        return self.wait_s / self.total_s if self.total_s > 0 else 0.0
+
+
 class Predictor:
     def __init__(self, model, processor, family, spec: PreprocessSpec, device: str, name: str = ""):
         self.model, self.processor, self.family, self.spec = model, processor, family, spec
         self.device, self.name = device, name
         self.suppressed = suppressed_token_ids(processor, spec.frames_as) or None
+        self.stats = PredictStats()
 
     @classmethod
     def load(cls, model_name: str, schema: dict | None = None, device: str = "auto",
@@ -138,37 +159,75 @@ class Predictor:
         scores, parts = field_confidence(self.spec.schema, answer, ranges, steps)
         return Generated(text, n, scores, parts, ids[:stop + 1], steps)
 
+    def iter_predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, constrained: bool = False,
+                     confidence: bool = True, prefetch: int = PREFETCH_BATCHES) -> Iterator[list[tuple[int, Prediction]]]:
+        """Batches of (index into `videos`, Prediction), in order; a clip that fails to decode becomes
+        an error Prediction in the batch it falls in. A loader thread samples the next `prefetch`
+        batches' frames while the model generates (decoding releases the GIL, so it runs beside the
+        forward passes); `prefetch=0` samples each clip in this thread first (the serial order).
+        `self.stats` (PredictStats) says afterwards how long the model loop waited for frames."""
+        sampling = self.spec.sampling_spec
+        stats = self.stats = PredictStats()
+        began = time.perf_counter()
+
+        def sample(i: int):
+            try:
+                return sample_frames(Path(videos[i]), sampling)
+            except VideoError as exc:
+                return exc
+
+        loader = ThreadPoolExecutor(1, thread_name_prefix="predict-frames") if prefetch > 0 else None
+        queued: deque = deque()
+        out: list[tuple[int, Prediction]] = []
+        pending: list[tuple[int, SampledFrames]] = []
+        try:
+            for i in range(len(videos)):
+                while loader is not None and len(queued) < prefetch * batch_size and i + len(queued) < len(videos):
+                    queued.append(loader.submit(sample, i + len(queued)))
+                t0 = time.perf_counter()
+                got = queued.popleft().result() if loader is not None else sample(i)
+                stats.wait_s += time.perf_counter() - t0
+                if isinstance(got, VideoError):
+                    out.append((i, Prediction(video=str(videos[i]), text=None, error=str(got))))
+                else:
+                    pending.append((i, got))
+                if len(pending) >= batch_size or (i == len(videos) - 1 and (pending or out)):
+                    out += self._generate_batch(videos, pending, max_new_tokens, constrained, confidence)
+                    pending = []
+                    stats.clips = i + 1
+                    stats.total_s = time.perf_counter() - began
+                    yield sorted(out, key=lambda pair: pair[0])
+                    out = []
+        finally:
+            if loader is not None:
+                for future in queued:
+                    future.cancel()
+                loader.shutdown(wait=True)
+        stats.total_s = time.perf_counter() - began
+
+    def _generate_batch(self, videos, pending, max_new_tokens, constrained, confidence) -> list[tuple[int, Prediction]]:
+        if not pending:
+            return []
+        t0 = time.time()
+        outs = self.generate([f for _, f in pending], max_new_tokens, constrained=constrained, confidence=confidence)
+        dt = (time.time() - t0) / len(pending)
+        results = []
+        for (i, _), g in zip(pending, outs):
+            g = g if confidence else Generated(g[0], g[1], None, None)
+            results.append((i, Prediction(video=str(videos[i]), text=g.text, seconds=dt, new_tokens=g.new_tokens,
+                                          confidence=g.confidence, confidence_parts=g.confidence_parts)))
+        return results
+
     def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,
-                constrained: bool = False, confidence: bool = True) -> list[Prediction]:
-        """One Prediction per video, in order; a clip that fails to decode becomes an error row.
+                constrained: bool = False, confidence: bool = True, prefetch: int = PREFETCH_BATCHES) -> list[Prediction]:
+        """One Prediction per video, in order (`iter_predict` collected); `progress(done, total)` per batch.
         `confidence`: per-field confidence from the same pass (see `generate`)."""
         results: list[Prediction | None] = [None] * len(videos)
-        pending: list[tuple[int, SampledFrames]] = []
-        sampling = self.spec.sampling_spec
-
-        def flush():
-            if not pending:
-                return
-            t0 = time.time()
-            outs = self.generate([f for _, f in pending], max_new_tokens, constrained=constrained,
-                                 confidence=confidence)
-            dt = (time.time() - t0) / len(pending)
-            for (i, _), out in zip(pending, outs):
-                g = out if confidence else Generated(out[0], out[1], None, None)
-                results[i] = Prediction(video=str(videos[i]), text=g.text, seconds=dt, new_tokens=g.new_tokens,
-                                        confidence=g.confidence, confidence_parts=g.confidence_parts)
-            pending.clear()
-
-        for i, video in enumerate(videos):
-            try:
-                pending.append((i, sample_frames(Path(video), sampling)))
-            except VideoError as exc:
-                results[i] = Prediction(video=str(video), text=None, error=str(exc))
-            if len(pending) >= batch_size:
-                flush()
+        for batch in self.iter_predict(videos, batch_size, max_new_tokens, constrained, confidence, prefetch):
+            for i, pred in batch:
+                results[i] = pred
             if progress:
-                progress(i + 1, len(videos))
-        flush()
+                progress(self.stats.clips, len(videos))
         return results
 
 
