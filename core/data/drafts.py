@@ -4,24 +4,72 @@ A draft is appended (one fsynced write, so pre-labelling N clips costs N small a
 rewrites of the file); a later line for the same clip wins; a line `{"video": ..., "dropped": true}`
 ends a clip's draft when the clip gets a label. When most lines are dead the log is rewritten
 atomically with the live drafts only. The store holds the lock around every call that writes.
+
+A draft line (`make_draft`): video, model, text (the raw answer), label (parsed or null), errors
+(why it is not a valid label), created, and, when the model scored its answer, `confidence`
+(top-level field -> score in [0, 1], core.serve.confidence) and `min_confidence` (the least sure
+field; null when the answer did not parse). Drafts written before confidence existed have neither.
+The review queue (core.data.listing) sorts by `min_confidence` read from each line's summary in the
+index (`DraftLog.scores`), so ordering 100,000 drafts parses no JSON beyond the first read of a line.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import time
 
 from core.data.lines import LineIndex
-from core.data.records import summarize_draft
+from core.data.records import parse_row
 from core.fileio import atomic_write_text
+from core.schema.base import extract_json, label_errors
 
 DRAFTS = "drafts.jsonl"
 DRAFT_LOG_SLACK = 1000  # dead lines tolerated beyond the live ones before the log is compacted
+# the index cache keys summaries by (kind, line content): summaries of this shape (min_confidence
+# fourth) get their own kind, so one cached by an older version (fourth field always None) is not reused
+SUMMARY_KIND = "drafts.v2"
+
+
+def summarize_draft(raw: str) -> tuple:
+    """(video, flagged, dropped, min_confidence or None) of a drafts line; video None for a line that
+    is not a draft. Four scalars: the index cache stores them in its four columns."""
+    row = parse_row(0, raw)
+    if row.error:
+        return (None, False, False, None)
+    score = row.data.get("min_confidence")
+    score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+    return (row.video, bool(row.data.get("errors")), bool(row.data.get("dropped")),
+            score if score is not None and math.isfinite(score) else None)
+
+
+def make_draft(rel: str, text: str | None, model: str, schema: dict | None, error: str | None = None,
+               confidence: dict | None = None) -> dict:
+    """The line a draft is stored as: the answer parsed and checked against `schema`, with the model's
+    per-field `confidence` and its minimum when given (an answer that did not parse has no scores)."""
+    parsed, parse_error = extract_json(text) if text is not None else (None, error)
+    errors = [parse_error] if parse_error else (label_errors(schema, parsed) if schema else [])
+    draft = {"video": rel, "model": model, "text": text, "label": parsed, "errors": errors,
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if confidence is not None:
+        scores = {k: float(v) for k, v in confidence.items() if v is not None}
+        draft["confidence"] = scores
+        draft["min_confidence"] = min(scores.values()) if scores else None
+    return draft
+
+
+def weakest_fields(draft: dict, below: float | None = None, limit: int | None = None) -> list[tuple[str, float]]:
+    """(field, score) of a draft, least sure first; only those under `below` when given."""
+    scores = sorted((draft.get("confidence") or {}).items(), key=lambda kv: kv[1])
+    scores = [(k, v) for k, v in scores if below is None or v < below]
+    return scores[:limit] if limit else scores
 
 
 class DraftLog:
     def __init__(self, root, cache=None):
-        self.lines = LineIndex(root / DRAFTS, summarize_draft, cache, "drafts")
+        self.lines = LineIndex(root / DRAFTS, summarize_draft, cache, SUMMARY_KIND)
         self._live: tuple[dict, int] = ({}, -1)
+        self._scores: tuple[dict, int] = ({}, -1)
 
     def sync(self) -> None:
         self.lines.sync()
@@ -40,6 +88,14 @@ class DraftLog:
                     live[video] = i
             self._live = (live, log.version)
         return self._live[0]
+
+    def scores(self) -> dict[str, float | None]:
+        """clip -> its current draft's min_confidence (None: not scored), from the line summaries:
+        no line is parsed here, and the dict is kept while the log is unchanged."""
+        if self._scores[1] != self.lines.version:
+            summaries = self.lines.summaries
+            self._scores = ({rel: summaries[i][3] for rel, i in self.live().items()}, self.lines.version)
+        return self._scores[0]
 
     def get(self, rel: str) -> dict | None:
         i = self.live().get(rel)

@@ -6,6 +6,10 @@ out of a filter that no longer matches and the page is worked out again); `Video
 rest in a daemon thread, in gallery order, and reports its progress for the gallery's summary.
 A probe's answer is kept between processes (core.data.folder.Probes), so a second scan of an
 unchanged folder only stats the files. Nothing here formats for a UI (tabs.annotate does).
+
+The review queue is the status filter REVIEW: the clips with a draft, least sure first (by the
+draft's min_confidence, core.data.drafts; drafts without a score, older ones or answers that did
+not parse, after the scored ones, in gallery order). Save & next walks it in that order.
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-from core.data.records import STATUSES, TO_DO, Clip
+from core.data.records import DRAFT, STATUSES, TO_DO, Clip
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 120  # clips per gallery page: a 100,000-clip folder must not render (or probe) all at once
+REVIEW = "review"  # the status filter of the review queue: drafts, least sure first
 
 
 @dataclass
@@ -49,9 +54,24 @@ def matching(store, status: str | None = "all", query: str = "") -> tuple[list[s
     q = (query or "").strip().lower()
     text = store.search_text() if q else {}
     wanted = status in (None, "", "all")
-    rels = [rel for rel, s in statuses if (wanted or s == status)
+    keep = DRAFT if status == REVIEW else status
+    rels = [rel for rel, s in statuses if (wanted or s == keep)
             and (not q or q in rel.lower() or q in text.get(rel, "").lower())]
+    if status == REVIEW:
+        rels = least_sure_first(store, rels)
     return rels, counts, len(statuses)
+
+
+def least_sure_first(store, rels: list[str]) -> list[str]:
+    """`rels` (clips with a draft) ordered by their draft's min_confidence, lowest first; unscored last.
+
+    Why this stays cheap at 100,000 clips: the scores come from the drafts log's line summaries
+    (store.draft_scores: built once per change of drafts.jsonl, kept by line content in the index
+    cache between processes), so a page of the queue costs one dict lookup per draft and one sort
+    (~0.1 s for 100k drafts), never a JSON parse of every draft; only the page shown is parsed."""
+    scores = store.draft_scores()
+    # sorted() is stable: equal scores (and all unscored drafts) keep the gallery's order
+    return sorted(rels, key=lambda rel: (scores.get(rel) is None, scores.get(rel) or 0.0))
 
 
 def gallery_page(store, status: str | None = "all", query: str = "", page: int = 0,

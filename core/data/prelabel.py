@@ -1,18 +1,40 @@
-"""AI pre-labelling, the dataset's side: which clips to draft, and a loaded model's answers stored as
-drafts, never as labels.
+"""AI pre-labelling, the dataset's side: which clips to draft, a loaded model's answers stored as
+drafts (never as labels), and the review queue: drafts ordered least sure first.
 
 A person accepts or edits each draft in the Annotate tab (or `cli.py validate` shows what is
 flagged). Drafts that are not valid JSON or break the schema are stored with their reasons so the
-form can show them. This module does not load models: core.serve.prelabel.prelabel_dataset (the
-call behind `cli.py prelabel` and the Annotate tab) loads one and hands it to `write_drafts`.
+form can show them, and with the model's per-field confidence when it scored its answer. This
+module does not load models: core.serve.prelabel.prelabel_dataset (the call behind `cli.py
+prelabel` and the Annotate tab) loads one and hands it to `write_drafts`.
+
+Uncertainty sampling ("which clips should a person label next?") is pre-labelling a pool of
+unlabelled clips with a run and reading the queue least sure first: `clips_to_prelabel(...,
+seed=S)` draws the pool at random (the first N in file order would bias it to one recording),
+`PrelabelReport.least_sure(k)` ranks what this call drafted, `review_queue` every live draft.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.data.drafts import weakest_fields
+from core.data.listing import least_sure_first
 from core.data.store import DRAFT, DRAFTS, UNLABELLED, AnnotationStore
+
+
+@dataclass
+class ReviewItem:
+    rel: str
+    min_confidence: float | None  # None: the draft has no score (older draft, answer did not parse)
+    weakest: list[tuple[str, float]]  # (field, score), least sure first
+    model: str | None = None
+    flagged: bool = False  # not a schema-valid label
+
+    def as_dict(self) -> dict:
+        return {"video": self.rel, "min_confidence": self.min_confidence, "model": self.model,
+                "flagged": self.flagged, "weakest": [{"field": k, "confidence": v} for k, v in self.weakest]}
 
 
 @dataclass
@@ -22,18 +44,40 @@ class PrelabelReport:
     flagged: int = 0  # drafts that are not schema-valid
     errors: list[str] = field(default_factory=list)  # clips that could not be decoded
     drafts_file: Path | None = None
+    drafts: dict[str, dict] = field(default_factory=dict)  # clip -> the draft written by this call
+
+    def least_sure(self, k: int | None = None, fields: int = 3) -> list[ReviewItem]:
+        """The clips drafted by this call, least sure first (unscored last): what to label next."""
+        order = sorted(self.drafts, key=lambda rel: _sort_key(self.drafts[rel].get("min_confidence")))
+        return [_item(rel, self.drafts[rel], fields) for rel in order[:k or None]]
 
 
-def clips_to_prelabel(store: AnnotationStore, include_drafts: bool = False, limit: int | None = None) -> list[str]:
+def _sort_key(score) -> tuple:
+    return (score is None, score or 0.0)
+
+
+def _item(rel: str, draft: dict, fields: int) -> ReviewItem:
+    return ReviewItem(rel, draft.get("min_confidence"), weakest_fields(draft, limit=fields), draft.get("model"),
+                      bool(draft.get("errors")))
+
+
+def clips_to_prelabel(store: AnnotationStore, include_drafts: bool = False, limit: int | None = None,
+                      seed: int | None = None) -> list[str]:
+    """Clips to draft, in gallery order; `seed`: `limit` of them drawn at random (the same seed, the
+    same pool), for uncertainty sampling over a pool instead of the first N files."""
     # from the index, no video probed: a clip the model cannot decode comes back as an error of its own
     wanted = (UNLABELLED, DRAFT) if include_drafts else (UNLABELLED,)
     rels = [rel for rel, status in store.statuses() if status in wanted]
+    if seed is not None and limit and limit < len(rels):
+        picked = set(random.Random(seed).sample(range(len(rels)), limit))
+        return [rel for i, rel in enumerate(rels) if i in picked]
     return rels[:limit] if limit else rels
 
 
 def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size: int = 4,
                  progress=None, **generate_kwargs) -> PrelabelReport:
-    """Draft labels for `rels` with `predictor`; each draft is written as soon as its batch is done."""
+    """Draft labels for `rels` with `predictor`; each draft is written (with the prediction's per-field
+    confidence) as soon as its batch is done, so an interrupted call keeps what it drafted."""
     report = PrelabelReport(asked=len(rels), drafts_file=store.root / DRAFTS)
     for start in range(0, len(rels), batch_size):
         chunk = rels[start:start + batch_size]
@@ -42,9 +86,21 @@ def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size:
             if pred.error:
                 report.errors.append(pred.error)
                 continue
-            draft = store.save_draft(rel, pred.text, model=predictor.name or "model")
+            draft = store.save_draft(rel, pred.text, model=predictor.name or "model",
+                                     confidence=getattr(pred, "confidence", None))
+            report.drafts[rel] = draft
             report.drafted += 1
             report.flagged += bool(draft["errors"])
         if progress:
             progress(min(start + batch_size, len(rels)), len(rels))
     return report
+
+
+def review_queue(store: AnnotationStore, limit: int | None = None, fields: int = 3) -> list[ReviewItem]:
+    """Every clip with a draft, least sure first (the Annotate tab's REVIEW filter, same order), with
+    its `fields` weakest fields. Ordering reads the drafts index; only the `limit` drafts returned
+    are parsed."""
+    shown = least_sure_first(store, [rel for rel, status in store.statuses() if status == DRAFT])[:limit or None]
+    # a short list opens its clips one by one (one line parsed each); a long one reads the log once
+    drafts = store.drafts() if len(shown) > 200 else {rel: store.clip(rel).draft for rel in shown}
+    return [_item(rel, drafts.get(rel) or {}, fields) for rel in shown]

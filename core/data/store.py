@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from core.data import journal, records, uploads
 from core.data.checks import LabelChecks, schema_versions, write_schema
 from core.data.checks import errors as label_check
 from core.data.dataset import METADATA, SCHEMA, SPLITS, dataset_lock, safe_video_path
-from core.data.drafts import DRAFTS, DraftLog
+from core.data.drafts import DRAFTS, DraftLog, make_draft
 from core.data.folder import Probes, VideoFiles
 from core.data.index_cache import IndexCache
 from core.data.pending import PendingLines
@@ -58,7 +57,7 @@ from core.data.records import (
 )
 from core.data.statuses import StatusTable, gc_paused
 from core.errors import DatasetError, WorkbenchError
-from core.schema.base import extract_json, label_errors, parse_schema
+from core.schema.base import parse_schema
 
 __all__ = ["DRAFT", "DRAFTS", "INVALID", "LABELLED", "NEW", "STATUSES", "UNLABELLED", "UNREADABLE", "AnnotationStore",
            "Clip", "ConflictError", "Row", "parse_lines", "revision"]
@@ -317,18 +316,21 @@ class AnnotationStore:
 
     # ------------------------------------------------------------------ drafts
 
-    def save_draft(self, rel: str, text: str | None, model: str, error: str | None = None) -> dict:
-        """Store a model's answer for `rel` as a draft, with the reasons it is not a valid label."""
-        parsed, parse_error = extract_json(text) if text is not None else (None, error)
-        schema = self.schema()
-        errors = [parse_error] if parse_error else (label_errors(schema, parsed) if schema else [])
-        draft = {"video": rel, "model": model, "text": text, "label": parsed, "errors": errors,
-                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    def save_draft(self, rel: str, text: str | None, model: str, error: str | None = None,
+                   confidence: dict | None = None) -> dict:
+        """Store a model's answer for `rel` as a draft with its per-field `confidence` (drafts.make_draft)."""
+        draft = make_draft(rel, text, model, self.schema(), error, confidence)
         with self._mutex, self._locked():
             before = self._listing_key()
             self._drafts.add(draft)
             self._patched(before, [rel])
         return draft
+
+    def draft_scores(self) -> dict[str, float | None]:
+        """clip -> its draft's min_confidence (None: not scored), from the drafts index (no line parsed)."""
+        with self._mutex:
+            self._drafts.sync()
+            return self._drafts.scores()
 
     def accept_draft(self, rel: str, expected_revision: str | None, label: dict | None = None) -> str:
         """Turn the draft (optionally edited into `label`) into the clip's label; validated like any save."""

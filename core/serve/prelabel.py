@@ -16,18 +16,20 @@ from core.serve.loaded import loaded_predictor
 
 
 def prelabel_dataset(dataset, model: str, limit: int | None = None, redo_drafts: bool = False,
-                     batch_size: int = 4, *, models=None, device: str = "auto", trust_remote_code: bool = False,
-                     progress=None, **generate_kwargs) -> PrelabelReport:
+                     batch_size: int = 4, *, seed: int | None = None, models=None, device: str = "auto",
+                     trust_remote_code: bool = False, progress=None, **generate_kwargs) -> PrelabelReport:
     """Draft labels for the unlabelled clips of `dataset` (a folder or an AnnotationStore) with `model`.
 
-    `limit`: at most N clips (None or 0: all); `redo_drafts`: re-draft clips that have a draft;
+    `limit`: at most N clips (None or 0: all), the first N in gallery order or, with `seed`, N drawn
+    at random (a pool for uncertainty sampling: rank it with `report.least_sure(k)`; the cost is one
+    batched greedy generation per clip of the pool); `redo_drafts`: re-draft clips that have a draft;
     `models`: the app's ModelManager (else the model is loaded for this call). The report's `asked`
     is 0 when there was nothing to pre-label (no model is loaded then)."""
     store = dataset if isinstance(dataset, AnnotationStore) else AnnotationStore(dataset)
     schema = store.schema()
     if schema is None:
         raise DatasetError(f"{store.root}: no schema.json; drafts are checked against it")
-    rels = clips_to_prelabel(store, include_drafts=redo_drafts, limit=limit or None)
+    rels = clips_to_prelabel(store, include_drafts=redo_drafts, limit=limit or None, seed=seed)
     if not rels:
         return PrelabelReport(drafts_file=store.root / DRAFTS)
     with loaded_predictor(model, schema, models, device, trust_remote_code) as predictor:
