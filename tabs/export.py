@@ -29,15 +29,19 @@ def exports_dir(ws) -> Path:
     return out
 
 
-def do_predict(ws, model, source, folder, split, fmt, constrained, batch_size, progress=None) -> tuple[str, str]:
+def do_predict(ws, model, source, folder, split, fmt, constrained, batch_size, progress=None, engine="local",
+               workers=1) -> tuple[str, str]:
     """`cli.py predict` from the tab: the same core call; the workspace dataset's schema is the
-    fallback for a folder without its own schema.json (core.serve.batch.input_schema)."""
+    fallback for a folder without its own schema.json (core.serve.batch.input_schema). `engine`
+    "ray" is `--engine ray --num-workers N` on a Ray started for the job (its actors load their own
+    copies of the model; the app's resident one is not used)."""
     from core.serve.batch import predict_to_file
 
     src, split_ = (Path(folder), None) if source == "folder" else (ws.dataset_dir, split)
     out = exports_dir(ws) / f"predictions-{Path(str(model)).name.replace(':', '_')}{fmt}"
     counts = predict_to_file(model, src, out, split_, fallback_schema=ws.store.schema(), models=ws.models,
-                             batch_size=int(batch_size), progress=progress, constrained=bool(constrained))
+                             batch_size=int(batch_size), progress=progress, constrained=bool(constrained),
+                             engine=engine, num_workers=max(1, int(workers or 1)) if engine == "ray" else None)
     text = (f"{counts['written']} rows written ({counts['valid']} schema-valid, {counts['errors']} errors), "
             f"{counts['skipped']} already in the file → `{out}`")
     return text, str(out)
@@ -108,6 +112,9 @@ def build(ws) -> None:
             fmt = gr.Dropdown(FORMATS, value=".sqlite", label="Output", elem_id="export-format")
             constrained = gr.Checkbox(True, label="Constrain decoding to the schema", elem_id="export-constrained")
             batch = gr.Number(8, precision=0, label="Batch size")
+            engine = gr.Radio(["local", "ray"], value="local", label="Engine", elem_id="export-engine",
+                              info="ray: decoding and the model in parallel stages (a local Ray)")
+            workers = gr.Number(1, precision=0, minimum=1, label="Model workers (ray)", elem_id="export-workers")
             go = gr.Button("Predict", variant="primary", elem_id="export-predict")
         pred_msg = gr.Markdown(elem_id="export-pred-msg")
         pred_file = gr.File(label="Predictions", elem_id="export-pred-file")
@@ -167,12 +174,14 @@ def build(ws) -> None:
     run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
     hub_run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, hub_run)
 
-    def on_predict(model_, source_, split_, folder_, fmt_, constrained_, batch_, progress=gr.Progress()):  # noqa: B008
+    def on_predict(model_, source_, split_, folder_, fmt_, constrained_, batch_, engine_, workers_,
+                   progress=gr.Progress()):  # noqa: B008
         if source_ == "folder" and not (folder_ or "").strip():
             raise gr.Error("give a folder of videos")
         try:
             return do_predict(ws, model_, "folder" if source_ == "folder" else "dataset", folder_, split_, fmt_,
-                              constrained_, batch_, progress=lambda d, t: progress((d, t), desc="predicting"))
+                              constrained_, batch_, progress=lambda d, t: progress((d, t), desc="predicting"),
+                              engine=engine_, workers=workers_)
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
 
@@ -213,7 +222,7 @@ def build(ws) -> None:
         shutil.make_archive(str(target), "zip", target)
         return str(target) + ".zip"
 
-    go.click(on_predict, [model, source, split, folder, fmt, constrained, batch], [pred_msg, pred_file],
+    go.click(on_predict, [model, source, split, folder, fmt, constrained, batch, engine, workers], [pred_msg, pred_file],
              api_name="predict", concurrency_id="gpu", concurrency_limit=1)
     eval_go.click(on_evaluate, [models, eval_split, eval_constrained], [table, plots_state, plots_title, report_files],
                   api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
