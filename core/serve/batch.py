@@ -298,14 +298,15 @@ def _predict_on_ray(model, items, output, asked, address, num_workers, device, t
     writer = open_writer(output, spec.schema, overwrite)
     try:
         todo, counts = pending(writer, items, name, overwrite, progress=progress)
-        workers = num_workers or 1
+        workers, stats = num_workers or 1, {}
         with ray_engine.ray_session(address, num_workers) if todo else contextlib.nullcontext():
             workers, gpus = ray_engine.worker_count(num_workers, device) if todo else (workers, 0)
             for keys, preds in ray_engine.stream_predictions(
                     model, asked, spec, todo, num_workers=workers, gpus_per_worker=gpus, device=device,
                     trust_remote_code=trust_remote_code, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                    constrained=constrained):
+                    constrained=constrained, stats=stats):
                 write_predictions(writer, spec.schema, name, spec.digest, keys, preds, counts, progress)
     finally:
         writer.close()
-    return {**counts, "workers": workers}
+    total = stats.get("wait_s", 0.0) + stats.get("busy_s", 0.0)
+    return {**counts, "workers": workers, "data_wait_share": round(stats["wait_s"] / total, 3) if total else 0.0}

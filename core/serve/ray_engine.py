@@ -118,8 +118,10 @@ class ModelActor:
         if self.predictor.spec.digest != digest:  # frames were sampled with the driver's spec: they must agree
             raise ConfigError(f"{model}: the actor's spec {self.predictor.spec.digest} is not the driver's {digest}")
         self.max_new_tokens, self.constrained = max_new_tokens, constrained
+        self.idle_since = time.perf_counter()
 
     def __call__(self, batch: dict) -> dict:
+        start = time.perf_counter()
         keys, blobs, errors = list(batch["key"]), list(batch["frames"]), list(batch["error"])
         results: list[dict] = [{"text": None, "error": e} for e in errors]
         good = [i for i, e in enumerate(errors) if not e]
@@ -131,6 +133,10 @@ class ModelActor:
             for i, g in zip(good, outs):
                 results[i] = {"text": g.text, "error": None, "seconds": dt, "new_tokens": g.new_tokens,
                               "confidence": g.confidence}
+        # the time this actor sat waiting for sampled clips (since loading or its last batch), and its
+        # time on this batch: the driver sums them into the model's wait share
+        results[0]["_stats"] = {"wait_s": start - self.idle_since, "busy_s": time.perf_counter() - start}
+        self.idle_since = time.perf_counter()
         # one JSON string per clip: a column of None (a batch of only broken clips) would not unify with text
         return {"key": keys, "result": [json.dumps(r, ensure_ascii=False) for r in results]}
 
@@ -146,8 +152,10 @@ def worker_count(num_workers: int | None, device: str) -> tuple[int, int]:
 
 def stream_predictions(model: str, schema: dict | None, spec: PreprocessSpec, todo: list[tuple[str, Path]], *,
                        num_workers: int, gpus_per_worker: int, device: str = "auto", trust_remote_code: bool = False,
-                       batch_size: int = 8, max_new_tokens: int = 160, constrained: bool = True):
-    """Yield (keys, Predictions) per finished model batch, in completion order, inside a Ray session."""
+                       batch_size: int = 8, max_new_tokens: int = 160, constrained: bool = True,
+                       stats: dict | None = None):
+    """Yield (keys, Predictions) per finished model batch, in completion order, inside a Ray session.
+    `stats` gains the model actors' summed `wait_s` (idle, waiting for frames) and `busy_s`."""
     import ray
 
     if not todo:
@@ -168,5 +176,9 @@ def stream_predictions(model: str, schema: dict | None, spec: PreprocessSpec, to
                             "trust_remote_code": trust_remote_code, "digest": spec.digest,
                             "max_new_tokens": max_new_tokens, "constrained": constrained})
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        keys = [str(k) for k in batch["key"]]
-        yield keys, [Prediction(video=k, **json.loads(r)) for k, r in zip(keys, batch["result"])]
+        keys, results = [str(k) for k in batch["key"]], [json.loads(r) for r in batch["result"]]
+        for r in results:
+            for name, value in r.pop("_stats", {}).items():
+                if stats is not None:
+                    stats[name] = stats.get(name, 0.0) + value
+        yield keys, [Prediction(video=k, **r) for k, r in zip(keys, results)]
