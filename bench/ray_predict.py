@@ -1,0 +1,116 @@
+"""Batch prediction engines side by side: the local engine vs Ray Data with 1 and 2 model workers.
+
+    python bench/ray_predict.py [--limit 16] [--input DIR] [--model tiny:default] [--batch-size 4]
+                                [--max-new-tokens 64] [--repeats 1] [--warm]
+
+Each setting runs `predict_to_file` (the call behind `cli.py predict`) over the same clips into a
+fresh output; per repeat the settings run in a rotating order. Figures per setting: wall seconds
+(including model loading, and for Ray starting a local Ray and its actors: the overhead a real run
+pays), clips/s, and the share of time the model waited for sampled frames (`data_wait_share`: the
+local engine's loader thread; Ray's model actors idle between batches). By default every run starts
+with an empty frame cache (so every clip is decoded: what overlap is for); `--warm` shares one cache
+(generation only, after a first pass fills it). Do not run while other jobs load the machine: Ray's
+workers compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO_ROOT, machine, machine_line, save_result, setup_path, table  # noqa: E402
+
+setup_path()
+
+SETTINGS = {"local": {"engine": "local"}, "ray-1": {"engine": "ray", "num_workers": 1},
+            "ray-2": {"engine": "ray", "num_workers": 2}}
+
+
+def clips_folder(source: Path, limit: int, into: Path) -> Path:
+    """The first `limit` media files of `source` (links), with its schema.json when it has one."""
+    from core.serve.batch import list_inputs
+
+    into.mkdir(parents=True)
+    for key, path in list_inputs(source)[:limit]:
+        (into / key.replace("/", "__")).symlink_to(path.resolve())
+    schema = source / "schema.json" if (source / "schema.json").is_file() else source.parent / "schema.json"
+    if schema.is_file():
+        shutil.copy(schema, into / "schema.json")
+    return into
+
+
+def fresh_cache(root: Path, models: Path, name: str) -> None:
+    """Point VVW_CACHE_DIR at an empty frame cache that shares the built models."""
+    from core.video import cache as frame_cache
+
+    cache = root / name
+    cache.mkdir(parents=True)
+    (cache / "models").symlink_to(models)
+    os.environ["VVW_CACHE_DIR"] = str(cache)
+    frame_cache.forget_memo()
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--input", default=str(REPO_ROOT / "sample_videos" / "videos"))
+    p.add_argument("--limit", type=int, default=16)
+    p.add_argument("--model", default="tiny:default")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--warm", action="store_true", help="share one frame cache (default: every run decodes)")
+    args = p.parse_args(argv)
+
+    from core.models.tiny.registry import ensure_tiny
+    from core.serve.batch import predict_to_file
+
+    info = machine()
+    print(f"machine: {machine_line(info)}")
+    work = Path(tempfile.mkdtemp(prefix="ray-bench-"))
+    try:
+        os.environ["VVW_CACHE_DIR"] = str(work / "shared")
+        models = ensure_tiny("default").parent  # built once; every cache links to it
+        folder = clips_folder(Path(args.input), args.limit, work / "clips")
+        n = args.limit
+        times = {s: [] for s in SETTINGS}
+        waits = {s: [] for s in SETTINGS}
+        run = 0
+        for r in range(args.repeats):
+            names = list(SETTINGS)
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                run += 1
+                if not args.warm:
+                    fresh_cache(work / "caches", models, f"{name}-{run}")
+                t0 = time.perf_counter()
+                counts = predict_to_file(args.model, folder, work / f"{name}-{run}.jsonl", batch_size=args.batch_size,
+                                         max_new_tokens=args.max_new_tokens, **SETTINGS[name])
+                times[name].append(time.perf_counter() - t0)
+                waits[name].append(counts.get("data_wait_share"))
+                n = counts["total"]
+                print(f"  {name}: {times[name][-1]:.1f}s, wait share {waits[name][-1]}, {counts['written']} rows")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    out, rows = {}, []
+    for name in SETTINGS:
+        best = min(times[name])
+        wait = waits[name][times[name].index(best)]
+        out[name] = {"best_s": round(best, 2), "clips_per_s": round(n / best, 3), "data_wait_share": wait,
+                     "repeats_s": [round(t, 2) for t in times[name]]}
+        rows.append([name, f"{best:.1f}", f"{n / best:.2f}", wait])
+    print(f"\n### prediction engines ({n} clips, {'warm' if args.warm else 'cold'} frame cache, "
+          f"batch {args.batch_size}, best of {args.repeats})")
+    print(table(rows, ["engine", "wall s", "clips/s", "model wait share"]))
+    result = {"machine": info, "args": vars(args), "settings": out}
+    save_result("ray_predict", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
