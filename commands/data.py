@@ -1,9 +1,10 @@
-"""`inspect-video`, `import`, `export-dataset`, `split`, `validate`, `prelabel`: the dataset's CLI
-twins of the Annotate and Export tabs.
+"""`inspect-video`, `import`, `export-dataset`, `split`, `validate`, `prelabel`, `review`: the
+dataset's CLI twins of the Annotate and Export tabs.
 
 `split` is core.data.splits.split_dataset and `export-dataset` core.data.exports.export_dataset,
 the functions the tabs call; `import` is core.data.imports.import_dataset; `prelabel` is
-core.serve.prelabel.prelabel_dataset, the Annotate tab's Pre-label call.
+core.serve.prelabel.prelabel_dataset, the Annotate tab's Pre-label call; `review` is
+core.data.prelabel.review_queue, the order of the Annotate tab's review queue.
 """
 
 from __future__ import annotations
@@ -60,8 +61,21 @@ def register(sub) -> None:
     p.add_argument("--model", required=True, help="tiny:NAME, a hub id, a local model folder or a run directory")
     p.add_argument("--limit", type=int, help="draft at most N clips")
     p.add_argument("--redo-drafts", action="store_true", help="also re-draft clips that already have a draft")
+    p.add_argument("--sample", type=int, metavar="SEED",
+                   help="draw the --limit clips at random with this seed instead of taking the first N "
+                        "(a pool for uncertainty sampling)")
+    p.add_argument("--review", type=int, metavar="K",
+                   help="then print the K clips drafted here that the model is least sure about, with their "
+                        "weakest fields: the clips to label next")
+    p.add_argument("--unconstrained", action="store_true", help="free decoding (default: schema-constrained)")
     add_model_flags(p, batch_size=4)
     p.set_defaults(func=cmd_prelabel)
+
+    p = sub.add_parser("review", help="list the clips with a draft, least sure first (the Annotate review queue)")
+    p.add_argument("--dataset", required=True, help="dataset folder in the seed layout")
+    p.add_argument("--limit", type=int, help="at most N clips")
+    p.add_argument("--json", action="store_true", help="print the queue as JSON")
+    p.set_defaults(func=cmd_review)
 
 
 def cmd_inspect_video(args) -> int:
@@ -125,7 +139,8 @@ def cmd_prelabel(args) -> int:
     from core.serve.prelabel import prelabel_dataset
 
     report = prelabel_dataset(args.dataset, args.model, args.limit, args.redo_drafts, args.batch_size,
-                              device=args.device, trust_remote_code=args.trust_remote_code, progress=count_echo)
+                              seed=args.sample, device=args.device, trust_remote_code=args.trust_remote_code,
+                              progress=count_echo, constrained=not args.unconstrained)
     if not report.asked:
         print("nothing to pre-label: every clip has a label" + ("" if args.redo_drafts else " or a draft"))
         return 0
@@ -133,4 +148,30 @@ def cmd_prelabel(args) -> int:
         print(f"skipped: {err}", file=sys.stderr)
     print(f"{report.drafted} drafts written to {report.drafts_file} "
           f"({report.flagged} flagged as not schema-valid, {len(report.errors)} unreadable)")
+    if args.review:
+        print(f"least sure first (label these next; `cli.py review --dataset {args.dataset}` lists every draft):")
+        for item in report.least_sure(args.review):
+            print(review_line(item))
+    return 0
+
+
+def review_line(item) -> str:
+    """`0.003  videos/x.mp4  caption 0.00, rule_violations 0.05 ...`: a clip of the queue, weakest fields first."""
+    score = "  -  " if item.min_confidence is None else f"{item.min_confidence:.3f}"
+    fields = ", ".join(f"{name} {value:.2f}" for name, value in item.weakest) or "(no scores)"
+    return f"{score}  {item.rel}  {fields}" + ("  [not schema-valid]" if item.flagged else "")
+
+
+def cmd_review(args) -> int:
+    from core.data.prelabel import review_queue
+    from core.data.store import AnnotationStore
+
+    items = review_queue(AnnotationStore(args.dataset), limit=args.limit)
+    if args.json:
+        print_json([item.as_dict() for item in items])
+    elif not items:
+        print("no drafts to review (cli.py prelabel writes them)")
+    else:
+        for item in items:
+            print(review_line(item))
     return 0

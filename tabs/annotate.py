@@ -9,14 +9,17 @@ import json
 
 import gradio as gr
 
-from core.data.listing import PAGE_SIZE, gallery_page, matching, next_clip, start_video_scan
+from core.data.listing import PAGE_SIZE, REVIEW, gallery_page, matching, next_clip, start_video_scan
 from core.data.store import DRAFT, STATUSES, UNREADABLE
 from core.errors import WorkbenchError
 from core.schema import form
+from tabs.compare import LOW_CONFIDENCE
 from tabs.widgets import render_fields
 
 STATUS_ICON = {"unlabelled": "○", "draft": "✎", "labelled": "●", "invalid": "⚠", "unreadable": "✖"}
 NO_SPLIT = "(none)"
+# the status filter; REVIEW is the review queue (core.data.listing): drafts, least sure first
+FILTERS = [("all", "all"), *((s, s) for s in STATUSES), ("review: drafts, least sure first", REVIEW)]
 
 
 def placeholder_image():
@@ -38,9 +41,47 @@ def gallery_items(store, status_filter: str = "all", query: str = "", page: int 
     from core.video.thumbs import thumbnail
 
     shown = gallery_page(store, status_filter, query, page, focus)
-    items = [(str(thumbnail(c.path) or placeholder_image()), f"{STATUS_ICON[c.status]} {c.rel.split('/')[-1]}")
-             for c in shown.clips]
-    return items, shown.rels, summary_text(shown), shown.page
+    items = [(str(thumbnail(c.path) or placeholder_image()), caption(c)) for c in shown.clips]
+    text = summary_text(shown)
+    if status_filter == REVIEW:
+        scores = store.draft_scores()  # the index's, as the queue's order: no draft parsed for this count
+        unsure = sum(1 for rel in shown.rels if (scores.get(rel) is not None and scores[rel] < LOW_CONFIDENCE))
+        text += (f"\n\nreview queue: {len(shown.rels)} drafts, least sure first; {unsure} with a field below "
+                 f"{LOW_CONFIDENCE} (drafts without a confidence come last)")
+    return items, shown.rels, text, shown.page
+
+
+def caption(clip) -> str:
+    """A tile's caption: status, the draft's lowest field confidence when it has one, the file name."""
+    score = (clip.draft or {}).get("min_confidence") if clip.status == DRAFT else None
+    return f"{STATUS_ICON[clip.status]} " + ("" if score is None else f"{score:.2f} ") + clip.rel.split("/")[-1]
+
+
+def confidence_text(draft: dict) -> str:
+    """The draft's confidence for the title: its least sure field and the fields under LOW_CONFIDENCE."""
+    conf = draft.get("confidence")
+    if not conf:
+        return "" if conf is None else "\n\nThe model's answer did not parse: no confidence."
+    weak = sorted(((k, v) for k, v in conf.items() if v < LOW_CONFIDENCE), key=lambda kv: kv[1])
+    text = f"\n\nLowest field confidence: {min(conf.values()):.2f}"
+    return text + ("; ⚠ model unsure: " + ", ".join(f"{k} {v:.2f}" for k, v in weak) if weak else "")
+
+
+def field_updates(fields, values: list, confidence: dict | None) -> list:
+    """The form's components for an opened clip: its values and, for a draft, each field's confidence
+    in its label; a field under LOW_CONFIDENCE says "⚠ model unsure (0.31)" and gets the CSS class
+    vvw-unsure. A nested field shows its top-level field's score (confidence is per top-level field)."""
+    out = []
+    for f, v in zip(fields, values):
+        score = (confidence or {}).get(f.name.split(".")[0])
+        classes = ["vvw-field"] + (["vvw-required"] if f.required else [])
+        label = f.label
+        if score is not None and score < LOW_CONFIDENCE:
+            label, classes = f"{f.label} · ⚠ model unsure ({score:.2f})", classes + ["vvw-unsure"]
+        elif score is not None:
+            label = f"{f.label} · model {score:.2f}"
+        out.append(gr.update(value=v, label=label, elem_classes=classes))
+    return out
 
 
 def summary_text(shown) -> str:
@@ -82,8 +123,11 @@ def open_clip(store, rel: str | None, sampling) -> dict:
     title = f"**{clip.rel}** · {STATUS_ICON[clip.status]} {clip.status}"
     if clip.problems:
         title += "\n\n" + "\n".join(f"- {p}" for p in clip.problems)
+    confidence = None
     if clip.status == DRAFT:
         title += f"\n\nDraft by `{clip.draft.get('model')}` — review, edit and save to accept it."
+        title += confidence_text(clip.draft)
+        confidence = clip.draft.get("confidence")
     frames = []
     if clip.status != UNREADABLE:
         from core.video.frames import sample_frames
@@ -93,7 +137,7 @@ def open_clip(store, rel: str | None, sampling) -> dict:
             frames = [(f, f"#{i} · {t:.1f}s") for f, i, t in zip(sampled.frames, sampled.indices, sampled.timestamps)]
         except WorkbenchError as exc:
             title += f"\n\n✖ {exc}"
-    return {"current": {"rel": clip.rel, "revision": clip.revision, "start": start},
+    return {"current": {"rel": clip.rel, "revision": clip.revision, "start": start, "confidence": confidence},
             "video": str(clip.path) if clip.status != UNREADABLE else None, "frames": frames, "title": title,
             "split": clip.split or NO_SPLIT, "raw": json.dumps(start, indent=2, ensure_ascii=False)}
 
@@ -136,7 +180,7 @@ def build(ws, schema_state: gr.State) -> None:
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
-                status_filter = gr.Dropdown(["all", *STATUSES], value="all", label="Status", scale=1)
+                status_filter = gr.Dropdown(FILTERS, value="all", label="Status", scale=1, elem_id="annotate-filter")
                 query = gr.Textbox(label="Search", placeholder="file name or label text", scale=2)
             summary = gr.Markdown(summary0, elem_id="annotate-summary")
             scan_line = gr.Markdown(elem_id="annotate-scan")
@@ -214,7 +258,8 @@ def build(ws, schema_state: gr.State) -> None:
                 return
             fields = form.form_fields(schema)
             comps = render_fields(fields, form.label_to_values(fields, (cur or {}).get("start")))
-            current.change(lambda c: form.label_to_values(fields, (c or {}).get("start")), current, comps)
+            current.change(lambda c: field_updates(fields, form.label_to_values(fields, (c or {}).get("start")),
+                                                   (c or {}).get("confidence")), current, comps)
 
             def on_save(cur_, split_, rels_, *values):
                 label, problems = form.values_to_label(fields, list(values))
@@ -263,7 +308,7 @@ def build(ws, schema_state: gr.State) -> None:
     gr.api(api_save, api_name="save_label")
     gr.api(api_gallery, api_name="gallery")
     gr.api(api_save_next, api_name="save_next")
-    build_tools(ws, store, listing)
+    build_tools(ws, store, listing, (picked, moved), then_show)
     build_scan_line(store, scan_line)
 
 
@@ -289,8 +334,10 @@ def build_scan_line(store, scan_line) -> None:
     fold_timer.tick(store.fold, None, None, show_progress="hidden", queue=False)
 
 
-def build_tools(ws, store, listing) -> None:
-    """Pre-label, upload, split and import panels under the editor."""
+def build_tools(ws, store, listing, opener, then_show) -> None:
+    """Pre-label, upload, split and import panels under the editor; `opener` (picked, moved) and
+    `then_show` let "Pre-label, then review" open the least sure clip as a gallery click would."""
     from tabs import annotate_tools
 
-    annotate_tools.build(ws, store, *listing, lambda s, q, p: gallery_items(store, s, q, p))
+    annotate_tools.build(ws, store, *listing, lambda s, q, p: gallery_items(store, s, q, p), opener=opener,
+                         then_show=then_show)

@@ -13,38 +13,75 @@ from core.data.exports import DATASET_FORMATS
 from core.errors import WorkbenchError
 from core.schema.base import ENUM, fields
 
+REVIEW_LIST = 10  # least sure clips named after "Pre-label, then review"
 
-def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
+
+def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then_show=None) -> None:
     def refreshed(event):
         event.then(listing, listing_inputs, listing_outputs)
 
     with gr.Accordion("AI pre-label", open=False):
         gr.Markdown("Run a model over clips without a label; its answers become **drafts** you accept or "
-                    "edit. Drafts that are not schema-valid are flagged, never saved as labels.")
+                    "edit. Drafts that are not schema-valid are flagged, never saved as labels. Each draft keeps "
+                    "the model's confidence per field. **Label next**: pick a run, tick *random pool*, and "
+                    "*Pre-label, then review* drafts N random unlabelled clips (one batched generation each) "
+                    "and opens the review queue on the clip the run is least sure about.")
         with gr.Row():
             model = gr.Dropdown(ws.model_choices(), value=ws.default_model, label="Model", allow_custom_value=True,
                                 scale=3)
             limit = gr.Number(value=20, precision=0, label="At most N clips (0 = all)", scale=1)
             redo = gr.Checkbox(label="Re-draft clips that have a draft", scale=1)
-        go = gr.Button("Pre-label", elem_id="annotate-prelabel")
-        pre_msg = gr.Markdown()
+        with gr.Row():
+            constrained = gr.Checkbox(True, label="Constrain decoding to the schema")
+            pool = gr.Checkbox(label="Random pool: N clips drawn at random (seed 0), not the first N")
+        with gr.Row():
+            go = gr.Button("Pre-label", elem_id="annotate-prelabel")
+            go_review = gr.Button("Pre-label, then review the least sure first", variant="primary",
+                                  elem_id="annotate-prelabel-review")
+        pre_msg = gr.Markdown(elem_id="annotate-prelabel-message")
     model.focus(lambda: gr.update(choices=ws.model_choices()), None, model)
 
-    def on_prelabel(model_name, n, redo_, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
+    def prelabel(model_name, n, redo_, constrained_, pool_, progress):
         from core.serve.prelabel import prelabel_dataset
 
         try:
-            report = prelabel_dataset(store, model_name, int(n or 0) or None, bool(redo_), models=ws.models,
-                                      progress=lambda d, t: progress((d, t), desc="pre-labelling"))
+            return prelabel_dataset(store, model_name, int(n or 0) or None, bool(redo_), models=ws.models,
+                                    seed=0 if pool_ else None, constrained=bool(constrained_),
+                                    progress=lambda d, t: progress((d, t), desc="pre-labelling"))
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
+
+    def message(report) -> str:
         if not report.asked:
             return "Nothing to pre-label."
         text = f"{report.drafted} drafts written, {report.flagged} flagged as not schema-valid"
         return text + (f"; {len(report.errors)} unreadable: " + "; ".join(report.errors[:3]) if report.errors else "")
 
-    refreshed(go.click(on_prelabel, [model, limit, redo], pre_msg, api_name="prelabel", concurrency_id="gpu",
-                       concurrency_limit=1))
+    def on_prelabel(model_name, n, redo_, constrained_=True, pool_=False, progress=gr.Progress()):  # noqa: B008
+        return message(prelabel(model_name, n, redo_, constrained_, pool_, progress))
+
+    def on_prelabel_review(model_name, n, redo_, constrained_=True, pool_=False, progress=gr.Progress()):  # noqa: B008
+        """Pre-label, then the gallery's review queue on its least sure clip; the message names the
+        clips this model is least sure about (what to label next)."""
+        from core.data.listing import REVIEW, matching
+
+        report = prelabel(model_name, n, redo_, constrained_, pool_, progress)
+        text = message(report)
+        if report.drafts:
+            text += f"\n\n**Label next**: the clips `{model_name}` is least sure about:\n" + "\n".join(
+                f"{k}. `{item.rel}` {_score(item.min_confidence)} — "
+                + (", ".join(f"{name} {v:.2f}" for name, v in item.weakest) or "no scores")
+                for k, item in enumerate(report.least_sure(REVIEW_LIST), 1))
+        queue = matching(store, REVIEW)[0]
+        return text, REVIEW, (queue[0] if queue else None), True
+
+    refreshed(go.click(on_prelabel, [model, limit, redo, constrained, pool], pre_msg, api_name="prelabel",
+                       concurrency_id="gpu", concurrency_limit=1))
+    if opener is not None:
+        # the filter switches to the queue (its change event lists it) and the least sure clip opens
+        then_show(go_review.click(on_prelabel_review, [model, limit, redo, constrained, pool],
+                                  [pre_msg, listing_inputs[0], *opener], api_name="prelabel_review",
+                                  concurrency_id="gpu", concurrency_limit=1))
 
     with gr.Accordion("Add clips", open=False):
         files = gr.File(file_count="multiple", file_types=["video", ".zip"], label="Videos or a zip of videos")
@@ -123,3 +160,7 @@ def build(ws, store, listing_inputs, listing_outputs, listing) -> None:
 
     refreshed(do_import.click(on_import, [src, layout], io_msg))
     do_export.click(on_export, [out, fmt], io_msg, api_name="annotate_export")
+
+
+def _score(value) -> str:
+    return "(no confidence)" if value is None else f"{value:.2f}"

@@ -203,3 +203,43 @@ def test_save_schema_with_a_syntax_error_says_so_once_and_keeps_the_table(app_cl
     status, _table = client.predict('{"type": "object",\n  "properties": {', api_name="/save_schema")
     assert status.startswith("✖ not saved:") and "line 2" in status
     assert (root / "schema.json").read_text() == before
+
+
+def test_prelabel_then_review_opens_the_least_sure_draft_with_its_weak_fields_marked(tmp_path, tiny_path):
+    import gradio as gr
+
+    from core.data.listing import REVIEW
+    from core.video.sampling import SamplingSpec
+    from core.workspace import Workspace
+    from tabs import annotate
+    from tabs.compare import LOW_CONFIDENCE
+
+    root = make_dataset(tmp_path / "d", n=5, rows=1)
+    ws = Workspace(dataset_dir=root, runs_dir=tmp_path / "runs")
+    with gr.Blocks() as demo:
+        annotate.build(ws, gr.State(ws.store.schema()))
+    handler = next(f.fn for f in demo.fns.values() if f.api_name == "prelabel_review")
+    text, status, first, moved = handler("tiny:default", 0, False, True, False)
+    drafts = AnnotationStore(root).drafts()
+    order = sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])
+    assert len(order) == 4 and (status, first, moved) == (REVIEW, order[0], True)
+    assert "Label next" in text and [text.index(f"`{rel}`") for rel in order] == sorted(
+        text.index(f"`{rel}`") for rel in order)  # listed least sure first
+    items, rels, summary, _ = annotate.gallery_items(ws.store, REVIEW)
+    assert rels == order and "review queue: 4 drafts" in summary
+    assert [c for _, c in items] == [f"✎ {drafts[r]['min_confidence']:.2f} {r.split('/')[-1]}" for r in order]
+    view = annotate.open_clip(ws.store, first, SamplingSpec(num_frames=2, width=32, height=32))
+    conf = drafts[first]["confidence"]
+    assert view["current"]["confidence"] == conf and f"Lowest field confidence: {min(conf.values()):.2f}" in view["title"]
+    fields = form.form_fields(ws.store.schema())
+    updates = annotate.field_updates(fields, form.label_to_values(fields, view["current"]["start"]), conf)
+    for f, update in zip(fields, updates):
+        unsure = conf[f.name] < LOW_CONFIDENCE
+        assert ("vvw-unsure" in update["elem_classes"]) == unsure
+        assert update["label"] == (f"{f.label} · ⚠ model unsure ({conf[f.name]:.2f})" if unsure
+                                   else f"{f.label} · model {conf[f.name]:.2f}")
+    assert any("vvw-unsure" in u["elem_classes"] for u in updates)  # an untrained model is unsure somewhere
+    # Save & next in the queue accepts the draft and moves to the next least sure
+    msg, nxt = annotate.save(ws.store, view["current"], view["current"]["start"], "(none)", rels)
+    assert msg == f"saved {first}" and nxt == order[1]
+    assert annotate.gallery_items(ws.store, REVIEW)[1] == order[1:]

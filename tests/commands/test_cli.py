@@ -105,7 +105,8 @@ def test_every_subcommand_flag_has_help():
                for name, p in sub.choices.items() for action in p._actions
                if not action.help]  # SUPPRESS-ed internal flags have the SUPPRESS string
     assert missing == []
-    assert set(sub.choices) == {"inspect-video", "import", "export-dataset", "split", "validate", "prelabel", "train",
+    assert set(sub.choices) == {"inspect-video", "import", "export-dataset", "split", "validate", "prelabel", "review",
+                                "train",
                                 "estimate", "merge", "eval", "models", "predict", "push", "push-dataset"}
 
 

@@ -49,7 +49,9 @@ def test_split_assigns_every_clip_once_and_keep_existing(tmp_path):
 def test_prelabel_writes_drafts_for_unlabelled_clips_only(tmp_path, tiny_path):
     root = make_dataset(tmp_path / "d", n=5, rows=2)
     labels_before = (root / "metadata.jsonl").read_bytes()
-    out = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", "--batch-size", "2", timeout=300)
+    # free decoding: the untrained model's answers are not JSON (constrained decoding is the default)
+    out = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", "--batch-size", "2", "--unconstrained",
+                  timeout=300)
     assert out.returncode == 0, out.stderr
     assert "3 drafts written" in out.stdout
     store = AnnotationStore(root)
@@ -158,13 +160,15 @@ def test_cli_prelabel_and_the_tabs_prelabel_write_the_same_drafts(tmp_path, tiny
     cli_root, tab_root = make_dataset(tmp_path / "a", n=5, rows=2), make_dataset(tmp_path / "b", n=5, rows=2)
     out = run_cli("prelabel", "--dataset", cli_root, "--model", "tiny:default", "--limit", "2", timeout=300)
     assert out.returncode == 0, out.stderr
+    flagged = sum(bool(d["errors"]) for d in AnnotationStore(cli_root).drafts().values())
     assert out.stdout.strip() == (f"2 drafts written to {cli_root / 'drafts.jsonl'} "
-                                  "(2 flagged as not schema-valid, 0 unreadable)")
+                                  f"({flagged} flagged as not schema-valid, 0 unreadable)")
     message = _annotate_tools_handler(tab_root, "prelabel")("tiny:default", 2, False)
-    assert message == "2 drafts written, 2 flagged as not schema-valid"
+    assert message == f"2 drafts written, {flagged} flagged as not schema-valid"
 
     def drafts(root):
-        return {rel: (d["model"], d["text"], d["errors"]) for rel, d in AnnotationStore(root).drafts().items()}
+        return {rel: (d["model"], d["text"], d["errors"], sorted(d["confidence"]))
+                for rel, d in AnnotationStore(root).drafts().items()}
 
     assert set(drafts(cli_root)) == {"videos/clip_0002.mp4", "videos/clip_0003.mp4"}
     assert drafts(cli_root) == drafts(tab_root)
@@ -192,3 +196,34 @@ def test_prelabel_refuses_a_dataset_without_schema_and_loads_nothing_when_there_
         annotate_tools.build(ws, ws.store, [], [], lambda: None)
     handler = next(f.fn for f in demo.fns.values() if f.api_name == "prelabel")
     assert handler("no/such-model", 0, True) == "Nothing to pre-label." and ws.models.loaded() == []
+
+
+def _line(rel, draft):
+    return f"{draft['min_confidence']:.3f}  {rel}  " + ", ".join(
+        f"{k} {v:.2f}" for k, v in sorted(draft["confidence"].items(), key=lambda kv: kv[1])[:3])
+
+
+def test_prelabel_review_names_the_least_sure_clips_and_review_lists_every_draft_in_that_order(tmp_path, tiny_path):
+    root = make_dataset(tmp_path / "d", n=7, rows=1)
+    out = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", "--limit", "4", "--sample", "1",
+                  "--review", "2", timeout=300)
+    assert out.returncode == 0, out.stderr
+    drafts = AnnotationStore(root).drafts()
+    assert len(drafts) == 4 and all(d["confidence"] for d in drafts.values())
+    order = sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])
+    lines = out.stdout.strip().splitlines()
+    assert lines[-3].startswith("least sure first")
+    assert lines[-2:] == [_line(rel, drafts[rel]) for rel in order[:2]]
+    again = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", "--limit", "4", "--sample", "1",
+                    "--redo-drafts", timeout=300)
+    assert again.returncode == 0 and set(AnnotationStore(root).drafts()) == set(drafts)  # the seed names the pool
+    listed = run_cli("review", "--dataset", root, "--json")
+    assert listed.returncode == 0, listed.stderr
+    queue = json.loads(listed.stdout)
+    drafts = AnnotationStore(root).drafts()
+    assert [q["video"] for q in queue] == sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])
+    assert [q["min_confidence"] for q in queue] == sorted(d["min_confidence"] for d in drafts.values())
+    first = run_cli("review", "--dataset", root, "--limit", "1")
+    assert first.stdout.strip() == _line(queue[0]["video"], drafts[queue[0]["video"]])
+    empty = run_cli("review", "--dataset", make_dataset(tmp_path / "e", n=2))
+    assert empty.returncode == 0 and empty.stdout.startswith("no drafts to review")
