@@ -3,7 +3,7 @@ driver killed mid-run resumes without duplicates. Every process started by this 
 marker in its environment, so the ones Ray leaves behind can be found (and are killed) at the end.
 
 One cluster (`ray start --head`, 2 CPUs) serves the module: Ray's start-up is seconds, and each
-run still starts its own actors (FIELD-NOTES: actor start-up dominates small jobs)."""
+run still starts its own actors (actor start-up, not the clips, dominates a job this small)."""
 
 from __future__ import annotations
 
