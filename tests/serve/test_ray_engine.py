@@ -26,9 +26,26 @@ import pytest
 from core.serve.writers import read_rows
 from tests.support import REPO, SAMPLES, make_bad_files
 
-pytestmark = pytest.mark.slow
 N_GOOD = 6
 MARKER = "VVW_RAY_TEST"
+
+
+def test_ray_is_imported_only_by_the_ray_engine():
+    code = ("import sys, core.serve, core.serve.batch, commands.serve; "
+            "print('ray' in sys.modules, 'ray.data' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_ray_engine_refuses_the_local_engines_process_sharding(tmp_path):
+    from core.errors import ConfigError
+    from core.serve.batch import predict_to_file
+
+    with pytest.raises(ConfigError, match="--num-workers"):
+        predict_to_file("tiny:default", SAMPLES / "videos", tmp_path / "p.jsonl", engine="ray", num_processes=2)
+    with pytest.raises(ConfigError, match="engine 'spark'"):
+        predict_to_file("tiny:default", SAMPLES / "videos", tmp_path / "p.jsonl", engine="spark")
+    assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
 def started_here(marker: str) -> list[psutil.Process]:
@@ -133,6 +150,7 @@ def by_clip(path) -> dict[str, dict]:
     return {r["video"]: r for r in rows}
 
 
+@pytest.mark.slow
 def test_ray_engine_gives_the_rows_of_the_local_engine(folder, cluster, tmp_path):
     address, env = cluster
     common = ("--input", folder, "--batch-size", "1", "--max-new-tokens", "48")
@@ -152,6 +170,7 @@ def test_ray_engine_gives_the_rows_of_the_local_engine(folder, cluster, tmp_path
     assert summary(on_ray) == summary(local) and summary(local).startswith(f"{len(a)} rows written (")
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_without_duplicates(folder, cluster, tmp_path):
     """SIGKILL the driver (it started its own local Ray) once rows are in the file, check no Ray
     process of it survives, then re-run on the module's cluster: every clip once, first rows kept."""
