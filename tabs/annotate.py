@@ -20,6 +20,9 @@ STATUS_ICON = {"unlabelled": "○", "draft": "✎", "labelled": "●", "invalid"
 NO_SPLIT = "(none)"
 # the status filter; REVIEW is the review queue (core.data.listing): drafts, least sure first
 FILTERS = [("all", "all"), *((s, s) for s in STATUSES), ("review: drafts, least sure first", REVIEW)]
+# a field the model was unsure of (field_updates): outlined, so the eye finds it before reading labels;
+# injected by the tab (gr.HTML's head) so the class and its look live in one file
+UNSURE_STYLE = "<style>.vvw-unsure { box-shadow: inset 4px 0 0 #e8a317; background: #fff8e6; }</style>"
 
 
 def placeholder_image():
@@ -196,6 +199,7 @@ def build(ws, schema_state: gr.State) -> None:
             frames = gr.Gallery(label="Frames the model sees", columns=4, height=220, allow_preview=False,
                                 elem_id="annotate-frames")
         with gr.Column(scale=3):
+            gr.HTML("", head=UNSURE_STYLE, padding=False)
             split = gr.Radio([NO_SPLIT, "train", "val", "test"], value=NO_SPLIT, label="Split")
             form_box = gr.Column()
             with gr.Row():

@@ -29,7 +29,8 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
         with gr.Row():
             model = gr.Dropdown(ws.model_choices(), value=ws.default_model, label="Model", allow_custom_value=True,
                                 scale=3)
-            limit = gr.Number(value=20, precision=0, label="At most N clips (0 = all)", scale=1)
+            limit = gr.Number(value=20, precision=0, label="At most N clips (0 = all)", scale=1,
+                              elem_id="annotate-prelabel-limit")
             redo = gr.Checkbox(label="Re-draft clips that have a draft", scale=1)
         with gr.Row():
             constrained = gr.Checkbox(True, label="Constrain decoding to the schema")
