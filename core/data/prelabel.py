@@ -15,7 +15,7 @@ seed=S)` draws the pool at random (the first N in file order would bias it to on
 
 from __future__ import annotations
 
-import random
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,14 +63,20 @@ def _item(rel: str, draft: dict, fields: int) -> ReviewItem:
 
 def clips_to_prelabel(store: AnnotationStore, include_drafts: bool = False, limit: int | None = None,
                       seed: int | None = None) -> list[str]:
-    """Clips to draft, in gallery order; `seed`: `limit` of them drawn at random (the same seed, the
-    same pool), for uncertainty sampling over a pool instead of the first N files."""
+    """Clips to draft, in gallery order; `seed`: a random pool of `limit` clips instead of the first N,
+    for uncertainty sampling (the first N files would often be one recording)."""
     # from the index, no video probed: a clip the model cannot decode comes back as an error of its own
     wanted = (UNLABELLED, DRAFT) if include_drafts else (UNLABELLED,)
+    if seed is not None and limit:
+        # the pool is drawn from every clip without a label (drafted or not) by a hash of (seed, clip),
+        # so it does not depend on what is drafted: a stopped pool re-run with its seed drafts the
+        # rest of the same pool, and labelling one clip swaps only that clip for the next in line
+        status = dict(store.statuses())
+        pool = sorted((rel for rel, s in status.items() if s in (UNLABELLED, DRAFT)),
+                      key=lambda rel: hashlib.sha1(f"{seed}:{rel}".encode()).digest())[:limit]
+        chosen = {rel for rel in pool if status[rel] in wanted}
+        return [rel for rel, s in store.statuses() if rel in chosen]
     rels = [rel for rel, status in store.statuses() if status in wanted]
-    if seed is not None and limit and limit < len(rels):
-        picked = set(random.Random(seed).sample(range(len(rels)), limit))
-        return [rel for i, rel in enumerate(rels) if i in picked]
     return rels[:limit] if limit else rels
 
 

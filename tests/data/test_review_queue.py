@@ -84,6 +84,11 @@ def test_a_seeded_pool_is_random_unlabelled_and_repeatable(tmp_path):
     assert len(pool) == 4 and set(pool) <= set(unlabelled)
     assert pool == clips_to_prelabel(store, limit=4, seed=3)
     assert clips_to_prelabel(store, limit=4) == unlabelled[:4]
+    # a pool stopped after two drafts: the same seed drafts the other two of the same pool
+    for rel in pool[:2]:
+        store.save_draft(rel, json.dumps(LABEL), model="m")
+    assert clips_to_prelabel(store, limit=4, seed=3) == pool[2:]
+    assert clips_to_prelabel(store, include_drafts=True, limit=4, seed=3) == pool
 
 
 def test_write_drafts_stores_each_predictions_confidence_and_ranks_them(tmp_path, tiny_path):
