@@ -49,6 +49,8 @@ def register(sub) -> None:
                    help="local: this process (or --num-processes); ray: a Ray Data pipeline (local Ray or a cluster)")
     p.add_argument("--ray-address", help="with --engine ray: join this cluster (e.g. 10.0.0.1:6379; default: start one here)")
     p.add_argument("--num-workers", type=int, help="with --engine ray: model actors (default: one per GPU, else 1)")
+    p.add_argument("--prefetch-batches", type=int, default=2, help="local engine: batches whose frames a loader "
+                   "thread decodes ahead while the model generates (0: decode each batch before generating it)")
     p.add_argument("--window-seconds", type=float, help="predict consecutive windows of this many seconds of each "
                    "video (frames sampled with the model's spec inside each window): one row per window, with "
                    "start and end")
@@ -108,7 +110,8 @@ def cmd_predict(args) -> int:
                               shard=args.shard, skip_from=args.skip_from, progress=count_echo,
                               max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained,
                               engine=args.engine, ray_address=args.ray_address, num_workers=args.num_workers,
-                              window_seconds=args.window_seconds, stride_seconds=args.stride_seconds)
+                              window_seconds=args.window_seconds, stride_seconds=args.stride_seconds,
+                              prefetch=args.prefetch_batches)
     if summary["valid"] is None:  # sharded workers: their counts stay in their own output
         print(f"{summary['written']} rows from {summary['workers']} workers -> {args.output}")
     else:

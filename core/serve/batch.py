@@ -28,6 +28,7 @@ from core.fileio import atomic_write_text
 from core.paths import REPO_ROOT
 from core.schema.base import load_schema
 from core.serve.loaded import loaded_predictor
+from core.serve.predictor import PREFETCH_BATCHES
 from core.serve.windowed import check_window, run_predict_windows
 from core.serve.writers import (
     META_COLUMNS,
@@ -214,7 +215,8 @@ def predict_to_file(model: str, input_path, output, split: str | None = None, sc
                     num_processes: int = 1, shard: str | None = None, skip_from=None, progress=None,
                     max_new_tokens: int = 160, constrained: bool = True, engine: str = "local",
                     ray_address: str | None = None, num_workers: int | None = None,
-                    window_seconds: float | None = None, stride_seconds: float | None = None) -> dict:
+                    window_seconds: float | None = None, stride_seconds: float | None = None,
+                    prefetch: int = PREFETCH_BATCHES) -> dict:
     """Predict the clips of `input_path` (a video, a folder, or a dataset folder's `split`) into `output`.
 
     `schema`/`fallback_schema`: see `input_schema`. `models`: the app's ModelManager (else the model
@@ -224,6 +226,8 @@ def predict_to_file(model: str, input_path, output, split: str | None = None, sc
     `ray_address`; `num_workers` model actors; `models` is not used: each actor loads its own copy).
     `window_seconds` (and `stride_seconds`, default the window): one row per window of each video
     (core.serve.windowed; local engine, one process).
+    `prefetch`: batches the local engine's loader thread samples ahead while the model generates (0:
+    serial, each batch decoded before it generates).
     Returns counts: total, written, skipped, errors (unreadable clips), valid (schema-valid rows; both
     None after a sharded run) and workers."""
     if engine not in ("local", "ray"):
@@ -259,7 +263,7 @@ def predict_to_file(model: str, input_path, output, split: str | None = None, sc
             return {**counts, "workers": 1}
         counts = run_predict(predictor, items, output, batch_size=batch_size, overwrite=overwrite,
                              progress=progress, shard=parse_shard(shard), skip_from=skip_from,
-                             max_new_tokens=max_new_tokens, constrained=constrained)
+                             max_new_tokens=max_new_tokens, constrained=constrained, prefetch=prefetch)
     return {**counts, "workers": 1}
 
 
