@@ -22,7 +22,8 @@ NO_SPLIT = "(none)"
 FILTERS = [("all", "all"), *((s, s) for s in STATUSES), ("review: drafts, least sure first", REVIEW)]
 # a field the model was unsure of (field_updates): tinted with a bar, so the eye finds it before reading labels;
 # injected by the tab (gr.HTML's head) so the class and its look live in one file
-UNSURE_STYLE = "<style>.vvw-unsure { box-shadow: inset 4px 0 0 #e8a317; background: #fff8e6; }</style>"
+UNSURE_STYLE = ("<style>.vvw-unsure { box-shadow: inset 4px 0 0 #e8a317 !important; background: #fff8e6 !important; }"
+                "</style>")  # !important: Gradio's block styles win otherwise
 
 
 def placeholder_image():
