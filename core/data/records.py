@@ -108,15 +108,6 @@ def label_of(data: dict | None) -> dict:
     return {k: v for k, v in (data or {}).items() if k not in _RESERVED}
 
 
-def summarize_draft(raw: str) -> tuple:
-    """(video, flagged, dropped, None) of a drafts line; video None for a line that is not a draft
-    (four fields like a metadata summary: the index cache stores both alike)."""
-    row = parse_row(0, raw)
-    if row.error:
-        return (None, False, False, None)
-    return (row.video, bool(row.data.get("errors")), bool(row.data.get("dropped")), None)
-
-
 # pathlib's `root / rel` parses both sides again on every call: 0.15 s of a 100,000-clip listing.
 # On CPython 3.11 a path can be built from root's parsed parts, as pathlib does itself when it walks
 # a folder (Path._make_child_relpath); other versions, and any part pathlib would normalise, use `/`.
