@@ -56,11 +56,11 @@ def window_bounds(duration: float, window: float, stride: float | None = None, t
     return bounds
 
 
-def _plan(layout: Layout, spec: SamplingSpec, window: float, stride: float | None):
-    """Per window: (start, end, first frame index, wanted global indices) or an error text."""
+def _plan(layout: Layout, times: list[float], spec: SamplingSpec, window: float, stride: float | None):
+    """Per window: (start, end, first frame index, wanted global indices) or an error text. `times`:
+    every frame's timestamp (frame_timestamp), computed once by the caller."""
     info = layout.info
     n = info.frame_count
-    times = [frame_timestamp(layout, i) for i in range(n)]
     interval = (1.0 / info.fps) if info.fps else 0.0
     duration = times[-1] + interval if n else 0.0
     plan = []
@@ -92,8 +92,8 @@ def iter_windows(path, spec: SamplingSpec, window: float, stride: float | None =
     the file itself cannot be read; a window past the last decodable frame gets an error."""
     path = str(path)
     layout = scan(path)
-    plan = _plan(layout, spec, window, stride)
     times = [frame_timestamp(layout, i) for i in range(layout.info.frame_count)]
+    plan = _plan(layout, times, spec, window, stride)
     convert = video_rgb.rgb_converter(layout.info.rotation, spec.width, spec.height)
     needed = {i for *_, wanted, _ in plan if wanted for i in wanted}
     got: dict[int, np.ndarray] = {}
