@@ -288,16 +288,19 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     memory = {"weights": int(weights), "gradients": 4 * trainable,
               "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
     memory["total"] = sum(memory.values())
-    duration = None
-    if time_steps:
+    capacity, what = device_memory(device)
+    path = data_path_bytes(cfg, tokens["example_bytes"], tokens["train_clips"], device)
+    need = memory["total"] + (path["total"] if device == "cpu" else 0)
+    duration, warnings = None, []
+    # timing loads the model and trains: only for a run the memory estimate says fits
+    if time_steps and need <= capacity:
         measured = calibrate(cfg, data, source, processor, family, build_spec(cfg, family, None, data.schema), device,
                              precision, steps=time_steps)
-        workers = data_path_bytes(cfg, tokens["example_bytes"], tokens["train_clips"], device)["workers"]
-        duration = expected_duration(cfg, measured, tokens["train_clips"], workers)
-    capacity, what = device_memory(device)
-    data = data_path_bytes(cfg, tokens["example_bytes"], tokens["train_clips"], device)
-    warnings = []
-    need = memory["total"] + (data["total"] if device == "cpu" else 0)
+        duration = expected_duration(cfg, measured, tokens["train_clips"], path["workers"])
+    elif time_steps:
+        warnings.append("expected duration not measured: timing loads the model and trains a few steps, and this "
+                        "run does not fit (below)")
+    data = path
     host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if device != "cpu" and data["total"] > host / 2:
         warnings.append(f"the data path holds {data['total'] / GiB:.1f} GiB of host RAM ({data['processes']} processes), "

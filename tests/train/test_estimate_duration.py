@@ -81,3 +81,15 @@ def test_cli_estimate_prints_the_duration(small_dataset, capsys):
     assert report["duration"]["steps"] == 10 and report["duration"]["step_s"] > 0
     assert cli.main(["estimate", "--dataset", str(small_dataset), "--sample", "1", "--time-steps", "0"]) == 0
     assert "expected duration: not measured" in capsys.readouterr().out
+
+
+def test_a_run_that_does_not_fit_is_not_timed(small_dataset, monkeypatch):
+    """Timing loads the model and trains: never for a run the memory estimate says does not fit."""
+    import core.train.estimate as estimate_module
+
+    monkeypatch.setattr(estimate_module, "calibrate", lambda *a, **k: pytest.fail("timed a run that does not fit"))
+    monkeypatch.setattr(estimate_module, "device_memory", lambda device: (1024, "a 1 KiB test device"))
+    est = estimate(TrainConfig(batch_size=2), small_dataset, sample=1, time_steps=2)
+    assert est["duration"] is None
+    assert any("expected duration not measured" in w for w in est["warnings"])
+    assert any("exceeds" in w for w in est["warnings"])
