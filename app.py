@@ -18,12 +18,17 @@ import gradio as gr  # noqa: E402
 
 from core.workspace import Workspace  # noqa: E402
 from tabs import annotate, compare, export, inference, schema, train  # noqa: E402
+from tabs.pickers import Pickers  # noqa: E402
 
 
-def build_app(ws: Workspace) -> gr.Blocks:
+def build_app(ws: Workspace, note: str | None = None) -> gr.Blocks:
+    """`note`: Workspace.open_note(), shown on top (a new dataset says how to start it)."""
     with gr.Blocks(title="Video VLM Workbench") as demo:
         gr.Markdown("# Video VLM Workbench\nClips → schema → labels → fine-tune → JSON you can put in a database.")
+        if note:
+            gr.Markdown(note, elem_id="app-note")
         saved_schema = gr.State(_schema_or_none(ws))
+        pickers = Pickers(ws)  # every run/model picker, refreshed together (tabs.pickers)
         with gr.Tabs():
             with gr.Tab("Annotate", id="annotate"):
                 annotate.build(ws, saved_schema)
@@ -32,11 +37,12 @@ def build_app(ws: Workspace) -> gr.Blocks:
             with gr.Tab("Train", id="train"):
                 train.build(ws)
             with gr.Tab("Compare", id="compare"):
-                compare.build(ws)
+                compare.build(ws, pickers)
             with gr.Tab("Export", id="export"):
-                export.build(ws)
+                export.build(ws, pickers)
             with gr.Tab("Inference", id="inference"):
-                inference.build(ws)
+                inference.build(ws, pickers)
+        pickers.wire()
     return demo
 
 
@@ -86,7 +92,8 @@ def main(argv=None) -> int:
                         default=int(os.environ.get("VVW_PORT", os.environ.get("GRADIO_SERVER_PORT", 7860))))
     parser.add_argument("--share", action="store_true", help="create a public Gradio link (requires --auth)")
     parser.add_argument("--auth", help="USER:PASSWORD (or env VVW_AUTH)")
-    parser.add_argument("--dataset", help="dataset folder (default: the bundled sample_videos)")
+    parser.add_argument("--dataset", help="dataset folder (default: a copy of the bundled sample_videos in data/, "
+                                          "or VVW_DATA_DIR, made on first start)")
     parser.add_argument("--runs", help="folder of training runs (default: checkpoints/)")
     args = parser.parse_args(argv)
     auth = parse_auth(args.auth)
@@ -95,8 +102,16 @@ def main(argv=None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not auth and not os.environ.get("SPACE_ID"):
         print(f"warning: listening on {args.host} without --auth: anyone who can reach this port can use the app",
               file=sys.stderr)
+    from core.errors import WorkbenchError
+
     ws = Workspace(**{k: v for k, v in {"dataset_dir": args.dataset, "runs_dir": args.runs}.items() if v})
-    demo = build_app(ws)
+    try:
+        note = ws.open_note()
+    except WorkbenchError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    if note:
+        print(note.replace("**", "").replace("`", ""), file=sys.stderr)
+    demo = build_app(ws, note)
     atexit.register(ws.fold_pending)  # a closed app leaves metadata.jsonl complete for scripts
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,

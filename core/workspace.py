@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.data.dataset import METADATA, SCHEMA
 from core.data.store import AnnotationStore
+from core.errors import DatasetError
 from core.models import family_for_model_type, resolve_model
 from core.models.device import check_runtime, pick_device
 from core.models.families import TINY_DEFAULT
-from core.paths import REPO_ROOT
+from core.paths import REPO_ROOT, default_dataset
 from core.runs.manager import RunManager
 from core.serve.manager import ModelManager
 from core.spec import default_sampling, has_final_model
@@ -22,7 +24,7 @@ from core.spec import default_sampling, has_final_model
 
 @dataclass
 class Workspace:
-    dataset_dir: Path = REPO_ROOT / "sample_videos"
+    dataset_dir: Path | None = None  # None: a copy of the bundled sample_videos (core.paths.default_dataset)
     runs_dir: Path = REPO_ROOT / "checkpoints"
     default_model: str = TINY_DEFAULT
     models: ModelManager = field(default_factory=ModelManager)
@@ -31,7 +33,7 @@ class Workspace:
     _stores: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        self.dataset_dir = Path(self.dataset_dir)
+        self.dataset_dir = Path(self.dataset_dir) if self.dataset_dir is not None else default_dataset()
         self.runs_dir = Path(self.runs_dir)
         self.runs = RunManager(self.runs_dir)
 
@@ -45,6 +47,22 @@ class Workspace:
         if key not in self._stores:
             self._stores[key] = AnnotationStore(self.dataset_dir)
         return self._stores[key]
+
+    def open_note(self) -> str | None:
+        """Checked before the app is built: a dataset folder that does not exist is refused (a typo
+        used to open an empty app that said "0 clips"); one with no clips and no schema yet is a
+        new dataset, and the returned note says how to start it. None for an existing dataset."""
+        root = self.dataset_dir
+        if not root.exists():
+            raise DatasetError(f"dataset folder {root} does not exist (check the path; to start a new dataset, "
+                               f"create the empty folder first)")
+        if not root.is_dir():
+            raise DatasetError(f"dataset folder {root} is not a folder")
+        has_clips = (root / METADATA).is_file() or any((root / "videos").glob("*"))
+        if has_clips or (root / SCHEMA).is_file():
+            return None
+        return (f"**New dataset** in `{root}`: no clips and no schema yet. Start in the **Schema** tab (pick a preset "
+                f"or write your own, then Save), then add clips in **Annotate → Add clips**.")
 
     def fold_pending(self) -> None:
         """Write every open store's pending saves (metadata.pending.jsonl) into its metadata.jsonl, so

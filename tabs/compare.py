@@ -6,7 +6,7 @@ import json
 
 import gradio as gr
 
-from core.errors import WorkbenchError
+from tabs.feedback import failure_text
 
 RUNS_BASE = "(the run's own base)"
 SCHEMA_PROMPT = "the run's schema prompt"
@@ -22,7 +22,16 @@ def _cell(value) -> str:
     return (text[:60] + "…" if len(text) > 60 else text).replace("|", "\\|").replace("\n", " ")
 
 
-def side_markdown(side: dict | None) -> str:
+CONSTRAINED_DEFAULT = True  # what `predict` does: every tab starts where the batch answers will come from
+DECODING_LABEL = "Constrain decoding to the schema (as `predict` does)"
+
+
+def decoding_text(constrained: bool) -> str:
+    """How an answer or a score was decoded: said beside every one, since the two differ a lot early on."""
+    return "constrained to the schema" if constrained else "unconstrained"
+
+
+def side_markdown(side: dict | None, constrained: bool | None = None) -> str:
     if side is None:
         return "_waiting…_"
     if side["schema_valid"]:
@@ -30,6 +39,8 @@ def side_markdown(side: dict | None) -> str:
     else:
         badge = "✖ not schema-valid: " + (side["parse_error"] or "; ".join(side["schema_errors"][:3]))
     text = f"**{badge}** · {side['new_tokens']} tokens in {side['seconds']:.2f}s ({side['tokens_per_s']} tok/s)"
+    if constrained is not None:
+        text += f" · decoding {decoding_text(constrained)}"
     confidence, agree = side.get("confidence") or {}, side.get("agreement") or {}
     parsed = side.get("parsed") if isinstance(side.get("parsed"), dict) else {}
     fields = list(dict.fromkeys([*confidence, *agree]))
@@ -53,7 +64,8 @@ def clip_choices(ws) -> list[tuple[str, str]]:
 
 
 def run_compare(ws, rel, upload, run, base, mode, prompt, constrained):
-    """Generator for the tab: yields the frames and instruction, then each side as soon as it is done.
+    """Generator for the tab: yields the frames and instruction, then each side as soon as it is done,
+    then the message beside the button ("" when all went well, the reason when not).
 
     The model work runs in a worker thread that holds the model manager's lock from start to end
     (a generator may resume on another thread, and a lock must be released where it was taken)."""
@@ -62,37 +74,45 @@ def run_compare(ws, rel, upload, run, base, mode, prompt, constrained):
 
     from core.serve.compare import compare_clip
 
+    skip = [gr.skip()] * 9
     if not run:
-        raise gr.Error("pick a fine-tuned run (train one in the Train tab)")
+        yield (*skip, "✖ pick a fine-tuned run (train one in the Train tab)")
+        return
     if upload:
         video, label = upload, None
     elif rel:
-        clip = ws.store.clip(rel)
+        try:
+            clip = ws.store.clip(rel)
+        except Exception as exc:  # a clip gone since the list was drawn: said beside the button
+            yield (*skip, failure_text(exc, "compare"))
+            return
         video, label = clip.path, (clip.label or None)
     else:
-        raise gr.Error("pick a clip or upload one")
+        yield (*skip, "✖ pick a clip or upload one")
+        return
     free = mode == FREE_PROMPT
+    constrained = bool(constrained) and not free
     events: queue.Queue = queue.Queue()
 
     def work():
         try:
             result = compare_clip(ws.models, video, run, None if base in (None, "", RUNS_BASE) else base,
                                   label=label, prompt=(prompt or EXAMPLE_PROMPT) if free else None,
-                                  constrained=bool(constrained) and not free,
+                                  constrained=constrained,
                                   on_frames=lambda fr, instr: events.put(("frames", (fr, instr))),
                                   on_side=lambda name, side: events.put(("side", (name, side))))
             events.put(("done", result))
-        except Exception as exc:  # handed to the UI thread, which raises it there
+        except Exception as exc:  # handed to the UI thread, which shows it beside the button
             events.put(("error", exc))
 
     threading.Thread(target=work, daemon=True).start()
     view = [None, "", side_markdown(None), "", None, side_markdown(None), "", None]
+    yield (*view, ws.models.status_line(), "")  # a new try clears the last one's results and message
     while True:
         kind, payload = events.get()
         if kind == "error":
-            if isinstance(payload, WorkbenchError):
-                raise gr.Error(str(payload)) from payload
-            raise payload
+            yield (*view, ws.models.status_line(), failure_text(payload, "compare"))
+            return
         if kind == "frames":
             fr, instr = payload
             view[0] = [(f, f"#{i} · {t:.1f}s") for f, i, t in zip(fr.frames, fr.indices, fr.timestamps)]
@@ -100,31 +120,30 @@ def run_compare(ws, rel, upload, run, base, mode, prompt, constrained):
         elif kind == "side":
             name, side = payload
             at = 2 if name == "base" else 5
-            view[at:at + 3] = [side_markdown(side), side["text"],
+            view[at:at + 3] = [side_markdown(side, constrained), side["text"],
                                side["parsed"] if side["parsed"] is not None else json.dumps(None)]
-        yield (*view, ws.models.status_line())
+        yield (*view, ws.models.status_line(), "")
         if kind == "done":
             return
 
 
-def build(ws) -> None:
+def build(ws, pickers) -> None:
     choices = clip_choices(ws)
-    runs = [str(p) for p in ws.finished_runs()]
     with gr.Row():
         with gr.Column(scale=1):
             clip = gr.Dropdown(choices, value=choices[0][1] if choices else None, label="Clip", elem_id="compare-clip")
             upload = gr.Video(label="…or upload a clip", sources=["upload"])
-            run = gr.Dropdown(runs, value=runs[0] if runs else None, label="Fine-tuned run",
-                              allow_custom_value=True, elem_id="compare-run")
+            run = pickers.run(label="Fine-tuned run", elem_id="compare-run")
             base = gr.Dropdown([RUNS_BASE, ws.default_model], value=RUNS_BASE, label="Base model",
                                allow_custom_value=True)
             mode = gr.Radio([SCHEMA_PROMPT, FREE_PROMPT], value=SCHEMA_PROMPT, label="Prompt")
             prompt = gr.Textbox(EXAMPLE_PROMPT, label="Free-form prompt", lines=2, visible=False)
-            constrained = gr.Checkbox(False, label="Constrain decoding to the schema", elem_id="compare-constrained")
+            constrained = gr.Checkbox(CONSTRAINED_DEFAULT, label=DECODING_LABEL, elem_id="compare-constrained")
             go = gr.Button("Compare", variant="primary", elem_id="compare-run-button")
+            message = gr.Markdown(elem_id="compare-message")
             memory = gr.Markdown(ws.models.status_line(), elem_id="compare-memory")
         with gr.Column(scale=3):
-            frames = gr.Gallery(label="Frames both models get", columns=8, height=130, allow_preview=False)
+            frames = frame_strip("Frames both models get", "compare-frames")
             instruction = gr.Textbox(label="Instruction both models get", lines=3, interactive=False)
             with gr.Row():
                 outs = []
@@ -135,11 +154,19 @@ def build(ws) -> None:
                                  gr.Textbox(label="Raw output", lines=4),
                                  gr.JSON(label="Parsed JSON")]
     mode.change(lambda m: gr.update(visible=m == FREE_PROMPT), mode, prompt)
-    run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
     clip.focus(lambda: gr.update(choices=clip_choices(ws)), None, clip)
+
     def on_compare(*args):
         # a generator function (not a lambda returning one): Gradio streams only what it sees is one
         yield from run_compare(ws, *args)
 
     go.click(on_compare, [clip, upload, run, base, mode, prompt, constrained],
-             [frames, instruction, *outs, memory], api_name="compare", concurrency_id="gpu", concurrency_limit=1)
+             [frames, instruction, *outs, memory, message], api_name="compare", concurrency_id="gpu",
+             concurrency_limit=1)
+
+
+def frame_strip(label: str, elem_id: str) -> gr.Gallery:
+    """The frames a model gets, each whole at its own aspect ratio and all in view: a square crop
+    hid the right edge of wide dashcam frames (where the nav arrow a label depends on sits)."""
+    return gr.Gallery(label=label, columns=4, height="auto", object_fit="contain", allow_preview=False,
+                      elem_id=elem_id, elem_classes=["vvw-frame-strip"])

@@ -15,12 +15,12 @@ import gradio as gr
 import pandas as pd
 
 from core.data.exports import DATASET_FORMATS
-from core.errors import WorkbenchError
-from tabs.annotate import page_load
+from tabs.compare import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text
+from tabs.feedback import failure_text
 
 FORMATS = [".jsonl", ".csv", ".parquet", ".sqlite"]
 SPLITS = ["test", "val", "train", "all"]
-SCORE_COLUMNS = ["model", "clips", "json_valid", "schema_valid", "mean_field_acc"]
+SCORE_COLUMNS = ["model", "decoding", "clips", "json_valid", "schema_valid", "mean_field_acc"]
 
 
 def exports_dir(ws) -> Path:
@@ -50,17 +50,22 @@ def do_predict(ws, model, source, folder, split, fmt, constrained, batch_size, p
 def do_evaluate(ws, names, split, constrained, progress=None):
     from core.serve.report import comparison_rows, confusion_rows, evaluate_models, write_report
 
-    if not names:
-        raise gr.Error("pick at least one model")
     reports = evaluate_models(ws.models, ws.dataset_dir, split, list(names), constrained=bool(constrained),
                               progress=progress)
     js, md = write_report(reports, exports_dir(ws))
-    table = pd.DataFrame(comparison_rows(reports))
+    table = score_table(comparison_rows(reports), constrained)
     last = list(reports.values())[-1]  # the last model picked: usually the fine-tuned one
     plots = {f: pd.DataFrame(confusion_rows(last, f), columns=["true", "predicted", "count"])
              for f in last.get("confusion", {})}
     warnings = [w for r in reports.values() for w in r["warnings"]]  # what `cli.py eval` prints on stderr
     return table, plots, [str(js), str(md)], last["model"], warnings
+
+
+def score_table(rows: list[dict], constrained) -> pd.DataFrame:
+    """The Scores table: comparison rows with how they were decoded (every score says its mode)."""
+    table = pd.DataFrame(rows)
+    table.insert(1, "decoding", decoding_text(bool(constrained)))
+    return table
 
 
 def export_model(ws, run, what) -> str:
@@ -78,8 +83,6 @@ def publish(ws, run, repo_id, merged, private, evaluate, token, dry_run: bool) -
     Returns the message and the model card's text."""
     from core.hub import publish_run
 
-    if not run:
-        raise gr.Error("pick a run")
     target = exports_dir(ws) / f"hub-{Path(run).name}-{time.strftime('%Y%m%d-%H%M%S')}" if dry_run else None
     result = publish_run(run, repo_id, merged=bool(merged), private=bool(private), dry_run=target,
                          split="test" if evaluate else None, token=(token or "").strip() or None)
@@ -91,26 +94,16 @@ def publish(ws, run, repo_id, merged, private, evaluate, token, dry_run: bool) -
     return head + ("\n\n" + notes if notes else ""), card
 
 
-def latest_model(ws) -> str:
-    """The model batch prediction starts on: the newest finished run, else the base."""
-    runs = ws.finished_runs()
-    return str(runs[0]) if runs else ws.default_model
-
-
-def build(ws) -> None:
-    def model_choices():
-        return ws.model_choices()
-
+def build(ws, pickers) -> None:
     with gr.Accordion("Batch prediction", open=True):
         with gr.Row():
-            model = gr.Dropdown(model_choices(), value=latest_model(ws), label="Model", allow_custom_value=True,
-                                elem_id="export-model")
+            model = pickers.model(label="Model", elem_id="export-model")
             source = gr.Radio(["dataset split", "folder"], value="dataset split", label="Clips from")
             split = gr.Dropdown(SPLITS, value="test", label="Split", elem_id="export-split")
             folder = gr.Textbox(label="Folder of videos (for 'folder')")
         with gr.Row():
             fmt = gr.Dropdown(FORMATS, value=".sqlite", label="Output", elem_id="export-format")
-            constrained = gr.Checkbox(True, label="Constrain decoding to the schema", elem_id="export-constrained")
+            constrained = gr.Checkbox(CONSTRAINED_DEFAULT, label=DECODING_LABEL, elem_id="export-constrained")
             batch = gr.Number(8, precision=0, label="Batch size")
             engine = gr.Radio(["local", "ray"], value="local", label="Engine", elem_id="export-engine",
                               info="ray: decoding and the model in parallel stages (a local Ray)")
@@ -121,11 +114,11 @@ def build(ws) -> None:
 
     with gr.Accordion("Evaluate (base vs fine-tuned)", open=True):
         with gr.Row():
-            models = gr.Dropdown(model_choices(), value=model_choices()[:2], multiselect=True, label="Models",
-                                 allow_custom_value=True)
+            models = pickers.models(label="Models", elem_id="export-models")
             eval_split = gr.Dropdown(SPLITS, value="test", label="Split")
-            eval_constrained = gr.Checkbox(False, label="Constrained decoding")
+            eval_constrained = gr.Checkbox(CONSTRAINED_DEFAULT, label=DECODING_LABEL, elem_id="export-eval-constrained")
             eval_go = gr.Button("Evaluate", variant="primary", elem_id="export-evaluate")
+        eval_msg = gr.Markdown(elem_id="export-eval-msg")
         table = gr.Dataframe(pd.DataFrame(columns=SCORE_COLUMNS), label="Scores", interactive=False,
                              elem_id="export-scores")  # named columns before the first evaluation, not 1 2 3
         plots_state = gr.State({})
@@ -141,18 +134,18 @@ def build(ws) -> None:
 
     with gr.Accordion("Export a model or the dataset", open=False):
         with gr.Row():
-            run = gr.Dropdown([str(p) for p in ws.finished_runs()], label="Run", allow_custom_value=True)
+            run = pickers.run(label="Run", elem_id="export-run")
             what = gr.Radio(["adapter", "merged"], value="adapter", label="What")
             export_go = gr.Button("Export model")
         with gr.Row():
             ds_fmt = gr.Radio(list(DATASET_FORMATS), value="videofolder", label="Dataset layout")
             ds_go = gr.Button("Export dataset")
+        export_msg = gr.Markdown(elem_id="export-msg")
         export_file = gr.File(label="Download")
 
     with gr.Accordion("Publish to the Hugging Face Hub", open=False):
         with gr.Row():
-            hub_run = gr.Dropdown([str(p) for p in ws.finished_runs()], label="Run", allow_custom_value=True,
-                                  elem_id="hub-run")
+            hub_run = pickers.run(label="Run", elem_id="hub-run")
             hub_repo = gr.Textbox(label="Repository (owner/name)", elem_id="hub-repo")
             hub_token = gr.Textbox(label="Token (blank: HF_TOKEN or `hf auth login`)", type="password")
         with gr.Row():
@@ -164,51 +157,50 @@ def build(ws) -> None:
         hub_msg = gr.Markdown(elem_id="hub-msg")
         hub_card = gr.Code(label="Model card (README.md)", language="markdown", interactive=False)
 
-    def refresh_models():
-        return gr.update(choices=model_choices())
-
-    model.focus(refresh_models, None, model)
-    # each visit starts on the newest finished run, not the untrained base a batch would be wasted on
-    page_load()(lambda: gr.update(choices=model_choices(), value=latest_model(ws)), None, model)
-    models.focus(refresh_models, None, models)
-    run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, run)
-    hub_run.focus(lambda: gr.update(choices=[str(p) for p in ws.finished_runs()]), None, hub_run)
+    skip = gr.skip()
 
     def on_predict(model_, source_, split_, folder_, fmt_, constrained_, batch_, engine_, workers_,
                    progress=gr.Progress()):  # noqa: B008
         if source_ == "folder" and not (folder_ or "").strip():
-            raise gr.Error("give a folder of videos")
+            return "✖ give a folder of videos", skip
+        if not model_:
+            return "✖ pick a model", skip
         try:
-            return do_predict(ws, model_, "folder" if source_ == "folder" else "dataset", folder_, split_, fmt_,
-                              constrained_, batch_, progress=lambda d, t: progress((d, t), desc="predicting"),
-                              engine=engine_, workers=workers_)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+            text, out = do_predict(ws, model_, "folder" if source_ == "folder" else "dataset", folder_, split_, fmt_,
+                                   constrained_, batch_, progress=lambda d, t: progress((d, t), desc="predicting"),
+                                   engine=engine_, workers=workers_)
+        except Exception as exc:  # the reason stays beside the button (tabs.feedback), not in a fading toast
+            return failure_text(exc, "predict"), skip
+        return f"{text} · decoding {decoding_text(bool(constrained_))}", out
 
     def on_evaluate(names, split_, constrained_, progress=gr.Progress()):  # noqa: B008
+        if not names:
+            return skip, skip, skip, skip, "✖ pick at least one model"
         try:
             table_, plots, files, shown, warnings = do_evaluate(
                 ws, names, split_, constrained_, progress=lambda d, t: progress((d, t), desc="evaluating"))
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
-        for warning in warnings:
-            gr.Warning(warning)
+        except Exception as exc:
+            return skip, skip, skip, skip, failure_text(exc, "evaluate")
         title = "".join(f"**Warning:** {w}\n\n" for w in warnings) + f"Confusion matrices of `{shown}`"
-        return table_, plots, title, files
+        return table_, plots, title, files, f"scored {len(names)} model(s) on {split_}, decoding " \
+                                           f"{decoding_text(bool(constrained_))}"
 
     def on_export(run_, what_):
         if not run_:
-            raise gr.Error("pick a run")
+            return "✖ pick a run", skip
         try:
-            return export_model(ws, run_, what_)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+            return "", export_model(ws, run_, what_)
+        except Exception as exc:
+            return failure_text(exc, "export"), skip
 
     def on_publish(dry_run, run_, repo_, merged_, private_, eval_, token_):
+        # a new try replaces the last message and card, so an old preview never sits under a new error
+        if not run_:
+            return "✖ pick a run", ""
         try:
             return publish(ws, run_, repo_, merged_, private_, eval_, token_, dry_run)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+        except Exception as exc:
+            return failure_text(exc, "preview" if dry_run else "publish"), ""
 
     def on_export_dataset(layout):
         from core.data.exports import export_dataset
@@ -217,17 +209,19 @@ def build(ws) -> None:
         target.mkdir(parents=True)  # a folder for every layout, so the download is one zip
         try:
             export_dataset(ws.dataset_dir, target, layout)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+        except Exception as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            return failure_text(exc, "export dataset"), skip
         shutil.make_archive(str(target), "zip", target)
-        return str(target) + ".zip"
+        return "", str(target) + ".zip"
 
     go.click(on_predict, [model, source, split, folder, fmt, constrained, batch, engine, workers], [pred_msg, pred_file],
              api_name="predict", concurrency_id="gpu", concurrency_limit=1)
-    eval_go.click(on_evaluate, [models, eval_split, eval_constrained], [table, plots_state, plots_title, report_files],
-                  api_name="evaluate", concurrency_id="gpu", concurrency_limit=1)
-    export_go.click(on_export, [run, what], export_file, api_name="export_model")
-    ds_go.click(on_export_dataset, ds_fmt, export_file, api_name="export_dataset")
+    eval_go.click(on_evaluate, [models, eval_split, eval_constrained],
+                  [table, plots_state, plots_title, report_files, eval_msg], api_name="evaluate",
+                  concurrency_id="gpu", concurrency_limit=1)
+    export_go.click(on_export, [run, what], [export_msg, export_file], api_name="export_model")
+    ds_go.click(on_export_dataset, ds_fmt, [export_msg, export_file], api_name="export_dataset")
     hub_inputs = [hub_run, hub_repo, hub_merged, hub_private, hub_eval, hub_token]
     hub_dry.click(lambda *a: on_publish(True, *a), hub_inputs, [hub_msg, hub_card], api_name="publish_dry_run",
                   concurrency_id="gpu", concurrency_limit=1)

@@ -18,6 +18,8 @@ import pandas as pd
 from core.config import TrainConfig, field_docs
 from core.errors import ConfigError, WorkbenchError
 from core.runs.files import RunFiles, duration_text
+from tabs.annotate import page_load
+from tabs.feedback import failure_text
 
 # The form's fields, in the order the handlers (and the /start_run and /estimate API) take them.
 FORM_KEYS = ("model", "method", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "frames", "sampling",
@@ -174,7 +176,7 @@ def build(ws) -> None:
     with gr.Row(equal_height=True):
         dataset = gr.Textbox(value=str(ws.dataset_dir), label="Dataset folder (seed layout)", elem_id="train-dataset",
                              scale=3)
-        name = gr.Textbox(value=lambda: time.strftime("run-%Y%m%d-%H%M%S"), label="Run name", elem_id="train-name",
+        name = gr.Textbox(value=time.strftime("run-%Y%m%d-%H%M%S"), label="Run name", elem_id="train-name",
                           scale=2)
     with gr.Row(equal_height=True):
         start = gr.Button("Start", variant="primary", elem_id="train-start", interactive=policy.mode != "off")
@@ -183,6 +185,7 @@ def build(ws) -> None:
                             elem_id="train-estimate-timed", scale=2)
         stop = gr.Button("Stop (save)", elem_id="train-stop")
         resume = gr.Button("Resume", elem_id="train-resume")
+    message = gr.Markdown(elem_id="train-message")  # why the last action failed, until the next one
     estimate_out = gr.Textbox(label="Estimate", lines=3, max_lines=30, interactive=False, elem_id="train-estimate-out",
                               placeholder="Estimate: tokens per clip, memory and the expected duration, before "
                                           "anything starts")
@@ -297,62 +300,81 @@ def build(ws) -> None:
         return (gr.update(choices=choices, value=run_name), run_progress(status, evals), loss_frame(run_dir), evals,
                 log_text, table_df)
 
-    def on_start(ds, run_name, base_cfg, *values):
+    skip = gr.skip()
+    estimates: dict[str, str] = {}  # run name -> the estimate shown when it started, for a reload mid-run
+
+    def on_start(ds, run_name, base_cfg, estimate_shown, *values):
         try:
             ws.start_training(ds, run_name, form_to_config(base_cfg, **dict(zip(FORM_KEYS, values))))
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"started {run_name}; the app's loaded models were unloaded to free memory")
-        return run_name.strip()
+        except Exception as exc:
+            return skip, failure_text(exc, "start")
+        estimates[run_name.strip()] = estimate_shown or ""
+        return run_name.strip(), f"started {run_name.strip()}; the app's loaded models were unloaded to free memory"
 
     def on_estimate(ds, base_cfg, timed_on, *values):
         try:
-            return estimate_text(ds, base_cfg, dict(zip(FORM_KEYS, values)), timed_on)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+            return estimate_text(ds, base_cfg, dict(zip(FORM_KEYS, values)), timed_on), ""
+        except Exception as exc:
+            return skip, failure_text(exc, "estimate")
 
     def on_clone(run_name):
         try:
             values, config = clone_config(ws, run_name)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"form filled from {run_name}; give the new run a name and press Start")
-        return [config, time.strftime("run-%Y%m%d-%H%M%S")] + [values[k] for k in FORM_KEYS]
+        except Exception as exc:
+            return [skip] * (2 + len(FORM_KEYS)) + [failure_text(exc, "clone")]
+        return ([config, time.strftime("run-%Y%m%d-%H%M%S")] + [values[k] for k in FORM_KEYS]
+                + [f"form filled from {run_name}; give the new run a name and press Start"])
 
     def on_merge(run_name):
         from core.train.merge import merge_run
 
         if not run_name:
-            raise gr.Error("pick a run")
+            return skip, "✖ pick a run"
         try:
             out = merge_run(ws.runs.run_dir(run_name))
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
-        gr.Info(f"merged model written to {out}")
-        return f"merged model written to {out} (usable as a model anywhere)"
+        except Exception as exc:
+            return skip, failure_text(exc, "merge")
+        return f"merged model written to {out} (usable as a model anywhere)", f"merged model written to {out}"
 
     def on_stop(run_name):
         if not run_name:
-            raise gr.Error("pick a run")
+            return skip, "✖ pick a run"
         try:
             ws.runs.stop(ws.runs.run_dir(run_name))
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
-        return run_name
+        except Exception as exc:
+            return skip, failure_text(exc, "stop")
+        return run_name, f"asked {run_name} to stop: it saves a checkpoint and ends"
 
     def on_resume(run_name):
+        if not run_name:
+            return skip, "✖ pick a run"
         try:
             ws.runs.resume(ws.runs.run_dir(run_name))
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
-        return run_name
+        except Exception as exc:
+            return skip, failure_text(exc, "resume")
+        return run_name, f"resumed {run_name} from its last checkpoint"
+
+    def on_page_load():
+        """A reload during a run shows that run's form (its config.yaml), name and estimate, not the
+        defaults a new page is built with."""
+        active = ws.runs.active()
+        fresh = [skip, time.strftime("run-%Y%m%d-%H%M%S"), skip] + [skip] * len(FORM_KEYS)  # a new run's name
+        if active is None:
+            return fresh
+        try:
+            values, config = clone_config(ws, active.name)
+        except WorkbenchError:
+            return fresh
+        return [config, active.name, estimates.get(active.name, skip)] + [values[k] for k in FORM_KEYS]
 
     outputs = [selected, progress, curve, eval_curve, log, table]
-    start.click(on_start, [dataset, name, base, *form], selected, api_name="start_run").then(refresh, selected, outputs)
-    estimate_btn.click(on_estimate, [dataset, base, timed, *form], estimate_out, api_name="estimate")
-    clone.click(on_clone, selected, [base, name, *form], api_name="clone_config")
-    merge.click(on_merge, selected, estimate_out, api_name="merge_run")
-    stop.click(on_stop, selected, selected, api_name="stop_run").then(refresh, selected, outputs)
-    resume.click(on_resume, selected, selected, api_name="resume_run").then(refresh, selected, outputs)
+    start.click(on_start, [dataset, name, base, estimate_out, *form], [selected, message],
+                api_name="start_run").then(refresh, selected, outputs)
+    estimate_btn.click(on_estimate, [dataset, base, timed, *form], [estimate_out, message], api_name="estimate")
+    clone.click(on_clone, selected, [base, name, *form, message], api_name="clone_config")
+    merge.click(on_merge, selected, [estimate_out, message], api_name="merge_run")
+    stop.click(on_stop, selected, [selected, message], api_name="stop_run").then(refresh, selected, outputs)
+    resume.click(on_resume, selected, [selected, message], api_name="resume_run").then(refresh, selected, outputs)
     selected.change(refresh, selected, outputs, api_name="run_status")
     gr.Timer(2.0).tick(refresh, selected, outputs, show_progress="hidden")
+    page_load()(on_page_load, None, [base, name, estimate_out, *form], show_progress="hidden")

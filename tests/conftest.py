@@ -13,6 +13,8 @@ from tests.support import REPO, SAMPLES
 if "VVW_CACHE_DIR" not in os.environ:
     os.environ["VVW_CACHE_DIR"] = tempfile.mkdtemp(prefix="vvw-test-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "VVW_DATA_DIR" not in os.environ:  # the app's own copy of the bundle (core.paths.default_dataset), never the repo's
+    os.environ["VVW_DATA_DIR"] = tempfile.mkdtemp(prefix="vvw-test-data-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import SAMPLES
+from tests.support import make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,8 @@ def client(tmp_path_factory):
     from app import build_app
     from core.workspace import Workspace
 
-    ws = Workspace(dataset_dir=SAMPLES, runs_dir=tmp_path_factory.mktemp("runs"))
+    root = make_dataset(tmp_path_factory.mktemp("app") / "ds", n=4)  # a copy: the app writes into its dataset
+    ws = Workspace(dataset_dir=root, runs_dir=tmp_path_factory.mktemp("runs"))
     demo = build_app(ws)
     demo.queue()
     demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
@@ -23,10 +24,11 @@ def client(tmp_path_factory):
 
 
 def test_inference_endpoint_returns_frames_and_output(client):
-    gallery, status, raw, parsed = client.predict("videos/clip_0000.mp4", "tiny:default", api_name="/on_run")
+    gallery, status, raw, parsed, message = client.predict("videos/clip_0000.mp4", "tiny:default", True,
+                                                           api_name="/run_model")
     assert len(gallery) == 8  # the frames the model actually gets
-    assert isinstance(raw, str)
-    assert "schema-valid" in status  # the badge is shown either way
+    assert isinstance(raw, str) and message == ""
+    assert "✔ schema-valid" in status and "decoding constrained to the schema" in status  # the tab's default
 
 
 def test_show_clip_returns_label(client):

@@ -49,9 +49,10 @@ def _export_tab_handler(ws, api_name):
     import gradio as gr
 
     from tabs import export
+    from tabs.pickers import Pickers
 
     with gr.Blocks() as demo:
-        export.build(ws)
+        export.build(ws, Pickers(ws))
     return next(f.fn for f in demo.fns.values() if f.api_name == api_name)
 
 
@@ -66,8 +67,8 @@ def test_export_dataset_gives_a_zip_of_each_layout(tmp_path):
                                 "test/metadata.jsonl"},
                 "conversation": {"conversations.jsonl"}}
     for layout, names in expected.items():
-        archive = export_dataset(layout)
-        assert archive.endswith(".zip") and f"dataset-{layout}-" in archive
+        message, archive = export_dataset(layout)
+        assert message == "" and archive.endswith(".zip") and f"dataset-{layout}-" in archive
         assert names <= set(zipfile.ZipFile(archive).namelist()), layout
     lines = zipfile.ZipFile(archive).read("conversations.jsonl").decode().splitlines()
     assert len(lines) == 4 and json.loads(lines[0])["conversations"][1]["from"] == "gpt"
@@ -180,31 +181,52 @@ def test_the_tabs_evaluation_shows_the_schema_warning_cli_eval_prints(tmp_path, 
     assert f"warning: {expected}" in out.stderr.splitlines() and json.loads(out.stdout)["warnings"] == [expected]
 
     ws = Workspace(dataset_dir=root, runs_dir=tmp_path / "runs")
-    _, _, title, files = _export_tab_handler(ws, "evaluate")(["tiny:default", str(run)], "val", False)
+    _, _, title, files, message = _export_tab_handler(ws, "evaluate")(["tiny:default", str(run)], "val", False)
+    assert message.endswith("decoding unconstrained")
     assert title.splitlines()[0] == f"**Warning:** {expected}"  # once: the base is asked with the dataset's schema
     assert title.count("**Warning:**") == 1 and title.endswith(f"Confusion matrices of `{run}`")
     saved = json.loads(open(files[0]).read())
     assert saved[str(run)]["warnings"] == [expected] and saved["tiny:default"]["warnings"] == []
 
 
-def test_batch_prediction_starts_on_the_newest_finished_run(tmp_path, short_run):
-    from tabs.export import latest_model
-    from tests.support import SAMPLES
+def test_pickers_list_the_runs_that_exist_now_and_move_to_a_new_one(tmp_path, short_run):
+    """Every run/model picker (tabs.pickers) lists finished runs at refresh time and starts on the
+    newest; a picker the person set to another run keeps it when a new run finishes."""
+    import os
 
-    ws = Workspace(dataset_dir=SAMPLES, runs_dir=tmp_path / "runs")
-    assert latest_model(ws) == ws.default_model  # no run yet: the base
+    from tabs.pickers import MODEL, MODELS, RUN, Pickers
+
+    ws = Workspace(dataset_dir=make_dataset(tmp_path / "d", n=2), runs_dir=tmp_path / "runs")
+    pickers = Pickers(ws)
+    assert pickers.default(RUN) is None and pickers.default(MODEL) == ws.default_model  # no run yet: the base
+    assert pickers.default(MODELS) == [ws.default_model]
     (tmp_path / "runs").mkdir()
-    shutil.copytree(short_run, tmp_path / "runs" / "first")
-    assert latest_model(ws) == str(tmp_path / "runs" / "first")
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    shutil.copytree(short_run, first)
+    before = pickers._runs()
+    assert before == [str(first)] and pickers.default(MODEL) == str(first)
+    assert pickers.default(MODELS) == [ws.default_model, str(first)]
+    assert [v for _, v in pickers.choices(MODEL)] == [ws.default_model, str(first)]
+    shutil.copytree(short_run, second)
+    os.utime(second, (first.stat().st_mtime + 10,) * 2)  # finished after the first
+    pickers._items = [(None, RUN), (None, RUN), (None, MODELS)]
+    on_default, chosen, several = pickers.updates(before, [str(first), str(first) + "-other", [ws.default_model,
+                                                                                                str(first)]])
+    assert on_default["value"] == str(second)  # was on the newest: moves to the new newest
+    assert "value" not in chosen  # picked on purpose: kept
+    assert several["value"] == [ws.default_model, str(second)]
+    assert [v for _, v in on_default["choices"]] == [str(second), str(first)]
 
 
 def test_the_empty_scores_table_names_the_columns_an_evaluation_fills():
     from core.serve.report import comparison_rows
-    from tabs.export import SCORE_COLUMNS
+    from tabs.export import SCORE_COLUMNS, score_table
 
     report = {"count": 3, "json_valid_rate": 1.0, "schema_valid_rate": 1.0, "mean_field_accuracy": 0.5,
               "per_field": {"a": 0.5}, "text_scores": {}}
-    assert list(comparison_rows({"m": report})[0])[:len(SCORE_COLUMNS)] == SCORE_COLUMNS
+    table = score_table(comparison_rows({"m": report}), constrained=True)
+    assert list(table.columns)[:len(SCORE_COLUMNS)] == SCORE_COLUMNS
+    assert list(table["decoding"]) == ["constrained to the schema"]
 
 
 def test_publish_preview_writes_the_folder_and_shows_the_card(tmp_path, short_run):

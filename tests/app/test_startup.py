@@ -1,0 +1,77 @@
+"""What `python app.py --dataset DIR` does with a folder that is not there or is empty, and where
+the default dataset lives (a copy, so trying the app never edits the repository)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from core.runs.launch import free_port
+from tests.support import REPO, SAMPLES
+
+
+def test_a_missing_dataset_folder_is_refused_with_one_line(tmp_path):
+    missing = tmp_path / "no-such-folder"
+    out = subprocess.run([sys.executable, str(REPO / "app.py"), "--dataset", str(missing), "--runs",
+                          str(tmp_path / "runs"), "--port", str(free_port())],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode != 0
+    lines = out.stderr.strip().splitlines()
+    assert lines == [f"error: dataset folder {missing} does not exist (check the path; to start a new dataset, "
+                     f"create the empty folder first)"]
+    assert not missing.exists()  # not created behind the person's back
+
+
+@pytest.mark.slow
+def test_an_empty_folder_is_offered_as_a_new_dataset(tmp_path):
+    empty = tmp_path / "new-dataset"
+    empty.mkdir()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--dataset", str(empty), "--runs",
+                             str(tmp_path / "runs"), "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5).read())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.time() < deadline, "app did not answer within 180 s"
+                time.sleep(1)
+        notes = [c["props"].get("value", "") for c in config["components"]
+                 if c.get("props", {}).get("elem_id") == "app-note"]
+        assert len(notes) == 1 and notes[0].startswith(f"**New dataset** in `{empty}`: no clips and no schema yet")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"New dataset in {empty}: no clips and no schema yet" in err
+
+
+def test_the_default_dataset_is_a_copy_of_the_bundle_outside_the_repository(tmp_path, monkeypatch):
+    from core.paths import default_dataset
+    from core.workspace import Workspace
+
+    monkeypatch.setenv("VVW_DATA_DIR", str(tmp_path / "data"))
+    ws = Workspace(runs_dir=tmp_path / "runs")
+    assert ws.dataset_dir == tmp_path / "data" / "sample_videos" and ws.open_note() is None
+    assert (ws.dataset_dir / "metadata.jsonl").read_bytes() == (SAMPLES / "metadata.jsonl").read_bytes()
+    assert len(list((ws.dataset_dir / "videos").iterdir())) == len(list((SAMPLES / "videos").iterdir()))
+    # a label saved in the app lands in the copy; the bundle is untouched
+    before = (SAMPLES / "metadata.jsonl").read_bytes()
+    clip = ws.store.clips(check_video=False)[0]
+    ws.store.save_label(clip.rel, {**clip.label, "caption": "edited in the copy"}, ws.store.clip_revision(clip.rel))
+    assert (SAMPLES / "metadata.jsonl").read_bytes() == before
+    assert not (SAMPLES / ".store.lock").exists()
+    assert "edited in the copy" in ws.dataset_dir.joinpath("metadata.jsonl").read_text() + "".join(
+        p.read_text() for p in ws.dataset_dir.glob("metadata.pending.jsonl"))
+    assert default_dataset() == ws.dataset_dir  # made once, then reused
+    assert not any(p.name.startswith(".sample_videos.partial") for p in (tmp_path / "data").iterdir())
+    assert os.environ["VVW_DATA_DIR"] == str(tmp_path / "data")
