@@ -5,7 +5,7 @@
 FROM python:3.11-slim
 
 ARG TORCH_VARIANT=cpu
-ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false \
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false VVW_DATA_DIR=/work/data \
     GRADIO_ANALYTICS_ENABLED=False VVW_CACHE_DIR=/work/.cache HF_HOME=/work/.hf
 WORKDIR /app
 
@@ -21,4 +21,4 @@ USER app
 # Inside the container the server must listen on all interfaces for -p to reach it.
 ENV GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=7860
 EXPOSE 7860
-CMD ["python", "app.py", "--dataset", "/app/sample_videos", "--runs", "/work/checkpoints"]
+CMD ["python", "app.py", "--runs", "/work/checkpoints"]

@@ -58,3 +58,29 @@ def small_dataset(tmp_path_factory):
     subprocess.run([sys.executable, str(SAMPLES / "generate.py"), "--seed", "5", "--count", "16", "--out", str(out)],
                    check=True, timeout=120)
     return out
+
+
+def _bundle_state() -> str | None:
+    """`git status` of the bundled dataset (None outside a git checkout): tests never write into it."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored", "--",
+                              str(SAMPLES)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    except OSError:
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def pytest_sessionstart(session):
+    session.config._vvw_bundle = _bundle_state()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails when a test wrote into sample_videos/ (a lock, drafts, a rewritten
+    metadata.jsonl): the bundle is the repository's, and `git status` must stay clean after a run."""
+    before, after = getattr(session.config, "_vvw_bundle", None), _bundle_state()
+    if before is not None and after is not None and after != before:
+        new = sorted(set(after.splitlines()) - set(before.splitlines()))
+        print("\nerror: the test run changed sample_videos/ (tests must copy the bundle):\n" + "\n".join(new))
+        session.exitstatus = 1

@@ -2,9 +2,12 @@
 
 Schema (a syntax error is reported once, above the editor) → Annotate (a refused save says why
 inline; label one clip; the highlight follows Save & next) → Train (Start above the form, blank
-default fields, an estimate with its expected duration in a wrapping box; a short run whose loss
-curve appears and which completes with its loss in the runs table) → Compare (fine-tuned side
-schema-valid with constrained decoding) → Export (JSONL and SQLite downloaded and read back).
+default fields, an estimate with its expected duration in a wrapping box; a reload mid-run shows the
+run's form; a short run whose loss curve appears and which completes with its loss in the runs
+table) → Compare (the run just trained is picked by itself; schema-valid with the default constrained
+decoding; every frame whole) → Inference (the same run, all frames whole) → Export (evaluate base vs
+the run; JSONL and SQLite downloaded and read back) → Publish (preview of the run; a publish with no
+reachable Hub keeps its reason on the page 30 s later), with no Gradio "Error" badge anywhere.
 Screenshots of each step go to $VVW_ARTIFACTS (default: tests/artifacts/). `test_review_queue`:
 pre-label new clips, the review queue opens on the least sure draft with its weak fields marked, save.
 """
@@ -50,8 +53,10 @@ def app(tmp_path_factory, artifacts):
     shutil.copytree(SAMPLES, ds, ignore=shutil.ignore_patterns("generate.py", "README.md"))
     port = free_port()
     log = open(artifacts / "browser-app.log", "w")
+    # Publish reaches for a Hub that is not there: a closed port on this machine (no outside network here)
+    env = dict(os.environ, HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{free_port()}", HF_TOKEN="hf_test")
     proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--dataset", str(ds), "--runs", str(runs),
-                             "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 240
     while True:
@@ -78,6 +83,45 @@ def _pick(page, elem_id: str, value: str) -> None:
     box.fill(value)
     box.press("Enter")
     page.keyboard.press("Escape")
+
+
+def _no_error_badge(page) -> None:
+    """Gradio marks each output of a failed event with an "Error" badge; a failure here is said in
+    words beside its button instead (tabs.feedback)."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(".error, [data-testid=status-tracker] .error")).to_have_count(0)
+    expect(page.get_by_text("Error", exact=True)).to_have_count(0)
+
+
+def _frames_whole(page, elem_id: str, count: int, shot: Path) -> None:
+    """Every frame of a strip is in view and shown whole at its own aspect ratio (not cropped to a
+    square tile, not cut off at the strip's edge), checked from the rendered image boxes."""
+    from playwright.sync_api import expect
+
+    imgs = page.locator(f"#{elem_id} img")
+    expect(imgs).to_have_count(count, timeout=60_000)
+    page.wait_for_function(f"[...document.querySelectorAll('#{elem_id} img')].every(i => i.complete && "
+                           f"i.naturalWidth > 0)", timeout=30_000)
+    page.locator(f"#{elem_id}").screenshot(path=shot)
+    boxes = page.evaluate(f"""() => {{
+        const strip = document.querySelector('#{elem_id}').getBoundingClientRect();
+        return [...document.querySelectorAll('#{elem_id} img')].map(i => {{
+            const r = i.getBoundingClientRect(), fit = getComputedStyle(i).objectFit;
+            const tile = (i.closest('.thumbnail-item') || i.parentElement).getBoundingClientRect();
+            // the part of the box the picture fills: object-fit contain letterboxes, cover crops
+            const ar = i.naturalWidth / i.naturalHeight, fits = fit === 'contain' || fit === 'scale-down';
+            const w = fits ? Math.min(r.width, r.height * ar) : r.width, h = fits ? Math.min(r.height, r.width / ar) : r.height;
+            return {{ar, shown: w / h, fit, w, h,
+                     inTile: r.left >= tile.left - 1 && r.right <= tile.right + 1 && r.top >= tile.top - 1 && r.bottom <= tile.bottom + 1,
+                     inStrip: r.left >= strip.left - 1 && r.right <= strip.right + 1 && r.top >= strip.top - 1 && r.bottom <= strip.bottom + 1}};
+        }});
+    }}""")
+    assert len(boxes) == count
+    for k, b in enumerate(boxes):
+        assert b["fit"] != "cover" or abs(b["shown"] - b["ar"]) < 0.02 * b["ar"], (k, b)  # not cropped to the tile
+        assert abs(b["shown"] - b["ar"]) < 0.03 * b["ar"], (k, b)  # not stretched either
+        assert b["inTile"] and b["inStrip"] and b["w"] > 20, (k, b)  # all of it, in view
 
 
 def test_newcomer_path(app, artifacts):
@@ -166,28 +210,56 @@ def test_newcomer_path(app, artifacts):
         steps = page.locator("#train-steps input")
         steps.fill(str(STEPS))
         steps.press("Tab")
+        name = page.locator("#train-name textarea, #train-name input").first.input_value()
         page.locator("#train-start").click()
+        expect(page.locator("#train-message")).to_contain_text(f"started {name}", timeout=60_000)
+        # a reload during the run shows the running run's form and name, not a new page's defaults
+        expect(page.locator("#train-progress")).to_contain_text(re.compile("running|starting"), timeout=120_000)
+        page.reload()
+        page.get_by_role("tab", name="Train").click()
+        expect(page.locator("#train-name textarea, #train-name input").first).to_have_value(name, timeout=30_000)
+        expect(steps).to_have_value(str(STEPS))
+        expect(page.locator("#train-estimate-out textarea")).to_have_value(re.compile("expected duration"))
         expect(page.locator("#train-progress")).to_contain_text("completed", timeout=600_000)
         expect(page.locator("#train-progress")).to_contain_text(f"step {STEPS}/{STEPS}")
         expect(page.locator("#train-curve")).not_to_contain_text("No data", timeout=30_000)
         # the runs table keeps the last logged loss once the run has ended
         expect(page.locator("#train-runs")).to_contain_text(re.compile(rf"completed\s+{STEPS}\s+{STEPS}\s+\d+\.\d+"))
         page.screenshot(path=artifacts / "3-train.png", full_page=True)
-        run = next(p for p in runs.iterdir() if (p / "final").is_dir())
+        run = runs / name
+        assert (run / "final").is_dir()
+        _no_error_badge(page)
 
-        # Compare: the fine-tuned side is schema-valid with constrained decoding
+        # Compare: the run just trained is already picked (the pickers follow the runs folder), the
+        # decoding is constrained by default, and the strip shows every frame whole
         page.get_by_role("tab", name="Compare").click()
-        _pick(page, "compare-run", str(run))
-        page.locator("#compare-constrained input").check()
+        expect(page.locator("#compare-run input")).to_have_value(name, timeout=30_000)
+        expect(page.locator("#compare-constrained input")).to_be_checked()
         page.locator("#compare-run-button").click()
         badge = page.locator("#compare-fine-tuned-badge")
         expect(badge).to_contain_text("schema-valid", timeout=300_000)
         expect(badge).not_to_contain_text("not schema-valid")
+        expect(badge).to_contain_text("decoding constrained to the schema")
+        _frames_whole(page, "compare-frames", 8, artifacts / "4-compare-frames.png")
         page.screenshot(path=artifacts / "4-compare.png", full_page=True)
+        _no_error_badge(page)
 
-        # Export: JSONL and SQLite predictions, downloaded and read back
+        # Inference: the newest run is the model, the strip shows all eight frames whole
+        page.get_by_role("tab", name="Inference").click()
+        expect(page.locator("#inference-model input")).to_have_value(name, timeout=30_000)
+        page.locator("#inference-run").click()
+        expect(page.locator("#inference-status")).to_contain_text("decoding constrained", timeout=300_000)
+        _frames_whole(page, "inference-frames", 8, artifacts / "6-inference-frames.png")
+        _no_error_badge(page)
+
+        # Export: evaluate base vs the new run (both picked by default), then batch prediction
         page.get_by_role("tab", name="Export").click()
-        _pick(page, "export-model", str(run))
+        expect(page.locator("#export-model input")).to_have_value(name, timeout=30_000)
+        expect(page.locator("#export-models")).to_contain_text(name)
+        page.locator("#export-evaluate").click()
+        expect(page.locator("#export-eval-msg")).to_contain_text("scored 2 model(s) on test, decoding constrained",
+                                                                 timeout=600_000)
+        expect(page.locator("#export-scores")).to_contain_text("constrained to the schema")
         n_test = sum(1 for x in (ds / "metadata.jsonl").read_text().splitlines() if json.loads(x)["split"] == "test")
         for fmt in (".jsonl", ".sqlite"):
             _pick(page, "export-format", fmt)
@@ -207,6 +279,22 @@ def test_newcomer_path(app, artifacts):
                 assert con.execute("SELECT count(*), sum(schema_valid) FROM predictions").fetchone() == (n_test, n_test)
                 con.close()
         page.screenshot(path=artifacts / "5-export.png", full_page=True)
+        _no_error_badge(page)
+
+        # Publish: a preview of the run just trained, then a publish with no reachable Hub: the reason
+        # stays beside the button (30 s later too), in plain words, and replaces the old preview text
+        page.locator("button", has_text=re.compile("^Publish to the Hugging Face Hub")).first.click()
+        expect(page.locator("#hub-run input")).to_have_value(name, timeout=30_000)
+        page.locator("#hub-repo textarea, #hub-repo input").first.fill("me/tiny-dashcam")
+        page.locator("#hub-dry-run").click()
+        expect(page.locator("#hub-msg")).to_contain_text("Dry run: the ", timeout=600_000)
+        page.locator("#hub-publish").click()
+        expect(page.locator("#hub-msg")).to_contain_text("could not reach the Hub", timeout=600_000)
+        expect(page.locator("#hub-msg")).not_to_contain_text("Dry run")
+        page.wait_for_timeout(30_000)
+        expect(page.locator("#hub-msg")).to_contain_text("could not reach the Hub")
+        _no_error_badge(page)
+        page.screenshot(path=artifacts / "7-publish-error.png", full_page=True)
         browser.close()
 
 

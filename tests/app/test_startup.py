@@ -63,6 +63,8 @@ def test_the_default_dataset_is_a_copy_of_the_bundle_outside_the_repository(tmp_
     ws = Workspace(runs_dir=tmp_path / "runs")
     assert ws.dataset_dir == tmp_path / "data" / "sample_videos" and ws.open_note() is None
     assert (ws.dataset_dir / "metadata.jsonl").read_bytes() == (SAMPLES / "metadata.jsonl").read_bytes()
+    for name in ("metadata.jsonl", "schema.json"):  # files a person may edit in place are real copies
+        assert not os.path.samefile(ws.dataset_dir / name, SAMPLES / name)
     assert len(list((ws.dataset_dir / "videos").iterdir())) == len(list((SAMPLES / "videos").iterdir()))
     # a label saved in the app lands in the copy; the bundle is untouched
     before = (SAMPLES / "metadata.jsonl").read_bytes()

@@ -104,8 +104,8 @@ def app_client(tmp_path_factory):
 def test_start_run_from_the_tab_and_watch_it_complete(app_client):
     client, ws, data = app_client
     form = [FORM[k] for k in FORM_KEYS]
-    name = client.predict(str(data), "tabrun", *form, api_name="/start_run")
-    assert name == "tabrun"
+    name, message = client.predict(str(data), "tabrun", "", *form, api_name="/start_run")
+    assert name == "tabrun" and message.startswith("started tabrun")
     deadline = time.time() + 600
     while time.time() < deadline:
         _, progress, curve, eval_curve, log, table = client.predict("tabrun", api_name="/run_status")
@@ -156,7 +156,8 @@ def test_clone_config_endpoint_returns_the_finished_runs_form(app_client):
     client, ws, _ = app_client
     config = yaml.safe_load((ws.runs_dir / "tabrun" / "config.yaml").read_text())
     out = client.predict("tabrun", api_name="/clone_config")
-    name, values = out[0], dict(zip(FORM_KEYS, out[1:]))
+    name, values, message = out[0], dict(zip(FORM_KEYS, out[1:-1])), out[-1]
+    assert message.startswith("form filled from tabrun")
     assert name.startswith("run-") and name != "tabrun"
     assert values["max_steps"] == 12 and values["lora_r"] == 8 and values["eval_steps"] == 6
     assert values["frames"] == str(config["num_frames"]) == "8"  # the resolved value the run actually used
@@ -166,12 +167,13 @@ def test_estimate_endpoint_shows_tokens_memory_and_duration_before_start(app_cli
     import re
 
     client, _, data = app_client
-    text = client.predict(str(data), True, *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
+    text, message = client.predict(str(data), True, *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
+    assert message == ""
     assert "visual tokens per clip: 96" in text and "memory: weights" in text and "host RAM" in text
     found = re.search(r"expected duration: about (\S+(?: \S+)?) for 12 steps, from ([0-9.]+) s/step measured", text)
     assert found and float(found.group(2)) > 0
     assert "```" not in text  # plain text for the wrapping box, not a code block that scrolls sideways
-    untimed = client.predict(str(data), False, *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
+    untimed, _ = client.predict(str(data), False, *[FORM[k] for k in FORM_KEYS], api_name="/estimate")
     assert "expected duration: not measured" in untimed
 
 
@@ -182,8 +184,8 @@ def test_start_refuses_what_this_machine_cannot_do_before_launching(app_client):
         pytest.skip("this machine has a GPU")
     client, ws, data = app_client
     form = [dict(FORM, method="qlora")[k] for k in FORM_KEYS]
-    with pytest.raises(Exception, match="bitsandbytes"):
-        client.predict(str(data), "qlora-run", *form, api_name="/start_run")
+    _, message = client.predict(str(data), "qlora-run", "", *form, api_name="/start_run")
+    assert message.startswith("✖ start failed: ") and "bitsandbytes" in message  # beside the button, not a toast
     assert not (ws.runs_dir / "qlora-run" / "launch.json").exists()
 
 
