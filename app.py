@@ -57,11 +57,13 @@ document.addEventListener('keydown', (e) => {
 </script>"""
 
 
+# Score tables' headers broke inside words ("confi denc e") in a narrow column: headers stay whole.
 # Gallery captions are one ellipsised line over 80% of a tile, which cut "● clip_0012.mp4" to
 # "● clip_00…": file names are what a person scans the Annotate gallery for, so they wrap in full.
 APP_CSS = """
 #annotate-gallery .caption-label { white-space: normal; overflow-wrap: anywhere; text-overflow: clip;
   max-width: 100%; opacity: 0.9; }
+.vvw-scores th { white-space: nowrap; word-break: keep-all; overflow-wrap: normal; }
 """
 
 

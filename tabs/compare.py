@@ -150,7 +150,7 @@ def build(ws, pickers) -> None:
                 for title in ("Base", "Fine-tuned"):
                     with gr.Column():
                         gr.Markdown(f"### {title}")
-                        outs += [gr.Markdown(elem_id=f"compare-{title.lower()}-badge"),
+                        outs += [gr.Markdown(elem_id=f"compare-{title.lower()}-badge", elem_classes=["vvw-scores"]),
                                  gr.Textbox(label="Raw output", lines=4),
                                  gr.JSON(label="Parsed JSON")]
     mode.change(lambda m: gr.update(visible=m == FREE_PROMPT), mode, prompt)

@@ -241,6 +241,12 @@ def test_newcomer_path(app, artifacts):
         expect(badge).not_to_contain_text("not schema-valid")
         expect(badge).to_contain_text("decoding constrained to the schema")
         _frames_whole(page, "compare-frames", 8, artifacts / "4-compare-frames.png")
+        # the score table's headers are whole words on one line ("confidence", not "confi denc e")
+        lines = page.evaluate("""() => [...document.querySelectorAll('#compare-fine-tuned-badge th')].map(th => {
+            const r = document.createRange(); r.selectNodeContents(th);
+            return [th.innerText, new Set([...r.getClientRects()].map(x => Math.round(x.top))).size]; })""")
+        assert [h for h, _ in lines] == ["field", "answer", "confidence", "label"]
+        assert all(n == 1 for _, n in lines), lines
         page.screenshot(path=artifacts / "4-compare.png", full_page=True)
         _no_error_badge(page)
 
