@@ -9,112 +9,32 @@ import json
 
 import gradio as gr
 
-from core.data.listing import PAGE_SIZE, REVIEW, gallery_page, matching, next_clip, start_video_scan
+from core.data.listing import PAGE_SIZE, REVIEW, gallery_page, matching, next_clip, start_video_scan  # noqa: F401
 from core.data.store import DRAFT, STATUSES, UNREADABLE
 from core.errors import WorkbenchError
 from core.schema import form
-from tabs.compare import LOW_CONFIDENCE
+
+# re-exported (noqa): tests and bench/ read gallery pages, tiles and PAGE_SIZE through this module
+from tabs.annotate_view import (  # noqa: F401
+    ANNOTATE_CSS,
+    FRAME_COLUMNS,
+    GALLERY_COLUMNS,
+    SCROLL_TO_SELECTED_JS,
+    SCROLL_TO_TOP_JS,
+    STATUS_ICON,
+    clip_at,
+    confidence_text,
+    field_marks,
+    field_updates,
+    focus_index,
+    gallery_items,
+    summary_text,
+)
 from tabs.widgets import render_fields
 
-STATUS_ICON = {"unlabelled": "○", "draft": "✎", "labelled": "●", "invalid": "⚠", "unreadable": "✖"}
 NO_SPLIT = "(none)"
 # the status filter; REVIEW is the review queue (core.data.listing): drafts, least sure first
 FILTERS = [("all", "all"), *((s, s) for s in STATUSES), ("review: drafts, least sure first", REVIEW)]
-# a field the model was unsure of (field_updates): tinted with a bar, so the eye finds it before reading labels;
-# injected by the tab (gr.HTML's head) so the class and its look live in one file
-UNSURE_STYLE = ("<style>.vvw-unsure { box-shadow: inset 4px 0 0 #e8a317 !important; background: #fff8e6 !important; }"
-                "</style>")  # !important: Gradio's block styles win otherwise
-
-
-def placeholder_image():
-    from PIL import Image
-
-    from core.paths import cache_dir
-
-    path = cache_dir() / "thumbs" / "unreadable.png"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (160, 96), (90, 30, 30)).save(path)
-    return path
-
-
-def gallery_items(store, status_filter: str = "all", query: str = "", page: int = 0,
-                  focus: str | None = None) -> tuple[list, list[str], str, int]:
-    """(gallery items of one page, every matching clip path in order, a summary line, the page).
-    `focus`: a clip whose page to show instead of `page` (the clip just opened), when it matches."""
-    from core.video.thumbs import thumbnail
-
-    shown = gallery_page(store, status_filter, query, page, focus)
-    items = [(str(thumbnail(c.path) or placeholder_image()), caption(c)) for c in shown.clips]
-    text = summary_text(shown)
-    if status_filter == REVIEW:
-        scores = store.draft_scores()  # the index's, as the queue's order: no draft parsed for this count
-        unsure = sum(1 for rel in shown.rels if (scores.get(rel) is not None and scores[rel] < LOW_CONFIDENCE))
-        text += (f"\n\nreview queue: {len(shown.rels)} drafts, least sure first; {unsure} with a field below "
-                 f"{LOW_CONFIDENCE} (drafts without a confidence come last)")
-    return items, shown.rels, text, shown.page
-
-
-def caption(clip) -> str:
-    """A tile's caption: status, the draft's lowest field confidence when it has one, the file name."""
-    score = (clip.draft or {}).get("min_confidence") if clip.status == DRAFT else None
-    return f"{STATUS_ICON[clip.status]} " + ("" if score is None else f"{score:.2f} ") + clip.rel.split("/")[-1]
-
-
-def confidence_text(draft: dict) -> str:
-    """The draft's confidence for the title: its least sure field and the fields under LOW_CONFIDENCE."""
-    conf = draft.get("confidence")
-    if not conf:
-        return "" if conf is None else "\n\nThe model's answer did not parse: no confidence."
-    weak = sorted(((k, v) for k, v in conf.items() if v < LOW_CONFIDENCE), key=lambda kv: kv[1])
-    text = f"\n\nLowest field confidence: {min(conf.values()):.2f}"
-    return text + ("; ⚠ model unsure: " + ", ".join(f"{k} {v:.2f}" for k, v in weak) if weak else "")
-
-
-def field_updates(fields, values: list, confidence: dict | None) -> list:
-    """The form's components for an opened clip: its values and, for a draft, each field's confidence
-    in its label; a field under LOW_CONFIDENCE says "⚠ model unsure (0.31)" and gets the CSS class
-    vvw-unsure. A nested field shows its top-level field's score (confidence is per top-level field)."""
-    out = []
-    for f, v in zip(fields, values):
-        score = (confidence or {}).get(f.name.split(".")[0])
-        classes = ["vvw-field"] + (["vvw-required"] if f.required else [])
-        label = f.label
-        if score is not None and score < LOW_CONFIDENCE:
-            label, classes = f"{f.label} · ⚠ model unsure ({score:.2f})", classes + ["vvw-unsure"]
-        elif score is not None:
-            label = f"{f.label} · model {score:.2f}"
-        out.append(gr.update(value=v, label=label, elem_classes=classes))
-    return out
-
-
-def summary_text(shown) -> str:
-    text = f"{shown.total} clips · " + " · ".join(f"{STATUS_ICON[s]} {s} {n}" for s, n in shown.counts.items())
-    if shown.pages > 1:
-        text += (f"\n\npage {shown.page + 1} of {shown.pages}: clips {shown.first + 1}-{shown.first + len(shown.clips)}"
-                 f" of {len(shown.rels)} shown")
-    if shown.problems:
-        text += (f"\n\n⚠ {len(shown.problems)} unreadable metadata lines kept as they are: "
-                 + "; ".join(shown.problems[:3]))
-    return text
-
-
-def focus_index(rels: list[str], page: int, rel: str | None) -> int | None:
-    """The tile of `rel` on gallery page `page` (None when it is not there): the highlight follows
-    the open clip, not the tile clicked before Save & next moved on."""
-    try:
-        index = rels.index(rel) - int(page or 0) * PAGE_SIZE
-    except ValueError:  # filtered out, or no clip open
-        return None
-    return index if 0 <= index < PAGE_SIZE else None
-
-
-def clip_at(rels: list[str], page: int, index: int | None) -> str | None:
-    """The clip under a click on gallery tile `index` of `page`."""
-    if index is None:
-        return None
-    pos = int(page or 0) * PAGE_SIZE + index
-    return rels[pos] if 0 <= pos < len(rels) else None
 
 
 def open_clip(store, rel: str | None, sampling) -> dict:
@@ -171,6 +91,26 @@ def save_inline(store, current: dict, label: dict | None, split, rels: list[str]
     return msg, nxt or current.get("rel"), True
 
 
+def save_form(store, fields, schema: dict, current: dict, values: list, split, rels: list[str]) -> tuple:
+    """Save & next from the form: (message, the clip to open, whether to move, the fields to mark).
+    A label that breaks the schema is refused in the form's words ("caption is required") and names
+    its fields; the store checks again (the schema may have changed since the form was drawn)."""
+    label, problems = form.field_problems(fields, schema, values)
+    msg, nxt, moved = save_inline(store, current, label, split, rels, [words for _, words in problems])
+    return msg, nxt, moved, {name for name, _ in problems if name}
+
+
+def raw_label(text: str, schema: dict | None) -> tuple[dict | None, list[str]]:
+    """The raw JSON editor's label and, worded as the form words them, why it cannot be saved."""
+    try:
+        label = json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        return None, [f"raw JSON line {exc.lineno} column {exc.colno}: {exc.msg}"]
+    if not schema:
+        return label, []
+    return label, [words for _, words in form.label_problems(form.form_fields(schema), schema, label)]
+
+
 def page_load():
     """The Blocks' load event (gr.render needs it named when other triggers are given)."""
     from gradio.context import get_blocks_context
@@ -182,25 +122,30 @@ def build(ws, schema_state: gr.State) -> None:
     store = ws.store
     items0, rels0, summary0, _ = gallery_items(store)
     with gr.Row():
-        with gr.Column(scale=2):
+        with gr.Column(scale=3):
             with gr.Row():
                 status_filter = gr.Dropdown(FILTERS, value="all", label="Status", scale=1, elem_id="annotate-filter")
                 query = gr.Textbox(label="Search", placeholder="file name or label text", scale=2)
             summary = gr.Markdown(summary0, elem_id="annotate-summary")
             scan_line = gr.Markdown(elem_id="annotate-scan")
-            with gr.Row():
-                prev_page = gr.Button("◀ Previous page", size="sm", elem_id="annotate-prev-page")
-                next_page = gr.Button("Next page ▶", size="sm", elem_id="annotate-next-page")
-            # two columns and wrapping captions (app.py's CSS): file names are what a person scans for
-            gallery = gr.Gallery(items0, columns=2, height=520, allow_preview=False, label="Clips",
-                                 elem_id="annotate-gallery")
+            with gr.Row(equal_height=True):
+                prev_page = gr.Button("◀ Previous", size="sm", elem_id="annotate-prev-page", scale=2, min_width=70)
+                # shows the page on screen; type another number and press Enter to go there
+                go_page = gr.Number(1, label="Go to page", show_label=False, precision=0, container=False, scale=1,
+                                    min_width=60, elem_id="annotate-go-page")
+                next_page = gr.Button("Next ▶", size="sm", elem_id="annotate-next-page", scale=2, min_width=70)
+            # file names wrap in full under each thumbnail (ANNOTATE_CSS): they are what a person scans for
+            gallery = gr.Gallery(items0, columns=GALLERY_COLUMNS, height=560, allow_preview=False, label="Clips",
+                                 object_fit="contain", elem_id="annotate-gallery")
         with gr.Column(scale=3):
             title = gr.Markdown("Pick a clip in the gallery.", elem_id="annotate-title")
             video = gr.Video(label="Clip", interactive=False, height=260)
-            frames = gr.Gallery(label="Frames the model sees", columns=4, height=220, allow_preview=False,
-                                elem_id="annotate-frames")
+            # every frame whole, at its aspect ratio, all rows shown (ANNOTATE_CSS): a label can hinge on
+            # a sign at the frame's edge
+            frames = gr.Gallery(label="Frames the model sees", columns=FRAME_COLUMNS, height="fit-content",
+                                object_fit="contain", allow_preview=False, elem_id="annotate-frames")
         with gr.Column(scale=3):
-            gr.HTML("", head=UNSURE_STYLE, padding=False)
+            gr.HTML("", head=f"<style>{ANNOTATE_CSS}</style>", padding=False)
             split = gr.Radio([NO_SPLIT, "train", "val", "test"], value=NO_SPLIT, label="Split")
             form_box = gr.Column()
             with gr.Row():
@@ -216,14 +161,15 @@ def build(ws, schema_state: gr.State) -> None:
     picked = gr.Textbox(visible=False, elem_id="annotate-picked")  # the clip to open (API + gallery)
     moved = gr.State(True)  # False after a refused save: the open clip and its edits stay
 
-    def refresh(status_, query_, page_, focus=None):
-        return gallery_items(store, status_, query_, page_, focus)
+    def listed(status_, query_, page_, open_rel=None, focus=None):
+        """A gallery page (`focus`: the page of that clip), the open clip's tile highlighted when it is
+        on it: a highlight on another page's tile would point at a clip that is not open."""
+        items, rels_, summary_, page_ = gallery_items(store, status_, query_, page_, focus)
+        selected = focus_index(rels_, page_, focus or open_rel)
+        return gr.Gallery(value=items, selected_index=selected), rels_, summary_, page_
 
     def refresh_on(status_, query_, page_, focus, moved_=True):
-        if not moved_:
-            return [gr.skip()] * 4
-        items, rels_, summary_, page_ = gallery_items(store, status_, query_, page_, focus)
-        return gr.Gallery(value=items, selected_index=focus_index(rels_, page_, focus)), rels_, summary_, page_
+        return listed(status_, query_, page_, focus=focus) if moved_ else [gr.skip()] * 4
 
     def show(rel, moved_=True):
         if not moved_:
@@ -237,11 +183,8 @@ def build(ws, schema_state: gr.State) -> None:
     def on_select(rels_, page_, evt: gr.SelectData):
         return clip_at(rels_, page_, evt.index), True
 
-    def on_save_raw(cur_, split_, rels_, text):
-        try:
-            label, problems = json.loads(text or "{}"), ()
-        except json.JSONDecodeError as exc:
-            label, problems = None, [f"raw JSON line {exc.lineno} column {exc.colno}: {exc.msg}"]
+    def on_save_raw(cur_, split_, rels_, text, schema):
+        label, problems = raw_label(text, schema)
         return save_inline(store, cur_, label, split_, rels_, problems)
 
     view_outputs = [current, video, frames, title, split, raw]
@@ -250,8 +193,9 @@ def build(ws, schema_state: gr.State) -> None:
     def then_show(event):
         # every way of moving to a clip ends here, so the form, player and gallery (on the open
         # clip's page, its tile highlighted) stay in step; a refused save moves nothing
-        event.then(show, [picked, moved], view_outputs).then(refresh_on, [status_filter, query, page, picked, moved],
-                                                              listing[1])
+        event.then(show, [picked, moved], view_outputs).then(
+            refresh_on, [status_filter, query, page, picked, moved], listing[1]).then(
+            None, js=SCROLL_TO_SELECTED_JS)  # the open clip's tile in view, wherever its page scrolled to
 
     with form_box:
         # Redrawn only when the schema changes. Opening a clip fills the same widgets through an
@@ -267,21 +211,30 @@ def build(ws, schema_state: gr.State) -> None:
                                                    (c or {}).get("confidence")), current, comps)
 
             def on_save(cur_, split_, rels_, *values):
-                label, problems = form.values_to_label(fields, list(values))
-                return save_inline(store, cur_, label, split_, rels_, problems)
+                msg, nxt, moved_, invalid = save_form(store, fields, schema, cur_, list(values), split_, rels_)
+                return msg, nxt, moved_, *field_marks(fields, (cur_ or {}).get("confidence"), invalid)
 
-            then_show(save_next.click(on_save, [current, split, rels, *comps], [message, picked, moved]))
+            then_show(save_next.click(on_save, [current, split, rels, *comps], [message, picked, moved, *comps]))
 
     then_show(gallery.select(on_select, [rels, page], [picked, moved]))
     then_show(skip.click(lambda cur_, rels_: (next_clip(store, rels_, cur_.get("rel")), True), [current, rels],
                          [picked, moved]))
-    then_show(save_raw.click(on_save_raw, [current, split, rels, raw], [message, picked, moved]))
-    first_page = ([status_filter, query], listing[1])  # a new filter or search starts at page 1
-    status_filter.change(lambda s_, q_: gallery_items(store, s_, q_), *first_page)
-    query.submit(lambda s_, q_: gallery_items(store, s_, q_), *first_page)
-    schema_state.change(refresh, *listing)
-    prev_page.click(lambda s_, q_, p_: gallery_items(store, s_, q_, p_ - 1), *listing)
-    next_page.click(lambda s_, q_, p_: gallery_items(store, s_, q_, p_ + 1), *listing)
+    then_show(save_raw.click(on_save_raw, [current, split, rels, raw, schema_state], [message, picked, moved]))
+    def turned(step):
+        return lambda s_, q_, p_, cur_: listed(s_, q_, int(p_ or 0) + step, cur_.get("rel"))
+
+    browse = ([status_filter, query, page, current], listing[1])
+    first_page = ([status_filter, query, current], listing[1])  # a new filter or search starts at page 1
+    status_filter.change(lambda s_, q_, cur_: listed(s_, q_, 0, cur_.get("rel")), *first_page)
+    query.submit(lambda s_, q_, cur_: listed(s_, q_, 0, cur_.get("rel")), *first_page)
+    schema_state.change(turned(0), *browse)
+    for button, step in ((prev_page, -1), (next_page, 1)):
+        button.click(turned(step), *browse).then(None, js=SCROLL_TO_TOP_JS)
+    # page numbers as the summary says them (from 1); past the end shows the last page
+    go_page.submit(lambda s_, q_, n, cur_: listed(s_, q_, int(n or 1) - 1, cur_.get("rel")),
+                   [status_filter, query, go_page, current], listing[1], api_name="go_to_page").then(
+        None, js=SCROLL_TO_TOP_JS)
+    page.change(lambda p_: int(p_ or 0) + 1, page, go_page, show_progress="hidden")
 
     def api_open(rel: str) -> dict:
         """API: what the editor shows for a clip (its revision is needed to save)."""
@@ -302,7 +255,8 @@ def build(ws, schema_state: gr.State) -> None:
         """API: one gallery page under a status filter and a search (what the gallery shows)."""
         shown = gallery_page(store, status_ or "all", query_ or "", int(page_ or 0))
         return {"clips": [c.rel for c in shown.clips], "statuses": [c.status for c in shown.clips],
-                "matching": len(shown.rels), "page": shown.page, "pages": shown.pages, "summary": summary_text(shown)}
+                "matching": len(shown.rels), "page": shown.page, "pages": shown.pages,
+                "summary": summary_text(shown, query_ or "")}
 
     def api_save_next(rel: str, label_json: str, revision: str, split_name: str, status_: str, query_: str) -> dict:
         """API twin of Save & next: save, then the next clip that needs work under the filter and search."""

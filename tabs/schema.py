@@ -1,7 +1,8 @@
 """Schema tab: edit the JSON Schema that drives the form, prompt, label checks, decoding and metrics.
 
-Every keystroke re-validates (the status line sits above the editor); Save stores the schema (the previous one is kept by hash) and lists
-the stored labels the new schema rejects, without touching them.
+Every keystroke re-validates (the status line sits above the editor) and lists the stored labels the
+edited schema would reject, without touching them; Save stores the schema (the previous one is kept by
+hash); Revert puts the saved schema.json back in the editor.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def build(ws, saved: gr.State) -> None:
                 preset = gr.Dropdown(choices=list(PRESETS), value="dashcam", label="Preset", scale=2)
                 load = gr.Button("Load preset", scale=1)
                 infer = gr.Button("Infer from metadata.jsonl", scale=1, elem_id="schema-infer")
+                revert = gr.Button("Revert to saved", scale=1, elem_id="schema-revert")
                 save = gr.Button("Save schema", variant="primary", scale=1, elem_id="schema-save")
             # above the editor, not under its 60-odd lines: the error's line and column are read
             # while the cursor is near the top of a schema as often as near the bottom
@@ -84,8 +86,9 @@ def build(ws, saved: gr.State) -> None:
                           elem_id="schema-broken")
 
     def on_edit(text):
+        # the table follows the text being edited: the status line counts its rows ("listed below")
         r = check_text(text, store)
-        return r["status"], r["prompt"], r["example"], r["schema"]
+        return r["status"], r["prompt"], r["example"], r["schema"], r["broken"]
 
     def on_save(text):
         try:
@@ -107,7 +110,10 @@ def build(ws, saved: gr.State) -> None:
             raise gr.Error(f"{store.metadata_path} does not exist yet")
         return json.dumps(infer_schema_from_file(store.metadata_path), indent=2, ensure_ascii=False)
 
-    editor.change(on_edit, editor, [status, prompt, example, preview_state], trigger_mode="always_last")
+    editor.change(on_edit, editor, [status, prompt, example, preview_state, broken], trigger_mode="always_last",
+                  api_name="check_schema")
+    # the editor's change event re-checks the reverted text
+    revert.click(lambda: current_text(store), None, editor, api_name="revert_schema")
     load.click(lambda name: json.dumps(PRESETS[name], indent=2, ensure_ascii=False), preset, editor)
     infer.click(on_infer, None, editor)
     save.click(on_save, editor, [status, broken, saved], api_name="save_schema")

@@ -29,5 +29,6 @@ def render_fields(fields: list[form.FormField], values: list, interactive: bool 
         elif f.widget == form.TEXT:
             comps.append(gr.Textbox(value=v or "", lines=1, **common))
         else:
-            comps.append(gr.Code(value=v or "", language="json", label=f.label, interactive=interactive))
+            comps.append(gr.Code(value=v or "", language="json", label=f.label, interactive=interactive,
+                                 elem_classes=common["elem_classes"]))
     return comps

@@ -2,9 +2,10 @@
 
 `form_fields` flattens the schema into widgets (nested objects become dotted names such as
 `vehicle.colour`), `label_to_values` / `values_to_label` convert both ways, `example_object` makes
-a valid example for the Schema tab, and `schema_warnings` names the constructs the form cannot
-render (they remain editable in the raw JSON view). Nothing here draws widgets: the Annotate tab
-maps each `FormField.widget` to a Gradio component.
+a valid example for the Schema tab, `schema_warnings` names the constructs the form cannot
+render (they remain editable in the raw JSON view), and `label_problems` words why a label breaks
+the schema by form field ("caption is required"), so the tab can say it and mark the field.
+Nothing here draws widgets: the Annotate tab maps each `FormField.widget` to a Gradio component.
 """
 
 from __future__ import annotations
@@ -184,3 +185,78 @@ def _example(prop: dict):
     if typ == "string":
         return "x" * max(prop.get("minLength", 0), 1) if prop.get("minLength") else "..."
     return None
+
+
+def field_problems(fields: list[FormField], schema: dict, values: list) -> tuple[dict | None, list[tuple]]:
+    """The label the form's values make and what is wrong with it, worded for a person:
+    (label or None when a value cannot be read, [(field name or None, words)]). Field names are
+    the form's (dotted for nested objects); None marks a problem no one field owns (an unknown key)."""
+    label, unreadable = values_to_label(fields, values)
+    if unreadable:
+        names = [f.name for f in fields]
+        return None, [(next((n for n in names if p.startswith(n + ":")), None), p) for p in unreadable]
+    return label, label_problems(fields, schema, label)
+
+
+def label_problems(fields: list[FormField], schema: dict, label) -> list[tuple]:
+    """[(field name or None, words)] for each way `label` breaks `schema`: "caption is required",
+    "event_type: 'x' is not one of collision, near_miss, no_incident" rather than jsonschema's
+    "(root): 'caption' is a required property"; empty when the label is valid."""
+    import jsonschema
+
+    names = {f.name: _plain(f.label) for f in fields}
+    out: list[tuple] = []
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(label), key=lambda e: [str(p) for p in e.path])
+    for e in errors:
+        keys = _keys(e.path)
+        if e.validator == "required" and isinstance(e.instance, dict):
+            for missing in (m for m in e.validator_value if m not in e.instance):
+                name = ".".join([*keys, missing])
+                item = (name if name in names else None, f"{names.get(name, name)} is required")
+                if item not in out:  # jsonschema reports each missing key once per required list
+                    out.append(item)
+            continue
+        name = _owner(names, keys)
+        where = f"{names[name]}: " if name else (".".join(keys) + ": " if keys else "")
+        out.append((name, where + _words(e)))
+    return out
+
+
+TYPE_WORDS = {"string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+              "array": "a list", "object": "an object", "null": "empty (null)"}
+
+
+def _plain(label: str) -> str:
+    return label.removesuffix(" *")
+
+
+def _keys(path) -> list[str]:
+    # the object keys down to the first list index: an item of a list belongs to the list's field
+    keys = []
+    for p in path:
+        if not isinstance(p, str):
+            break
+        keys.append(p)
+    return keys
+
+
+def _owner(names: dict, keys: list[str]) -> str | None:
+    """The form field a problem at `keys` belongs to: the longest field name that is a prefix."""
+    for n in range(len(keys), 0, -1):
+        if ".".join(keys[:n]) in names:
+            return ".".join(keys[:n])
+    return None
+
+
+def _words(e) -> str:
+    if e.validator == "enum":
+        return f"{e.instance!r} is not one of " + ", ".join(str(c) for c in e.validator_value)
+    if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+        known = set(e.schema.get("properties") or {})
+        extra = [k for k in e.instance if k not in known]
+        if extra:
+            return "not in the schema: " + ", ".join(extra)
+    if e.validator == "type":
+        wanted = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+        return f"{e.instance!r} should be " + " or ".join(TYPE_WORDS.get(t, t) for t in wanted)
+    return e.message

@@ -1,0 +1,55 @@
+"""Schema tab through gradio_client: an edit lists the stored labels it counts as broken at once (not
+only after Save), and Revert puts the saved schema.json back in the editor."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.support import make_dataset
+
+
+@pytest.fixture(scope="module")
+def schema_client(tmp_path_factory):
+    from gradio_client import Client
+
+    from app import build_app
+    from core.workspace import Workspace
+
+    root = make_dataset(tmp_path_factory.mktemp("ds") / "d", n=6)
+    demo = build_app(Workspace(dataset_dir=root, runs_dir=tmp_path_factory.mktemp("runs")))
+    demo.queue()
+    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(demo.local_url, verbose=False), root
+    finally:
+        demo.close()
+
+
+def test_an_edit_lists_the_labels_it_counts(schema_client):
+    client, root = schema_client
+    narrower = json.loads((root / "schema.json").read_text())
+    narrower["properties"]["visibility"]["enum"] = ["bad"]
+    status, _prompt, _example, table = client.predict(json.dumps(narrower), api_name="/check_schema")
+    rows = [json.loads(x) for x in (root / "metadata.jsonl").read_text().splitlines()]
+    good = sorted(r["video"] for r in rows if r["visibility"] == "good")
+    counted = int(re.search(r"(\d+) problems in \d+ stored labels", status).group(1))
+    assert counted == len(good) > 0 and "listed below" in status
+    files = [row[table["headers"].index("file")] for row in table["data"]]
+    assert sorted(files) == good  # listed as they are counted, before any Save
+    assert json.loads((root / "schema.json").read_text())["properties"]["visibility"]["enum"] == ["good", "bad"]
+    # an edit that rejects nothing empties the list again
+    status, *_, table = client.predict((root / "schema.json").read_text(), api_name="/check_schema")
+    assert "0 problems" in status and "listed below" not in status and not table["data"]
+
+
+def test_revert_puts_the_saved_schema_back(schema_client):
+    client, root = schema_client
+    saved = json.loads((root / "schema.json").read_text())
+    text = client.predict(api_name="/revert_schema")
+    assert json.loads(text) == saved
+    edited = {**saved, "title": "edited, then saved"}
+    client.predict(json.dumps(edited), api_name="/save_schema")
+    assert json.loads(client.predict(api_name="/revert_schema")) == edited
