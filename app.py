@@ -31,7 +31,7 @@ def build_app(ws: Workspace, note: str | None = None) -> gr.Blocks:
         pickers = Pickers(ws)  # every run/model picker, refreshed together (tabs.pickers)
         with gr.Tabs():
             with gr.Tab("Annotate", id="annotate"):
-                annotate.build(ws, saved_schema)
+                annotate.build(ws, saved_schema, pickers)
             with gr.Tab("Schema", id="schema"):
                 schema.build(ws, saved_schema)
             with gr.Tab("Train", id="train"):

@@ -118,7 +118,8 @@ def page_load():
     return get_blocks_context().root_block.load
 
 
-def build(ws, schema_state: gr.State) -> None:
+def build(ws, schema_state: gr.State, pickers=None) -> None:
+    """`pickers`: the app's tabs.pickers.Pickers (a tab built alone makes its own, unwired)."""
     store = ws.store
     items0, rels0, summary0, _ = gallery_items(store)
     with gr.Row():
@@ -267,7 +268,7 @@ def build(ws, schema_state: gr.State) -> None:
     gr.api(api_save, api_name="save_label")
     gr.api(api_gallery, api_name="gallery")
     gr.api(api_save_next, api_name="save_next")
-    build_tools(ws, store, listing, (picked, moved), then_show)
+    build_tools(ws, store, listing, (picked, moved), then_show, pickers)
     build_scan_line(store, scan_line)
 
 
@@ -293,10 +294,10 @@ def build_scan_line(store, scan_line) -> None:
     fold_timer.tick(store.fold, None, None, show_progress="hidden", queue=False)
 
 
-def build_tools(ws, store, listing, opener, then_show) -> None:
+def build_tools(ws, store, listing, opener, then_show, pickers=None) -> None:
     """Pre-label, upload, split and import panels under the editor; `opener` (picked, moved) and
     `then_show` let "Pre-label, then review" open the least sure clip as a gallery click would."""
     from tabs import annotate_tools
 
     annotate_tools.build(ws, store, *listing, lambda s, q, p: gallery_items(store, s, q, p), opener=opener,
-                         then_show=then_show)
+                         then_show=then_show, pickers=pickers)

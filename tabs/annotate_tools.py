@@ -16,7 +16,10 @@ from core.schema.base import ENUM, fields
 REVIEW_LIST = 10  # least sure clips named after "Pre-label, then review"
 
 
-def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then_show=None) -> None:
+def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then_show=None, pickers=None) -> None:
+    from tabs.pickers import Pickers
+
+    pickers = pickers or Pickers(ws)  # the app passes its own, refreshed with every other picker
     def refreshed(event):
         event.then(listing, listing_inputs, listing_outputs)
 
@@ -27,8 +30,7 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
                     "*Pre-label, then review* drafts N random unlabelled clips (one batched generation each) "
                     "and opens the review queue on the clip the run is least sure about.")
         with gr.Row():
-            model = gr.Dropdown(ws.model_choices(), value=ws.default_model, label="Model", allow_custom_value=True,
-                                scale=3)
+            model = pickers.model(label="Model", scale=3, elem_id="annotate-prelabel-model")
             limit = gr.Number(value=20, precision=0, label="At most N clips (0 = all)", scale=1,
                               elem_id="annotate-prelabel-limit")
             redo = gr.Checkbox(label="Re-draft clips that have a draft", scale=1)
@@ -40,7 +42,6 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
             go_review = gr.Button("Pre-label, then review the least sure first", variant="primary",
                                   elem_id="annotate-prelabel-review")
         pre_msg = gr.Markdown(elem_id="annotate-prelabel-message")
-    model.focus(lambda: gr.update(choices=ws.model_choices()), None, model)
 
     def prelabel(model_name, n, redo_, constrained_, pool_, progress):
         from core.serve.prelabel import prelabel_dataset

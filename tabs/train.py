@@ -279,6 +279,9 @@ def build(ws) -> None:
             log = gr.Textbox(label="Log tail", lines=8, elem_id="train-log")
             table = gr.Dataframe(label="Runs", interactive=False, elem_id="train-runs")
     form = [c[k] for k in FORM_KEYS]
+    # a run finished since the page was built can be the next run's base (it stays on the base model
+    # by default: continuing from a run is a choice, not what a new run should start from)
+    c["model"].focus(lambda: gr.update(choices=trainable_models(ws, policy)), None, c["model"])
 
     def refresh(run_name):
         table_df = runs_table(ws)
