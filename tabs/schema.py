@@ -37,6 +37,10 @@ def check_text(text: str, store) -> dict:
     n_rows = store.labelled_count() if store is not None else 0
     status += (f"\n\n{len(broken)} problems in {n_rows} stored labels under this schema"
                + (" (listed below; nothing was changed)" if broken else ""))
+    if store is not None and not store.schema_path.is_file():
+        # a new dataset: the editor holds a starting point, and Annotate asks for a schema until it is saved
+        status = ("**Not saved yet**: this dataset has no schema.json; the editor holds a starting point (the "
+                  "dashcam preset unless you edited it). Press Save to use it.\n\n" + status)
     return {"ok": True, "status": status, "schema": schema, "prompt": build_instruction(schema),
             "example": form.example_object(schema),
             "broken": pd.DataFrame(broken, columns=RECHECK_COLUMNS)}

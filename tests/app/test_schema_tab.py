@@ -53,3 +53,17 @@ def test_revert_puts_the_saved_schema_back(schema_client):
     edited = {**saved, "title": "edited, then saved"}
     client.predict(json.dumps(edited), api_name="/save_schema")
     assert json.loads(client.predict(api_name="/revert_schema")) == edited
+
+
+def test_a_new_dataset_says_the_preset_in_the_editor_is_not_saved(tmp_path):
+    """An empty dataset folder: the editor holds the preset, and the status says it is not saved yet
+    (it used to say "✔ valid" while Annotate asked for a schema)."""
+    from core.data.store import AnnotationStore
+    from tabs.schema import check_text, current_text
+
+    store = AnnotationStore(tmp_path)
+    shown = check_text(current_text(store), store)
+    assert shown["ok"] and shown["status"].startswith("**Not saved yet**: this dataset has no schema.json")
+    make_dataset(tmp_path / "saved", n=1)
+    saved = AnnotationStore(tmp_path / "saved")
+    assert check_text(current_text(saved), saved)["status"].startswith("✔ valid JSON Schema")
