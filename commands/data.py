@@ -141,11 +141,13 @@ def cmd_prelabel(args) -> int:
     report = prelabel_dataset(args.dataset, args.model, args.limit, args.redo_drafts, args.batch_size,
                               seed=args.sample, device=args.device, trust_remote_code=args.trust_remote_code,
                               progress=count_echo, constrained=not args.unconstrained)
-    if not report.asked:
-        print("nothing to pre-label: every clip has a label" + ("" if args.redo_drafts else " or a draft"))
-        return 0
     for err in report.errors:
         print(f"skipped: {err}", file=sys.stderr)
+    if not report.asked:
+        print(f"nothing to pre-label: every {'readable ' if report.errors else ''}clip has a label"
+              + ("" if args.redo_drafts else " or a draft")
+              + (f" ({len(report.errors)} unreadable, listed above)" if report.errors else ""))
+        return 0
     print(f"{report.drafted} drafts written to {report.drafts_file} "
           f"({report.flagged} flagged as not schema-valid, {len(report.errors)} unreadable)")
     if args.review:

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import MISSING, fields
 
-from commands.common import print_json
+from commands.common import LineThrottle, print_json
 from core.runs.files import CONFIG_FILE, DATASET_FILE
 
 CONFIG_HELP = "YAML file with any TrainConfig field (as written to a run's config.yaml); flags override it"
@@ -87,13 +87,20 @@ def train_config(args):
     return cfg
 
 
+_steps = LineThrottle()
+
+
 def progress_echo(step: int, max_steps: int, loss: float) -> None:
-    width = 30
-    done = int(width * step / max(max_steps, 1))
-    sys.stderr.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{max_steps} loss {loss:.4f}")
-    sys.stderr.flush()
-    if step >= max_steps:
-        sys.stderr.write("\n")
+    """A progress bar redrawn in place on a terminal; elsewhere `step N/M loss L` lines (LineThrottle)."""
+    out = sys.stderr
+    if out.isatty():
+        width = 30
+        done = int(width * step / max(max_steps, 1))
+        out.write(f"\r[{'#' * done}{'.' * (width - done)}] {step}/{max_steps} loss {loss:.4f}"
+                  + ("\n" if step >= max_steps else ""))
+    elif _steps.due(step, max_steps):
+        out.write(f"step {step}/{max_steps} loss {loss:.4f}\n")
+    out.flush()
 
 
 def cmd_train(args) -> int:
@@ -105,6 +112,17 @@ def cmd_train(args) -> int:
             raise SystemExit("error: train needs --dataset DIR and --output RUN_DIR (or --resume RUN_DIR)")
         run_dir, dataset = args.output, args.dataset
     cfg = train_config(args)  # before any ML import: a bad value costs one line, not a model load
+    try:
+        return _train(args, cfg, run_dir, dataset)
+    except KeyboardInterrupt:
+        from core.runs.files import interrupted_text
+
+        # Ctrl-C: what was kept and how to go on, not a traceback; 130 is a shell's code for SIGINT
+        print(("\n" if sys.stderr.isatty() else "") + interrupted_text(run_dir), file=sys.stderr)
+        return 130
+
+
+def _train(args, cfg, run_dir: str, dataset: str) -> int:
     if "LOCAL_RANK" not in os.environ and "train" in sys.argv:  # typed by a user, not started by a launcher
         from core.runs.launch import plan_launch
 
@@ -117,9 +135,7 @@ def cmd_train(args) -> int:
             plan.write_config()  # machine 0: RUN/accelerate.yaml; the others write nothing into RUN
             where = f" on machine {cfg.machine_rank} of {cfg.num_machines}" if cfg.num_machines > 1 else ""
             print(f"starting {plan.processes} processes{where}: {' '.join(plan.cmd)}", file=sys.stderr)
-            import subprocess
-
-            return subprocess.call(plan.cmd)
+            return _launch(plan.cmd)
     from core.train.entry import train
     from core.train.runtime import dist_info
 
@@ -128,6 +144,24 @@ def cmd_train(args) -> int:
     if dist_info()[0] == 0:
         print(f"{status['state']}: step {status.get('global_step')} in {time.time() - t0:.0f}s -> {run_dir}")
     return 0
+
+
+def _launch(cmd: list[str]) -> int:
+    """Run the launcher and wait for it. On Ctrl-C the launched processes got the signal too (one
+    process group): wait for them to record it (subprocess.call would kill them after 0.25 s)."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)  # in case only this process was signalled
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
 
 
 def _dataset_of_run(run_dir: str) -> str:

@@ -196,15 +196,21 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path) -> TrainConfig:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text file in UTF-8 (byte {exc.start}); a config is a YAML file of "
+                              "TrainConfig fields, as a run's config.yaml") from None
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config is a YAML mapping of TrainConfig fields (field: value per line), "
+                              f"not a {type(data).__name__}")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(str(k) for k in set(data) - known)  # str: a YAML key may be a number
         if unknown:
             raise ConfigError(f"{source}: unknown keys {', '.join(unknown)}")
         cfg = cls(**data)

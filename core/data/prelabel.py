@@ -21,7 +21,8 @@ from pathlib import Path
 
 from core.data.drafts import weakest_fields
 from core.data.listing import least_sure_first
-from core.data.store import DRAFT, DRAFTS, UNLABELLED, AnnotationStore
+from core.data.store import DRAFT, DRAFTS, UNLABELLED, UNREADABLE, AnnotationStore
+from core.errors import DatasetError
 
 
 @dataclass
@@ -42,7 +43,7 @@ class PrelabelReport:
     asked: int = 0  # clips given to the model (0: nothing to pre-label)
     drafted: int = 0
     flagged: int = 0  # drafts that are not schema-valid
-    errors: list[str] = field(default_factory=list)  # clips that could not be decoded
+    errors: list[str] = field(default_factory=list)  # "FILE: reason" of each clip that could not be decoded
     drafts_file: Path | None = None
     drafts: dict[str, dict] = field(default_factory=dict)  # clip -> the draft written by this call
 
@@ -80,6 +81,20 @@ def clips_to_prelabel(store: AnnotationStore, include_drafts: bool = False, limi
     return rels[:limit] if limit else rels
 
 
+def unreadable_to_prelabel(store: AnnotationStore, include_drafts: bool = False) -> list[str]:
+    """"FILE: reason" for each clip that would be drafted but is already known to be unreadable: the
+    index lists such a clip as unreadable rather than unlabelled, so `clips_to_prelabel` passes it
+    over; the report counts and lists it instead of saying "0 unreadable"."""
+    out = []
+    for rel, status in store.statuses():
+        if status != UNREADABLE:
+            continue
+        clip = store.clip(rel)
+        if not clip.label and (include_drafts or clip.draft is None):
+            out.append(f"{store.root / rel}: {clip.problems[0] if clip.problems else 'unreadable'}")
+    return out
+
+
 def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size: int = 4,
                  progress=None, **generate_kwargs) -> PrelabelReport:
     """Draft labels for `rels` with `predictor`; each draft is written (with the prediction's per-field
@@ -106,6 +121,10 @@ def review_queue(store: AnnotationStore, limit: int | None = None, fields: int =
     """Every clip with a draft, least sure first (the Annotate tab's REVIEW filter, same order), with
     its `fields` weakest fields. Ordering reads the drafts index; only the `limit` drafts returned
     are parsed."""
+    if not store.root.is_dir():  # else an empty queue would read as "no drafts yet"
+        what = "is not a folder" if store.root.exists() else "does not exist"
+        raise DatasetError(f"{store.root}: the dataset folder {what}; give the folder that holds metadata.jsonl "
+                           "and videos/")
     shown = least_sure_first(store, [rel for rel, status in store.statuses() if status == DRAFT])[:limit or None]
     # a short list opens its clips one by one (one line parsed each); a long one reads the log once
     drafts = store.drafts() if len(shown) > 200 else {rel: store.clip(rel).draft for rel in shown}

@@ -393,10 +393,19 @@ class AnnotationStore:
         counts = {s: sum(1 for c in clips if c.status == s) for s in (LABELLED, INVALID, DRAFT, UNLABELLED, UNREADABLE)}
         return {"counts": counts, "problems": problems}
 
-    def add_videos(self, files, chunk_seconds: float | None = None) -> tuple[list[str], list[str]]:
+    def add_videos(self, files, chunk_seconds: float | None = None) -> uploads.AddedClips:
         """Copy uploaded videos (or the videos inside zips) into videos/, optionally cut into pieces.
 
-        Returns (added relative paths, problems). A file that is not a readable video is reported and
-        skipped; existing clips are never overwritten (a numeric suffix is added). See core.data.uploads.
+        Returns an AddedClips (`added, problems = ...` unpacks it): a file that is not a readable
+        video is reported and skipped; existing clips are never overwritten (a numeric suffix is
+        added). The clips come without a split: `no_split` counts them and `note` says, when the
+        dataset trains on its train split, that training leaves them out until splits are assigned.
+        See core.data.uploads.
         """
-        return uploads.add_videos(self.root, files, chunk_seconds)
+        result = uploads.add_videos(self.root, files, chunk_seconds)
+        if result.no_split:
+            with self._mutex:
+                self._meta.sync()
+                uses_splits = any(summary[1] for summary in self._meta.summaries)
+            result.note = uploads.split_note(result.no_split, uses_splits)
+        return result

@@ -102,6 +102,35 @@ class RunFiles:
         if leftovers:
             raise ConfigError(f"{self.dir}: run directory is not empty; choose a new --output or use --resume")
 
+    def entries(self) -> set[str] | None:
+        """Names in the run directory now (None: it does not exist): taken before `prepare`, so that
+        `discard_refused` removes only what this attempt added."""
+        if not self.dir.is_dir():
+            return None
+        return {p.name for p in self.dir.iterdir()}
+
+    def began(self) -> bool:
+        """True once the training loop was reached (status.json has `started`)."""
+        return bool(self.read_status().get("started"))
+
+    def discard_refused(self, before: set[str] | None) -> bool:
+        """After a run was refused before its first step: remove the folder this attempt created (or
+        what it wrote into a folder that was empty), so the same command works once the cause is
+        fixed instead of meeting a `crashed` folder. A folder that held anything before (a resume,
+        a run the app's manager prepared with its launch files) is left alone: returns False, and
+        the caller records the failure in it."""
+        if not self.writer or (before is not None and before) or not self.dir.is_dir():
+            return False
+        if before is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return True
+        for p in self.dir.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        return True
+
     def save_inputs(self, cfg, data) -> None:
         if not self.writer:
             return
@@ -182,6 +211,22 @@ class RunFiles:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def interrupted_text(run_dir) -> str:
+    """What a person reads after Ctrl-C in `cli.py train`: what was kept and how to go on."""
+    run = RunFiles(run_dir)
+    if not run.dir.is_dir() or not (run.dir / CONFIG_FILE).is_file():
+        return (f"interrupted before training started; nothing was kept in {run.dir}: run the same command "
+                "again to start")
+    step = run.read_status().get("global_step")
+    at = f" at step {step}" if step is not None else ""
+    last = run.last_checkpoint()
+    if last is not None:
+        return (f"interrupted{at}: {last.name}/ is kept in {run.dir}; continue from it with "
+                f"`python cli.py train --resume {run.dir}`")
+    return (f"interrupted{at}, before the first checkpoint (save_steps): nothing to continue from in {run.dir}; "
+            f"`python cli.py train --resume {run.dir}` starts it again from step 0")
 
 
 class MetricsWriter:

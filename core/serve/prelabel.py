@@ -9,7 +9,7 @@ never does. A base model is asked with the dataset's schema, a run with the one 
 
 from __future__ import annotations
 
-from core.data.prelabel import PrelabelReport, clips_to_prelabel, write_drafts
+from core.data.prelabel import PrelabelReport, clips_to_prelabel, unreadable_to_prelabel, write_drafts
 from core.data.store import DRAFTS, AnnotationStore
 from core.errors import DatasetError
 from core.serve.loaded import loaded_predictor
@@ -30,7 +30,10 @@ def prelabel_dataset(dataset, model: str, limit: int | None = None, redo_drafts:
     if schema is None:
         raise DatasetError(f"{store.root}: no schema.json; drafts are checked against it")
     rels = clips_to_prelabel(store, include_drafts=redo_drafts, limit=limit or None, seed=seed)
+    unreadable = unreadable_to_prelabel(store, include_drafts=redo_drafts)  # known already: not given to the model
     if not rels:
-        return PrelabelReport(drafts_file=store.root / DRAFTS)
+        return PrelabelReport(drafts_file=store.root / DRAFTS, errors=unreadable)
     with loaded_predictor(model, schema, models, device, trust_remote_code) as predictor:
-        return write_drafts(store, predictor, rels, batch_size=batch_size, progress=progress, **generate_kwargs)
+        report = write_drafts(store, predictor, rels, batch_size=batch_size, progress=progress, **generate_kwargs)
+    report.errors[:0] = unreadable
+    return report

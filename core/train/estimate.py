@@ -73,7 +73,7 @@ from core.models.loading import load_processor, resolve_model
 from core.schema.base import label_errors
 from core.spec import build_spec, is_random_init, resolve_defaults
 from core.train.setup import apply_trainable, encode_split, family_of
-from core.train.stream import LOADER_PREFETCH, cache_budget, loader_workers
+from core.train.stream import LOADER_PREFETCH, cache_budget, loader_workers, training_pool
 from core.train.timing import TIMED_STEPS, calibrate, expected_duration, format_duration
 
 QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
@@ -205,7 +205,7 @@ def meta_model(source, cfg: TrainConfig, family):
 def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None, sample: int) -> dict:
     """Exact token counts from the trainer's encoder on real clips: the sample, plus `clip`."""
     pspec = build_spec(cfg, family, None, data.schema)
-    pool = data.split("train") or data.samples
+    pool = training_pool(data)[0]  # what training would draw from
     chosen = [s for s in pool if not label_errors(data.schema, s.label)][:sample]
     if clip is not None:
         match = [s for s in data.samples if s.rel == clip or str(s.video) == str(clip)]
@@ -215,8 +215,10 @@ def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None,
     placeholders = vision_placeholder_ids(processor)
     lengths, visual, pixels, answers, spans, example_bytes = {}, {}, {}, {}, [], []
     for s in chosen:
-        examples, _ = encode_split([s], data.schema, processor, pspec.sampling_spec, pspec.instruction, pspec.frames_as)
+        examples, why = encode_split([s], data.schema, processor, pspec.sampling_spec, pspec.instruction, pspec.frames_as)
         if not examples:
+            if clip is not None and s is chosen[0]:  # never another clip's numbers under this one's name
+                raise DatasetError(f"--clip {clip}: cannot be estimated: {why[0] if why else 'not encoded'}")
             continue
         ids = examples[0]["input_ids"][0]
         lengths[s.rel] = int(ids.shape[0])

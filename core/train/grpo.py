@@ -50,10 +50,10 @@ from core.train.stream import (
     SkipLog,
     StepBatches,
     cache_budget,
-    check_clips,
     example_bytes,
     loader_workers,
     owned,
+    start_clips,
 )
 
 CLIP_EPS = 0.2
@@ -81,8 +81,8 @@ def _load(cfg: TrainConfig, data, device: str, precision: str):
             raise ConfigError(f"init_adapter {cfg.init_adapter} was trained on another schema than {data.root}")
     else:
         source = resolve_model(cfg.model)
+    family = family_of(source, cfg.trust_remote_code)  # first: an id that names nothing is one clear error
     processor = load_processor(source, cfg.trust_remote_code)
-    family = family_of(source, cfg.trust_remote_code)
     random_init = is_random_init(source.base)
     lr_given = cfg.learning_rate
     cfg = resolve_defaults(cfg, family, random_init)
@@ -187,12 +187,7 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     run.save_inputs(cfg, data)
     run.write_status(state="running", message="checking clips (labels, video headers)")
     t0 = time.time()
-    skipped: list[str] = []
-    clips = check_clips(data.split("train") or data.samples, data.schema, skipped)
-    for msg in skipped:
-        run.log(f"skipped {msg}")
-    if not clips:
-        raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
+    clips, skipped = start_clips(data, run.log)
     prompts = ClipDataset(clips, processor, pspec, answers=False, log=SkipLog(run.dir / "train.log"))
     group_bytes = example_bytes(prompts[0][0]) * cfg.batch_size
     workers = loader_workers(cfg.dataloader_workers, device, 1, group_bytes, run.log)

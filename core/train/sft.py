@@ -47,9 +47,9 @@ from core.train.stream import (
     ClipDataset,
     SkipLog,
     cache_budget,
-    check_clips,
     example_bytes,
     loader_workers,
+    start_clips,
 )
 
 
@@ -66,8 +66,8 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     if device == "cuda" and world > 1:
         device = f"cuda:{local_rank}"
     precision = check_runtime(cfg, device)
+    family = family_of(source, cfg.trust_remote_code)  # first: an id that names nothing is one clear error
     processor = load_processor(source, cfg.trust_remote_code)
-    family = family_of(source, cfg.trust_remote_code)
     cfg = resolve_defaults(cfg, family, is_random_init(source.base))
     model = load_for_training(source, cfg, family, device, precision)
     pspec = build_spec(cfg, family, source.base, data.schema)
@@ -142,13 +142,8 @@ def training_clips(data: Dataset, run: RunFiles, cfg: TrainConfig, processor, ps
     encoded clip is known (for the /dev/shm check and the tokens/s figure)."""
     run.write_status(state="running", message="checking clips (labels, video headers)")
     t0 = time.time()
-    skipped: list[str] = []
-    clips = check_clips(data.split("train") or data.samples, data.schema, skipped,
-                        progress=lambda k, n: run.write_status(message=f"checking clips: {k} of {n}"))
-    for msg in skipped:
-        run.log(f"skipped {msg}")
-    if not clips:
-        raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped)")
+    clips, skipped = start_clips(data, run.log,
+                                 progress=lambda k, n: run.write_status(message=f"checking clips: {k} of {n}"))
     # cached while it is not yet known whether workers will encode: in-process, these are kept
     log = SkipLog(run.dir / "train.log", rank) if machine_rank() == 0 else MachineSkipLog(rank, machine_rank())
     dataset = ClipDataset(clips, processor, pspec, log=log,

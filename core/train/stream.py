@@ -65,6 +65,9 @@ def check_clips(samples, schema, skipped: list, progress=None, limit: int | None
     for k, s in enumerate(samples):
         if limit is not None and len(clips) >= limit:
             break
+        if not s.label:  # a row with only `video` (and `split`) is waiting for a label, not a broken one
+            skipped.append(f"{s.rel}: unlabelled")
+            continue
         if not valid(s.label):
             skipped.append(f"{s.rel}: label breaks the schema: {label_errors(schema, s.label)[0]}")
             continue
@@ -78,6 +81,56 @@ def check_clips(samples, schema, skipped: list, progress=None, limit: int | None
             progress(k + 1, len(samples))
             last = time.monotonic()
     return clips
+
+
+def training_pool(data) -> tuple[list, list[str]]:
+    """(the labelled rows training learns from, lines for train.log about the rows it leaves out).
+
+    The pool is the train split; a dataset with no train rows trains on its rows without a split
+    (a folder that uses no splits at all), never on val or test rows. Unlabelled rows are left
+    out with one count, not one "skipped" line each; labelled rows without a split are counted
+    when the train split leaves them out (clips just added in Annotate have no split)."""
+    train = data.split("train")
+    unsplit = [s for s in data.samples if s.split is None]
+    pool = train or unsplit
+    if not pool:
+        held = ", ".join(f"{n} {name}" for name in ("val", "test") if (n := len(data.split(name))))
+        raise DatasetError(f"{data.root}: no clip is in the train split ({held or 'no rows'}): assign splits in "
+                           "Annotate → Splits or with `cli.py split`")
+    notes = []
+    unlabelled = sum(1 for s in pool if not s.label)
+    if unlabelled:
+        notes.append(f"{unlabelled} unlabelled clip{_s(unlabelled)} left out (no label to learn from yet)")
+    left_out = sum(1 for s in unsplit if s.label) if train else 0
+    if left_out:
+        notes.append(f"{left_out} labelled clip{_s(left_out)} {'have' if left_out != 1 else 'has'} no split and "
+                     f"{'are' if left_out != 1 else 'is'} left out (assign splits in Annotate → Splits or "
+                     "`cli.py split --keep-existing`)")
+    elif len(unsplit) < len(data.samples):  # val/test rows but no train rows: say what it trains on
+        notes.append(f"no clip is in the train split: training on the {len(pool)} rows without a split")
+    return [s for s in pool if s.label], notes
+
+
+def start_clips(data, log, progress=None) -> tuple[list[TrainClip], list[str]]:
+    """The training clips after the cheap checks, with what was left out and why written through
+    `log` (train.log) and, for the pool notes, the warning log (the CLI's output); DatasetError
+    when none is usable."""
+    pool, notes = training_pool(data)
+    for note in notes:
+        log(note)
+        logger.warning("%s", note)
+    skipped: list[str] = []
+    clips = check_clips(pool, data.schema, skipped, progress=progress)
+    for msg in skipped:
+        log(f"skipped {msg}")
+    if not clips:
+        raise DatasetError(f"{data.root}: no usable training clips ({len(skipped)} skipped"
+                           + (f"; {'; '.join(notes)}" if notes else "") + ")")
+    return clips, skipped
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 def default_workers(device: str, processes: int = 1) -> int:

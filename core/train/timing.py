@@ -42,9 +42,9 @@ def calibrate(cfg: TrainConfig, data, source, processor, family, pspec, device: 
     import torch
 
     from core.train.setup import apply_trainable, encode_split, load_for_training, upcast_trainable
-    from core.train.stream import check_clips
+    from core.train.stream import check_clips, training_pool
 
-    pool = [s for s in (data.split("train") or data.samples) if not label_errors(data.schema, s.label)]
+    pool = [s for s in training_pool(data)[0] if not label_errors(data.schema, s.label)]
     t0 = time.perf_counter()
     examples, _ = encode_split(pool[:cfg.batch_size], data.schema, processor, pspec.sampling_spec,
                                pspec.instruction, pspec.frames_as)

@@ -53,21 +53,32 @@ SINGLE_THREAD_MAX_PIXELS = 50_000
 AV_ERRORS = (av.error.FFmpegError, OSError, EOFError)
 
 
-def check_regular_file(path) -> None:
+def file_problem(path, missing: str = "file not found") -> str | None:
+    """Why `path` is not a regular, non-empty file a decoder may open (None when it is), named for
+    what it is: missing, a folder, a FIFO, a device, a socket (a link says where it points)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise VideoError(path, "file not found") from None
+        return "broken link (its target does not exist)" if os.path.islink(path) else missing
     except PermissionError:
-        raise VideoError(path, "permission denied") from None
+        return "permission denied"
     except (OSError, ValueError) as exc:
-        raise VideoError(path, f"cannot access the file ({exc})") from None
+        return f"cannot access the file ({exc})"
+    if stat.S_ISREG(st.st_mode):
+        return "file is empty (0 bytes)" if st.st_size == 0 else None
     if stat.S_ISDIR(st.st_mode):
-        raise VideoError(path, "is a folder, not a video file")
-    if not stat.S_ISREG(st.st_mode):
-        raise VideoError(path, "not a regular file (a pipe, socket or device cannot be read as a video)")
-    if st.st_size == 0:
-        raise VideoError(path, "file is empty (0 bytes)")
+        return "is a folder, not a video file"
+    kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a special file")
+    link = f"a link to {os.path.realpath(path)}, " if os.path.islink(path) else ""
+    return f"not a regular file ({link}{kind}): it cannot be read as a video"
+
+
+def check_regular_file(path) -> None:
+    """VideoError naming the file unless it is a regular, non-empty file (file_problem)."""
+    reason = file_problem(path)
+    if reason:
+        raise VideoError(path, reason)
 
 
 def _open_reason(exc: Exception) -> str:

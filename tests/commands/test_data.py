@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
 from core.data.store import DRAFT, AnnotationStore
-from tests.support import make_dataset, run_cli
+from tests.support import REPO, make_dataset, run_cli
 
 
 def test_validate_passes_clean_data_and_reports_each_broken_row(tmp_path):
@@ -227,3 +229,32 @@ def test_prelabel_review_names_the_least_sure_clips_and_review_lists_every_draft
     assert first.stdout.strip() == _line(queue[0]["video"], drafts[queue[0]["video"]])
     empty = run_cli("review", "--dataset", make_dataset(tmp_path / "e", n=2))
     assert empty.returncode == 0 and empty.stdout.startswith("no drafts to review")
+
+
+def test_prelabel_counts_and_lists_clips_already_known_unreadable(tmp_path, tiny_path):
+    root = make_dataset(tmp_path / "d", n=2, rows=0)
+    for i in range(6):
+        (root / "videos" / f"bad{i}.mp4").write_bytes(b"junk" * i)
+    assert run_cli("validate", "--dataset", root).returncode == 1  # probes them: the index knows they are unreadable
+    # bytes, not text: text mode would turn a progress line's "\r" into a newline
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "prelabel", "--dataset", str(root), "--model",
+                          "tiny:default", "--batch-size", "1"], capture_output=True, timeout=300, cwd=REPO)
+    stdout, stderr = out.stdout.decode(), out.stderr.decode()
+    assert out.returncode == 0, stderr
+    assert stdout.strip().endswith("6 unreadable)")
+    skipped = [line for line in stderr.splitlines() if line.startswith("skipped: ")]
+    assert sorted(line.split("/videos/")[1].split(":")[0] for line in skipped) == [f"bad{i}.mp4" for i in range(6)]
+    # progress, not a terminal here: whole lines, not "1/2\r2/2" run together in a log
+    assert "\r" not in stderr
+    assert [line for line in stderr.splitlines() if not line.startswith("skipped")] == ["1/2", "2/2"]
+    again = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", timeout=300)
+    assert again.stdout.strip() == "nothing to pre-label: every readable clip has a label or a draft (6 unreadable, " \
+                                   "listed above)"
+
+
+def test_review_of_a_missing_folder_says_it_does_not_exist(tmp_path):
+    out = run_cli("review", "--dataset", tmp_path / "nowhere")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (f"error: {tmp_path / 'nowhere'}: the dataset folder does not exist; give the "
+                                  "folder that holds metadata.jsonl and videos/")
+    assert "no drafts" not in out.stdout

@@ -59,6 +59,7 @@ from core.data.imports.rows import (
 from core.data.imports.writing import run_import
 from core.errors import DatasetError
 from core.schema.base import extract_json
+from core.video.container import file_problem
 
 LAYOUTS = ("seed", "videofolder", "conversation", "qevd")
 ANSWER_KEY = "answer"  # label field that holds a non-JSON conversation answer
@@ -80,8 +81,8 @@ def detect_layout(src) -> str:
             return "conversation"
         raise DatasetError(f"{src}: not a conversation file (expected a JSON list or JSONL of records "
                            "with `conversations` or `messages`)")
-    if not src.is_dir():
-        raise DatasetError(f"{src}: no such file or folder")
+    if not src.is_dir():  # missing, or a FIFO / device / socket: file_problem says which
+        raise DatasetError(f"{src}: {file_problem(src, missing='no such file or folder')}")
     if (src / METADATA).is_file():
         return _metadata_layout(src / METADATA)
     if (src / MANIFEST).is_file() and (src / GROUND_TRUTH).is_file():

@@ -29,6 +29,7 @@ from core.data.imports.rows import SPLIT_ALIASES, ImportReport, Row, Source, jso
 from core.data.journal import fold_file
 from core.errors import DatasetError
 from core.fileio import atomic_write_text
+from core.video.container import file_problem
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,9 @@ def _checked_video(root: Path, rel) -> Path:
     if not isinstance(rel, str) or not rel.strip():
         raise DatasetError("no video path")
     video = safe_video_path(root, rel)
-    if not video.is_file():
-        raise DatasetError(f"{rel}: video file not found")
+    problem = file_problem(video)  # "not found" only when it is missing: a FIFO or a device says so
+    if problem and problem != "file is empty (0 bytes)":  # empty files are copied as before
+        raise DatasetError(f"{rel}: {problem}")
     return video
 
 
