@@ -89,15 +89,22 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
         files = gr.File(file_count="multiple", file_types=["video", ".zip"], label="Videos or a zip of videos")
         chunk = gr.Number(value=0, label="Cut into pieces of N seconds (0 = keep whole)")
         add = gr.Button("Add to dataset", elem_id="annotate-add")
-        add_msg = gr.Markdown()
+        add_msg = gr.Markdown(elem_id="annotate-add-message")
 
     def on_add(paths, seconds):
-        if not paths:
-            raise gr.Error("choose files first")
-        added, problems = store.add_videos([getattr(p, "name", p) for p in paths], chunk_seconds=seconds or None)
-        return f"added {len(added)} clips" + ("\n\n" + "\n".join(f"- {p}" for p in problems) if problems else "")
+        from tabs.feedback import failure_text
 
-    refreshed(add.click(on_add, [files, chunk], add_msg))
+        if not paths:
+            return "✖ choose files first"
+        try:
+            result = store.add_videos([getattr(p, "name", p) for p in paths], chunk_seconds=seconds or None)
+        except Exception as exc:  # a refused archive: the reason stays under the button
+            return failure_text(exc, "add clips")
+        note = f"\n\n⚠ {result.note}" if result.no_split else ""  # training leaves split-less clips out
+        problems = "".join(f"\n- {p}" for p in result.problems)
+        return f"added {len(result.added)} clips{note}" + (f"\n\nnot added:{problems}" if problems else "")
+
+    refreshed(add.click(on_add, [files, chunk], add_msg, api_name="add_clips"))
 
     with gr.Accordion("Splits", open=False):
         enum_fields = [f.name for f in fields(store.schema() or {"properties": {}}) if f.kind == ENUM]

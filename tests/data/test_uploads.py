@@ -72,3 +72,20 @@ def test_added_clips_say_they_have_no_split(tmp_path, tmp_root):
     assert result.no_split == 2
     assert "2 clips added without a split" in result.note and "cli.py split --keep-existing" in result.note
     assert {c.split for c in store.clips() if c.rel in added} == {None}
+
+
+def test_the_add_clips_panel_says_the_new_clips_have_no_split(tmp_path):
+    """Annotate → Add clips: the message under the button says training leaves the new clips out
+    until they get a split (they used to get split "(none)" silently), and a refused call says why."""
+    import gradio as gr
+
+    from core.workspace import Workspace
+    from tabs import annotate_tools
+
+    ws = Workspace(dataset_dir=make_dataset(tmp_path / "d", n=2), runs_dir=tmp_path / "runs")
+    with gr.Blocks() as demo:
+        annotate_tools.build(ws, ws.store, [], [], lambda: None)
+    on_add = next(f.fn for f in demo.fns.values() if f.api_name == "add_clips")
+    message = on_add([str(CLIP)], 0)
+    assert message.startswith("added 1 clips\n\n⚠ 1 clip added without a split") and "leaves them out" in message
+    assert on_add([], 0) == "✖ choose files first"
