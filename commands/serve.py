@@ -73,7 +73,9 @@ def cmd_eval(args) -> int:
     if args.json:
         print_json(report)
         return 0
-    print(f"model {args.model} on {args.split} ({report['count']} clips)")
+    left = len(report.get("left_out", []))
+    print(f"model {args.model} on {args.split} ({report['count']} clips scored"
+          + (f"; {left} left out: unreadable, see the warning)" if left else ")"))
     for key in ("json_valid_rate", "schema_valid_rate", "mean_field_accuracy"):
         print(f"  {key:22} {report[key]:.3f}")
     for name, acc in report["per_field"].items():
@@ -102,19 +104,28 @@ def cmd_models(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core.serve.batch import predict_to_file
-
-    summary = predict_to_file(args.model, args.input, args.output, args.split, schema=args.schema_from,
-                              device=args.device, trust_remote_code=args.trust_remote_code,
-                              batch_size=args.batch_size, overwrite=args.overwrite, num_processes=args.num_processes,
-                              shard=args.shard, skip_from=args.skip_from, progress=count_echo,
-                              max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained,
-                              engine=args.engine, ray_address=args.ray_address, num_workers=args.num_workers,
-                              window_seconds=args.window_seconds, stride_seconds=args.stride_seconds,
-                              prefetch=args.prefetch_batches)
+    try:
+        summary = _predict(args)
+    except KeyboardInterrupt as exc:  # core words it (core.serve.batch.PredictStopped): what was kept, how to go on
+        end_progress = "\n" if sys.stderr.isatty() else ""  # a terminal's progress line has no newline yet
+        print(f"{end_progress}{exc or 'stopped before any clip was predicted'}", file=sys.stderr)
+        return 130
     if summary["valid"] is None:  # sharded workers: their counts stay in their own output
         print(f"{summary['written']} rows from {summary['workers']} workers -> {args.output}")
     else:
         print(f"{summary['written']} rows written ({summary['valid']} schema-valid, {summary['errors']} errors), "
               f"{summary['skipped']} already done -> {args.output}")
     return 0
+
+
+def _predict(args) -> dict:
+    from core.serve.batch import predict_to_file
+
+    return predict_to_file(args.model, args.input, args.output, args.split, schema=args.schema_from,
+                           device=args.device, trust_remote_code=args.trust_remote_code,
+                           batch_size=args.batch_size, overwrite=args.overwrite, num_processes=args.num_processes,
+                           shard=args.shard, skip_from=args.skip_from, progress=count_echo,
+                           max_new_tokens=args.max_new_tokens, constrained=not args.unconstrained,
+                           engine=args.engine, ray_address=args.ray_address, num_workers=args.num_workers,
+                           window_seconds=args.window_seconds, stride_seconds=args.stride_seconds,
+                           prefetch=args.prefetch_batches)

@@ -17,13 +17,24 @@ from core.errors import ConfigError
 
 
 def pick_device(preferred: str = "auto") -> str:
+    """`preferred`, or for "auto" a GPU when one is visible, else the CPU. A device this machine does
+    not have is refused here (ConfigError), before a model is loaded onto it."""
     import torch
 
-    if preferred != "auto":
-        return preferred
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
+    if preferred == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(preferred)
+    except RuntimeError:
+        raise ConfigError(f"--device {preferred!r} is not a device torch knows: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not gpus:
+            raise ConfigError(f"--device {preferred}: no CUDA GPU is visible on this machine "
+                              "(torch.cuda.is_available() is False); use --device cpu or auto")
+        if device.index is not None and device.index >= gpus:
+            raise ConfigError(f"--device {preferred}: this machine has {gpus} CUDA GPU(s), cuda:0 to cuda:{gpus - 1}")
+    return preferred
 
 
 def pick_dtype(device: str):

@@ -1,13 +1,14 @@
 """Batch prediction over a video, a folder or a dataset split into a prediction file.
 
-`predict_to_file` is the one call behind `cli.py predict` and the Export tab's Predict: it lists the
-clips, picks the schema a base model is asked with (`input_schema`: one rule for both), loads the
-model (through the app's model manager when given one) or fans out to worker processes, and writes
-the file. `run_predict` feeds clips to a loaded Predictor in batches and writes each batch's rows
-as soon as it is done, so an interrupted export resumes where it stopped. `predict_sharded` splits the clip
-list across N worker processes (one GPU each when there are enough) and merges their rows with a
-single writer. Inference needs no gradient sync, so the workers are plain processes rather than a
-torch.distributed group; each runs the same `cli.py predict --shard i/N` a user could run by hand.
+`predict_to_file` is the one call behind `cli.py predict` and the Export tab's Predict: it refuses
+what cannot run before anything loads (`check_request`: flag values, an output file predict did not
+write or holding the other kind of rows, a device this machine lacks, a Ray address where no
+cluster answers), lists the clips, picks the schema a base model is asked with (`input_schema`: one
+rule for both), loads the model (through the app's model manager when given one) or fans out to
+worker processes (core.serve.sharded) or Ray (core.serve.ray_engine), and writes the file.
+`run_predict` feeds clips to a loaded Predictor in batches and writes each batch's rows as soon as
+it is done, so an interrupted export resumes where it stopped; a Ctrl-C becomes `PredictStopped`,
+whose words say how many rows were kept and how to continue.
 
 This module does not load models itself (core.serve.loaded hands it a predictor) or compute metrics
 (core.schema.scoring does).
@@ -16,32 +17,27 @@ This module does not load models itself (core.serve.loaded hands it a predictor)
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from core.data.dataset import SCHEMA, load_dataset
 from core.errors import ConfigError, DatasetError
-from core.fileio import atomic_write_text
-from core.paths import REPO_ROOT
+from core.models.device import pick_device
 from core.schema.base import load_schema
-from core.serve.loaded import loaded_predictor
+from core.serve.lifeline import tie_to_parent
+from core.serve.loaded import check_at_least, loaded_predictor
+from core.serve.outfile import check_output
 from core.serve.predictor import PREFETCH_BATCHES
+from core.serve.sharded import predict_with_workers, shard_path
 from core.serve.windowed import check_window, run_predict_windows
 from core.serve.writers import (
-    META_COLUMNS,
     FileWriter,
-    PredictionRow,
-    column_name,
-    confidence_column,
-    flatten_confidence,
+    kept_rows,
     make_row,
     open_writer,
     read_rows,
 )
 from core.spec import PreprocessSpec, is_run_dir
+from core.video.container import file_problem
 from core.video.frames import is_media_path
 
 
@@ -50,8 +46,8 @@ def list_inputs(path, split: str | None = None) -> list[tuple[str, Path]]:
     path = Path(path)
     if path.is_file():
         return [(path.name, path)]
-    if not path.is_dir():
-        raise DatasetError(f"{path}: no such file or folder")
+    if not path.is_dir():  # missing, or a FIFO / device / socket: file_problem says which
+        raise DatasetError(f"{path}: {file_problem(path, missing='no such file or folder')}")
     if split and (path / "metadata.jsonl").is_file():
         return [(s.rel, s.video) for s in load_dataset(path).split(split)]
     files = sorted(p for p in path.rglob("*") if p.is_file() and is_media_path(p) and not p.name.startswith("."))
@@ -121,62 +117,29 @@ def write_predictions(writer, schema: dict, model: str, spec_hash: str, keys: li
         progress(counts["skipped"] + counts["written"], counts["total"])
 
 
-def shard_path(out_path, rank: int, world: int) -> Path:
-    out = Path(out_path)
-    return out.with_name(f"{out.name}.shard{rank}-of-{world}.jsonl")
+class PredictStopped(KeyboardInterrupt):
+    """Ctrl-C during predict, in words for a person: how many rows were kept where, and how to go on."""
 
 
-def worker_env(rank: int, world: int) -> dict:
-    """One GPU per worker when there are enough of them; otherwise all share what is visible."""
-    env = dict(os.environ)
+@contextlib.contextmanager
+def said_when_stopped(output, shard: str | None, world: int):
+    """Turn a KeyboardInterrupt in the block into PredictStopped (the writers have closed by then)."""
     try:
-        import torch
-
-        gpus = torch.cuda.device_count()
-    except ImportError:
-        gpus = 0
-    if gpus >= world:
-        env["CUDA_VISIBLE_DEVICES"] = str(rank)
-    return env
-
-
-def predict_sharded(cli_args: list[str], out_path, world: int, schema: dict) -> list[dict]:
-    """Run `cli.py predict` in `world` worker processes, then merge their rows into `out_path`.
-
-    `cli_args` are the predict arguments except --output/--shard. A worker that fails leaves its
-    shard file in place, so re-running resumes it; the merge only happens when all succeeded.
-    Workers skip clips the final file already has (unless --overwrite is among `cli_args`).
-    """
-    procs = []
-    for rank in range(world):
-        cmd = [sys.executable, str(REPO_ROOT / "cli.py"), "predict", *cli_args,
-               "--output", str(shard_path(out_path, rank, world)), "--shard", f"{rank}/{world}",
-               "--skip-from", str(out_path)]
-        procs.append(subprocess.Popen(cmd, env=worker_env(rank, world)))
-    failed = [rank for rank, p in enumerate(procs) if p.wait() != 0]
-    if failed:
-        raise DatasetError(f"predict workers {failed} failed; their shard files are kept, re-run to resume")
-    rows = []
-    for rank in range(world):
-        rows += read_rows(shard_path(out_path, rank, world))
-    writer = open_writer(out_path, schema, overwrite=True)
-    try:
-        writer.write([_row_from_flat(r, schema) for r in rows])
-    finally:
-        writer.close()
-    for rank in range(world):
-        shard_path(out_path, rank, world).unlink(missing_ok=True)
-    return rows
-
-
-def _row_from_flat(row: dict, schema: dict):
-    flat = flatten_confidence(row)
-    names = {column_name(n): n for n in schema.get("properties", {})}
-    scores = {n: flat[confidence_column(n)] for n in schema.get("properties", {})
-              if flat.get(confidence_column(n)) is not None}
-    return PredictionRow(**{k: flat.get(k) for k in META_COLUMNS},
-                         fields={names[k]: v for k, v in flat.items() if k in names and v is not None},
-                         confidence=scores)
+        yield
+    except PredictStopped:
+        raise
+    except KeyboardInterrupt:
+        out = Path(output)
+        if shard:
+            words = f"worker {shard} stopped: {kept_rows(out)} rows kept in {out}"
+        elif world > 1:
+            kept = sum(kept_rows(shard_path(out, r, world)) for r in range(world))
+            words = (f"stopped: {kept} rows kept in the worker files {out.name}.shard*-of-{world}.jsonl beside "
+                     f"{out}; run the same command again to continue from them")
+        else:
+            words = (f"stopped: {kept_rows(out)} rows kept in {out}; run the same command again to continue "
+                     "(the clips already there are skipped)")
+        raise PredictStopped(words) from None
 
 
 # --- the one call behind `cli.py predict` and the Export tab -------------------------------------
@@ -230,80 +193,84 @@ def predict_to_file(model: str, input_path, output, split: str | None = None, sc
     serial, each batch decoded before it generates).
     Returns counts: total, written, skipped, errors (unreadable clips), valid (schema-valid rows; both
     None after a sharded run) and workers."""
+    check_request(output, engine, device if models is None else None, batch_size=batch_size,
+                  max_new_tokens=max_new_tokens, num_processes=num_processes, num_workers=num_workers,
+                  prefetch=prefetch, ray_address=ray_address, window_seconds=window_seconds,
+                  stride_seconds=stride_seconds)
+    if shard:
+        tie_to_parent()  # a worker of `predict --num-processes`: it dies with the parent
+    items = list_inputs(input_path, split)
+    asked, schema_file = input_schema(input_path, schema, fallback_schema)
+    written_with = rows_schema(model, asked)
+    with said_when_stopped(output, shard, num_processes):
+        if engine == "ray":
+            return _predict_on_ray(model, items, output, asked, ray_address, num_workers, device=device,
+                                   trust_remote_code=trust_remote_code, batch_size=batch_size, overwrite=overwrite,
+                                   progress=progress, max_new_tokens=max_new_tokens, constrained=constrained)
+        if num_processes > 1:
+            return predict_with_workers(model, input_path, output, split, asked, schema_file, written_with,
+                                        len(items), num_processes, device=device,
+                                        trust_remote_code=trust_remote_code, batch_size=batch_size,
+                                        overwrite=overwrite, max_new_tokens=max_new_tokens, constrained=constrained)
+        with loaded_predictor(model, asked, models, device, trust_remote_code) as predictor:
+            if window_seconds:
+                counts = _predict_windows(predictor, items, output, window_seconds, stride_seconds, batch_size,
+                                          overwrite, progress, max_new_tokens, constrained)
+            else:
+                counts = run_predict(predictor, items, output, batch_size=batch_size, overwrite=overwrite,
+                                     progress=progress, shard=parse_shard(shard), skip_from=skip_from,
+                                     max_new_tokens=max_new_tokens, constrained=constrained, prefetch=prefetch)
+    return {**counts, "workers": 1}
+
+
+def check_request(output, engine: str, device: str | None, *, batch_size: int, max_new_tokens: int,
+                  num_processes: int, num_workers: int | None, prefetch: int, ray_address: str | None,
+                  window_seconds: float | None, stride_seconds: float | None) -> None:
+    """Everything predict refuses before it lists a clip or loads a model: flag values, the output
+    file (core.serve.outfile), the device, the Ray address."""
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine {engine!r}: use 'local' or 'ray'")
     if engine == "ray" and num_processes > 1:
         raise ConfigError("--num-processes shards the local engine; with --engine ray use --num-workers")
+    check_at_least(1, batch_size=batch_size, max_new_tokens=max_new_tokens, num_processes=num_processes,
+                   num_workers=num_workers)
+    check_at_least(0, prefetch_batches=prefetch)
     check_window(window_seconds, stride_seconds)
     if window_seconds and (engine == "ray" or num_processes > 1):
         raise ConfigError("--window-seconds runs on the local engine in one process (not --engine ray or "
                           "--num-processes)")
-    items = list_inputs(input_path, split)
-    asked, schema_file = input_schema(input_path, schema, fallback_schema)
-    written_with = rows_schema(model, asked)
-    if engine == "ray":
-        return _predict_on_ray(model, items, output, asked, ray_address, num_workers, device=device,
-                               trust_remote_code=trust_remote_code, batch_size=batch_size, overwrite=overwrite,
-                               progress=progress, max_new_tokens=max_new_tokens, constrained=constrained)
-    if num_processes > 1:
-        return _predict_with_workers(model, input_path, output, split, asked, schema_file, written_with,
-                                     len(items), num_processes, device=device, trust_remote_code=trust_remote_code,
-                                     batch_size=batch_size, overwrite=overwrite, max_new_tokens=max_new_tokens,
-                                     constrained=constrained)
-    with loaded_predictor(model, asked, models, device, trust_remote_code) as predictor:
-        if window_seconds:
-            spec = predictor.spec
+    check_output(output, windows=window_seconds is not None)
+    if engine == "local" and device is not None:
+        pick_device(device)  # a device this machine does not have is refused here, not after loading
+    if engine == "ray" and ray_address:
+        from core.serve.ray_session import probe_cluster
 
-            def write_rows(writer, keys, windows, preds, counts):
-                write_predictions(writer, spec.schema, predictor.name, spec.digest, keys, preds, counts,
-                                  windows=windows)
-
-            counts = run_predict_windows(predictor, items, output, window_seconds, stride_seconds, batch_size,
-                                         overwrite, progress, max_new_tokens, constrained, write_rows)
-            return {**counts, "workers": 1}
-        counts = run_predict(predictor, items, output, batch_size=batch_size, overwrite=overwrite,
-                             progress=progress, shard=parse_shard(shard), skip_from=skip_from,
-                             max_new_tokens=max_new_tokens, constrained=constrained, prefetch=prefetch)
-    return {**counts, "workers": 1}
+        probe_cluster(ray_address)
 
 
-def _predict_with_workers(model, input_path, output, split, asked, schema_file, written_with, total, world,
-                          device, trust_remote_code, batch_size, overwrite, max_new_tokens, constrained) -> dict:
-    """Workers ask with the schema chosen here: its file is passed on (written beside the output when
-    the schema came as a dict)."""
-    temp = None
-    if asked is not None and schema_file is None:
-        temp = schema_file = Path(output).with_name(Path(output).name + ".schema.json")
-        atomic_write_text(temp, json.dumps(asked, ensure_ascii=False))
-    args = ["--model", model, "--input", str(input_path), "--batch-size", str(batch_size),
-            "--max-new-tokens", str(max_new_tokens), "--device", device]
-    for flag, value in (("--split", split), ("--schema", schema_file)):
-        if value:
-            args += [flag, str(value)]
-    for flag, on in (("--unconstrained", not constrained), ("--overwrite", overwrite),
-                     ("--trust-remote-code", trust_remote_code)):
-        if on:
-            args.append(flag)
-    try:
-        rows = predict_sharded(args, output, world, written_with)
-    finally:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
-    return {"total": total, "written": len(rows), "skipped": total - len(rows), "errors": None, "valid": None,
-            "workers": world}
+def _predict_windows(predictor, items, output, window_seconds, stride_seconds, batch_size, overwrite, progress,
+                     max_new_tokens, constrained) -> dict:
+    spec = predictor.spec
+
+    def write_rows(writer, keys, windows, preds, counts):
+        write_predictions(writer, spec.schema, predictor.name, spec.digest, keys, preds, counts, windows=windows)
+
+    return run_predict_windows(predictor, items, output, window_seconds, stride_seconds, batch_size, overwrite,
+                               progress, max_new_tokens, constrained, write_rows)
 
 
 def _predict_on_ray(model, items, output, asked, address, num_workers, device, trust_remote_code, batch_size,
                     overwrite, progress, max_new_tokens, constrained) -> dict:
     """The Ray engine's predictions into the same writer, resume and rows as `run_predict`."""
     from core.serve import ray_engine  # lazily: `import core.serve` must not import ray
+    from core.serve.ray_session import ray_session
 
     name, spec = ray_engine.model_identity(model, asked, trust_remote_code)
     writer = open_writer(output, spec.schema, overwrite)
     try:
         todo, counts = pending(writer, items, name, overwrite, progress=progress)
         workers, stats = num_workers or 1, {}
-        with ray_engine.ray_session(address, num_workers) if todo else contextlib.nullcontext():
+        with ray_session(address, num_workers) if todo else contextlib.nullcontext():
             workers, gpus = ray_engine.worker_count(num_workers, device) if todo else (workers, 0)
             for keys, preds in ray_engine.stream_predictions(
                     model, asked, spec, todo, num_workers=workers, gpus_per_worker=gpus, device=device,

@@ -14,26 +14,20 @@ turns them into rows with the same helper the local engine uses and writes them 
 writer (resume, four formats). Ray is imported inside functions: `import core.serve` must not pay
 for it, and the local engine must work where ray is not installed.
 
-This module writes no files and builds no rows (core.serve.batch does).
+The session itself (joining a cluster, or a Ray started here that dies with the driver) is
+core.serve.ray_session's. This module writes no files and builds no rows (core.serve.batch does).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pickle
 import time
 from pathlib import Path
 
 from core.errors import ConfigError, VideoError
-from core.paths import REPO_ROOT
 from core.serve.predictor import Prediction, Predictor
 from core.spec import PreprocessSpec, SamplingSpec, default_spec
-
-# Small on purpose: the store only holds sampled frames in flight (a few MB per clip) and Ray's
-# backpressure keeps that bounded; a big default would claim a third of the machine's memory.
-OBJECT_STORE_BYTES = 256 * 1024**2
 
 
 def model_identity(model: str, schema: dict | None, trust_remote_code: bool = False) -> tuple[str, PreprocessSpec]:
@@ -51,44 +45,6 @@ def model_identity(model: str, schema: dict | None, trust_remote_code: bool = Fa
 
     config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code)
     return source.display, default_spec(source, family_for_model_type(config.model_type), schema)
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None = None, num_workers: int | None = None):
-    """Join the cluster at `address`, else start a Ray on this machine and shut it down afterwards.
-    A session the caller already opened (a notebook, a test module) is used as it is and left open."""
-    if address:
-        _token_mode_when_joining()  # before `import ray`: Ray reads the mode once, when it loads
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    # workers import `core` from this checkout: on a cluster it must be at the same path on every machine
-    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    runtime_env = {"env_vars": {"PYTHONPATH": path}}
-    if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
-    else:
-        # each model actor holds a CPU and sampling needs at least one more, or the pipeline stalls
-        cpus = max(os.cpu_count() or 1, (num_workers or 1) + 1)
-        ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES,
-                 runtime_env=runtime_env)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def _token_mode_when_joining() -> None:
-    """`ray start --head` turns on token auth by default, but a driver that joins does not (Ray 2.60):
-    it is refused even with the cluster's token in ~/.ray/auth_token. Token mode also joins a cluster
-    without auth, so it is switched on whenever a token is there and the user chose no mode."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
-            (Path.home() / ".ray" / "auth_token").is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 class SampleActor:

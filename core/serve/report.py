@@ -23,7 +23,7 @@ from core.errors import DatasetError
 from core.fileio import atomic_write_text
 from core.schema.base import schema_hash
 from core.schema.scoring import evaluate
-from core.serve.loaded import loaded_predictor
+from core.serve.loaded import check_at_least, loaded_predictor
 from core.serve.reliability import calibration_markdown, reliability_svg
 
 
@@ -37,19 +37,37 @@ def _split_samples(data, dataset_dir, split: str) -> list:
 def score_predictor(predictor, samples, name: str, split: str, constrained: bool = False, batch_size: int = 8,
                     max_new_tokens: int = 160, show: int = 0) -> dict:
     """The report of one model on `samples`: validity rates, per-field accuracy, text scores
-    (core.schema.scoring.evaluate) plus model, split, timing and, with `show`, the first raw outputs."""
+    (core.schema.scoring.evaluate) plus model, split, timing and, with `show`, the first raw outputs.
+    Clips that cannot be read are not scored: `count` is the clips scored, `left_out` the others
+    (video, reason)."""
     t0 = time.time()
     preds = predictor.predict([s.video for s in samples], batch_size=batch_size, max_new_tokens=max_new_tokens,
                               constrained=constrained)
     seconds = time.time() - t0
-    report = evaluate(predictor.spec.schema, [p.text for p in preds], [s.label for s in samples],
-                      [p.confidence for p in preds])
+    # a clip that cannot be read says nothing about the model: it is left out of every score, and named
+    scored = [(s, p) for s, p in zip(samples, preds) if not p.error]
+    left_out = [{"video": s.rel, "reason": p.error} for s, p in zip(samples, preds) if p.error]
+    if not scored:
+        raise DatasetError(f"none of the {len(samples)} clips of split '{split}' could be read, nothing to score "
+                           f"(first: {left_out[0]['reason']})")
+    report = evaluate(predictor.spec.schema, [p.text for _, p in scored], [s.label for s, _ in scored],
+                      [p.confidence for _, p in scored])
     report.update(model=name, split=split, constrained=constrained, seconds=round(seconds, 2),
-                  seconds_per_clip=round(seconds / len(samples), 3), spec_schema_hash=predictor.spec.schema_hash)
+                  seconds_per_clip=round(seconds / len(samples), 3), spec_schema_hash=predictor.spec.schema_hash,
+                  left_out=left_out)
     if show:
         report["examples"] = [{"video": s.rel, "output": p.text, "error": p.error}
                               for s, p in zip(samples, preds)][:show]
     return report
+
+
+def left_out_words(report: dict, shown: int = 3) -> str | None:
+    """"N clips left out: unreadable (FILE: reason; ...)", or None when every clip was scored."""
+    left = report.get("left_out") or []
+    if not left:
+        return None
+    named = "; ".join(x["reason"] for x in left[:shown]) + (f"; and {len(left) - shown} more" if len(left) > shown else "")
+    return f"{len(left)} clip{'s' if len(left) > 1 else ''} left out of every score: unreadable ({named})"
 
 
 def schema_warnings(name: str, dataset_dir, dataset_schema: dict | None, predictor) -> list[str]:
@@ -67,6 +85,7 @@ def evaluate_models(models, dataset_dir, split: str, names: list[str], constrain
     """Score each of `names` on `split`: the Export tab's table, through `models` (a core.serve.ModelManager,
     so a base and its runs share weights), or with `models=None` each loaded on its own (`cli.py eval`).
     Each report carries `warnings` (`schema_warnings`)."""
+    check_at_least(1, batch_size=batch_size, max_new_tokens=max_new_tokens)
     data = load_dataset(dataset_dir)
     samples = _split_samples(data, dataset_dir, split)
     reports = {}
@@ -74,7 +93,8 @@ def evaluate_models(models, dataset_dir, split: str, names: list[str], constrain
         with loaded_predictor(name, data.schema, models, device, trust_remote_code) as predictor:
             report = score_predictor(predictor, samples, name, split, constrained=constrained,
                                      batch_size=batch_size, max_new_tokens=max_new_tokens, show=show)
-            reports[name] = {**report, "warnings": schema_warnings(name, dataset_dir, data.schema, predictor)}
+            warnings = schema_warnings(name, dataset_dir, data.schema, predictor)
+            reports[name] = {**report, "warnings": warnings + [w for w in [left_out_words(report)] if w]}
         if progress:
             progress(i + 1, len(names))
     return reports

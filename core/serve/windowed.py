@@ -18,14 +18,20 @@ from core.serve.predictor import Prediction
 from core.serve.writers import open_writer, read_rows
 from core.video.windows import iter_windows
 
+# a window or stride shorter than a frame of any real video (100 fps) gives the same frames again
+MIN_SECONDS = 0.01
+
 
 def check_window(window: float | None, stride: float | None) -> None:
+    """Refuse window flags no run can use (core.video.windows also bounds the windows per video)."""
     if window is None:
         if stride is not None:
             raise ConfigError("--stride-seconds needs --window-seconds")
         return
-    if not window > 0 or (stride is not None and not stride > 0):
-        raise ConfigError(f"--window-seconds {window} / --stride-seconds {stride}: both must be > 0 seconds")
+    for flag, value in (("--window-seconds", window), ("--stride-seconds", stride)):
+        if value is not None and not value >= MIN_SECONDS:  # `not >=`: NaN is refused too
+            raise ConfigError(f"{flag} {value:g}: must be at least {MIN_SECONDS:g} seconds (a frame of a 100 fps "
+                              "video); e.g. --window-seconds 5 --stride-seconds 2.5 for half-overlapping windows")
 
 
 def run_predict_windows(predictor, items: list[tuple[str, Path]], out_path, window: float, stride: float | None = None,

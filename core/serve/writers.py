@@ -229,15 +229,7 @@ class FileWriter:
         return read_rows(self.path) if self.path.is_file() else []
 
     def journalled(self) -> list[dict]:
-        if not self.journal.is_file():
-            return []
-        rows = []
-        for line in self.journal.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash mid-write: that clip is simply redone
-        return rows
+        return _journal_rows(self.journal) if self.journal.is_file() else []
 
     def done(self, model: str) -> set[str]:
         rows = self.journalled() + ([] if self.overwrite else self.existing())
@@ -314,3 +306,31 @@ def open_writer(path, schema: dict, overwrite: bool = False, windows: bool = Fal
     if output_format(path) == "sqlite":
         return SqliteWriter(path, schema, windows)
     return FileWriter(path, schema, overwrite)
+
+
+def kept_rows(path) -> int:
+    """Rows a prediction file holds now, its journal of an interrupted run included (for the words of a stop)."""
+    path = Path(path)
+    if output_format(path) == "sqlite":
+        if not path.is_file():
+            return 0
+        db = sqlite3.connect(path)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            return db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0] if TABLE in tables else 0
+        finally:
+            db.close()
+    rows = read_rows(path) if path.is_file() and path.stat().st_size else []
+    journal = path.with_name(path.name + ".partial.jsonl")
+    rows += _journal_rows(journal) if journal.is_file() else []
+    return len({row_key(r) for r in rows if "video" in r and "model" in r})
+
+
+def _journal_rows(journal: Path) -> list[dict]:
+    rows = []
+    for line in journal.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash mid-write: that clip is simply redone
+    return rows

@@ -3,7 +3,8 @@
 A model trained on 5-second clips should see a 40-minute recording 5 seconds at a time, with the
 frames, count and size its spec says, without anyone cutting files first. `window_bounds` places
 the windows (start every `stride` seconds, `window` long; a tail the last full window misses gets
-one more window ending at the video's end, so nothing is left unseen). `iter_windows` decodes the
+one more window ending at the video's end, so nothing is left unseen; at most `MAX_WINDOWS` per
+video, a ConfigError beyond). `iter_windows` decodes the
 file once, sequentially, and yields each window as soon as its last wanted frame is decoded, so
 memory holds only the windows still open (about window / stride of them), never the whole video.
 
@@ -23,12 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import VideoError
+from core.errors import ConfigError, VideoError
 from core.video import rgb as video_rgb
 from core.video.container import iter_frames, open_video, video_stream
 from core.video.frames import SampledFrames
 from core.video.sampling import SamplingSpec, sample_indices
 from core.video.scan import Layout, frame_timestamp, scan
+
+# per video: each window is one model answer; more than this is a stride typed wrong, and its plan
+# alone (a list of every window's frames) would not fit in memory for small enough strides
+MAX_WINDOWS = 100_000
 
 
 @dataclass
@@ -47,6 +52,10 @@ def window_bounds(duration: float, window: float, stride: float | None = None, t
         raise ValueError(f"window and stride must be > 0 seconds, got {window} and {stride}")
     if duration <= window + tolerance:
         return [(0.0, round(duration, 6))]
+    count = int((duration + tolerance - window) // stride) + 2  # the full windows and the tail's
+    if count > MAX_WINDOWS:
+        raise ConfigError(f"{duration:.0f} s in windows every {stride:g} s would be {count} windows, more than "
+                          f"{MAX_WINDOWS} per video: use a longer stride (--stride-seconds)")
     bounds, k = [], 0
     while k * stride + window <= duration + tolerance:
         bounds.append((round(k * stride, 6), round(k * stride + window, 6)))
@@ -93,7 +102,10 @@ def iter_windows(path, spec: SamplingSpec, window: float, stride: float | None =
     path = str(path)
     layout = scan(path)
     times = [frame_timestamp(layout, i) for i in range(layout.info.frame_count)]
-    plan = _plan(layout, times, spec, window, stride)
+    try:
+        plan = _plan(layout, times, spec, window, stride)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     convert = video_rgb.rgb_converter(layout.info.rotation, spec.width, spec.height)
     needed = {i for *_, wanted, _ in plan if wanted for i in wanted}
     got: dict[int, np.ndarray] = {}

@@ -119,12 +119,14 @@ def cluster():
         _wait_for_port(port, head)
         yield f"127.0.0.1:{port}", env
     finally:
+        # the head's tree too: Ray's agents rename themselves (setproctitle), which hides their environment
+        tree = psutil.Process(head.pid).children(recursive=True) if head.poll() is None else []
         head.send_signal(signal.SIGTERM)
         try:
             head.wait(timeout=10)
         except subprocess.TimeoutExpired:
             head.kill()
-        kill_all(started_here(marker))
+        kill_all([p for p in tree if p.is_running()] + started_here(marker))
         shutil.rmtree(temp, ignore_errors=True)
 
 
