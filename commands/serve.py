@@ -25,7 +25,13 @@ def register(sub) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="clips to score")
     p.add_argument("--max-new-tokens", type=int, default=160, help="most tokens generated per answer")
     p.add_argument("--show", type=int, default=0, help="include the first N raw outputs")
-    p.add_argument("--constrained", action="store_true", help="mask decoding to the schema")
+    mode = p.add_mutually_exclusive_group()
+    # the same default as predict and the app's tabs: scores of the answers predict will give
+    mode.add_argument("--unconstrained", dest="constrained", action="store_false",
+                      help="free decoding (default: constrained to the schema, as predict)")
+    mode.add_argument("--constrained", dest="constrained", action="store_true",
+                      help="constrained to the schema (the default; kept for older scripts)")
+    p.set_defaults(constrained=True)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_model_flags(p, batch_size=8)
     p.set_defaults(func=cmd_eval)
@@ -75,7 +81,8 @@ def cmd_eval(args) -> int:
         return 0
     left = len(report.get("left_out", []))
     print(f"model {args.model} on {args.split} ({report['count']} clips scored"
-          + (f"; {left} left out: unreadable, see the warning)" if left else ")"))
+          + (f"; {left} left out: unreadable, see the warning)" if left else ")")
+          + f", decoding {'constrained to the schema' if args.constrained else 'unconstrained'}")
     for key in ("json_valid_rate", "schema_valid_rate", "mean_field_accuracy"):
         print(f"  {key:22} {report[key]:.3f}")
     for name, acc in report["per_field"].items():

@@ -18,10 +18,12 @@ TIMING = ("seconds", "seconds_per_clip")
 def test_cli_eval_and_the_export_tabs_evaluation_give_the_same_report(tmp_path, tiny_path):
     root = make_dataset(tmp_path / "d", n=4)
     AnnotationStore(root).set_splits({c.rel: "val" for c in AnnotationStore(root).clips()})
-    out = run_cli("eval", "--model", "tiny:default", "--dataset", root, "--split", "val", "--constrained",
+    # no decoding flag: eval constrains as predict and the tabs do (one default everywhere)
+    out = run_cli("eval", "--model", "tiny:default", "--dataset", root, "--split", "val",
                   "--show", "2", "--json", timeout=300)
     assert out.returncode == 0, out.stderr
     by_cli = json.loads(out.stdout)
+    assert by_cli["constrained"] is True
     by_tab = evaluate_models(ModelManager(), root, "val", ["tiny:default"], constrained=True)["tiny:default"]
     assert by_cli["count"] == 4 and by_cli["schema_valid_rate"] == 1.0  # constrained: valid even untrained
     assert by_cli["warnings"] == []  # a base model is asked with the dataset's own schema
@@ -71,3 +73,12 @@ def test_an_empty_split_is_one_error_line(tmp_path):
     out = run_cli("eval", "--model", "tiny:default", "--dataset", root, "--split", "test")
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [f"error: {root}: split 'test' has no clips"]
+
+
+def test_eval_says_how_it_decoded(tmp_path, tiny_path):
+    root = make_dataset(tmp_path / "d", n=2)
+    AnnotationStore(root).set_splits({c.rel: "val" for c in AnnotationStore(root).clips()})
+    free = run_cli("eval", "--model", "tiny:default", "--dataset", root, "--split", "val", "--unconstrained",
+                   "--max-new-tokens", "8", timeout=300)
+    assert free.returncode == 0, free.stderr
+    assert free.stdout.splitlines()[0].endswith("(2 clips scored), decoding unconstrained")
