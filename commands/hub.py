@@ -1,6 +1,7 @@
 """`push`, `push-dataset`: publish a run or a dataset to the Hugging Face Hub (core.hub).
 
-The token is huggingface_hub's usual one (HF_TOKEN, or `hf auth login`); the endpoint is HF_ENDPOINT's.
+The token is huggingface_hub's usual one (HF_TOKEN, or `hf auth login`); the endpoint is HF_ENDPOINT's;
+VVW_HUB_TIMEOUT (seconds, default 60) bounds every wait for the Hub's answer.
 `--dry-run DIR` writes exactly the folder that would be uploaded and needs no token.
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("push", help="publish a run to the Hugging Face Hub with a model card",
                        description="Publish a finished run: its adapter (or the merged model), preprocessing spec, "
-                                   "schema, training config, evaluation and a model card.")
+                                   "schema, training config, evaluation and a model card. A damaged run is refused "
+                                   "before anything is sent; VVW_HUB_TIMEOUT (seconds, default 60) bounds each wait "
+                                   "for the Hub.")
     p.add_argument("run_dir", metavar="RUN", help="run directory of a finished run")
     p.add_argument("--repo-id", required=True, help="owner/name of the model repository (created if missing)")
     p.add_argument("--merged", action="store_true", help="publish the adapter merged into its base (a plain "
@@ -25,7 +28,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_push)
 
     p = sub.add_parser("push-dataset", help="publish a dataset to the Hugging Face Hub as VideoFolder",
-                       description="Publish a dataset folder as Hugging Face VideoFolder with its schema and a card.")
+                       description="Publish a dataset folder as Hugging Face VideoFolder with its schema and a card. "
+                                   "Clips that do not open as videos are left out and listed.")
     p.add_argument("dataset", metavar="DATASET", help="dataset folder in the seed layout")
     p.add_argument("--repo-id", required=True, help="owner/name of the dataset repository (created if missing)")
     p.add_argument("--private", action="store_true", help="create the repository private")

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from core.data.dataset import METADATA, SCHEMA, load_dataset
+from core.data.dataset import METADATA, SCHEMA, Sample, load_dataset
 from core.data.imports.layouts import ANSWER_KEY, VIDEO_TOKEN, answer_label, read_seed
 from core.data.imports.rows import ImportReport
 from core.data.imports.writing import place_video, run_import
@@ -57,15 +57,16 @@ def export_conversations(dataset_dir, out_path, instruction: str | None = None) 
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 
-def export_videofolder(dataset_dir, dest) -> ImportReport:
+def export_videofolder(dataset_dir, dest, keep: Callable[[Sample], bool] | None = None) -> ImportReport:
     """Hugging Face VideoFolder layout: `dest/<train|validation|test>/` with the clips and a
     `metadata.jsonl` whose `file_name` is relative to that folder (`datasets.load_dataset("videofolder")`
-    reads it). Clips without a split go to train, and are reported."""
+    reads it). Clips without a split go to train, and are reported. `keep(sample)` filters samples."""
     dataset = load_dataset(dataset_dir)
     dest = Path(dest)
     problems = list(dataset.problems)
     per_split: dict[str, list[str]] = {}
-    for sample in dataset.samples:
+    samples = [s for s in dataset.samples if keep is None or keep(s)]
+    for sample in samples:
         split = HF_SPLITS.get(sample.split or "train")
         if sample.split is None:
             problems.append(f"{sample.rel}: no split; exported under train/")
@@ -78,7 +79,7 @@ def export_videofolder(dataset_dir, dest) -> ImportReport:
         atomic_write_text(dest / split / METADATA, "".join(lines))
     if dataset.schema is not None:
         atomic_write_text(dest / SCHEMA, json.dumps(dataset.schema, indent=2, ensure_ascii=False) + "\n")
-    return ImportReport(len(dataset.samples), problems, "videofolder", dest)
+    return ImportReport(len(samples), problems, "videofolder", dest)
 
 
 def _answer_text(schema: dict | None, label: dict) -> str:

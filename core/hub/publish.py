@@ -12,6 +12,7 @@ then `hf auth login`'s file); the endpoint: HF_ENDPOINT, as for every huggingfac
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -19,10 +20,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.errors import ConfigError, HubError, ModelError, WorkbenchError
+from core.errors import ConfigError, DatasetError, WorkbenchError
 from core.fileio import atomic_write_text
 from core.hub.card import dataset_card, dump_evaluation, model_card, read_config
-from core.spec import FINAL_DIR, SPEC_FILE, PreprocessSpec, is_run_dir
+from core.hub.checks import ClipCheck, check_run
+from core.hub.staging import DATASET_PREFIX, RUN_PREFIX, interrupted, interruptible, staging_dir
+from core.hub.transfer import UploadState, hub_token, upload
+from core.spec import FINAL_DIR, PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +34,6 @@ log = logging.getLogger(__name__)
 # card peft writes (ours replaces it).
 _LEFT_OUT = {"training_args.bin", "README.md"}
 _PICKLED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-NO_TOKEN = ("no Hugging Face token: run `hf auth login` or set HF_TOKEN to a token with write access "
-            "(https://huggingface.co/settings/tokens)")
 
 
 @dataclass
@@ -54,9 +56,16 @@ def is_hub_id(name: str) -> bool:
 
 
 def check_repo_id(repo_id: str) -> str:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     repo_id = (repo_id or "").strip()
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ConfigError(f"--repo-id {repo_id!r}: give it as owner/name (your user or organisation, a repository name)")
+    try:  # the Hub's own rules (characters, length), here rather than after minutes of evaluation
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise ConfigError(f"--repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from exc
     return repo_id
 
 
@@ -85,7 +94,14 @@ def _train_clips(snapshot: Path) -> int:
     """Clips of the run's data snapshot that training used (the train split; all when none has a split)."""
     if not snapshot.is_file():
         return 0
-    rows = [json.loads(line) for line in snapshot.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in snapshot.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:  # only a count for the card: a damaged line is not a clip, and no reason to refuse
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     with_split = [r for r in rows if r.get("split")]
     return sum(1 for r in with_split if r["split"] == "train") if with_split else len(rows)
 
@@ -94,7 +110,7 @@ def _run_dataset(run_dir: Path) -> Path | None:
     from core.runs.files import DATASET_FILE
 
     path = run_dir / DATASET_FILE
-    folder = Path(path.read_text().strip()) if path.is_file() else None
+    folder = Path(path.read_text(encoding="utf-8", errors="replace").strip()) if path.is_file() else None
     return folder if folder is not None and folder.is_dir() else None
 
 
@@ -104,11 +120,10 @@ def model_folder(run_dir, dest, repo_id: str, merged: bool = False, evaluation: 
     from core.train.merge import merge_run
 
     run_dir, dest, repo_id = Path(run_dir), Path(dest), check_repo_id(repo_id)
-    if not is_run_dir(run_dir) or not (run_dir / FINAL_DIR).is_dir():
-        raise ModelError(f"{run_dir}: not a finished run (no {SPEC_FILE} and {FINAL_DIR}/); train it first")
+    spec = check_run(run_dir)
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"{dest}: already exists and is not empty; choose another folder")
-    spec, config = PreprocessSpec.load(run_dir), read_config(run_dir)
+    config = read_config(run_dir)
     final = run_dir / FINAL_DIR
     is_adapter = (final / "adapter_config.json").is_file()
     hub_base = spec.base_model if is_hub_id(spec.base_model) else None
@@ -125,9 +140,7 @@ def model_folder(run_dir, dest, repo_id: str, merged: bool = False, evaluation: 
     else:
         dest.mkdir(parents=True, exist_ok=True)
         _copy_model_files(final, dest)
-        out_spec = PreprocessSpec.load(run_dir)
-        out_spec.final_dir = "."
-        out_spec.save(dest)
+        dataclasses.replace(spec, final_dir=".").save(dest)
         if is_adapter and hub_base:  # the run recorded where it loaded the base from; others need the id
             cfg_path = dest / "adapter_config.json"
             adapter_cfg = json.loads(cfg_path.read_text())
@@ -146,34 +159,18 @@ def model_folder(run_dir, dest, repo_id: str, merged: bool = False, evaluation: 
     return Published(dest, files, repo_id, merged=merged, notes=notes)
 
 
-def hub_token(token: str | None = None) -> str:
-    from huggingface_hub import get_token
-
-    token = token or get_token()
-    if not token:
-        raise HubError(NO_TOKEN)
-    return token
-
-
-def upload(folder: Path, repo_id: str, repo_type: str, private: bool, token: str, message: str) -> str:
-    """create_repo (exist_ok) + upload_folder; Hub and network failures become one-line HubErrors."""
-    import httpx
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    api = HfApi(token=token)
+def _evaluate(run_dir: Path, dataset, split: str | None) -> tuple[list[str], dict | None]:
+    if not split:
+        return [], None
+    data = Path(dataset) if dataset else _run_dataset(run_dir)
+    if data is None:
+        return ["not evaluated: the run's dataset folder is gone (give --dataset DIR)"], None
     try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder),
-                                 commit_message=message)
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        why = {401: "the token was rejected (expired or mistyped?)",
-               403: f"the token may not write to {repo_id.split('/')[0]} (needs a write token for that namespace)"}
-        raise HubError(f"{api.endpoint}: {why.get(status, str(exc).splitlines()[0])}") from exc
-    except (httpx.HTTPError, OSError) as exc:
-        raise HubError(f"cannot reach {api.endpoint} ({type(exc).__name__}: {exc})") from exc
-    return str(getattr(info, "commit_url", None) or f"{api.endpoint}/{repo_id}")
+        return [], run_evaluation(run_dir, PreprocessSpec.load(run_dir), data, split)
+    except WorkbenchError as exc:
+        if dataset:
+            raise
+        return [f"not evaluated: {exc}"], None
 
 
 def publish_run(run_dir, repo_id: str, merged: bool = False, private: bool = False, dry_run=None,
@@ -181,64 +178,71 @@ def publish_run(run_dir, repo_id: str, merged: bool = False, private: bool = Fal
                 datasets: list[str] | None = None, token: str | None = None) -> Published:
     """Publish a run (`cli.py push`, the Export tab). `dry_run`: write the folder there and upload
     nothing. `split=None`: no evaluation; otherwise base and fine-tuned are scored on it (on `dataset`,
-    default the run's own; without one at hand the card says it was not evaluated)."""
+    default the run's own; without one at hand the card says it was not evaluated). Ctrl-C or SIGTERM:
+    PublishInterrupted, saying what was kept; the upload copy in RUN/hub-* is removed either way."""
     run_dir, repo_id = Path(run_dir), check_repo_id(repo_id)
     if dry_run is None:
-        token = hub_token(token)  # before minutes of evaluation and merging, not after
-    notes, evaluation = [], None
-    if split:
-        data = Path(dataset) if dataset else _run_dataset(run_dir)
-        if data is None:
-            notes.append("not evaluated: the run's dataset folder is gone (give --dataset DIR)")
-        else:
-            try:
-                evaluation = run_evaluation(run_dir, PreprocessSpec.load(run_dir), data, split)
-            except WorkbenchError as exc:
-                if dataset:
-                    raise
-                notes.append(f"not evaluated: {exc}")
-    if dry_run is not None:
-        result = model_folder(run_dir, dry_run, repo_id, merged, evaluation, license, datasets)
-        result.notes[:0] = notes
-        return result
-    tmp = Path(tempfile.mkdtemp(prefix="hub-", dir=run_dir))
+        token = hub_token(token)
+    check_run(run_dir)  # a damaged run: one line now, not after minutes of evaluation and merging
+    state = UploadState()
     try:
-        result = model_folder(run_dir, tmp / "repo", repo_id, merged, evaluation, license, datasets)
-        result.url = upload(result.folder, repo_id, "model", private, token,
-                            f"Upload {'merged model' if result.merged else 'model'} from Video VLM Workbench")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with interruptible():
+            notes, evaluation = _evaluate(run_dir, dataset, split)
+            if dry_run is not None:
+                result = model_folder(run_dir, dry_run, repo_id, merged, evaluation, license, datasets)
+            else:
+                with staging_dir(run_dir, RUN_PREFIX) as tmp:
+                    result = model_folder(run_dir, tmp / "repo", repo_id, merged, evaluation, license, datasets)
+                    kind = "merged model" if result.merged else "model"
+                    result.url = upload(result.folder, repo_id, "model", private, token,
+                                        f"Upload {kind} from Video VLM Workbench", state)
+    except KeyboardInterrupt:
+        raise interrupted(repo_id, run_dir, state.committing, dry_run) from None
     result.notes[:0] = notes
     return result
 
 
 def dataset_folder(dataset_dir, dest, repo_id: str, license: str | None = None) -> Published:
-    """Write a dataset as Hugging Face VideoFolder (core.data.exports) plus schema.json and a card."""
+    """Write a dataset as Hugging Face VideoFolder (core.data.exports) plus schema.json and a card.
+    Clips that do not open as videos are left out (each listed in the notes with its reason); a
+    dataset with no readable clip is refused."""
     from core.data.exports import export_videofolder
 
     dest, repo_id = Path(dest), check_repo_id(repo_id)
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"{dest}: already exists and is not empty; choose another folder")
-    report = export_videofolder(dataset_dir, dest)
+    created, clips = not dest.exists(), ClipCheck()
+    report = export_videofolder(dataset_dir, dest, keep=clips)
+    if report.rows == 0:
+        if created:
+            shutil.rmtree(dest, ignore_errors=True)
+        why = "; ".join(clips.left_out[:5]) + (" ..." if len(clips.left_out) > 5 else "")
+        raise DatasetError(f"{dataset_dir}: no readable clip to publish" + (f" ({why})" if why else ""))
     counts = {d.name: sum(1 for line in (d / "metadata.jsonl").open() if line.strip())
               for d in sorted(dest.iterdir()) if (d / "metadata.jsonl").is_file()}
     schema_path = dest / "schema.json"
     schema = json.loads(schema_path.read_text()) if schema_path.is_file() else None
     atomic_write_text(dest / "README.md", dataset_card(schema, repo_id, counts, license))
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    return Published(dest, files, repo_id, notes=list(report.problems))
+    return Published(dest, files, repo_id, notes=clips.left_out + list(report.problems))
 
 
 def publish_dataset(dataset_dir, repo_id: str, private: bool = False, dry_run=None, license: str | None = None,
                     token: str | None = None) -> Published:
-    """Publish a dataset folder (`cli.py push-dataset`). `dry_run`: write the folder there, upload nothing."""
-    if dry_run is not None:
-        return dataset_folder(dataset_dir, dry_run, repo_id, license)
-    token = hub_token(token)
-    tmp = Path(tempfile.mkdtemp(prefix="hub-dataset-"))
+    """Publish a dataset folder (`cli.py push-dataset`). `dry_run`: write the folder there, upload nothing.
+    Ctrl-C or SIGTERM: PublishInterrupted, saying what was kept; the upload copy is removed."""
+    repo_id = check_repo_id(repo_id)
+    if dry_run is None:
+        token = hub_token(token)
+    state = UploadState()
     try:
-        result = dataset_folder(dataset_dir, tmp / "repo", repo_id, license)
-        result.url = upload(result.folder, repo_id, "dataset", private, token, "Upload dataset from Video VLM Workbench")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with interruptible():
+            if dry_run is not None:
+                return dataset_folder(dataset_dir, dry_run, repo_id, license)
+            with staging_dir(tempfile.gettempdir(), DATASET_PREFIX) as tmp:
+                result = dataset_folder(dataset_dir, tmp / "repo", repo_id, license)
+                result.url = upload(result.folder, repo_id, "dataset", private, token,
+                                    "Upload dataset from Video VLM Workbench", state)
+    except KeyboardInterrupt:
+        raise interrupted(repo_id, Path(dataset_dir), state.committing, dry_run) from None
     return result

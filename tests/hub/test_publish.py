@@ -21,7 +21,7 @@ from tests.support import REPO, SAMPLES
 CLIP = SAMPLES / "videos" / "clip_0003.mp4"
 
 
-def push_cli(*args, env_extra=None, timeout=300):
+def push_cli(*args, env_extra=None, timeout=900):  # a guard: evaluating on 2 busy cores takes minutes
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT")}
     env.update({"HF_HUB_OFFLINE": "0", **(env_extra or {})})
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], capture_output=True, text=True,
