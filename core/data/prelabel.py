@@ -117,14 +117,19 @@ def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size:
     return report
 
 
+def require_folder(store: AnnotationStore) -> None:
+    """A dataset folder that is not there is said so, not reported as "no drafts" or "no schema.json"."""
+    if not store.root.is_dir():
+        what = "is not a folder" if store.root.exists() else "does not exist"
+        raise DatasetError(f"{store.root}: the dataset folder {what}; give the folder that holds metadata.jsonl "
+                           "and videos/")
+
+
 def review_queue(store: AnnotationStore, limit: int | None = None, fields: int = 3) -> list[ReviewItem]:
     """Every clip with a draft, least sure first (the Annotate tab's REVIEW filter, same order), with
     its `fields` weakest fields. Ordering reads the drafts index; only the `limit` drafts returned
     are parsed."""
-    if not store.root.is_dir():  # else an empty queue would read as "no drafts yet"
-        what = "is not a folder" if store.root.exists() else "does not exist"
-        raise DatasetError(f"{store.root}: the dataset folder {what}; give the folder that holds metadata.jsonl "
-                           "and videos/")
+    require_folder(store)  # else an empty queue would read as "no drafts yet"
     shown = least_sure_first(store, [rel for rel, status in store.statuses() if status == DRAFT])[:limit or None]
     # a short list opens its clips one by one (one line parsed each); a long one reads the log once
     drafts = store.drafts() if len(shown) > 200 else {rel: store.clip(rel).draft for rel in shown}

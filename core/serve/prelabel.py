@@ -9,7 +9,7 @@ never does. A base model is asked with the dataset's schema, a run with the one 
 
 from __future__ import annotations
 
-from core.data.prelabel import PrelabelReport, clips_to_prelabel, unreadable_to_prelabel, write_drafts
+from core.data.prelabel import PrelabelReport, clips_to_prelabel, require_folder, unreadable_to_prelabel, write_drafts
 from core.data.store import DRAFTS, AnnotationStore
 from core.errors import DatasetError
 from core.serve.loaded import loaded_predictor
@@ -26,6 +26,7 @@ def prelabel_dataset(dataset, model: str, limit: int | None = None, redo_drafts:
     `models`: the app's ModelManager (else the model is loaded for this call). The report's `asked`
     is 0 when there was nothing to pre-label (no model is loaded then)."""
     store = dataset if isinstance(dataset, AnnotationStore) else AnnotationStore(dataset)
+    require_folder(store)
     schema = store.schema()
     if schema is None:
         raise DatasetError(f"{store.root}: no schema.json; drafts are checked against it")

@@ -77,3 +77,44 @@ def test_the_default_dataset_is_a_copy_of_the_bundle_outside_the_repository(tmp_
     assert default_dataset() == ws.dataset_dir  # made once, then reused
     assert not any(p.name.startswith(".sample_videos.partial") for p in (tmp_path / "data").iterdir())
     assert os.environ["VVW_DATA_DIR"] == str(tmp_path / "data")
+
+
+@pytest.mark.slow
+def test_a_default_app_session_leaves_the_checkout_as_it_was(tmp_path):
+    """`python app.py` with no --dataset, a label saved and a draft-free session closed: `git status`
+    of the checkout is what it was before (the session wrote into its copy of the bundle)."""
+    from gradio_client import Client
+
+    def status():
+        return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], capture_output=True,
+                              text=True, cwd=REPO, timeout=60, check=True).stdout
+
+    before = status()
+    port = free_port()
+    env = dict(os.environ, VVW_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--runs", str(tmp_path / "runs"), "--port",
+                             str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read()
+                assert time.time() < deadline, "app did not answer within 180 s"
+                time.sleep(1)
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        rel = "videos/clip_0003.mp4"
+        opened = client.predict(rel, api_name="/open_clip")
+        out = client.predict(rel, json.dumps(dict(opened["label"], caption="saved in a default session")),
+                             opened["revision"], opened["split"] or "train", api_name="/save_label")
+        assert "saved" in out["message"] and "not saved" not in out["message"], out
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    copy = tmp_path / "data" / "sample_videos"
+    saved = (copy / "metadata.jsonl").read_text() + "".join(p.read_text() for p in copy.glob("metadata.pending.jsonl"))
+    assert "saved in a default session" in saved
+    assert status() == before

@@ -252,9 +252,11 @@ def test_prelabel_counts_and_lists_clips_already_known_unreadable(tmp_path, tiny
                                    "listed above)"
 
 
-def test_review_of_a_missing_folder_says_it_does_not_exist(tmp_path):
-    out = run_cli("review", "--dataset", tmp_path / "nowhere")
+@pytest.mark.parametrize("command", ["review", "prelabel"])
+def test_review_of_a_missing_folder_says_it_does_not_exist(tmp_path, command):
+    out = run_cli(command, "--dataset", tmp_path / "nowhere", *(["--model", "tiny:default"] if command == "prelabel"
+                                                              else []))
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip() == (f"error: {tmp_path / 'nowhere'}: the dataset folder does not exist; give the "
-                                  "folder that holds metadata.jsonl and videos/")
-    assert "no drafts" not in out.stdout
+                                  "folder that holds metadata.jsonl and videos/")  # not "no drafts"/"no schema.json"
+    assert "no drafts" not in out.stdout and not (tmp_path / "nowhere").exists()
