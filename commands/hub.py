@@ -7,6 +7,8 @@ VVW_HUB_TIMEOUT (seconds, default 60) bounds every wait for the Hub's answer.
 
 from __future__ import annotations
 
+import sys
+
 
 def register(sub) -> None:
     p = sub.add_parser("push", help="publish a run to the Hugging Face Hub with a model card",
@@ -46,18 +48,31 @@ def _report(result, what: str) -> int:
     return 0
 
 
-def cmd_push(args) -> int:
-    from core.hub import publish_run
+def _stopped(exc) -> int:
+    """Ctrl-C or SIGTERM: core's words (what was kept, how to go on) and 130, as predict and train."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 130
 
-    result = publish_run(args.run_dir, args.repo_id, merged=args.merged, private=args.private, dry_run=args.dry_run,
-                         dataset=args.dataset, split=None if args.no_eval else args.eval_split, license=args.license,
-                         datasets=[args.dataset_repo] if args.dataset_repo else None)
+
+def cmd_push(args) -> int:
+    from core.hub import PublishInterrupted, publish_run
+
+    try:
+        result = publish_run(args.run_dir, args.repo_id, merged=args.merged, private=args.private,
+                             dry_run=args.dry_run, dataset=args.dataset,
+                             split=None if args.no_eval else args.eval_split, license=args.license,
+                             datasets=[args.dataset_repo] if args.dataset_repo else None)
+    except PublishInterrupted as exc:
+        return _stopped(exc)
     return _report(result, "merged model" if result.merged else "model")
 
 
 def cmd_push_dataset(args) -> int:
-    from core.hub import publish_dataset
+    from core.hub import PublishInterrupted, publish_dataset
 
-    result = publish_dataset(args.dataset, args.repo_id, private=args.private, dry_run=args.dry_run,
-                             license=args.license)
+    try:
+        result = publish_dataset(args.dataset, args.repo_id, private=args.private, dry_run=args.dry_run,
+                                 license=args.license)
+    except PublishInterrupted as exc:
+        return _stopped(exc)
     return _report(result, "dataset")

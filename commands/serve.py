@@ -115,7 +115,9 @@ def cmd_predict(args) -> int:
         summary = _predict(args)
     except KeyboardInterrupt as exc:  # core words it (core.serve.batch.PredictStopped): what was kept, how to go on
         end_progress = "\n" if sys.stderr.isatty() else ""  # a terminal's progress line has no newline yet
-        print(f"{end_progress}{exc or 'stopped before any clip was predicted'}", file=sys.stderr)
+        # a bare KeyboardInterrupt (before the writer started) has no words of its own
+        print(f"{end_progress}{str(exc) or f'stopped before any clip was predicted; nothing written to {args.output}'}",
+              file=sys.stderr)
         return 130
     if summary["valid"] is None:  # sharded workers: their counts stay in their own output
         print(f"{summary['written']} rows from {summary['workers']} workers -> {args.output}")

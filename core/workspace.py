@@ -19,7 +19,7 @@ from core.models.families import TINY_DEFAULT
 from core.paths import REPO_ROOT, default_dataset
 from core.runs.manager import RunManager
 from core.serve.manager import ModelManager
-from core.spec import default_sampling, has_final_model
+from core.spec import FINAL_DIR, default_sampling, has_final_model
 
 
 @dataclass
@@ -93,11 +93,13 @@ class Workspace:
         return self.runs.start(dataset, name, config, before_launch=self.models.unload_all)
 
     def finished_runs(self) -> list[Path]:
-        """Run directories that hold a final model, newest first."""
+        """Run directories that hold a final model, newest first: by when the final model was written,
+        not the run folder's time, which moves whenever a run is merged, published or evaluated
+        (that made an old run the "newest" and moved every picker to it)."""
         if not self.runs_dir.is_dir():
             return []
         runs = [p for p in self.runs_dir.iterdir() if has_final_model(p)]
-        return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
+        return sorted(runs, key=lambda p: (p / FINAL_DIR).stat().st_mtime, reverse=True)
 
     def model_choices(self) -> list[str]:
         return [self.default_model] + [str(p) for p in self.finished_runs()]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import gradio as gr
 
 from core.data.exports import DATASET_FORMATS
-from core.errors import WorkbenchError
 from core.schema.base import ENUM, fields
+from tabs.feedback import failure_text
 
 REVIEW_LIST = 10  # least sure clips named after "Pre-label, then review"
 
@@ -46,28 +46,33 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
     def prelabel(model_name, n, redo_, constrained_, pool_, progress):
         from core.serve.prelabel import prelabel_dataset
 
-        try:
-            return prelabel_dataset(store, model_name, int(n or 0) or None, bool(redo_), models=ws.models,
-                                    seed=0 if pool_ else None, constrained=bool(constrained_),
-                                    progress=lambda d, t: progress((d, t), desc="pre-labelling"))
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+        return prelabel_dataset(store, model_name, int(n or 0) or None, bool(redo_), models=ws.models,
+                                seed=0 if pool_ else None, constrained=bool(constrained_),
+                                progress=lambda d, t: progress((d, t), desc="pre-labelling"))
 
     def message(report) -> str:
-        if not report.asked:
-            return "Nothing to pre-label."
+        unreadable = (f"{len(report.errors)} unreadable: " + "; ".join(report.errors[:3])
+                      + (" …" if len(report.errors) > 3 else "")) if report.errors else ""
+        if not report.asked:  # the CLI's words: clips it cannot read are counted, not silently skipped
+            return "Nothing to pre-label." + (f" {unreadable}" if unreadable else "")
         text = f"{report.drafted} drafts written, {report.flagged} flagged as not schema-valid"
-        return text + (f"; {len(report.errors)} unreadable: " + "; ".join(report.errors[:3]) if report.errors else "")
+        return text + (f"; {unreadable}" if unreadable else "")
 
     def on_prelabel(model_name, n, redo_, constrained_=True, pool_=False, progress=gr.Progress()):  # noqa: B008
-        return message(prelabel(model_name, n, redo_, constrained_, pool_, progress))
+        try:
+            return message(prelabel(model_name, n, redo_, constrained_, pool_, progress))
+        except Exception as exc:  # said under the button (tabs.feedback), not in a fading toast
+            return failure_text(exc, "pre-label")
 
     def on_prelabel_review(model_name, n, redo_, constrained_=True, pool_=False, progress=gr.Progress()):  # noqa: B008
         """Pre-label, then the gallery's review queue on its least sure clip; the message names the
         clips this model is least sure about (what to label next)."""
         from core.data.listing import REVIEW, matching
 
-        report = prelabel(model_name, n, redo_, constrained_, pool_, progress)
+        try:
+            report = prelabel(model_name, n, redo_, constrained_, pool_, progress)
+        except Exception as exc:
+            return failure_text(exc, "pre-label"), gr.skip(), gr.skip(), gr.skip()
         text = message(report)
         if report.drafts:
             text += f"\n\n**Label next**: the clips `{model_name}` is least sure about:\n" + "\n".join(
@@ -92,8 +97,6 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
         add_msg = gr.Markdown(elem_id="annotate-add-message")
 
     def on_add(paths, seconds):
-        from tabs.feedback import failure_text
-
         if not paths:
             return "✖ choose files first"
         try:
@@ -115,7 +118,7 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
                                    label="Stratify by")
             keep = gr.Checkbox(True, label="Keep existing splits")
         assign = gr.Button("Assign splits", elem_id="annotate-split")
-        split_msg = gr.Markdown()
+        split_msg = gr.Markdown(elem_id="annotate-split-message")
 
     def on_split(ratios_, seed_, strat, keep_):
         from core.data.splits import split_dataset
@@ -123,8 +126,8 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
         try:
             summary = split_dataset(store, ratios_, int(seed_ or 0), None if strat == "(none)" else strat,
                                     keep_existing=keep_)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+        except Exception as exc:
+            return failure_text(exc, "assign splits")
         return (f"{len(summary.assignment)} clips assigned ({summary.changed} changed): "
                 + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
 
@@ -141,17 +144,17 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
                              scale=3)
             fmt = gr.Dropdown(list(DATASET_FORMATS), value="conversation", label="Format", scale=1)
         do_export = gr.Button("Export")
-        io_msg = gr.Markdown()
+        io_msg = gr.Markdown(elem_id="annotate-io-message")
 
     def on_import(path, layout_):
         from core.data.imports.layouts import import_dataset
 
         if not (path or "").strip():
-            raise gr.Error("give a folder or file to import")
+            return "✖ give a folder or file to import"
         try:
             report = import_dataset(path.strip(), store.root, layout=layout_, merge=True)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+        except Exception as exc:
+            return failure_text(exc, "import")
         lines = [f"imported {report.rows} clips ({report.layout} layout)"]
         lines += [f"- skipped: {p}" for p in report.problems[:20]]
         return "\n".join(lines)
@@ -160,11 +163,11 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
         from core.data.exports import export_dataset
 
         if not (path or "").strip():
-            raise gr.Error("give a destination")
+            return "✖ give a destination"
         try:
             report = export_dataset(store.root, path.strip(), fmt_)
-        except WorkbenchError as exc:
-            raise gr.Error(str(exc)) from exc
+        except Exception as exc:
+            return failure_text(exc, "export")
         return f"wrote {report.dest}"
 
     refreshed(do_import.click(on_import, [src, layout], io_msg))

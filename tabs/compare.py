@@ -7,6 +7,7 @@ import json
 import gradio as gr
 
 from tabs.feedback import failure_text
+from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text, frame_strip
 
 RUNS_BASE = "(the run's own base)"
 SCHEMA_PROMPT = "the run's schema prompt"
@@ -20,15 +21,6 @@ LOW_CONFIDENCE = 0.5  # below this a field is flagged for a look (the review que
 def _cell(value) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     return (text[:60] + "…" if len(text) > 60 else text).replace("|", "\\|").replace("\n", " ")
-
-
-CONSTRAINED_DEFAULT = True  # what `predict` does: every tab starts where the batch answers will come from
-DECODING_LABEL = "Constrain decoding to the schema (as `predict` does)"
-
-
-def decoding_text(constrained: bool) -> str:
-    """How an answer or a score was decoded: said beside every one, since the two differ a lot early on."""
-    return "constrained to the schema" if constrained else "unconstrained"
 
 
 def side_markdown(side: dict | None, constrained: bool | None = None) -> str:
@@ -163,10 +155,3 @@ def build(ws, pickers) -> None:
     go.click(on_compare, [clip, upload, run, base, mode, prompt, constrained],
              [frames, instruction, *outs, memory, message], api_name="compare", concurrency_id="gpu",
              concurrency_limit=1)
-
-
-def frame_strip(label: str, elem_id: str) -> gr.Gallery:
-    """The frames a model gets, each whole at its own aspect ratio and all in view: a square crop
-    hid the right edge of wide dashcam frames (where the nav arrow a label depends on sits)."""
-    return gr.Gallery(label=label, columns=4, height="auto", object_fit="contain", allow_preview=False,
-                      elem_id=elem_id, elem_classes=["vvw-frame-strip"])

@@ -15,8 +15,8 @@ import gradio as gr
 import pandas as pd
 
 from core.data.exports import DATASET_FORMATS
-from tabs.compare import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text
 from tabs.feedback import failure_text
+from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text
 
 FORMATS = [".jsonl", ".csv", ".parquet", ".sqlite"]
 SPLITS = ["test", "val", "train", "all"]
@@ -151,7 +151,9 @@ def build(ws, pickers) -> None:
         with gr.Row():
             hub_merged = gr.Checkbox(False, label="Merged model (automatic when the base is not on the Hub)")
             hub_private = gr.Checkbox(True, label="Private")
-            hub_eval = gr.Checkbox(True, label="Score base and fine-tuned on the test split for the card")
+            # unconstrained: the card's transformers snippet decodes freely, so its scores should too
+            hub_eval = gr.Checkbox(True, label="Score base and fine-tuned on the test split for the card "
+                                               "(unconstrained, as the card's code decodes)")
             hub_dry = gr.Button("Preview (dry run)", elem_id="hub-dry-run")
             hub_go = gr.Button("Publish", variant="primary", elem_id="hub-publish")
         hub_msg = gr.Markdown(elem_id="hub-msg")

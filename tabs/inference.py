@@ -8,10 +8,10 @@ import gradio as gr
 
 from core.data.dataset import load_dataset
 from core.errors import WorkbenchError
-from core.serve.predictor import analyse_frames
-from core.video.frames import sample_frames
-from tabs.compare import CONSTRAINED_DEFAULT, DECODING_LABEL, frame_strip, side_markdown
+from core.serve.predictor import analyse_clip
+from tabs.compare import side_markdown
 from tabs.feedback import failure_text
+from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, frame_strip
 
 
 def _clip_choices(ws):
@@ -59,8 +59,7 @@ def build(ws, pickers) -> None:
         try:
             with ws.models.lock:
                 predictor = ws.models.get(model_name, schema=data.schema)
-                sampled = sample_frames(sample.video, predictor.spec.sampling_spec)
-                result = analyse_frames(predictor, sampled, sample.label, constrained=bool(constrained_))
+                result = analyse_clip(predictor, sample.video, sample.label, constrained=bool(constrained_))
         except Exception as exc:  # the reason stays beside the button (tabs.feedback)
             return (*skip, failure_text(exc, "run model"))
         md = side_markdown(result, bool(constrained_))

@@ -17,9 +17,11 @@ from core.schema import form
 from core.schema.base import parse_schema, schema_hash
 from core.schema.presets import PRESETS
 from core.schema.prompt import build_instruction
+from tabs.feedback import failure_text
 from tabs.widgets import render_fields
 
 RECHECK_COLUMNS = ["file", "field", "reason"]
+MAX_LISTED = 500  # rows of the rejected-labels table sent per edit (a narrowed enum can reject 100,000)
 
 
 def check_text(text: str, store) -> dict:
@@ -35,15 +37,16 @@ def check_text(text: str, store) -> dict:
     if warnings:
         status += "\n\n⚠ " + "\n\n⚠ ".join(warnings)
     n_rows = store.labelled_count() if store is not None else 0
+    listed = "listed below" if len(broken) <= MAX_LISTED else f"the first {MAX_LISTED} listed below"
     status += (f"\n\n{len(broken)} problems in {n_rows} stored labels under this schema"
-               + (" (listed below; nothing was changed)" if broken else ""))
+               + (f" ({listed}; nothing was changed)" if broken else ""))
     if store is not None and not store.schema_path.is_file():
         # a new dataset: the editor holds a starting point, and Annotate asks for a schema until it is saved
         status = ("**Not saved yet**: this dataset has no schema.json; the editor holds a starting point (the "
                   "dashcam preset unless you edited it). Press Save to use it.\n\n" + status)
     return {"ok": True, "status": status, "schema": schema, "prompt": build_instruction(schema),
             "example": form.example_object(schema),
-            "broken": pd.DataFrame(broken, columns=RECHECK_COLUMNS)}
+            "broken": pd.DataFrame(broken[:MAX_LISTED], columns=RECHECK_COLUMNS)}
 
 
 def current_text(store) -> str:
@@ -110,14 +113,18 @@ def build(ws, saved: gr.State) -> None:
     def on_infer():
         from core.data.schema_infer import infer_schema_from_file
 
-        if not store.metadata_path.is_file():
-            raise gr.Error(f"{store.metadata_path} does not exist yet")
-        return json.dumps(infer_schema_from_file(store.metadata_path), indent=2, ensure_ascii=False)
+        if not store.metadata_path.is_file():  # said in the status line, not a toast with an Error badge
+            return gr.skip(), f"✖ infer failed: {store.metadata_path} does not exist yet"
+        try:
+            inferred = infer_schema_from_file(store.metadata_path)
+        except Exception as exc:
+            return gr.skip(), failure_text(exc, "infer")
+        return json.dumps(inferred, indent=2, ensure_ascii=False), gr.skip()
 
     editor.change(on_edit, editor, [status, prompt, example, preview_state, broken], trigger_mode="always_last",
                   api_name="check_schema")
     # the editor's change event re-checks the reverted text
     revert.click(lambda: current_text(store), None, editor, api_name="revert_schema")
     load.click(lambda name: json.dumps(PRESETS[name], indent=2, ensure_ascii=False), preset, editor)
-    infer.click(on_infer, None, editor)
+    infer.click(on_infer, None, [editor, status], api_name="infer_schema")
     save.click(on_save, editor, [status, broken, saved], api_name="save_schema")

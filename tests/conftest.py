@@ -13,8 +13,9 @@ from tests.support import REPO, SAMPLES
 if "VVW_CACHE_DIR" not in os.environ:
     os.environ["VVW_CACHE_DIR"] = tempfile.mkdtemp(prefix="vvw-test-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+_DATA_DIR = None
 if "VVW_DATA_DIR" not in os.environ:  # the app's own copy of the bundle (core.paths.default_dataset), never the repo's
-    os.environ["VVW_DATA_DIR"] = tempfile.mkdtemp(prefix="vvw-test-data-")
+    os.environ["VVW_DATA_DIR"] = _DATA_DIR = tempfile.mkdtemp(prefix="vvw-test-data-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -65,8 +66,9 @@ def _bundle_state() -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--ignored", "--",
-                              str(SAMPLES)], capture_output=True, text=True, cwd=REPO, timeout=60)
+        # not --ignored: importing generate.py may leave a __pycache__ there, which git ignores too
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", str(SAMPLES)],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
     except OSError:
         return None
     return out.stdout if out.returncode == 0 else None
@@ -79,6 +81,10 @@ def pytest_sessionstart(session):
 def pytest_sessionfinish(session, exitstatus):
     """The suite fails when a test wrote into sample_videos/ (a lock, drafts, a rewritten
     metadata.jsonl): the bundle is the repository's, and `git status` must stay clean after a run."""
+    import shutil
+
+    if _DATA_DIR:
+        shutil.rmtree(_DATA_DIR, ignore_errors=True)  # this session's copies of the bundle (5 MB each)
     before, after = getattr(session.config, "_vvw_bundle", None), _bundle_state()
     if before is not None and after is not None and after != before:
         new = sorted(set(after.splitlines()) - set(before.splitlines()))

@@ -398,14 +398,14 @@ class AnnotationStore:
 
         Returns an AddedClips (`added, problems = ...` unpacks it): a file that is not a readable
         video is reported and skipped; existing clips are never overwritten (a numeric suffix is
-        added). The clips come without a split: `no_split` counts them and `note` says, when the
-        dataset trains on its train split, that training leaves them out until splits are assigned.
-        See core.data.uploads.
+        added). The clips come without a split: `no_split` counts them and `note` says what training
+        does with them (left out while the dataset has a train split). See core.data.uploads.
         """
         result = uploads.add_videos(self.root, files, chunk_seconds)
         if result.no_split:
             with self._mutex:
                 self._meta.sync()
-                uses_splits = any(summary[1] for summary in self._meta.summaries)
-            result.note = uploads.split_note(result.no_split, uses_splits)
+                # what training does (core.train.stream): the train split, else the rows without a split
+                has_train = any(summary[1] == "train" for summary in self._meta.summaries)
+            result.note = uploads.split_note(result.no_split, has_train)
         return result

@@ -82,11 +82,12 @@ def add_videos(root: Path, files, chunk_seconds: float | None = None) -> AddedCl
     return AddedClips(added, problems, no_split=len(added))
 
 
-def split_note(n: int, uses_splits: bool) -> str:
-    """What `n` clips added without a split mean for training (AddedClips.note)."""
+def split_note(n: int, has_train: bool) -> str:
+    """What `n` clips added without a split mean for training (AddedClips.note); `has_train`: some
+    row is in the train split (training then takes only those)."""
     clips = f"{n} clip{'s' if n != 1 else ''} added without a split"
-    if not uses_splits:
-        return f"{clips} (the dataset uses no splits: training takes every labelled clip)"
+    if not has_train:
+        return f"{clips} (no clip is in the train split: training takes the labelled clips without a split)"
     return (f"{clips}: training uses the train split, so label them and assign splits (Annotate → Splits with "
             "'Keep existing splits', or `cli.py split --keep-existing`), or training leaves them out")
 
@@ -146,7 +147,10 @@ def _unzip(p: Path, folder: Path, problems: list[str]) -> list[Path]:
                     _copy_member(zf, info, target)
                 except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
                     target.unlink(missing_ok=True)
-                    problems.append(f"{p.name}: {info.filename}: {exc}; skipped")
+                    # zipfile says "Bad CRC-32 for file ..." for a member that yields more or other bytes
+                    # than it declares: say what that means for the person
+                    problems.append(f"{p.name}: {info.filename}: damaged or not what the archive declares ({exc}); "
+                                    "skipped")
             return sorted(f for f in folder.iterdir() if f.is_file())
     except zipfile.BadZipFile:
         problems.append(f"{p.name}: not a valid zip file")
@@ -161,6 +165,6 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path) -> No
     with zf.open(info) as fin, open(target, "wb") as fout:
         while chunk := fin.read(COPY_CHUNK):
             written += len(chunk)
-            if written > info.file_size:
+            if written > info.file_size:  # zipfile itself stops at the declared size (a CRC error): a second guard
                 raise ValueError(f"expands beyond its declared {info.file_size} bytes (a damaged or hostile archive)")
             fout.write(chunk)

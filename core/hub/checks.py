@@ -2,7 +2,8 @@
 
 `check_run` reads every file of a run that publishing uses (the spec, the training config, the
 adapter or model config, the safetensors headers) and refuses a damaged run with one line naming
-the file and what is wrong, before the evaluation, the token or any network call. Weights are
+the file and what is wrong, before the evaluation or any network call (after the token check,
+which is as cheap and reads nothing of the run). Weights are
 checked by their header and size (safetensors says when a file does not cover what its header
 lists), not loaded. `ClipCheck` is the dataset side: the header check training does on every clip
 (core.video.frames.check_readable), remembering why each unreadable clip was left out.

@@ -10,6 +10,7 @@ Nothing here draws widgets: the Annotate tab maps each `FormField.widget` to a G
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 DROPDOWN, RADIO, CHECKBOXES, CHECKBOX, NUMBER, TEXT, TEXTAREA, JSON = (
@@ -248,9 +249,14 @@ def _owner(names: dict, keys: list[str]) -> str | None:
     return None
 
 
+def _shown(value) -> str:
+    """A value as the person typed it in JSON (null, "x", true), not Python's repr (None, 'x', True)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _words(e) -> str:
     if e.validator == "enum":
-        return f"{e.instance!r} is not one of " + ", ".join(str(c) for c in e.validator_value)
+        return f"{_shown(e.instance)} is not one of " + ", ".join(str(c) for c in e.validator_value)
     if e.validator == "additionalProperties" and isinstance(e.instance, dict):
         known = set(e.schema.get("properties") or {})
         extra = [k for k in e.instance if k not in known]
@@ -258,5 +264,5 @@ def _words(e) -> str:
             return "not in the schema: " + ", ".join(extra)
     if e.validator == "type":
         wanted = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
-        return f"{e.instance!r} should be " + " or ".join(TYPE_WORDS.get(t, t) for t in wanted)
+        return f"{_shown(e.instance)} should be " + " or ".join(TYPE_WORDS.get(t, t) for t in wanted)
     return e.message

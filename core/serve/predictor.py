@@ -255,6 +255,8 @@ def analyse_frames(predictor: Predictor, frames: SampledFrames, label: dict | No
     return result
 
 
-def analyse_clip(predictor: Predictor, video, label: dict | None = None, max_new_tokens: int = 160) -> dict:
+def analyse_clip(predictor: Predictor, video, label: dict | None = None, max_new_tokens: int = 160,
+                 constrained: bool = False) -> dict:
     """`analyse_frames` on a clip sampled with the predictor's spec. Raises VideoError if unreadable."""
-    return analyse_frames(predictor, sample_frames(Path(video), predictor.spec.sampling_spec), label, max_new_tokens)
+    return analyse_frames(predictor, sample_frames(Path(video), predictor.spec.sampling_spec), label, max_new_tokens,
+                          constrained)

@@ -24,8 +24,8 @@ def test_form_problems_name_the_field_in_words():
     assert problems == [
         ("caption", "caption is required"),
         (None, "not in the schema: extra"),
-        ("event_type", "event_type: 'x' is not one of collision, near_miss, no_incident"),
-        ("rule_violations", "rule_violations: 'y' is not one of speeding, failure_to_yield, ignoring_traffic_signs"),
+        ("event_type", 'event_type: "x" is not one of collision, near_miss, no_incident'),
+        ("rule_violations", 'rule_violations: "y" is not one of speeding, failure_to_yield, ignoring_traffic_signs'),
     ]
     assert form.label_problems(fields, schema, LABEL) == []
 
@@ -33,8 +33,8 @@ def test_form_problems_name_the_field_in_words():
 def test_nested_form_problems_point_at_the_nested_field():
     fields = form.form_fields(NESTED)
     problems = form.label_problems(fields, NESTED, {"kind": "a", "count": "3", "vehicle": {"colour": "green"}})
-    assert problems == [("count", "count: '3' should be a whole number"),
-                        ("vehicle.colour", "vehicle.colour: 'green' is not one of red, blue")]
+    assert problems == [("count", 'count: "3" should be a whole number'),
+                        ("vehicle.colour", 'vehicle.colour: "green" is not one of red, blue')]
     required = {"type": "object", "properties": {"v": {"type": "object", "required": ["w"],
                                                       "properties": {"w": {"type": "string"}}}}}
     assert form.label_problems(form.form_fields(required), required, {"v": {}}) == [("v.w", "v.w is required")]
@@ -50,13 +50,13 @@ def test_a_refused_form_save_words_and_marks_the_fields(tmp_path):
     current = {"rel": rels[0], "revision": store.clip_revision(rels[0])}
     values = form.label_to_values(fields, {**LABEL, "caption": "", "event_type": "meteor"})
     msg, _, moved, invalid = save_form(store, fields, schema, current, values, "(none)", rels)
-    assert msg == "✖ not saved: caption is required; event_type: 'meteor' is not one of collision, near_miss, no_incident"
+    assert msg == '✖ not saved: caption is required; event_type: "meteor" is not one of collision, near_miss, no_incident'
     assert moved is False and invalid == {"caption", "event_type"}
     assert store.clip(rels[0]).status != LABELLED
     marks = {f.name: u["elem_classes"] for f, u in zip(fields, field_marks(fields, None, invalid))}
     assert {n for n, classes in marks.items() if "vvw-invalid" in classes} == {"caption", "event_type"}
     # the raw JSON editor words it the same way
-    assert raw_label(json.dumps({**LABEL, "caption": None}), schema)[1] == ["caption: None should be text"]
+    assert raw_label(json.dumps({**LABEL, "caption": None}), schema)[1] == ["caption: null should be text"]
     assert raw_label("{}", schema)[1][0] == "caption is required"
     msg, picked, moved, invalid = save_form(store, fields, schema, current, form.label_to_values(fields, LABEL),
                                             "(none)", rels)

@@ -208,7 +208,8 @@ def test_pickers_list_the_runs_that_exist_now_and_move_to_a_new_one(tmp_path, sh
     assert pickers.default(MODELS) == [ws.default_model, str(first)]
     assert [v for _, v in pickers.choices(MODEL)] == [ws.default_model, str(first)]
     shutil.copytree(short_run, second)
-    os.utime(second, (first.stat().st_mtime + 10,) * 2)  # finished after the first
+    os.utime(second / "final", ((first / "final").stat().st_mtime + 10,) * 2)  # finished after the first
+    os.utime(first, (first.stat().st_mtime + 100,) * 2)  # the old run's folder touched (merged, published...)
     pickers._items = [(None, RUN), (None, RUN), (None, MODELS)]
     on_default, chosen, several = pickers.updates(before, [str(first), str(first) + "-other", [ws.default_model,
                                                                                                 str(first)]])

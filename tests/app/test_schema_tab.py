@@ -67,3 +67,35 @@ def test_a_new_dataset_says_the_preset_in_the_editor_is_not_saved(tmp_path):
     make_dataset(tmp_path / "saved", n=1)
     saved = AnnotationStore(tmp_path / "saved")
     assert check_text(current_text(saved), saved)["status"].startswith("✔ valid JSON Schema")
+
+
+def test_a_schema_that_rejects_many_labels_sends_a_bounded_table(tmp_path):
+    """A narrowed enum can reject 100,000 labels: each edit sends at most MAX_LISTED rows, and the
+    status line gives the total."""
+    from types import SimpleNamespace
+
+    from core.schema.presets import PRESETS
+    from tabs.schema import MAX_LISTED, check_text
+
+    (tmp_path / "schema.json").write_text("{}")
+    many = [(f"videos/c{i}.mp4", "visibility", "'good' is not one of ['bad']") for i in range(MAX_LISTED + 100)]
+    store = SimpleNamespace(check_labels=lambda schema: many, labelled_count=lambda: len(many),
+                            schema_path=tmp_path / "schema.json")
+    shown = check_text(json.dumps(PRESETS["dashcam"]), store)
+    assert len(shown["broken"]) == MAX_LISTED
+    assert f"{len(many)} problems in {len(many)} stored labels" in shown["status"]
+    assert f"the first {MAX_LISTED} listed below" in shown["status"]
+
+
+def test_infer_without_metadata_says_why_in_the_status_line(tmp_path):
+    import gradio as gr
+
+    from core.workspace import Workspace
+    from tabs import schema
+
+    ws = Workspace(dataset_dir=tmp_path, runs_dir=tmp_path / "runs")
+    with gr.Blocks() as demo:
+        schema.build(ws, gr.State(None))
+    on_infer = next(f.fn for f in demo.fns.values() if f.api_name == "infer_schema")
+    editor, status = on_infer()
+    assert status == f"✖ infer failed: {tmp_path / 'metadata.jsonl'} does not exist yet"

@@ -33,9 +33,10 @@ def test_an_empty_folder_is_offered_as_a_new_dataset(tmp_path):
     empty = tmp_path / "new-dataset"
     empty.mkdir()
     port = free_port()
+    log = tmp_path / "app.log"  # a file, not a pipe nobody reads while the app runs
     proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--dataset", str(empty), "--runs",
                              str(tmp_path / "runs"), "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True)
     try:
         deadline = time.time() + 180
         while True:
@@ -43,7 +44,7 @@ def test_an_empty_folder_is_offered_as_a_new_dataset(tmp_path):
                 config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5).read())
                 break
             except OSError:
-                assert proc.poll() is None, proc.stderr.read()
+                assert proc.poll() is None, log.read_text()
                 assert time.time() < deadline, "app did not answer within 180 s"
                 time.sleep(1)
         notes = [c["props"].get("value", "") for c in config["components"]
@@ -51,8 +52,8 @@ def test_an_empty_folder_is_offered_as_a_new_dataset(tmp_path):
         assert len(notes) == 1 and notes[0].startswith(f"**New dataset** in `{empty}`: no clips and no schema yet")
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
-    assert f"New dataset in {empty}: no clips and no schema yet" in err
+        proc.wait(30)
+    assert f"New dataset in {empty}: no clips and no schema yet" in log.read_text()
 
 
 def test_the_default_dataset_is_a_copy_of_the_bundle_outside_the_repository(tmp_path, monkeypatch):
@@ -75,8 +76,11 @@ def test_the_default_dataset_is_a_copy_of_the_bundle_outside_the_repository(tmp_
     assert "edited in the copy" in ws.dataset_dir.joinpath("metadata.jsonl").read_text() + "".join(
         p.read_text() for p in ws.dataset_dir.glob("metadata.pending.jsonl"))
     assert default_dataset() == ws.dataset_dir  # made once, then reused
+    monkeypatch.delenv("VVW_DATA_DIR")
+    from core.paths import data_dir
+
+    assert data_dir() == REPO / "data"  # the default, which .gitignore covers (checked in the slow test)
     assert not any(p.name.startswith(".sample_videos.partial") for p in (tmp_path / "data").iterdir())
-    assert os.environ["VVW_DATA_DIR"] == str(tmp_path / "data")
 
 
 @pytest.mark.slow
@@ -92,9 +96,9 @@ def test_a_default_app_session_leaves_the_checkout_as_it_was(tmp_path):
     before = status()
     port = free_port()
     env = dict(os.environ, VVW_DATA_DIR=str(tmp_path / "data"))
+    log = tmp_path / "app.log"
     proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--runs", str(tmp_path / "runs"), "--port",
-                             str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                             str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
         deadline = time.time() + 180
         while True:
@@ -102,7 +106,7 @@ def test_a_default_app_session_leaves_the_checkout_as_it_was(tmp_path):
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5)
                 break
             except OSError:
-                assert proc.poll() is None, proc.stderr.read()
+                assert proc.poll() is None, log.read_text()
                 assert time.time() < deadline, "app did not answer within 180 s"
                 time.sleep(1)
         client = Client(f"http://127.0.0.1:{port}", verbose=False)
@@ -118,3 +122,6 @@ def test_a_default_app_session_leaves_the_checkout_as_it_was(tmp_path):
     saved = (copy / "metadata.jsonl").read_text() + "".join(p.read_text() for p in copy.glob("metadata.pending.jsonl"))
     assert "saved in a default session" in saved
     assert status() == before
+    # and without VVW_DATA_DIR the copy goes to data/, which git ignores
+    ignored = subprocess.run(["git", "check-ignore", "-q", "data/sample_videos/metadata.jsonl"], cwd=REPO, timeout=60)
+    assert ignored.returncode == 0

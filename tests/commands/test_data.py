@@ -184,8 +184,8 @@ def test_prelabel_refuses_a_dataset_without_schema_and_loads_nothing_when_there_
     line = f"error: {bare}: no schema.json; drafts are checked against it"
     out = run_cli("prelabel", "--dataset", bare, "--model", "tiny:default")
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [line]
-    with pytest.raises(gr.Error, match="no schema.json; drafts are checked against it"):
-        _annotate_tools_handler(bare, "prelabel")("tiny:default", 0, False)
+    said = _annotate_tools_handler(bare, "prelabel")("tiny:default", 0, False)  # under the button, not a toast
+    assert said == f"✖ pre-label failed: {bare}: no schema.json; drafts are checked against it"
 
     done = make_dataset(tmp_path / "done", n=2)  # every clip labelled
     again = run_cli("prelabel", "--dataset", done, "--model", "no/such-model")  # never loaded: no error

@@ -4,6 +4,7 @@ other kind), a Ray address where no cluster answers, clips that cannot be read. 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -173,6 +174,8 @@ def silent_port():
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     yield server.getsockname()[1]
+    with contextlib.suppress(OSError):  # a listener may say "not connected"; close still ends it
+        server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not on Linux
     server.close()
     for conn in held:
         conn.close()
