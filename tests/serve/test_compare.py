@@ -40,11 +40,16 @@ def test_compare_tab_streams_each_side_and_free_prompt(short_run, tmp_path):
 
     ws = Workspace(dataset_dir=SAMPLES, runs_dir=tmp_path)
     steps = list(run_compare(ws, CLIP, None, str(short_run), None, SCHEMA_PROMPT, "", False))
-    assert len(steps) == 4  # frames, base, fine-tuned, done
-    assert steps[0][2] == "_waiting…_" and steps[1][2] != "_waiting…_" and steps[1][5] == "_waiting…_"
+    assert len(steps) == 5  # cleared, frames, base, fine-tuned, done
+    assert steps[0][0] is None and steps[0][-1] == ""  # a new try clears the last one's results and message
+    assert steps[1][2] == "_waiting…_" and steps[2][2] != "_waiting…_" and steps[2][5] == "_waiting…_"
     final = steps[-1]
     for side in (final[2], final[5]):  # each side: a field table with confidence and the label's verdict
         assert "| field | answer | confidence | label |" in side and "| event_type |" in side
-    assert len(final[0]) == 8 and "Loaded:" in final[-1]
+        assert "decoding unconstrained" in side  # every answer says how it was decoded
+    assert len(final[0]) == 8 and "Loaded:" in final[-2] and final[-1] == ""
+    # no run picked: the reason is the message beside the button; every other output is left as it was
+    refused = list(run_compare(ws, CLIP, None, None, None, SCHEMA_PROMPT, "", True))
+    assert len(refused) == 1 and refused[0][-1] == "✖ pick a fine-tuned run (train one in the Train tab)"
     free = list(run_compare(ws, CLIP, None, str(short_run), None, FREE_PROMPT, "Describe the road.", False))
     assert free[-1][1] == "Describe the road."
