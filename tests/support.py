@@ -277,3 +277,42 @@ def terrain(seed: int, fire: bool, size=(120, 80)) -> Image.Image:
         blob = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
         img[blob] = (235, int(rng.integers(60, 140)), 20)
     return Image.fromarray(img)
+
+
+# --- the app as a process -------------------------------------------------------------------------
+
+def start_app(args, log_path: Path, env: dict | None = None, wait_s: float = 240):
+    """`python app.py ARGS --port P` in a subprocess, its output in `log_path` (a file: a pipe nobody
+    reads would block it), returned once it answers HTTP 200: (process, base URL). Stop it with
+    `stop_app`."""
+    import time
+    import urllib.request
+
+    from core.runs.launch import free_port
+
+    port = free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), *map(str, args), "--port", str(port)], cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc.log = log
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + wait_s
+    while True:
+        try:
+            if urllib.request.urlopen(url, timeout=5).status == 200:
+                return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            why = "exited early" if proc.poll() is not None else f"did not answer within {wait_s:.0f} s"
+            stop_app(proc)
+            raise AssertionError(f"app {why}; see {log_path}:\n" + Path(log_path).read_text()[-3000:])
+        time.sleep(1)
+
+
+def stop_app(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    finally:
+        proc.log.close()

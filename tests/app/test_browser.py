@@ -19,16 +19,12 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from core.runs.launch import free_port
-from tests.support import REPO, SAMPLES
+from tests.support import REPO, SAMPLES, start_app, stop_app
 
 pytestmark = pytest.mark.slow  # end to end: see pyproject markers
 
@@ -51,29 +47,13 @@ def app(tmp_path_factory, artifacts):
     root = tmp_path_factory.mktemp("browser")
     ds, runs = root / "ds", root / "runs"
     shutil.copytree(SAMPLES, ds, ignore=shutil.ignore_patterns("generate.py", "README.md"))
-    port = free_port()
-    log = open(artifacts / "browser-app.log", "w")
     # Publish reaches for a Hub that is not there: a closed port on this machine (no outside network here)
     env = dict(os.environ, HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{free_port()}", HF_TOKEN="hf_test")
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--dataset", str(ds), "--runs", str(runs),
-                             "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while True:
-        try:
-            if urllib.request.urlopen(url, timeout=5).status == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, f"app exited early; see {artifacts / 'browser-app.log'}"
-        assert time.time() < deadline, "app did not answer HTTP 200 within 240 s"
-        time.sleep(1)
+    proc, url = start_app(["--dataset", ds, "--runs", runs], artifacts / "browser-app.log", env=env)
     try:
         yield url, ds, runs
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        stop_app(proc)
 
 
 def _pick(page, elem_id: str, value: str) -> None:

@@ -11,17 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from core.runs.launch import free_port
 from tests.app.test_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.support import REPO, SAMPLES
+from tests.support import REPO, SAMPLES, start_app, stop_app
 
 pytestmark = pytest.mark.slow  # end to end: see pyproject markers
 
@@ -61,27 +56,11 @@ def app(tmp_path_factory, artifacts):
     shutil.copytree(SAMPLES, ds, ignore=shutil.ignore_patterns("generate.py", "README.md"))
     meta = ds / "metadata.jsonl"
     meta.write_text("".join(x + "\n" for x in meta.read_text().splitlines() if json.loads(x)["video"] != UNLABELLED))
-    port = free_port()
-    log = open(artifacts / "browser-annotate-app.log", "w")
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--dataset", str(ds), "--runs", str(runs),
-                             "--port", str(port)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 240
-    while True:
-        try:
-            if urllib.request.urlopen(url, timeout=5).status == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, f"app exited early; see {artifacts / 'browser-annotate-app.log'}"
-        assert time.time() < deadline, "app did not answer HTTP 200 within 240 s"
-        time.sleep(1)
+    proc, url = start_app(["--dataset", ds, "--runs", runs], artifacts / "browser-annotate-app.log")
     try:
         yield url, ds, runs
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+        stop_app(proc)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from core.runs.launch import free_port
-from tests.support import REPO, SAMPLES
+from tests.support import REPO, SAMPLES, start_app, stop_app
 
 
 def test_a_missing_dataset_folder_is_refused_with_one_line(tmp_path):
@@ -32,27 +31,15 @@ def test_a_missing_dataset_folder_is_refused_with_one_line(tmp_path):
 def test_an_empty_folder_is_offered_as_a_new_dataset(tmp_path):
     empty = tmp_path / "new-dataset"
     empty.mkdir()
-    port = free_port()
-    log = tmp_path / "app.log"  # a file, not a pipe nobody reads while the app runs
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--dataset", str(empty), "--runs",
-                             str(tmp_path / "runs"), "--port", str(port)], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True)
+    log = tmp_path / "app.log"
+    proc, url = start_app(["--dataset", empty, "--runs", tmp_path / "runs"], log)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5).read())
-                break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.time() < deadline, "app did not answer within 180 s"
-                time.sleep(1)
+        config = json.loads(urllib.request.urlopen(f"{url}/config", timeout=30).read())
         notes = [c["props"].get("value", "") for c in config["components"]
                  if c.get("props", {}).get("elem_id") == "app-note"]
         assert len(notes) == 1 and notes[0].startswith(f"**New dataset** in `{empty}`: no clips and no schema yet")
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_app(proc)
     assert f"New dataset in {empty}: no clips and no schema yet" in log.read_text()
 
 
@@ -94,30 +81,17 @@ def test_a_default_app_session_leaves_the_checkout_as_it_was(tmp_path):
                               text=True, cwd=REPO, timeout=60, check=True).stdout
 
     before = status()
-    port = free_port()
     env = dict(os.environ, VVW_DATA_DIR=str(tmp_path / "data"))
-    log = tmp_path / "app.log"
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--runs", str(tmp_path / "runs"), "--port",
-                             str(port)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    proc, url = start_app(["--runs", tmp_path / "runs"], tmp_path / "app.log", env=env)
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5)
-                break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.time() < deadline, "app did not answer within 180 s"
-                time.sleep(1)
-        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        client = Client(url, verbose=False)
         rel = "videos/clip_0003.mp4"
         opened = client.predict(rel, api_name="/open_clip")
         out = client.predict(rel, json.dumps(dict(opened["label"], caption="saved in a default session")),
                              opened["revision"], opened["split"] or "train", api_name="/save_label")
         assert "saved" in out["message"] and "not saved" not in out["message"], out
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_app(proc)
     copy = tmp_path / "data" / "sample_videos"
     saved = (copy / "metadata.jsonl").read_text() + "".join(p.read_text() for p in copy.glob("metadata.pending.jsonl"))
     assert "saved in a default session" in saved
