@@ -1,6 +1,8 @@
-"""Video VLM Workbench: the Gradio app. `python app.py [--host H] [--port P] [--share --auth U:P]`.
+"""Video VLM Workbench: the Gradio app. `python app.py [--host H] [--port P] [--share --auth U:P] [--api]`.
 
 Binds 127.0.0.1 unless --host says otherwise; a share link is only created with authentication.
+`--api` also serves the OpenAI-compatible routes of `cli.py serve` (core.serve.openai_api) on the
+same port, so a Space answers both; off loopback they need VVW_API_KEY.
 """
 
 from __future__ import annotations
@@ -97,6 +99,10 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", help="dataset folder (default: a copy of the bundled sample_videos in data/, "
                                           "or VVW_DATA_DIR, made on first start)")
     parser.add_argument("--runs", help="folder of training runs (default: checkpoints/)")
+    parser.add_argument("--api", action="store_true", help="also serve /v1/chat/completions, /v1/models and /health "
+                        "(an OpenAI-compatible API; clients send VVW_API_KEY when it is set, required off loopback)")
+    parser.add_argument("--api-model", help="run or model the API serves (default: the newest finished run, "
+                                            "else the default model with the dataset's schema)")
     args = parser.parse_args(argv)
     auth = parse_auth(args.auth)
     if args.share and not auth:
@@ -115,11 +121,38 @@ def main(argv=None) -> int:
         print(note.replace("**", "").replace("`", ""), file=sys.stderr)
     demo = build_app(ws, note)
     atexit.register(ws.fold_pending)  # a closed app leaves metadata.jsonl complete for scripts
+    api = _api_service(ws, args) if args.api else None
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                 allowed_paths=[str(ws.dataset_dir), str(ws.runs_dir)], head=KEYBOARD_JS, css=APP_CSS,
-                show_error=True)
+                show_error=True, prevent_thread_lock=api is not None)
+    if api is not None:
+        from core.serve.openai_api import api_router
+
+        # Gradio's FastAPI app exists once launched; routes added now are matched from the next request
+        demo.app.include_router(api_router(api))
+        print(f"API: {api.ids[0]} at /v1 (OpenAI-compatible)", file=sys.stderr)
+        demo.block_thread()
     return 0
+
+
+def _api_service(ws, args):
+    """The OpenAI-compatible API's model, sharing the tabs' model manager (refusals: one error line)."""
+    from core.errors import WorkbenchError
+    from core.serve.openai_api import build_service, check_bind
+
+    key = os.environ.get("VVW_API_KEY") or None
+    runs = ws.finished_runs()
+    model = args.api_model or (str(runs[0]) if runs else ws.default_model)
+    try:
+        check_bind(args.host, None, key, key_hint="--api needs an API key: set VVW_API_KEY")
+        schema = _schema_or_none(ws)
+        if schema is None and not runs and not args.api_model:
+            raise SystemExit("error: --api: no finished run and no saved schema to ask the default model with; "
+                             "save a schema or give --api-model RUN")
+        return build_service(model, ws.models, [ws.dataset_dir], key, schema=schema)
+    except WorkbenchError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

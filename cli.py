@@ -17,6 +17,8 @@
     python cli.py review --dataset DIR [--limit N] [--json]
     python cli.py push RUN --repo-id OWNER/NAME [--merged] [--private] [--dry-run DIR] [--no-eval]
     python cli.py push-dataset DATASET --repo-id OWNER/NAME [--private] [--dry-run DIR]
+    python cli.py add-clips DATASET SRC... [--chunk-seconds S] [--recursive] [--workers N]
+    python cli.py serve RUN_OR_MODEL [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--allow-dir DIR ...]
 
 `python cli.py COMMAND --help` documents every flag (train's are TrainConfig's field docs).
 Errors from core (core.errors.WorkbenchError, a bad config value included) are printed as one line
@@ -33,14 +35,14 @@ import sys
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from commands import data, hub, serve, train  # noqa: E402
+from commands import api, data, hub, serve, train  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cli.py", description="Video VLM Workbench (headless)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what core does (INFO level)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (data, train, serve, hub):
+    for module in (data, train, serve, hub, api):
         module.register(sub)
     return parser
 

@@ -1,5 +1,8 @@
-"""`inspect-video`, `import`, `export-dataset`, `split`, `validate`, `prelabel`, `review`: the
-dataset's CLI twins of the Annotate and Export tabs.
+"""`inspect-video`, `add-clips`, `import`, `export-dataset`, `split`, `validate`, `prelabel`, `review`:
+the dataset's CLI twins of the Annotate and Export tabs.
+
+`add-clips` is core.data.ingest.ingest, what Annotate → Add clips → "Add from a folder on this
+machine" calls (the CLI reads any folder its user can; the app only its allowed folders).
 
 `split` is core.data.splits.split_dataset and `export-dataset` core.data.exports.export_dataset,
 the functions the tabs call; `import` is core.data.imports.import_dataset; `prelabel` is
@@ -10,6 +13,7 @@ core.data.prelabel.review_queue, the order of the Annotate tab's review queue.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from commands.common import add_model_flags, count_echo, print_json
 
@@ -23,6 +27,18 @@ def register(sub) -> None:
     p.add_argument("--fps", type=float, default=2.0, help="frames per second for fps sampling (default 2)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_inspect_video)
+
+    p = sub.add_parser("add-clips", help="add videos from files, folders or globs on this machine to a dataset's "
+                                         "videos/ (a re-run skips the files already added)")
+    p.add_argument("dataset", help="dataset folder (created when missing)")
+    p.add_argument("sources", nargs="+", metavar="SRC", help="video or image files, folders, or globs (quote them)")
+    p.add_argument("--chunk-seconds", type=float, default=0,
+                   help="cut videos into pieces of S seconds (<stem>_chunk000.mp4, ...; default 0: keep whole)")
+    p.add_argument("--recursive", action="store_true", help="also add from sub-folders (keeping their paths), "
+                                                            "and let ** in a glob match them")
+    p.add_argument("--workers", type=int, help="processes that probe and copy/cut files (default: up to 4, one "
+                                               "per CPU core; 1: in this process)")
+    p.set_defaults(func=cmd_add_clips)
 
     p = sub.add_parser("import", help="import a dataset in another layout into the seed layout")
     p.add_argument("src", help="folder or file to import")
@@ -88,6 +104,33 @@ def cmd_inspect_video(args) -> int:
         for key, value in report.items():
             print(f"{key:16} {value}")
     return 0
+
+
+def cmd_add_clips(args) -> int:
+    from core.data.ingest import ingest
+
+    try:
+        report = ingest(args.dataset, args.sources, chunk_seconds=args.chunk_seconds or None,
+                        recursive=args.recursive, workers=args.workers, progress=count_echo)
+    except KeyboardInterrupt as exc:  # core words it (core.data.ingest.IngestStopped); 130: a shell's SIGINT code
+        print(("\n" if sys.stderr.isatty() else "") + (str(exc) or "stopped before any file was added"),
+              file=sys.stderr)
+        return 130
+    for problem in report.problems:
+        print(f"not added: {problem}", file=sys.stderr)
+    parts = [f"added {_n(len(report.added), 'clip')} from {_n(report.added_sources, 'file')} to "
+             f"{Path(args.dataset) / 'videos'}"]
+    parts += [f"{report.skipped} already added"] if report.skipped else []
+    parts += [f"{len(report.problems)} not added (listed above)"] if report.problems else []
+    parts += [f"{_n(report.ignored, 'other file')} ignored (not a video or image)"] if report.ignored else []
+    print("; ".join(parts))
+    if report.note:
+        print(f"note: {report.note}")
+    return 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def cmd_import(args) -> int:

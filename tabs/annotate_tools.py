@@ -1,8 +1,10 @@
-"""The Annotate tab's tool panels: AI pre-label, upload, splits, import and export.
+"""The Annotate tab's tool panels: AI pre-label, upload and add from a folder, splits, import and export.
 
 Each handler is parse → core call → message; the gallery is refreshed afterwards. Pre-label, splits
 and export call the functions `cli.py prelabel`, `cli.py split` and `cli.py export-dataset` call
-(core.serve.prelabel.prelabel_dataset, core.data.splits.split_dataset, core.data.exports.export_dataset).
+(core.serve.prelabel.prelabel_dataset, core.data.splits.split_dataset, core.data.exports.export_dataset);
+"Add from a folder on this machine" calls core.data.ingest.ingest, as `cli.py add-clips` does, limited
+to the folders the app may read (core.data.ingest.allowed_roots_for).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import gradio as gr
 
 from core.data.exports import DATASET_FORMATS
+from core.data.ingest import allowed_roots_for, default_workers, ingest
 from core.schema.base import ENUM, fields
 from tabs.feedback import failure_text
 
@@ -91,10 +94,22 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
                                   concurrency_id="gpu", concurrency_limit=1))
 
     with gr.Accordion("Add clips", open=False):
-        files = gr.File(file_count="multiple", file_types=["video", ".zip"], label="Videos or a zip of videos")
         chunk = gr.Number(value=0, label="Cut into pieces of N seconds (0 = keep whole)")
+        files = gr.File(file_count="multiple", file_types=["video", ".zip"], label="Videos or a zip of videos")
         add = gr.Button("Add to dataset", elem_id="annotate-add")
         add_msg = gr.Markdown(elem_id="annotate-add-message")
+        gr.Markdown("**Add from a folder on this machine** (footage on the server's disk or a mounted share, "
+                    "what `cli.py add-clips` does): a folder, a file or a glob such as `/footage/*.mp4`, one a line, "
+                    "under the folders this app may read (the dataset's parent folder and `VVW_ALLOWED_DIRS`). "
+                    "Sub-folders keep their paths under videos/; a second run adds only files not added before.")
+        with gr.Row():
+            folder = gr.Textbox(label="Folder, file or glob on this machine", lines=1, max_lines=8, scale=4,
+                                elem_id="annotate-ingest-path")
+            recursive = gr.Checkbox(label="Include sub-folders", scale=1, elem_id="annotate-ingest-recursive")
+            workers = gr.Number(value=default_workers(), precision=0, minimum=1, maximum=64, scale=1,
+                                label="Worker processes", elem_id="annotate-ingest-workers")
+        add_folder = gr.Button("Add from folder", elem_id="annotate-ingest")
+        folder_msg = gr.Markdown(elem_id="annotate-ingest-message")
 
     def on_add(paths, seconds):
         if not paths:
@@ -108,6 +123,20 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
         return f"added {len(result.added)} clips{note}" + (f"\n\nnot added:{problems}" if problems else "")
 
     refreshed(add.click(on_add, [files, chunk], add_msg, api_name="add_clips"))
+
+    def on_add_folder(text, seconds, recursive_, workers_, progress=gr.Progress()):  # noqa: B008
+        sources = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if not sources:
+            return "✖ give a folder, file or glob on this machine"
+        try:
+            report = ingest(store, sources, chunk_seconds=seconds or None, recursive=bool(recursive_),
+                            workers=max(1, int(workers_ or 1)), allowed_roots=allowed_roots_for(store.root),
+                            progress=lambda d, t: progress((d, t), desc="adding clips", unit="files"))
+        except Exception as exc:  # a path outside the allowed folders, another run going: said under the button
+            return failure_text(exc, "add from folder")
+        return ingest_message(report)
+
+    refreshed(add_folder.click(on_add_folder, [folder, chunk, recursive, workers], folder_msg, api_name="add_folder"))
 
     with gr.Accordion("Splits", open=False):
         enum_fields = [f.name for f in fields(store.schema() or {"properties": {}}) if f.kind == ENUM]
@@ -172,6 +201,19 @@ def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then
 
     refreshed(do_import.click(on_import, [src, layout], io_msg))
     do_export.click(on_export, [out, fmt], io_msg, api_name="annotate_export")
+
+
+def ingest_message(report, shown: int = 20) -> str:
+    """The CLI's summary in the page's words: added, already added, the problems (the first `shown`)."""
+    text = f"added {len(report.added)} clips from {report.added_sources} files"
+    text += f"; {report.skipped} already added (skipped)" if report.skipped else ""
+    text += f"; {report.ignored} other files ignored (not videos or images)" if report.ignored else ""
+    text += f"\n\n⚠ {report.note}" if report.no_split else ""
+    if report.problems:
+        more = len(report.problems) - shown
+        text += f"\n\nnot added ({len(report.problems)}):" + "".join(f"\n- {p}" for p in report.problems[:shown])
+        text += f"\n- … and {more} more (`cli.py add-clips` lists them all)" if more > 0 else ""
+    return text
 
 
 def _score(value) -> str:

@@ -6,7 +6,9 @@ unpacked to a temporary folder that is always removed afterwards, refusing membe
 escape the archive, an archive that declares more uncompressed bytes than `MAX_UNPACKED_BYTES` (or
 than the free space), and a member that yields more bytes than it declares (a zip bomb); with
 `chunk_seconds` a video is cut into N-second pieces (`core.video.frames.chunk_video`). Existing
-clips are never overwritten: a numeric suffix is added.
+clips are never overwritten: a numeric suffix is added, and a clip appears under its name only when
+complete (`place_unique`). `prepare_clip` and `place_unique` are shared with core.data.ingest (adding
+clips from folders on this machine), which runs the first in worker processes.
 
 It does not touch metadata.jsonl, drafts or the schema (the store does; so it takes no store
 lock), and does not decode a video beyond probing and chunking it. An added clip therefore has no
@@ -15,9 +17,11 @@ metadata row, so no split (`AddedClips.no_split`).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
+import uuid
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ GiB = 1 << 30
 # What one zip may unpack to; VVW_MAX_UNPACKED_GB overrides it (the free space is checked as well).
 MAX_UNPACKED_BYTES = 20 * GiB
 COPY_CHUNK = 1 << 20
+PART = ".part"  # staged copies (`.NAME.xxxxxxxx.part`): not a media extension, so no listing shows them
 
 
 @dataclass
@@ -68,13 +73,9 @@ def add_videos(root: Path, files, chunk_seconds: float | None = None) -> AddedCl
     with tempfile.TemporaryDirectory(prefix="vvw-upload-") as tmp:  # removed whatever happens
         for src in _expand_uploads([Path(f) for f in files], Path(tmp), problems):
             try:
-                probe(src)
-                if chunk_seconds and not is_image_path(src):  # an image is one frame: nothing to cut
-                    for piece in chunk_video(src, chunk_seconds, Path(tmp) / "_pieces"):
-                        added.append(_move_unique(piece, dest).relative_to(root).as_posix())
-                else:
-                    target = _unique(dest / src.name)
-                    shutil.copy2(src, target)
+                for piece in prepare_clip(src, Path(tmp) / "_pieces", chunk_seconds):
+                    # a piece is ours to move; the upload itself is copied (Gradio keeps its own file)
+                    target = place_unique(piece, dest / piece.name, move=piece != src)
                     added.append(target.relative_to(root).as_posix())
             except VideoError as exc:
                 # the name the person chose, not the upload's temporary path (/tmp/gradio/<hash>/...)
@@ -92,18 +93,62 @@ def split_note(n: int, has_train: bool) -> str:
             "'Keep existing splits', or `cli.py split --keep-existing`), or training leaves them out")
 
 
+def prepare_clip(src: Path, work: Path, chunk_seconds: float | None = None) -> list[Path]:
+    """What `src` adds to a dataset: `[src]` itself, or with `chunk_seconds` its N-second pieces cut
+    into `work` (`<stem>_chunk000.mp4`, ...; an image is one frame, so it is never cut). Probes first:
+    VideoError (with its reason) when `src` is not a readable video or image."""
+    probe(src)
+    if chunk_seconds and not is_image_path(src):
+        return chunk_video(src, chunk_seconds, work)
+    return [src]
+
+
+def place_unique(piece: Path, target: Path, move: bool = False) -> Path:
+    """Put `piece` at `target`, or at `<stem>_1<suffix>`, `_2`, ... when a clip has that name; returns
+    where it went. Never overwrites and never shows a half-written clip: the bytes are first staged
+    under a hidden `.part` name in the target's folder (unless `piece` can be moved there as is),
+    then hard-linked in, which fails rather than replace a file that appeared meanwhile."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    same_disk = move and os.stat(piece).st_dev == os.stat(target.parent).st_dev
+    staged = piece if same_disk else target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}{PART}")
+    try:
+        if staged != piece:
+            shutil.copy2(piece, staged)
+        while True:
+            candidate = _unique(target)
+            try:
+                _link_new(staged, candidate)
+                return candidate
+            except FileExistsError:
+                continue  # another writer took that name between the check and the link: the next one
+    finally:
+        if staged != piece:
+            staged.unlink(missing_ok=True)
+        if move:
+            piece.unlink(missing_ok=True)
+
+
+def _link_new(src: Path, dst: Path) -> None:
+    """`dst` becomes `src`'s bytes, or FileExistsError. A filesystem without hard links gets a
+    checked rename (a race there can only lose to a writer in the same instant)."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "exists", str(dst)) from exc
+        os.replace(src, dst)
+
+
 def _unique(target: Path) -> Path:
     n, candidate = 1, target
-    while candidate.exists():
+    while os.path.lexists(candidate):
         candidate = target.with_name(f"{target.stem}_{n}{target.suffix}")
         n += 1
     return candidate
-
-
-def _move_unique(piece: Path, dest: Path) -> Path:
-    target = _unique(dest / piece.name)
-    shutil.move(piece, target)  # the pieces are cut in the temp folder, maybe on another filesystem
-    return target
 
 
 def _expand_uploads(paths: list[Path], tmp: Path, problems: list[str]) -> list[Path]:

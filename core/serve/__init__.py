@@ -8,7 +8,9 @@ resume and sharding (`batch`) into JSONL/CSV/Parquet/SQLite (`writers`), the fai
 comparison (`compare`), evaluation reports (`report`, their calibration plots and tables:
 `reliability`) and pre-labelling a dataset (`prelabel`). Per-field confidence comes from the same
 greedy pass: the step log-probabilities recorded inside generate() (`stepscores`) combined per
-field by where each value sits in the answer (`confidence`).
+field by where each value sits in the answer (`confidence`). Other programs ask a model through an
+OpenAI-compatible API (`openai_api`: `create_api`, the FastAPI app `cli.py serve` runs; what a
+request asks and the batching worker: `api_requests`), answered by the same Predictor and spec.
 Each job the CLI and a tab share is one function here: predict_to_file, evaluate_models
 (evaluate_model for one), prelabel_dataset.
 Never imports core.train: what a model expects comes from core.spec.
@@ -33,8 +35,18 @@ from core.serve.report import (
 from core.serve.stepscores import StepRecorder, token_ranges
 from core.serve.writers import open_writer, read_rows
 
+
+def __getattr__(name: str):
+    # the API module imports FastAPI: loaded when asked for, not by every `predict`
+    if name == "create_api":
+        from core.serve.openai_api import create_api
+
+        return create_api
+    raise AttributeError(f"module 'core.serve' has no attribute {name!r}")
+
+
 __all__ = ["Generated", "ModelManager", "Prediction", "Predictor", "StepRecorder", "analyse_clip", "analyse_frames",
-    "calibration_markdown", "compare_clip", "evaluate_model", "evaluate_models", "field_confidence", "input_schema",
+    "calibration_markdown", "compare_clip", "create_api", "evaluate_model", "evaluate_models", "field_confidence", "input_schema",
     "json_spans", "list_inputs", "loaded_predictor", "min_confidence", "open_writer", "predict_to_file",
     "prelabel_dataset", "read_rows", "reliability_rows", "reliability_svg", "run_predict", "schema_warnings",
     "score_predictor", "token_ranges", "write_report"]

@@ -106,8 +106,8 @@ def test_every_subcommand_flag_has_help():
                if not action.help]  # SUPPRESS-ed internal flags have the SUPPRESS string
     assert missing == []
     assert set(sub.choices) == {"inspect-video", "import", "export-dataset", "split", "validate", "prelabel", "review",
-                                "train",
-                                "estimate", "merge", "eval", "models", "predict", "push", "push-dataset"}
+                                "add-clips", "train",
+                                "estimate", "merge", "eval", "models", "predict", "push", "push-dataset", "serve"}
 
 
 REFUSED = [
