@@ -106,7 +106,7 @@ def training_pool(data) -> tuple[list, list[str]]:
         notes.append(f"{left_out} labelled clip{_s(left_out)} {'have' if left_out != 1 else 'has'} no split and "
                      f"{'are' if left_out != 1 else 'is'} left out (assign splits in Annotate → Splits or "
                      "`cli.py split --keep-existing`)")
-    elif len(unsplit) < len(data.samples):  # val/test rows but no train rows: say what it trains on
+    elif not train and len(unsplit) < len(data.samples):  # val/test rows, no train rows: say what it trains on
         notes.append(f"no clip is in the train split: training on the {len(pool)} rows without a split")
     return [s for s in pool if s.label], notes
 

@@ -89,3 +89,15 @@ def test_discard_refused_removes_only_what_the_attempt_added(tmp_path):
     before = launched.entries()
     (launched.dir / "status.json").write_text("{}")
     assert not launched.discard_refused(before) and (launched.dir / "status.json").exists()
+
+
+def test_a_dataset_with_a_train_split_gets_no_note_about_rows_without_one():
+    """The bundled dataset (train/val/test on every row): the pool is its train split, and start-up
+    says nothing about rows without a split (it once said "no clip is in the train split" here)."""
+    from core.data.dataset import load_dataset
+    from core.train.stream import training_pool
+    from tests.support import SAMPLES
+
+    data = load_dataset(SAMPLES)
+    pool, notes = training_pool(data)
+    assert len(pool) == len(data.split("train")) > 0 and notes == []
