@@ -36,10 +36,10 @@ def make_dataset(root: Path, n: int = 4, rows: int | None = None) -> Path:
     return root
 
 
-def run_cli(*args, timeout=60):
+def run_cli(*args, timeout=60, env=None):
     # timeout only guards against a hang; the assertion is on the output and exit code
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+                          text=True, timeout=timeout, cwd=REPO, env=None if env is None else {**os.environ, **env})
 
 
 # --- videos that show their own frame index, and files that must be refused ----------------------

@@ -7,6 +7,7 @@ import json
 import os
 
 from core.runs.files import RunFiles
+from core.runs.launch import free_port
 from tests.support import make_dataset, run_cli
 
 
@@ -20,11 +21,22 @@ def one_error_line(out, *words) -> str:
     return lines[0]
 
 
-def test_estimate_with_an_unknown_hub_id_names_it_and_what_to_do(tmp_path):
+def test_estimate_with_an_unknown_hub_id_offline_names_it_and_what_to_do(tmp_path):
     root = make_dataset(tmp_path / "d", n=2)
-    out = run_cli("estimate", "--dataset", root, "--model", "nobody/no-such-model", "--time-steps", "0", timeout=300)
+    out = run_cli("estimate", "--dataset", root, "--model", "nobody/no-such-model", "--time-steps", "0", timeout=300,
+                  env={"HF_HUB_OFFLINE": "1"})
     line = one_error_line(out, "nobody/no-such-model")
     assert "HF_HUB_OFFLINE" in line and "local model folder" in line  # why, and what to do instead
+
+
+def test_estimate_with_a_hub_id_and_no_reachable_hub_says_so(tmp_path):
+    # run.sh exports HF_HUB_OFFLINE=0, so this is what a user of `bash run.sh cli` without a network sees
+    root = make_dataset(tmp_path / "d", n=2)
+    out = run_cli("estimate", "--dataset", root, "--model", "nobody/no-such-model", "--time-steps", "0", timeout=300,
+                  env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                       "HF_HOME": str(tmp_path / "hf-home")})
+    line = one_error_line(out, "nobody/no-such-model")
+    assert "could not reach the Hugging Face Hub" in line and "HF_ENDPOINT" in line and "local model folder" in line
 
 
 def test_estimate_of_an_unreadable_clip_refuses_instead_of_reporting_another_clip(tmp_path):
