@@ -36,6 +36,18 @@ def register(sub) -> None:
     add_model_flags(p, batch_size=8)
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("calibrate", help="fit a run's per-field confidence on a labelled split and save it in the run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--dataset", required=True, help="dataset folder whose split has labels the run did not train on")
+    p.add_argument("--split", default="val", choices=["val", "test", "train"], help="clips to fit on (default val)")
+    p.add_argument("--target-precision", type=float, default=0.98,
+                   help="per field, accept answers whose calibrated score keeps this precision on the split")
+    p.add_argument("--unconstrained", dest="constrained", action="store_false",
+                   help="fit on free decoding (default: constrained to the schema, as predict serves)")
+    p.add_argument("--json", action="store_true", help="print the calibration as JSON")
+    add_model_flags(p, batch_size=8)
+    p.set_defaults(func=cmd_calibrate)
+
     p = sub.add_parser("models", help="list model families")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.set_defaults(func=cmd_models)
@@ -89,8 +101,35 @@ def cmd_eval(args) -> int:
         print(f"  field {name:28} {acc:.3f}")
     for name, s in report["text_scores"].items():
         print(f"  text  {name:28} token_f1 {s['token_f1']:.3f}")
+    print(f"  confidence: {report['calibration_source']}")
     for name, cal in report.get("calibration", {}).items():
-        print(f"  calibration {name:22} ECE {cal['ece']:.3f} over {cal['rows']} rows")
+        sel = cal.get("selective")
+        kept = "" if not sel else (f", accepted {sel['kept']:.0%} at precision {sel['precision']}" if sel["kept"]
+                                   else ", accepted none (no threshold met the target)")
+        print(f"  calibration {name:22} ECE {cal['ece']:.3f} (raw {cal['ece_raw']:.3f}) over {cal['rows']} rows"
+              f", coverage at 0.98 precision {cal['coverage_at_precision']['0.98']:.0%}{kept}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from core.serve.calibrate import calibrate_run, calibration_rows
+
+    cal = calibrate_run(args.run, args.dataset, args.split, args.target_precision, args.constrained,
+                        device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+                        progress=count_echo)
+    if args.json:
+        from dataclasses import asdict
+
+        print_json(asdict(cal))
+        return 0
+    print(f"calibrated {args.run} on {cal.clips} {cal.split} clips, target precision {cal.target_precision:g}")
+    for note in cal.notes:
+        print(f"  note: {note}")
+    for r in calibration_rows(cal):
+        accept = ("-" if r["coverage"] is None else "never (no threshold met the target)" if r["threshold"] is None
+                  else f">= {r['threshold']:.4f} (keeps {r['coverage']:.0%} at precision {r['precision']})")
+        print(f"  {r['field']:24} ECE {r['ece_raw']} -> {r['ece']} over {r['rows']} rows ({r['map']} map); "
+              f"accept {accept}")
     return 0
 
 

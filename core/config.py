@@ -141,6 +141,9 @@ class TrainConfig:
     """none | tensorboard | trackio | wandb (comma-separated for several); the package must be installed."""
     merge_at_end: bool = False
     """LoRA/QLoRA: after training also write RUN/merged/, the adapter merged into the base."""
+    calibrate_at_end: bool = True
+    """After training, when the dataset has labelled val clips, fit the per-field confidence calibration
+    and review thresholds on them (what `cli.py calibrate RUN --split val` does; RUN/calibration.json)."""
     num_processes: int = 0
     """Training processes on this machine: 0 = one per visible GPU (1 without GPUs); more than one process
     in all (here or across machines) starts `accelerate launch`."""

@@ -32,6 +32,7 @@ SPEC_FILE = "preprocessing.json"
 FINAL_DIR = "final"  # the final adapter or model (+ its processor and spec)
 MERGED_DIR = "merged"  # optional: the adapter merged into the base, a plain Hugging Face folder
 CHECKPOINT_PREFIX = "checkpoint-"  # Hugging Face Trainer's name for resumable checkpoints
+CALIBRATION_FILE = "calibration.json"  # beside SPEC_FILE: per-field confidence maps (core.schema.calibration)
 TINY_SPEC_FILE = "tiny_spec.json"  # written by core.models.tiny beside a tiny build: marks a random base
 
 # Frames for a randomly initialised base: small enough to learn on a CPU in minutes.
@@ -46,6 +47,18 @@ def checkpoint_step(name: str) -> int | None:
     """N of a `checkpoint-N` folder name, None for any other name."""
     m = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", name)
     return int(m.group(1)) if m else None
+
+
+def copy_calibration(run_dir, dest) -> bool:
+    """Copy a run's calibration beside a copy of its spec (merge, export, publish): it travels with
+    the weights it was measured on. False when the run has none."""
+    import shutil
+
+    src = Path(run_dir) / CALIBRATION_FILE
+    if not src.is_file():
+        return False
+    shutil.copy2(src, Path(dest) / CALIBRATION_FILE)
+    return True
 
 
 def is_run_dir(path) -> bool:

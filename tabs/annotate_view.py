@@ -126,8 +126,14 @@ def confidence_text(draft: dict) -> str:
     conf = draft.get("confidence")
     if not conf:
         return "" if conf is None else "\n\nThe model's answer did not parse: no confidence."
+    rank = draft.get("min_confidence")  # the queue's order: the least sure choice field (core.data.drafts)
+    text = f"\n\nLowest field confidence: {min(conf.values()) if rank is None else rank:.2f}"
+    if draft.get("calibrated"):
+        check = draft.get("review_fields") or []
+        return text + (" (calibrated); ⚠ check: " + ", ".join(f"{k} {conf[k]:.2f}" if k in conf else k for k in check)
+                       if check else " (calibrated); every field above its threshold")
+    text += " (raw, not calibrated)"
     weak = sorted(((k, v) for k, v in conf.items() if v < LOW_CONFIDENCE), key=lambda kv: kv[1])
-    text = f"\n\nLowest field confidence: {min(conf.values()):.2f}"
     return text + ("; ⚠ model unsure: " + ", ".join(f"{k} {v:.2f}" for k, v in weak) if weak else "")
 
 

@@ -39,16 +39,33 @@ def side_markdown(side: dict | None, constrained: bool | None = None) -> str:
     if fields:
         # one row per field: the answer, how sure the model was (core.serve.confidence), and the label's verdict
         rows = ["| field | answer | confidence | label |", "|---|---|---|---|"]
+        check = _to_check(side)
         for name in fields:
             score = confidence.get(name)
-            sure = "–" if score is None else f"{'⚠ ' if score < LOW_CONFIDENCE else ''}{score:.2f}"
+            sure = "–" if score is None else f"{'⚠ ' if name in check else ''}{score:.2f}"
             v = agree.get(name)
             mark = "" if v is None else ("✓" if v == 1 else ("✗" if v == 0 else f"{v:.2f}"))
             rows.append(f"| {name} | {_cell(parsed.get(name, '–'))} | {sure} | {mark} |")
         text += "\n\n" + "\n".join(rows)
-        if side.get("min_confidence") is not None:
-            text += f"\n\nLowest field confidence: {side['min_confidence']:.2f}"
+        text += "\n\n" + review_words(side)
     return text
+
+
+def _to_check(side: dict) -> set:
+    """Fields marked ⚠: under their calibrated threshold, else (raw scores) under LOW_CONFIDENCE."""
+    if side.get("calibrated"):
+        return set(side.get("review_fields") or [])
+    return {k for k, v in (side.get("confidence") or {}).items() if v is not None and v < LOW_CONFIDENCE}
+
+
+def review_words(side: dict) -> str:
+    """Whether the scores are calibrated and what a person should check (every answer says both)."""
+    if not side.get("calibrated"):
+        return ("Confidence: raw, not calibrated (calibrate the run in Export); nothing is accepted on its "
+                "score, so every field needs review.")
+    check = side.get("review_fields") or []
+    return ("Confidence: calibrated on held-out labels. "
+            + (f"Needs review: {', '.join(check)}." if check else "Every field is above its threshold: accept."))
 
 
 def clip_choices(ws) -> list[tuple[str, str]]:

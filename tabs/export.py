@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from core.data.exports import DATASET_FORMATS
+from tabs import calibrate_panel
 from tabs.feedback import failure_text
 from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text
 
@@ -131,6 +132,8 @@ def build(ws, pickers) -> None:
                     gr.BarPlot(frame, x="true", y="count", color="predicted", title=f"Confusion: {name}",
                                x_title="label", y_title="clips")
         report_files = gr.File(label="Report (JSON, Markdown)", file_count="multiple")
+
+    calibrate_panel.build(ws, pickers)
 
     with gr.Accordion("Export a model or the dataset", open=False):
         with gr.Row():

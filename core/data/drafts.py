@@ -7,8 +7,11 @@ atomically with the live drafts only. The store holds the lock around every call
 
 A draft line (`make_draft`): video, model, text (the raw answer), label (parsed or null), errors
 (why it is not a valid label), created, and, when the model scored its answer, `confidence`
-(top-level field -> score in [0, 1], core.serve.confidence) and `min_confidence` (the least sure
-field; null when the answer did not parse). Drafts written before confidence existed have neither.
+(top-level field -> score in [0, 1], core.serve.confidence; calibrated when `calibrated`) and
+`min_confidence`, the review queue's rank: the least sure enum, list or boolean field (a free-text
+field has no "right" to be unsure of, and its score would rank every clip; it counts only when the
+schema has nothing else), null when the answer did not parse; plus `review_fields`, the fields a
+person should check (core.schema.calibration). Drafts written before confidence existed have none.
 The review queue (core.data.listing) sorts by `min_confidence` read from each line's summary in the
 index (`DraftLog.scores`), so ordering 100,000 drafts parses no JSON beyond the first read of a line.
 """
@@ -23,6 +26,7 @@ from core.data.lines import LineIndex
 from core.data.records import parse_row
 from core.fileio import atomic_write_text
 from core.schema.base import extract_json, label_errors
+from core.schema.calibration import choice_fields
 
 DRAFTS = "drafts.jsonl"
 DRAFT_LOG_SLACK = 1000  # dead lines tolerated beyond the live ones before the log is compacted
@@ -43,10 +47,18 @@ def summarize_draft(raw: str) -> tuple:
             score if score is not None and math.isfinite(score) else None)
 
 
+def rank_score(scores: dict, schema: dict | None) -> float | None:
+    """The least sure choice field's score (any field's when the schema has no choice field)."""
+    choices = set(choice_fields(schema)) if schema else set()
+    ranked = [v for k, v in scores.items() if k in choices] or ([] if choices else list(scores.values()))
+    return min(ranked) if ranked else None
+
+
 def make_draft(rel: str, text: str | None, model: str, schema: dict | None, error: str | None = None,
-               confidence: dict | None = None) -> dict:
+               confidence: dict | None = None, review: dict | None = None) -> dict:
     """The line a draft is stored as: the answer parsed and checked against `schema`, with the model's
-    per-field `confidence` and its minimum when given (an answer that did not parse has no scores)."""
+    per-field `confidence` and its rank (`rank_score`) when given (an answer that did not parse has no
+    scores), and `review` ({"calibrated": bool, "review_fields": [...]}) as the predictor decided."""
     parsed, parse_error = extract_json(text) if text is not None else (None, error)
     errors = [parse_error] if parse_error else (label_errors(schema, parsed) if schema else [])
     draft = {"video": rel, "model": model, "text": text, "label": parsed, "errors": errors,
@@ -54,7 +66,9 @@ def make_draft(rel: str, text: str | None, model: str, schema: dict | None, erro
     if confidence is not None:
         scores = {k: float(v) for k, v in confidence.items() if v is not None}
         draft["confidence"] = scores
-        draft["min_confidence"] = min(scores.values()) if scores else None
+        draft["min_confidence"] = rank_score(scores, schema)
+    if review is not None:
+        draft.update(calibrated=bool(review.get("calibrated")), review_fields=list(review.get("review_fields") or []))
     return draft
 
 

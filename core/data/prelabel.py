@@ -108,7 +108,8 @@ def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size:
                 report.errors.append(pred.error)
                 continue
             draft = store.save_draft(rel, pred.text, model=predictor.name or "model",
-                                     confidence=getattr(pred, "confidence", None))
+                                     confidence=getattr(pred, "confidence", None),
+                                     review={"calibrated": pred.calibrated, "review_fields": pred.review_fields})
             report.drafts[rel] = draft
             report.drafted += 1
             report.flagged += bool(draft["errors"])

@@ -317,9 +317,9 @@ class AnnotationStore:
     # ------------------------------------------------------------------ drafts
 
     def save_draft(self, rel: str, text: str | None, model: str, error: str | None = None,
-                   confidence: dict | None = None) -> dict:
+                   confidence: dict | None = None, review: dict | None = None) -> dict:
         """Store a model's answer for `rel` as a draft with its per-field `confidence` (drafts.make_draft)."""
-        draft = make_draft(rel, text, model, self.schema(), error, confidence)
+        draft = make_draft(rel, text, model, self.schema(), error, confidence, review)
         with self._mutex, self._locked():
             before = self._listing_key()
             self._drafts.add(draft)

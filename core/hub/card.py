@@ -65,6 +65,26 @@ def evaluation_section(evaluation: dict[str, dict] | None, fine_tuned: str) -> s
             "field (lists compared as sets).\n\n" + "\n".join(lines))
 
 
+def calibration_section(cal) -> str:
+    """Per field: how well the scores were calibrated on held-out labels, and the threshold that
+    decides which answers need a person (core.schema.calibration)."""
+    if cal is None:
+        return ("Not calibrated: the per-field scores the workbench reports are the model's raw "
+                "probabilities, which run high, and every answer is marked for review "
+                "(`cli.py calibrate RUN --dataset DIR --split val`).")
+    lines = ["| field | held-out rows | ECE raw | ECE calibrated | accept at or above | share accepted | precision |",
+             "|---|---|---|---|---|---|---|"]
+    for name, m in cal.fields.items():
+        accept = ("– (free text)" if not m.decides_review else "never" if m.threshold is None
+                  else f"{m.threshold:.4f}")
+        lines.append(f"| `{name}` | {m.rows}{' (shared map)' if m.shared else ''} | {m.ece_raw} | {m.ece} | {accept} | "
+                     f"{_pct(m.coverage) if m.decides_review else '–'} | {_pct(m.precision)} |")
+    return (f"Per-field confidence is calibrated on {cal.clips} held-out `{cal.split}` clips (`calibration.json`): "
+            f"an answer's field is accepted without a person when its calibrated score reaches the threshold that "
+            f"kept precision at {cal.target_precision:g} on those clips; the workbench marks every other answer "
+            "`needs_review`. Figures are on the clips the thresholds were chosen on.\n\n" + "\n".join(lines))
+
+
 def _sampling_code(sampling: dict) -> str:
     if sampling.get("sampling") == "fps":  # qwen-vl-utils' smart_nframes, as core.video.sampling.fps_indices
         return (f"    # fps sampling: {sampling['fps']} frames per second of video, {sampling['min_frames']}-"
@@ -130,7 +150,7 @@ def front_matter(data) -> str:
 
 def model_card(spec: PreprocessSpec, repo_id: str, *, config: dict, merged: bool, hub_base: str | None,
                evaluation: dict[str, dict] | None, fine_tuned: str, clips: int, suppress: list[int],
-               license: str | None = None, datasets: list[str] | None = None) -> str:
+               license: str | None = None, datasets: list[str] | None = None, calibration=None) -> str:
     """README.md for a published run. `hub_base`: the base model's Hub id (None for a local or tiny
     base, which then appears only in the text); `fine_tuned`: the name of this model in `evaluation`."""
     from huggingface_hub import ModelCardData
@@ -176,6 +196,10 @@ holds it in machine-readable form.
 ## Evaluation
 
 {evaluation_section(evaluation, fine_tuned)}
+
+### Confidence and review
+
+{calibration_section(calibration)}
 
 ## How to run it
 

@@ -26,7 +26,8 @@ from core.hub.card import dataset_card, dump_evaluation, model_card, read_config
 from core.hub.checks import ClipCheck, check_run
 from core.hub.staging import DATASET_PREFIX, RUN_PREFIX, interrupted, interruptible, staging_dir
 from core.hub.transfer import UploadState, hub_token, upload
-from core.spec import FINAL_DIR, PreprocessSpec
+from core.schema.calibration import for_run
+from core.spec import FINAL_DIR, PreprocessSpec, copy_calibration
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def model_folder(run_dir, dest, repo_id: str, merged: bool = False, evaluation: 
         dest.mkdir(parents=True, exist_ok=True)
         _copy_model_files(final, dest)
         dataclasses.replace(spec, final_dir=".").save(dest)
+        copy_calibration(run_dir, dest)  # (a merge copies it itself)
         if is_adapter and hub_base:  # the run recorded where it loaded the base from; others need the id
             cfg_path = dest / "adapter_config.json"
             adapter_cfg = json.loads(cfg_path.read_text())
@@ -153,7 +155,7 @@ def model_folder(run_dir, dest, repo_id: str, merged: bool = False, evaluation: 
         atomic_write_text(dest / "evaluation.json", dump_evaluation(evaluation))
     card = model_card(spec, repo_id, config=config, merged=merged, hub_base=hub_base, evaluation=evaluation,
                       fine_tuned=str(run_dir), clips=clips, suppress=_suppressed(dest, spec.frames_as),
-                      license=license, datasets=datasets)
+                      license=license, datasets=datasets, calibration=for_run(run_dir))
     atomic_write_text(dest / "README.md", card)
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     return Published(dest, files, repo_id, merged=merged, notes=notes)

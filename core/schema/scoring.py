@@ -21,6 +21,8 @@ _WORD = re.compile(r"[\w']+")
 CALIBRATION_BINS = 10  # equal-width confidence bins [0, 0.1), ..., [0.9, 1.0]
 # Auto-accept thresholds the coverage table reports: keep rows whose field confidence is >= t.
 THRESHOLDS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+PRECISIONS = (0.95, 0.98, 0.99)  # the columns of every coverage-at-precision table
+MIN_KEPT_ROWS = 10  # a threshold must keep at least this many rows to claim a precision
 
 
 def token_f1(pred: str, ref: str) -> float:
@@ -110,28 +112,70 @@ def calibration(pairs: list[tuple[float, float]], bins: int = CALIBRATION_BINS) 
     return {"rows": n, "ece": round(ece, 4) if ece is not None else None, "bins": table, "coverage": coverage}
 
 
-def field_calibration(schema: dict, rows: list[RowScore], confidences: list) -> dict:
-    """Per field: `calibration` over the rows that have both a score and a confidence for it, plus
-    `unscored` (rows with a label for the field but no confidence: no answer, or the field missing)."""
+def _pairs(name: str, rows: list[RowScore], confidences: list) -> tuple[list[tuple[float, float]], int]:
+    pairs, unscored = [], 0
+    for r, conf in zip(rows, confidences):
+        if name not in r.fields:
+            continue
+        c = (conf or {}).get(name)
+        if c is None:
+            unscored += 1
+        else:
+            pairs.append((float(c), r.fields[name]))
+    return pairs, unscored
+
+
+def threshold_for(pairs: list[tuple[float, float]], target: float) -> tuple[float | None, float | None, float]:
+    """(threshold, precision, coverage): the lowest score t such that the rows scoring >= t are right
+    at least `target` of the time and number at least MIN_KEPT_ROWS; (None, None, 0.0) if none is."""
+    ranked = sorted(pairs, key=lambda p: -p[0])
+    best: tuple[float | None, float | None, float] = (None, None, 0.0)
+    right = 0.0
+    for k, (c, y) in enumerate(ranked, start=1):
+        right += y
+        if k < len(ranked) and ranked[k][0] == c:
+            continue  # a threshold keeps every row with the same score
+        if k >= MIN_KEPT_ROWS and right / k >= target:
+            best = (c, round(right / k, 4), round(k / len(ranked), 4))
+    return best
+
+
+def coverage_at_precision(pairs: list[tuple[float, float]]) -> dict[str, float]:
+    """Per precision in PRECISIONS, the largest share of rows a threshold keeps at that precision
+    on these rows themselves (0.0 when no threshold reaches it)."""
+    return {f"{p:g}": threshold_for(pairs, p)[2] for p in PRECISIONS}
+
+
+def field_calibration(schema: dict, rows: list[RowScore], confidences: list, raw: list | None = None,
+                      thresholds: dict | None = None) -> dict:
+    """Per field: `calibration` of the scores as served over the rows that have both a score and a
+    confidence for it; `unscored` (rows with a label for the field but no confidence: no answer, or
+    the field missing); `ece_raw` (of the scores before calibration, `raw`; equal to `ece` when
+    nothing was calibrated); `coverage_at_precision` (core.schema.calibration, on these rows) and,
+    for a field with a threshold from the run's calibration (`thresholds`: field -> score or None),
+    `selective`: what that threshold kept here and how often it was right."""
     out = {}
     for f in fields(schema):
-        pairs, unscored = [], 0
-        for r, conf in zip(rows, confidences):
-            if f.name not in r.fields:
-                continue
-            c = (conf or {}).get(f.name)
-            if c is None:
-                unscored += 1
-            else:
-                pairs.append((float(c), r.fields[f.name]))
-        if pairs:
-            out[f.name] = {**calibration(pairs), "unscored": unscored}
+        pairs, unscored = _pairs(f.name, rows, confidences)
+        if not pairs:
+            continue
+        cal = calibration(pairs)
+        cal["ece_raw"] = calibration(_pairs(f.name, rows, raw)[0])["ece"] if raw is not None else cal["ece"]
+        cal.update(unscored=unscored, coverage_at_precision=coverage_at_precision(pairs))
+        if thresholds is not None and f.name in thresholds:
+            t = thresholds[f.name]
+            kept = [y for c, y in pairs if t is not None and c >= t]
+            cal["selective"] = {"threshold": t, "kept": round(len(kept) / len(pairs), 4),
+                                "precision": round(sum(kept) / len(kept), 4) if kept else None}
+        out[f.name] = cal
     return out
 
 
-def evaluate(schema: dict, texts: list, labels: list[dict], confidences: list | None = None) -> dict:
+def evaluate(schema: dict, texts: list, labels: list[dict], confidences: list | None = None,
+             raw: list | None = None, thresholds: dict | None = None) -> dict:
     """Aggregate metrics for aligned lists of model outputs (None = failed clip) and labels.
-    `confidences` (per answer: field -> score, or None) adds `calibration` (`field_calibration`)."""
+    `confidences` (per answer: field -> score as served, or None) adds `calibration`
+    (`field_calibration`, with `raw` the scores before calibration and the run's `thresholds`)."""
     rows = [score_row(schema, t, lab) for t, lab in zip(texts, labels)]
     n = len(rows)
     per_field, text_scores, enum_list_f1, confusion = {}, {}, {}, {}
@@ -168,5 +212,5 @@ def evaluate(schema: dict, texts: list, labels: list[dict], confidences: list | 
         "errors": sum(1 for r in rows if r.error),
     }
     if confidences is not None:
-        report["calibration"] = field_calibration(schema, rows, confidences)
+        report["calibration"] = field_calibration(schema, rows, confidences, raw, thresholds)
     return report

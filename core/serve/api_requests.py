@@ -63,6 +63,8 @@ class Answer:
     stopped: bool  # the model wrote its stop token (else the token budget ended the answer)
     confidence: dict
     spec_hash: str
+    calibrated: bool = False
+    review_fields: list | None = None
 
 
 @dataclass
@@ -257,6 +259,8 @@ def generate(predictor, ask: Ask, frames_list: list) -> list[Answer]:
     variant = copy.copy(predictor)
     variant.spec = dataclasses.replace(predictor.spec, instruction=ask.instruction, schema=ask.schema,
                                        schema_hash=schema_hash(ask.schema))
+    if (ask.instruction, variant.spec.schema_hash) != (predictor.spec.instruction, predictor.spec.schema_hash):
+        variant.calibration = None  # measured for the run's own prompt and schema, not this request's
     prompt_lengths: list[int] = []
     encode = type(predictor).encode
 
@@ -271,5 +275,5 @@ def generate(predictor, ask: Ask, frames_list: list) -> list[Answer]:
     eos = predictor.processor.tokenizer.eos_token_id
     return [Answer(text=g.text, prompt_tokens=n, new_tokens=g.new_tokens,
                    stopped=bool(g.token_ids) and g.token_ids[-1] == eos, confidence=g.confidence or {},
-                   spec_hash=variant.spec.digest)
+                   spec_hash=variant.spec.digest, calibrated=g.calibrated, review_fields=g.review_fields)
             for g, n in zip(outs, prompt_lengths)]

@@ -107,7 +107,8 @@ def write_predictions(writer, schema: dict, model: str, spec_hash: str, keys: li
     place rows are built, whichever engine produced the predictions. `windows`: (start, end) per row
     for window predictions (core.serve.windowed)."""
     rows = [make_row(schema, key, model, spec_hash, pred.text, pred.error, pred.seconds, pred.confidence,
-                     window=windows[i] if windows else None)
+                     window=windows[i] if windows else None, calibrated=pred.calibrated,
+                     review_fields=pred.review_fields)
             for i, (key, pred) in enumerate(zip(keys, preds))]
     writer.write(rows)
     counts["written"] += len(rows)

@@ -23,8 +23,11 @@ SIDES = ("base", "finetuned")
 
 
 def side_view(predictor, spec):
-    """The predictor asked exactly as `spec` says (same weights, same adapter state)."""
+    """The predictor asked exactly as `spec` says (same weights, same adapter state). Its calibration
+    was measured with its own spec's prompt: asked another way, its scores are raw."""
     view = copy.copy(predictor)
+    if spec is not predictor.spec and spec.instruction != predictor.spec.instruction:
+        view.calibration = None
     view.spec = spec
     return view
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from core.models.device import pick_device, pick_dtype
 from core.models.loading import ModelSource, load_model, resolve_model
+from core.schema.calibration import for_run
 from core.serve.predictor import Predictor
 from core.spec import PreprocessSpec, default_spec
 
@@ -100,7 +101,7 @@ class ModelManager:
             else:
                 raise ValueError("a base model needs a schema to build its prompt")
             predictor = _predictor_class()(base.model, base.processor, base.family, spec, base.device,
-                                           name=source.display)
+                                           name=source.display, calibration=for_run(source.run_dir))
             predictor.adapter = adapter
             return predictor
 

@@ -208,7 +208,8 @@ def completion(service: Service, ask: Ask, answer: Answer) -> dict:
         "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.new_tokens,
                   "total_tokens": answer.prompt_tokens + answer.new_tokens},
         "vvw": {"confidence": answer.confidence, "min_confidence": min_confidence(answer.confidence),
-                "calibrated": False, "schema_valid": problems == [], "problems": problems or [],
+                "calibrated": answer.calibrated, "needs_review": problems != [] or bool(answer.review_fields),
+                "review_fields": answer.review_fields or [], "schema_valid": problems == [], "problems": problems or [],
                 "parsed": parsed, "constrained": ask.constrained, "spec_hash": answer.spec_hash},
     }
 

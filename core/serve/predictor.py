@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from core.models.device import pick_device, pick_dtype
 from core.models.inputs import collate, encode_example, suppressed_token_ids
 from core.models.loading import load_model, resolve_model
 from core.schema.base import extract_json, label_errors
+from core.schema.calibration import Calibration, choice_fields, for_run, review_without_calibration
 from core.schema.scoring import score_row
 from core.serve.confidence import field_confidence, min_confidence
 from core.serve.constrained import schema_logits_processor
@@ -40,12 +41,19 @@ class Prediction:
     error: str | None = None
     seconds: float = 0.0
     new_tokens: int = 0
-    confidence: dict | None = None  # top-level field -> score in [0, 1] (core.serve.confidence)
-    confidence_parts: dict | None = None  # array field -> {"items": [scores], "stop": score}
+    confidence: dict | None = None  # top-level field -> score in [0, 1], calibrated when `calibrated`
+    confidence_parts: dict | None = None  # array field -> {"items": [scores], "stop": score} (raw)
+    calibrated: bool = False  # `confidence` went through the run's calibration (core.schema.calibration)
+    confidence_raw: dict | None = None  # the scores before calibration
+    review_fields: list | None = None  # choice fields a person should check; None for an unread clip
 
     @property
     def min_confidence(self) -> float | None:
         return min_confidence(self.confidence)
+
+    @property
+    def needs_review(self) -> bool:
+        return self.error is not None or self.text is None or bool(self.review_fields)
 
 
 @dataclass
@@ -58,6 +66,13 @@ class Generated:
     confidence_parts: dict  # array field -> {"items": [scores], "stop": score}
     token_ids: list[int] | None = None  # the generated tokens through the stop token
     token_logprobs: list[float] | None = None  # their step log-probabilities (core.serve.stepscores)
+    confidence_raw: dict | None = None  # before calibration (equal to `confidence` when not calibrated)
+    calibrated: bool = False
+    review_fields: list = field(default_factory=list)  # choice fields under their threshold (or all)
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.review_fields)
 
 
 PREFETCH_BATCHES = 2  # batches a loader thread samples ahead while the model generates
@@ -78,9 +93,11 @@ class PredictStats:
 
 
 class Predictor:
-    def __init__(self, model, processor, family, spec: PreprocessSpec, device: str, name: str = ""):
+    def __init__(self, model, processor, family, spec: PreprocessSpec, device: str, name: str = "",
+                 calibration: Calibration | None = None):
         self.model, self.processor, self.family, self.spec = model, processor, family, spec
         self.device, self.name = device, name
+        self.calibration = calibration  # the run's, fitted on held-out labels; None: scores are raw
         self.suppressed = suppressed_token_ids(processor, spec.frames_as) or None
         self.stats = PredictStats()
 
@@ -96,7 +113,7 @@ class Predictor:
             spec = default_spec(source, family, schema)
         else:
             raise ValueError("a base model needs a schema to build its prompt")
-        return cls(model, processor, family, spec, device, name=source.display)
+        return cls(model, processor, family, spec, device, name=source.display, calibration=for_run(source.run_dir))
 
     def encode(self, frames: SampledFrames) -> dict:
         return encode_example(self.processor, self.spec.instruction, frames, self.spec.frames_as)
@@ -153,11 +170,25 @@ class Predictor:
         tok = self.processor.tokenizer
         stop = next((k for k, t in enumerate(ids) if t == tok.eos_token_id), len(ids) - 1)
         if logprobs is None:
-            return Generated(text, n, {}, {}, ids[:stop + 1])
+            return self.served(Generated(text, n, {}, {}, ids[:stop + 1]))
         answer, ranges = token_ranges(tok, ids[:stop + 1])
         steps = logprobs[:stop + 1].tolist()
         scores, parts = field_confidence(self.spec.schema, answer, ranges, steps)
-        return Generated(text, n, scores, parts, ids[:stop + 1], steps)
+        return self.served(Generated(text, n, scores, parts, ids[:stop + 1], steps))
+
+    def served(self, g: Generated) -> Generated:
+        """The answer as every output shows it: scores calibrated when the run has a calibration, and
+        the choice fields a person should check (all of them when nothing was calibrated: no
+        threshold was measured, so nothing is accepted on its score)."""
+        g.confidence_raw = dict(g.confidence)
+        cal = self.calibration
+        parsed = extract_json(g.text)[0] is not None
+        if cal is not None:
+            g.confidence, g.calibrated = cal.apply(g.confidence_raw), True
+            g.review_fields = cal.review(g.confidence) if parsed else choice_fields(self.spec.schema)
+        else:
+            g.review_fields = review_without_calibration(self.spec.schema)
+        return g
 
     def iter_predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, constrained: bool = False,
                      confidence: bool = True, prefetch: int = PREFETCH_BATCHES) -> Iterator[list[tuple[int, Prediction]]]:
@@ -213,9 +244,12 @@ class Predictor:
         dt = (time.time() - t0) / len(pending)
         results = []
         for (i, _), g in zip(pending, outs):
-            g = g if confidence else Generated(g[0], g[1], None, None)
+            g = g if confidence else self.served(Generated(g[0], g[1], {}, {}))
             results.append((i, Prediction(video=str(videos[i]), text=g.text, seconds=dt, new_tokens=g.new_tokens,
-                                          confidence=g.confidence, confidence_parts=g.confidence_parts)))
+                                          confidence=g.confidence if confidence else None,
+                                          confidence_parts=g.confidence_parts if confidence else None,
+                                          calibrated=g.calibrated, review_fields=g.review_fields,
+                                          confidence_raw=g.confidence_raw if confidence else None)))
         return results
 
     def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,
@@ -249,7 +283,8 @@ def analyse_frames(predictor: Predictor, frames: SampledFrames, label: dict | No
     }
     result["schema_valid"] = parsed is not None and not result["schema_errors"]
     result.update(confidence=answer.confidence, confidence_parts=answer.confidence_parts,
-                  min_confidence=min_confidence(answer.confidence))
+                  min_confidence=min_confidence(answer.confidence), calibrated=answer.calibrated,
+                  review_fields=answer.review_fields)
     if label:
         result["agreement"] = score_row(schema, text, label).fields
     return result

@@ -88,7 +88,8 @@ class ModelActor:
             dt = (time.time() - t0) / len(good)  # per clip, as Predictor.predict reports it
             for i, g in zip(good, outs):
                 results[i] = {"text": g.text, "error": None, "seconds": dt, "new_tokens": g.new_tokens,
-                              "confidence": g.confidence}
+                              "confidence": g.confidence, "calibrated": g.calibrated,
+                              "review_fields": g.review_fields}
         # the time this actor sat waiting for sampled clips (since loading or its last batch), and its
         # time on this batch: the driver sums them into the model's wait share
         results[0]["_stats"] = {"wait_s": start - self.idle_since, "busy_s": time.perf_counter() - start}

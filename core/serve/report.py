@@ -50,8 +50,11 @@ def score_predictor(predictor, samples, name: str, split: str, constrained: bool
     if not scored:
         raise DatasetError(f"none of the {len(samples)} clips of split '{split}' could be read, nothing to score "
                            f"(first: {left_out[0]['reason']})")
+    cal = getattr(predictor, "calibration", None)
+    thresholds = {k: m.threshold for k, m in cal.fields.items() if m.decides_review} if cal else None
     report = evaluate(predictor.spec.schema, [p.text for _, p in scored], [s.label for s, _ in scored],
-                      [p.confidence for _, p in scored])
+                      [p.confidence for _, p in scored], [p.confidence_raw for _, p in scored], thresholds)
+    report.update(calibrated=cal is not None, calibration_source=calibration_source(cal))
     report.update(model=name, split=split, constrained=constrained, seconds=round(seconds, 2),
                   seconds_per_clip=round(seconds / len(samples), 3), spec_schema_hash=predictor.spec.schema_hash,
                   left_out=left_out)
@@ -59,6 +62,15 @@ def score_predictor(predictor, samples, name: str, split: str, constrained: bool
         report["examples"] = [{"video": s.rel, "output": p.text, "error": p.error}
                               for s, p in zip(samples, preds)][:show]
     return report
+
+
+def calibration_source(cal) -> str:
+    """In words: what the scores of a report or an output are (every output says whether they are
+    calibrated, and on what)."""
+    if cal is None:
+        return "not calibrated (raw scores; run `cli.py calibrate` on a split with labels)"
+    return (f"calibrated on {cal.clips} {cal.split} clips"
+            + (f" of {cal.dataset}" if cal.dataset else "") + f", target precision {cal.target_precision:g}")
 
 
 def left_out_words(report: dict, shown: int = 3) -> str | None:

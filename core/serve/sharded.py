@@ -135,6 +135,9 @@ def _row_from_flat(row: dict, schema: dict):
     names = {column_name(n): n for n in schema.get("properties", {})}
     scores = {n: flat[confidence_column(n)] for n in schema.get("properties", {})
               if flat.get(confidence_column(n)) is not None}
+    review = flat.get("review_fields")
+    review = json.loads(review) if isinstance(review, str) else review  # JSON text in SQLite and CSV
     return PredictionRow(**{k: flat.get(k) for k in META_COLUMNS},
                          fields={names[k]: v for k, v in flat.items() if k in names and v is not None},
-                         confidence=scores)
+                         confidence=scores, calibrated=bool(flat.get("calibrated")),
+                         needs_review=bool(flat.get("needs_review", True)), review_fields=review)

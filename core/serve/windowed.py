@@ -52,7 +52,8 @@ def run_predict_windows(predictor, items: list[tuple[str, Path]], out_path, wind
         t0 = time.time()
         outs = predictor.generate([f for *_, f in pending], max_new_tokens, constrained=constrained, confidence=True)
         dt = (time.time() - t0) / len(pending)
-        preds = [Prediction(video=k, text=g.text, seconds=dt, new_tokens=g.new_tokens, confidence=g.confidence)
+        preds = [Prediction(video=k, text=g.text, seconds=dt, new_tokens=g.new_tokens, confidence=g.confidence,
+                            calibrated=g.calibrated, review_fields=g.review_fields)
                  for (k, _, _), g in zip(pending, outs)]
         write_rows(writer, [k for k, _, _ in pending], [w for _, w, _ in pending], preds, counts)
         pending.clear()

@@ -36,6 +36,8 @@ META_COLUMNS = ("video", "model", "spec_hash", "created", "schema_valid", "error
 TABLE = "predictions"
 MIN_CONFIDENCE = "min_confidence"
 CONFIDENCE = "confidence"  # the JSONL object
+# whether the scores are calibrated, and which fields a person should check (core.schema.calibration)
+REVIEW_COLUMNS = ("calibrated", "needs_review", "review_fields")
 
 
 @dataclass
@@ -52,12 +54,17 @@ class PredictionRow:
     confidence: dict | None = None  # top-level field -> score in [0, 1], for the fields kept
     start: float | None = None  # a window's bounds in seconds (predict --window-seconds); None: the whole clip
     end: float | None = None
+    calibrated: bool = False
+    needs_review: bool = True
+    review_fields: list | None = None
 
     def flat(self) -> dict:
-        """One column per key: meta columns, fields, `<field>__confidence` and `min_confidence`."""
+        """One column per key: meta columns, fields, `<field>__confidence`, `min_confidence` and the
+        review columns."""
         d = asdict(self)
         d.pop("fields")
         d.pop("confidence")
+        review = {k: d.pop(k) for k in REVIEW_COLUMNS}
         if self.start is None:
             d.pop("start")
             d.pop("end")
@@ -66,7 +73,7 @@ class PredictionRow:
         for name, value in (self.confidence or {}).items():
             d[confidence_column(name)] = value
         d[MIN_CONFIDENCE] = min_confidence(self.confidence)
-        return d
+        return {**d, **review}
 
 
 WINDOW_COLUMNS = ("start", "end")
@@ -74,7 +81,8 @@ WINDOW_COLUMNS = ("start", "end")
 
 def column_name(field: str) -> str:
     # a schema field called "video" or "model" must not overwrite the row's key columns
-    return f"field_{field}" if field in META_COLUMNS or field in WINDOW_COLUMNS or field == MIN_CONFIDENCE else field
+    taken = field in META_COLUMNS or field in WINDOW_COLUMNS or field == MIN_CONFIDENCE or field in REVIEW_COLUMNS
+    return f"field_{field}" if taken else field
 
 
 def row_key(row: dict) -> tuple:
@@ -115,7 +123,10 @@ def nest_confidence(row: dict, schema: dict) -> dict:
 
 
 def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | None, error: str | None,
-             seconds: float = 0.0, confidence: dict | None = None, window: tuple | None = None) -> PredictionRow:
+             seconds: float = 0.0, confidence: dict | None = None, window: tuple | None = None,
+             calibrated: bool = False, review_fields: list | None = None) -> PredictionRow:
+    """One output row. `review_fields` (the predictor's): the fields a person should check; None
+    when unknown (an unread clip). A row needs review when it is not valid or any field does."""
     parsed, parse_error = (extract_json(text) if text is not None else (None, None))
     problems = [error] if error else []
     if not problems and parse_error:
@@ -128,7 +139,9 @@ def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | N
     return PredictionRow(video=video, model=model, spec_hash=spec_hash, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
                          schema_valid=not problems, error="; ".join(problems) or None, raw=text,
                          seconds=round(seconds, 4), fields=kept, confidence=scores,
-                         start=window[0] if window else None, end=window[1] if window else None)
+                         start=window[0] if window else None, end=window[1] if window else None,
+                         calibrated=calibrated, needs_review=bool(problems) or review_fields is None or bool(review_fields),
+                         review_fields=None if review_fields is None else list(review_fields))
 
 
 def output_format(path) -> str:
@@ -157,7 +170,8 @@ def sqlite_columns(schema: dict, windows: bool = False) -> list[tuple[str, str]]
              ("raw", "TEXT"), ("seconds", "REAL")]
     props = schema.get("properties", {})
     return (meta + [(column_name(f.name), _sql_type(f.kind, props.get(f.name, {}))) for f in fields(schema)]
-            + [(c, "REAL") for c in confidence_columns(schema)])
+            + [(c, "REAL") for c in confidence_columns(schema)]
+            + [("calibrated", "INTEGER"), ("needs_review", "INTEGER"), ("review_fields", "TEXT")])
 
 
 def _quote(name: str) -> str:
@@ -255,7 +269,8 @@ class FileWriter:
 
 
 def _columns(rows: list[dict], schema: dict) -> list[str]:
-    cols = list(META_COLUMNS) + [column_name(f.name) for f in fields(schema)] + confidence_columns(schema)
+    cols = (list(META_COLUMNS) + [column_name(f.name) for f in fields(schema)] + confidence_columns(schema)
+            + list(REVIEW_COLUMNS))
     if any(r.get("start") is not None for r in rows):
         cols[1:1] = list(WINDOW_COLUMNS)  # window rows: the bounds right after the video
     extra = [k for r in rows for k in r if k not in cols and k != CONFIDENCE]

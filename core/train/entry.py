@@ -18,6 +18,26 @@ from core.train.runtime import dist_info, finish_distributed
 from core.train.sft import train_sft
 
 
+def _calibrate_at_end(run: RunFiles, data, dataset_dir) -> dict:
+    """Fit the run's calibration on the val split (core.serve.calibrate); a dataset without one,
+    or a calibration that fails, leaves the run finished and says so: scores stay raw."""
+    from core.serve.calibrate import calibrate_run
+
+    if not data.split("val"):
+        run.log("not calibrated: the dataset has no labelled val clips (scores stay raw; every answer "
+                "is marked for review)")
+        return run.read_status()
+    run.write_status(message="calibrating per-field confidence on the val split")
+    try:
+        cal = calibrate_run(run.dir, dataset_dir, "val")
+    except WorkbenchError as exc:
+        run.log(f"not calibrated: {exc}")
+        return run.write_status(message=f"finished; not calibrated ({exc})")
+    run.log(f"calibrated on {cal.clips} val clips: " + ", ".join(
+        f"{k} ECE {m.ece_raw}->{m.ece}" for k, m in cal.fields.items()))
+    return run.write_status(message=f"finished; confidence calibrated on {cal.clips} val clips")
+
+
 def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_path=None, echo=None) -> dict:
     """Fine-tune and write `run_dir`. Returns the final status dict. `echo(step, max_steps, loss)`
     is called at each logging step (the CLI draws a progress bar with it).
@@ -33,8 +53,11 @@ def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_p
     run.prepare(resume=resume)
     try:
         loop = train_grpo if cfg.method == "grpo" else train_sft  # GRPO: reinforcement learning, its own loop
-        status = loop(load_dataset(dataset_dir, schema_path), run, cfg, resume, echo)
+        data = load_dataset(dataset_dir, schema_path)
+        status = loop(data, run, cfg, resume, echo)
         finish_distributed()
+        if run.writer and cfg.calibrate_at_end and status.get("state") == "completed":
+            status = _calibrate_at_end(run, data, dataset_dir)
         return status
     except (KeyboardInterrupt, WorkbenchError) as exc:
         # refused (or interrupted) before the first step: nothing worth keeping, and a `crashed`

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from core.errors import ConfigError, ModelError
 from core.models.loading import ModelSource, load_processor, resolve_model
-from core.spec import FINAL_DIR, MERGED_DIR, SPEC_FILE, PreprocessSpec
+from core.spec import FINAL_DIR, MERGED_DIR, SPEC_FILE, PreprocessSpec, copy_calibration
 
 
 def merge_run(run_dir, output=None) -> Path:
@@ -61,6 +61,7 @@ def merge_run(run_dir, output=None) -> Path:
         spec.extra = {**spec.extra, "merged_from": str(run_dir.resolve()),
                       "adapter_config": json.loads((source.adapter / "adapter_config.json").read_text())}
         spec.save(tmp)
+        copy_calibration(run_dir, tmp)  # the merged weights answer as the run's did
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
@@ -87,4 +88,5 @@ def export_run(run_dir, what: str, dest) -> Path:
         raise ConfigError(f"{dest}: already exists; choose another destination")
     shutil.copytree(final, dest)
     shutil.copy2(run_dir / SPEC_FILE, dest / SPEC_FILE)
+    copy_calibration(run_dir, dest)
     return dest

@@ -230,7 +230,10 @@ def test_prelabel_then_review_opens_the_least_sure_draft_with_its_weak_fields_ma
     assert [c for _, c in items] == [f"✎ {drafts[r]['min_confidence']:.2f} {r.split('/')[-1]}" for r in order]
     view = annotate.open_clip(ws.store, first, SamplingSpec(num_frames=2, width=32, height=32))
     conf = drafts[first]["confidence"]
-    assert view["current"]["confidence"] == conf and f"Lowest field confidence: {min(conf.values()):.2f}" in view["title"]
+    rank = drafts[first]["min_confidence"]  # the least sure choice field: the caption leaves the rank
+    assert rank == min(v for k, v in conf.items() if k != "caption")
+    assert view["current"]["confidence"] == conf and f"Lowest field confidence: {rank:.2f}" in view["title"]
+    assert "(raw, not calibrated)" in view["title"]  # tiny:default is a base: nothing measured its scores
     fields = form.form_fields(ws.store.schema())
     updates = annotate.field_updates(fields, form.label_to_values(fields, view["current"]["start"]), conf)
     for f, update in zip(fields, updates):
