@@ -107,7 +107,7 @@ def test_every_subcommand_flag_has_help():
     assert missing == []
     assert set(sub.choices) == {"inspect-video", "import", "export-dataset", "split", "validate", "prelabel", "review",
                                 "add-clips", "train",
-                                "estimate", "merge", "eval", "models", "predict", "push", "push-dataset", "serve"}
+                                "estimate", "merge", "eval", "calibrate", "models", "predict", "push", "push-dataset", "serve"}
 
 
 REFUSED = [

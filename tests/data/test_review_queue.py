@@ -29,12 +29,21 @@ def test_a_draft_keeps_its_per_field_confidence_and_its_minimum(tmp_path):
     saved = store.save_draft("videos/clip_0001.mp4", json.dumps(LABEL), model="m", confidence=conf)
     stored = AnnotationStore(store.root).drafts()["videos/clip_0001.mp4"]  # a new process reads the file
     assert stored["confidence"] == conf == saved["confidence"]
-    assert stored["min_confidence"] == min(conf.values())
-    assert AnnotationStore(store.root).draft_scores() == {"videos/clip_0001.mp4": min(conf.values())}
+    # the rank is the least sure choice field: the free-text caption (often the lowest) leaves it
+    rank = min(v for k, v in conf.items() if k != "caption")
+    assert stored["min_confidence"] == rank and rank != min(conf.values())
+    assert AnnotationStore(store.root).draft_scores() == {"videos/clip_0001.mp4": rank}
     # an answer that did not parse has no scores: an empty confidence and no minimum
     garbage = store.save_draft("videos/clip_0002.mp4", "not json", model="m", confidence={})
     assert garbage["errors"] and garbage["min_confidence"] is None
     assert store.draft_scores()["videos/clip_0002.mp4"] is None
+
+
+def test_a_draft_scored_only_on_free_text_has_no_rank(tmp_path):
+    root = make_dataset(tmp_path / "d", n=2, rows=0)
+    draft = AnnotationStore(root).save_draft("videos/clip_0001.mp4", json.dumps(LABEL), model="m",
+                                             confidence={"caption": 0.1})
+    assert draft["confidence"] == {"caption": 0.1} and draft["min_confidence"] is None
 
 
 def test_drafts_written_before_confidence_existed_still_open_and_queue_last(tmp_path):
@@ -42,7 +51,7 @@ def test_drafts_written_before_confidence_existed_still_open_and_queue_last(tmp_
     old = {"video": "videos/clip_0000.mp4", "model": "old", "text": json.dumps(LABEL), "label": LABEL, "errors": []}
     (root / DRAFTS).write_text(json.dumps(old) + "\n")
     store = AnnotationStore(root)
-    store.save_draft("videos/clip_0003.mp4", json.dumps(LABEL), model="m", confidence={"caption": 0.9})
+    store.save_draft("videos/clip_0003.mp4", json.dumps(LABEL), model="m", confidence={"event_type": 0.9})
     assert store.clip("videos/clip_0000.mp4").status == DRAFT
     assert store.clip("videos/clip_0000.mp4").draft["label"] == LABEL
     assert matching(store, REVIEW)[0] == ["videos/clip_0003.mp4", "videos/clip_0000.mp4"]
@@ -105,7 +114,7 @@ def test_write_drafts_stores_each_predictions_confidence_and_ranks_them(tmp_path
     for rel, pred in zip(rels, again):  # greedy: the same answer and scores as when drafted
         assert drafts[rel]["text"] == pred.text
         assert drafts[rel]["confidence"] == pytest.approx(pred.confidence, rel=1e-4)  # float noise of a re-run
-        assert drafts[rel]["min_confidence"] == min(drafts[rel]["confidence"].values())
+        assert drafts[rel]["min_confidence"] == min(v for k, v in drafts[rel]["confidence"].items() if k != "caption")
         assert 0.0 <= drafts[rel]["min_confidence"] <= 1.0
     by_score = sorted(rels, key=lambda r: drafts[r]["min_confidence"])
     assert [i.rel for i in report.least_sure()] == by_score
