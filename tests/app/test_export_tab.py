@@ -11,7 +11,7 @@ import pytest
 
 from core.data.store import AnnotationStore
 from core.errors import ConfigError, ModelError
-from core.serve.writers import META_COLUMNS, read_rows
+from core.serve.writers import META_COLUMNS, REVIEW_COLUMNS, read_rows
 from core.workspace import Workspace
 from tests.support import LABEL, make_dataset, run_cli
 
@@ -148,7 +148,7 @@ def test_cli_predict_and_the_tabs_predict_choose_the_same_schema_and_write_the_s
         assert text.startswith("3 rows written (3 schema-valid, 0 errors), 0 already in the file")
         rows = _comparable(by_cli)
         assert rows == _comparable(by_tab) and len(rows) == 3
-        assert set(rows[0]) - set(META_COLUMNS) - {"confidence", "min_confidence"} == columns, folder.name
+        assert set(rows[0]) - set(META_COLUMNS) - {"confidence", "min_confidence", *REVIEW_COLUMNS} == columns, folder.name
         assert set(rows[0]["confidence"]) == columns  # JSONL: one score per field, in one object
         assert len({r["spec_hash"] for r in rows}) == 1
 

@@ -4,6 +4,7 @@ carried by export, merge and publish, and "not calibrated" said wherever a run h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sqlite3
@@ -131,3 +132,14 @@ def test_eval_with_a_calibrated_run_reports_raw_and_served_ece_and_what_the_thre
         if fm.decides_review:
             assert entry["selective"]["threshold"] == fm.threshold
             assert 0.0 <= entry["selective"]["kept"] <= 1.0
+
+
+def test_asked_with_another_prompt_the_run_answers_with_raw_scores(short_run):
+    from core.serve.compare import side_view
+
+    predictor = Predictor.load(str(short_run))
+    assert side_view(predictor, predictor.spec).calibration is predictor.calibration is not None
+    other = dataclasses.replace(predictor.spec, instruction="Describe the road.")
+    view = side_view(predictor, other)
+    answer = view.predict([SAMPLES / "videos" / CLIPS[0]])[0]
+    assert view.calibration is None and not answer.calibrated and answer.confidence == answer.confidence_raw

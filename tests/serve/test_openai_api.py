@@ -107,7 +107,11 @@ def test_a_run_answers_exactly_what_predict_writes(short_run, tmp_path):
         extra = answer.model_extra["vvw"]
         assert extra["spec_hash"] == constrained["spec_hash"]  # the run's spec decided frames and prompt
         assert extra["confidence"] == pytest.approx(constrained["confidence"], abs=1e-6)
-        assert extra["schema_valid"] is constrained["schema_valid"] is True and extra["calibrated"] is False
+        assert extra["schema_valid"] is constrained["schema_valid"] is True
+        # the run was calibrated at the end of training: the API serves predict's calibrated scores and decision
+        assert extra["calibrated"] is True is constrained["calibrated"]
+        assert extra["review_fields"] == constrained["review_fields"]
+        assert extra["needs_review"] is constrained["needs_review"]
     assert unconstrained.choices[0].message.content == free["raw"]
     assert unconstrained.model_extra["vvw"]["constrained"] is False
     if free["schema_valid"]:
