@@ -21,7 +21,8 @@ Figures per run (printed, and saved to bench/results/calibration_experiment.json
 2. Ranking: AUROC for "this clip has a wrong enum, list or boolean field" (the chance a clip with an
    error ranks less sure than one without; 0.5 is chance) per signal:
    ``min_all`` (the least sure field including free text: the old queue order), ``product`` (the
-   least sure choice field, raw), ``calibrated`` (the same, calibrated), ``all_right`` (the
+   least sure choice field, raw), ``margin`` (the smallest p(taken) - p(runner-up) over the
+   tokens that decided any choice field), ``calibrated`` (the same, calibrated), ``all_right`` (the
    product of the calibrated scores: the chance every choice field is right if fields erred
    independently), ``disagree`` (number of choice fields whose value differs between the two samplings),
    ``combined`` (disagreement first, then the calibrated score), ``review`` (the product's review
@@ -96,9 +97,9 @@ def measure_run(run: str, dataset: str, split: str, batch_size: int) -> dict:
     thresholds = {k: m.threshold for k, m in cal.fields.items() if m.decides_review}
     report = evaluate(schema, [a.text for a, _ in answers], [s.label for s in samples],
                       [a.confidence for a, _ in answers], [a.confidence_raw for a, _ in answers], thresholds)
-    signals: dict[str, list] = {k: [] for k in ("min_all", "product", "calibrated", "all_right", "disagree",
-                                                "combined", "review")}
-    wrong_clip, per_field = [], {f: ([], []) for f in choices}
+    signals: dict[str, list] = {k: [] for k in ("min_all", "product", "margin", "calibrated", "all_right",
+                                                "disagree", "combined", "review")}
+    wrong_clip, per_field, per_margin = [], {f: ([], []) for f in choices}, {f: ([], []) for f in choices}
     for s, (a, b) in zip(samples, answers):
         row = score_row(schema, a.text, s.label).fields
         wrong_clip.append(any(row.get(f, 0.0) < 1.0 for f in choices))
@@ -109,6 +110,8 @@ def measure_run(run: str, dataset: str, split: str, batch_size: int) -> dict:
         least = min(calib.values())
         signals["min_all"].append(-min(a.confidence_raw.values(), default=0.0))
         signals["product"].append(-min(raw.values()))
+        margins = {f: (a.margins or {}).get(f, 0.0) for f in choices}
+        signals["margin"].append(-min(margins.values()))
         signals["calibrated"].append(-least)
         signals["all_right"].append(-math.prod(calib.values()))
         signals["disagree"].append(disagree)
@@ -117,6 +120,8 @@ def measure_run(run: str, dataset: str, split: str, batch_size: int) -> dict:
         for f in choices:
             bad, good = per_field[f]
             (bad if row.get(f, 0.0) < 1.0 else good).append(-raw[f])
+            bad, good = per_margin[f]
+            (bad if row.get(f, 0.0) < 1.0 else good).append(-margins[f])
     ranking = {name: auroc([v for v, w in zip(vals, wrong_clip) if w], [v for v, w in zip(vals, wrong_clip) if not w])
                for name, vals in signals.items()}
     fields = {}
@@ -126,7 +131,8 @@ def measure_run(run: str, dataset: str, split: str, batch_size: int) -> dict:
                      "coverage_at_precision": entry["coverage_at_precision"],
                      "selective": entry.get("selective"), "val_threshold": thresholds.get(f),
                      "val_precision": cal.fields[f].precision, "val_coverage": cal.fields[f].coverage,
-                     "auroc_field_wrong": auroc(*per_field[f]) if f in per_field else None}
+                     "auroc_field_wrong": auroc(*per_field[f]) if f in per_field else None,
+                     "auroc_field_wrong_margin": auroc(*per_margin[f]) if f in per_margin else None}
     return {"run": run, "split": split, "clips": len(samples), "clips_with_an_error": sum(wrong_clip),
             "calibrated_on": f"{cal.clips} {cal.split} clips", "target_precision": cal.target_precision,
             "mean_field_accuracy": report["mean_field_accuracy"], "fields": fields, "ranking_auroc": ranking}
@@ -139,9 +145,9 @@ def print_run(r: dict) -> None:
     for f, x in r["fields"].items():
         sel = x["selective"] or {}
         rows.append([f, x["accuracy"], x["ece_raw"], x["ece"], x["val_threshold"], sel.get("kept"), sel.get("precision"),
-                     x["coverage_at_precision"]["0.98"], x["auroc_field_wrong"]])
+                     x["coverage_at_precision"]["0.98"], x["auroc_field_wrong"], x["auroc_field_wrong_margin"]])
     print(table(rows, ["field", "accuracy", "ECE raw", "ECE calibrated", "val threshold", "kept", "precision kept",
-                       "coverage@0.98 (oracle)", "AUROC field"]))
+                       "coverage@0.98 (oracle)", "AUROC field (product)", "AUROC field (margin)"]))
     print(table([[k, v] for k, v in r["ranking_auroc"].items()], ["signal", "AUROC clip has a wrong field"]))
 
 

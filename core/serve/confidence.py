@@ -163,18 +163,23 @@ def _geometric(tokens: _Tokens, lo: int, hi: int) -> float:
     return _prob(sum(tokens.logprobs[t] for t in steps) / len(steps))
 
 
-def _choice(tokens: _Tokens, span: Span, choices: list, lo: int) -> float:
-    """Product of step probabilities over the value's tokens until the text fits one choice."""
+def _deciding(tokens: _Tokens, span: Span, choices: list, lo: int) -> list[int]:
+    """The value's tokens until its text fits one choice (the later ones only split it into tokens)."""
     texts = [json.dumps(c, ensure_ascii=False, separators=ANSWER_SEPARATORS) for c in choices]
     # a number or literal ends where the next character starts (1 or 10?): that token may still decide
     hi = span.end + (span.kind in ("number", "literal"))
-    total = 0.0
+    out = []
     for t in tokens.over(lo, hi):
         prefix = tokens.text[span.start:max(tokens.ranges[t][0], span.start)]
         if sum(x.startswith(prefix) for x in texts) == 1:
-            break  # settled: the rest of the value is forced, its tokens only split it
-        total += tokens.logprobs[t]
-    return _prob(total)
+            break  # settled: the rest of the value is forced
+        out.append(t)
+    return out
+
+
+def _choice(tokens: _Tokens, span: Span, choices: list, lo: int) -> float:
+    """Product of step probabilities over the value's deciding tokens."""
+    return _prob(sum(tokens.logprobs[t] for t in _deciding(tokens, span, choices, lo)))
 
 
 def _choices_of(schema: dict) -> list | None:
@@ -233,6 +238,41 @@ def field_confidence(schema: dict, text: str, token_ranges: list[tuple[int, int]
         if detail:
             parts[key] = detail
     return scores, parts
+
+
+def _decisions(tokens: _Tokens, span: Span, schema) -> list[int] | None:
+    """The tokens that decided a choice value, or a list of them (each item's and the stop); None
+    for any other kind of value."""
+    schema = schema if isinstance(schema, dict) else {}
+    choices = _choices_of(schema)
+    if choices is not None:
+        quoted = span.kind == "string" and all(isinstance(c, str) for c in choices)
+        return _deciding(tokens, span, choices, span.start + 1 if quoted else span.start)
+    item_choices = _choices_of(schema.get("items")) if isinstance(schema.get("items"), dict) else None
+    if span.kind == "array" and item_choices is not None:
+        steps = [t for item in span.children for t in _deciding(tokens, item, item_choices, item.start)]
+        stop = tokens.at(span.end - 1)
+        return steps + ([stop] if stop is not None else [])
+    return None
+
+
+def field_margins(schema: dict, text: str, token_ranges: list[tuple[int, int]], logprobs,
+                  runner_up) -> dict[str, float]:
+    """Per choice field (enum, const, boolean, list of enums): the smallest gap p(taken) - p(runner-up)
+    over the tokens that decided it (1.0 when the schema forced every token). A second view of how
+    sure the model was, from the same pass (`runner_up`: core.serve.stepscores.StepRecorder.runner_up)."""
+    root = json_spans(text)
+    if root is None:
+        return {}
+    tokens = _Tokens(text, token_ranges, logprobs)
+    second = [float(x) for x in runner_up]
+    props = schema.get("properties", {})
+    out = {}
+    for key, span in root.children.items():
+        steps = _decisions(tokens, span, props.get(key)) if key in props else None
+        if steps is not None:
+            out[key] = min((_prob(tokens.logprobs[t]) - _prob(second[t]) for t in steps), default=1.0)
+    return out
 
 
 def min_confidence(scores: dict | None) -> float | None:

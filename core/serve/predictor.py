@@ -27,7 +27,7 @@ from core.models.loading import load_model, resolve_model
 from core.schema.base import extract_json, label_errors
 from core.schema.calibration import Calibration, choice_fields, for_run, review_without_calibration
 from core.schema.scoring import score_row
-from core.serve.confidence import field_confidence, min_confidence
+from core.serve.confidence import field_confidence, field_margins, min_confidence
 from core.serve.constrained import schema_logits_processor
 from core.serve.stepscores import StepRecorder, token_ranges
 from core.spec import PreprocessSpec, default_spec
@@ -69,6 +69,7 @@ class Generated:
     confidence_raw: dict | None = None  # before calibration (equal to `confidence` when not calibrated)
     calibrated: bool = False
     review_fields: list = field(default_factory=list)  # choice fields under their threshold (or all)
+    margins: dict | None = None  # choice field -> p(taken) - p(runner-up) at its deciding tokens (raw)
 
     @property
     def needs_review(self) -> bool:
@@ -147,7 +148,9 @@ class Predictor:
         if not confidence:
             return list(zip(texts, counts))
         logprobs = recorder.finish(new[:, -1]) if recorder is not None else None
-        return [self._scored(text, n, row, None if logprobs is None else logprobs[i])
+        second = recorder.runner_up() if recorder is not None else None
+        return [self._scored(text, n, row, None if logprobs is None else logprobs[i],
+                             None if second is None or not len(second) else second[i])
                 for i, (text, n, row) in enumerate(zip(texts, counts, new.tolist()))]
 
     def _recorder(self, constrained: bool, max_new_tokens: int) -> StepRecorder | None:
@@ -166,7 +169,7 @@ class Predictor:
             grammar = None  # a schema xgrammar cannot compile: the model's own distribution
         return StepRecorder(grammar)
 
-    def _scored(self, text: str, n: int, ids: list[int], logprobs) -> Generated:
+    def _scored(self, text: str, n: int, ids: list[int], logprobs, runner_up=None) -> Generated:
         tok = self.processor.tokenizer
         stop = next((k for k, t in enumerate(ids) if t == tok.eos_token_id), len(ids) - 1)
         if logprobs is None:
@@ -174,7 +177,10 @@ class Predictor:
         answer, ranges = token_ranges(tok, ids[:stop + 1])
         steps = logprobs[:stop + 1].tolist()
         scores, parts = field_confidence(self.spec.schema, answer, ranges, steps)
-        return self.served(Generated(text, n, scores, parts, ids[:stop + 1], steps))
+        g = Generated(text, n, scores, parts, ids[:stop + 1], steps)
+        if runner_up is not None:
+            g.margins = field_margins(self.spec.schema, answer, ranges, steps, runner_up[:stop + 1].tolist())
+        return self.served(g)
 
     def served(self, g: Generated) -> Generated:
         """The answer as every output shows it: scores calibrated when the run has a calibration, and

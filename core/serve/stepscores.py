@@ -40,6 +40,7 @@ class StepRecorder(LogitsProcessor):
         self._pending: torch.Tensor | None = None  # last step's scores, before the grammar's mask
         self._allowed_lp: list[torch.Tensor] = []
         self._model_lp: list[torch.Tensor] = []
+        self._runner_up_lp: list[torch.Tensor] = []  # the best other allowed token's (for margins)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self._pending is not None:
@@ -53,7 +54,7 @@ class StepRecorder(LogitsProcessor):
         tokens = tokens.to(scores.device).long()
         chosen = scores.gather(1, tokens[:, None])[:, 0]
         model_lp = chosen - torch.logsumexp(scores, dim=-1)
-        allowed_lp = model_lp
+        allowed_lp, masked = model_lp, scores
         if self.grammar is not None:
             bitmask = self.grammar.grammar_bitmask.to(scores.device)
             masked = scores.clone()
@@ -62,8 +63,18 @@ class StepRecorder(LogitsProcessor):
             on_grammar = ((word >> (tokens & 31)) & 1).bool()
             allowed_lp = torch.where(on_grammar, chosen - torch.logsumexp(masked, dim=-1),
                                      torch.full_like(chosen, float("nan")))
+        # the runner-up: the best allowed token other than the one taken (-inf when it was the only one)
+        others = masked.scatter(1, tokens[:, None], float("-inf"))
+        self._runner_up_lp.append(others.max(dim=-1).values - torch.logsumexp(masked, dim=-1))
         self._allowed_lp.append(allowed_lp)
         self._model_lp.append(model_lp)
+
+    def runner_up(self) -> torch.Tensor:
+        """(batch, steps) log-probability of the best other allowed token at each step (after
+        `finish`), on the same scale as the step's own: a value's margin is p(taken) - p(runner-up)."""
+        if not self._runner_up_lp:
+            return torch.zeros(0, 0)
+        return torch.stack(self._runner_up_lp, dim=1).cpu()
 
     def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
         """(batch, steps) log-probabilities on the CPU, once `generate()` returned the last column of

@@ -11,7 +11,7 @@ import torch
 import xgrammar as xgr
 
 from core.schema.base import load_schema
-from core.serve.confidence import field_confidence, json_spans, min_confidence
+from core.serve.confidence import field_confidence, field_margins, json_spans, min_confidence
 from core.serve.constrained import schema_logits_processor
 from core.serve.predictor import Predictor
 from core.serve.stepscores import StepRecorder, token_ranges
@@ -71,6 +71,23 @@ def test_enum_list_scores_each_item_with_its_opening_token_and_the_stop():
     assert scores["rule_violations"] == pytest.approx(min(0.54, 0.35, 0.4))
     empty, parts = field_confidence(schema, *split(['{"', "rule_violations", '":[', "]}"]), [0, 0, -0.1, -1.2])
     assert parts["rule_violations"] == {"items": [], "stop": pytest.approx(math.exp(-1.2))}
+
+
+def test_a_margin_is_the_smallest_gap_to_the_runner_up_over_the_deciding_tokens():
+    schema = {"type": "object", "properties": {"event_type": SCHEMA["properties"]["event_type"],
+                                               "rule_violations": SCHEMA["properties"]["rule_violations"],
+                                               "caption": SCHEMA["properties"]["caption"]}}
+    text, ranges = split(['{"', "event_type", '":"', "n", "o", "_incident", '","', "rule_violations", '":["',
+                          "speeding", '"]', ',"', "caption", '":"', "A drive.", '"}'])
+    taken = [1, 1, 1, 0.8, 0.6, 0.9, 1, 1, 0.7, 0.9, 0.6, 1, 1, 1, 0.3, 1]
+    second = [0, 0, 0, 0.15, 0.3, 0.05, 0, 0, 0.2, 0.05, 0.35, 0, 0, 0, 0.2, 0]
+    lp = [math.log(x) for x in taken]
+    ru = [math.log(x) if x else float("-inf") for x in second]
+    margins = field_margins(schema, text, ranges, lp, ru)
+    assert margins["event_type"] == pytest.approx(min(0.8 - 0.15, 0.6 - 0.3))  # "n", "o": then settled
+    assert margins["rule_violations"] == pytest.approx(min(0.7 - 0.2, 0.9 - 0.05, 0.6 - 0.35))  # open, item, stop
+    assert "caption" not in margins  # free text has no runner-up value
+    assert field_margins(schema, "not json", [(0, 8)], [0.0], [0.0]) == {}
 
 
 def test_text_numbers_booleans_and_objects():
@@ -189,6 +206,8 @@ def test_enum_confidence_is_the_renormalised_probability_of_its_value_by_hand(pr
     assert text[value_at:].startswith(("good", "bad"))
     assert g.confidence["visibility"] == pytest.approx(math.exp(hand[first]), abs=1e-4)
     assert 0.0 < g.confidence["visibility"] < 1.0
+    p = g.confidence["visibility"]  # one deciding token: its margin is p minus a runner-up that is at most 1 - p
+    assert 2 * p - 1 - 1e-6 <= g.margins["visibility"] <= p + 1e-6
 
 
 def test_scores_are_probabilities_for_every_field_and_unparsed_answers_have_none(predictor):
