@@ -32,10 +32,13 @@ class ReviewItem:
     weakest: list[tuple[str, float]]  # (field, score), least sure first
     model: str | None = None
     flagged: bool = False  # not a schema-valid label
+    calibrated: bool = False  # the scores went through the run's calibration (core.schema.calibration)
+    review_fields: list | None = None  # fields under their threshold; None: a draft from before calibration
 
     def as_dict(self) -> dict:
         return {"video": self.rel, "min_confidence": self.min_confidence, "model": self.model,
-                "flagged": self.flagged, "weakest": [{"field": k, "confidence": v} for k, v in self.weakest]}
+                "flagged": self.flagged, "weakest": [{"field": k, "confidence": v} for k, v in self.weakest],
+                "calibrated": self.calibrated, "review_fields": self.review_fields}
 
 
 @dataclass
@@ -59,7 +62,7 @@ def _sort_key(score) -> tuple:
 
 def _item(rel: str, draft: dict, fields: int) -> ReviewItem:
     return ReviewItem(rel, draft.get("min_confidence"), weakest_fields(draft, limit=fields), draft.get("model"),
-                      bool(draft.get("errors")))
+                      bool(draft.get("errors")), bool(draft.get("calibrated")), draft.get("review_fields"))
 
 
 def clips_to_prelabel(store: AnnotationStore, include_drafts: bool = False, limit: int | None = None,
