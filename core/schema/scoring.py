@@ -10,6 +10,7 @@ does not run models.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -125,9 +126,22 @@ def _pairs(name: str, rows: list[RowScore], confidences: list) -> tuple[list[tup
     return pairs, unscored
 
 
-def threshold_for(pairs: list[tuple[float, float]], target: float) -> tuple[float | None, float | None, float]:
-    """(threshold, precision, coverage): the lowest score t such that the rows scoring >= t are right
-    at least `target` of the time and number at least MIN_KEPT_ROWS; (None, None, 0.0) if none is."""
+def precision_lower_bound(right: float, kept: int, z: float) -> float:
+    """Wilson score lower bound of a precision of right/kept; z = 0 gives right/kept itself."""
+    if kept == 0:
+        return 0.0
+    p, n = right / kept, kept
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def threshold_for(pairs: list[tuple[float, float]], target: float,
+                  z: float = 0.0) -> tuple[float | None, float | None, float]:
+    """(threshold, precision, coverage): the lowest score t such that the rows scoring >= t number at
+    least MIN_KEPT_ROWS and are right at least `target` of the time, by the Wilson lower bound at `z`
+    (0: the observed rate; 1.645: what 95% of samples this size would still show); (None, None, 0.0)
+    if no t is. `precision` is the observed rate of the rows kept."""
     ranked = sorted(pairs, key=lambda p: -p[0])
     best: tuple[float | None, float | None, float] = (None, None, 0.0)
     right = 0.0
@@ -135,7 +149,7 @@ def threshold_for(pairs: list[tuple[float, float]], target: float) -> tuple[floa
         right += y
         if k < len(ranked) and ranked[k][0] == c:
             continue  # a threshold keeps every row with the same score
-        if k >= MIN_KEPT_ROWS and right / k >= target:
+        if k >= MIN_KEPT_ROWS and precision_lower_bound(right, k, z) >= target:
             best = (c, round(right / k, 4), round(k / len(ranked), 4))
     return best
 

@@ -19,7 +19,7 @@ from core.schema.calibration import (
     sigmoid,
 )
 from core.schema.presets import DASHCAM_SCHEMA
-from core.schema.scoring import MIN_KEPT_ROWS, coverage_at_precision, threshold_for
+from core.schema.scoring import MIN_KEPT_ROWS, coverage_at_precision, precision_lower_bound, threshold_for
 
 
 def test_the_fit_goes_through_the_observed_rates_when_two_scores_carry_all_rows():
@@ -68,6 +68,17 @@ def test_the_threshold_is_the_lowest_score_that_keeps_the_target_precision():
     assert threshold_for(pairs, 0.9) == (0.9, 0.9, 0.75)
     assert threshold_for(pairs, 0.99) == (None, None, 0.0)
     assert coverage_at_precision(pairs) == {"0.95": 0.5, "0.98": 0.0, "0.99": 0.0}
+
+
+def test_a_served_threshold_must_hold_its_precision_by_a_lower_bound_not_just_on_its_own_rows():
+    # 28 right of 28: observed 1.0, but a sample that size is consistent with ~0.91 (Wilson, one-sided 95%)
+    assert precision_lower_bound(28, 28, 1.645) == pytest.approx(1 / (1 + 1.645 ** 2 / 28))
+    assert precision_lower_bound(7, 10, 0.0) == pytest.approx(0.7)
+    pairs = [(0.99, 1.0)] * 28 + [(0.5, 0.0)] * 20
+    assert threshold_for(pairs, 0.98)[0] == 0.99  # on its own rows
+    assert threshold_for(pairs, 0.98, z=1.645) == (None, None, 0.0)
+    pairs = [(0.99, 1.0)] * 150 + [(0.5, 0.0)] * 20
+    assert threshold_for(pairs, 0.98, z=1.645) == (0.99, 1.0, round(150 / 170, 4))  # enough rows: accepted
 
 
 def test_a_threshold_needs_enough_rows_to_claim_a_precision():
