@@ -204,7 +204,7 @@ def review_line(item) -> str:
     """`0.003  videos/x.mp4  caption 0.00, rule_violations 0.05 ...`: a clip of the queue, weakest fields first."""
     score = "  -  " if item.min_confidence is None else f"{item.min_confidence:.3f}"
     fields = ", ".join(f"{name} {value:.2f}" for name, value in item.weakest) or "(no scores)"
-    check = ("" if not item.calibrated else "  [calibrated; check: " + ", ".join(item.review_fields) + "]"
+    check = ("  [raw, not calibrated]" if not item.calibrated else "  [calibrated; check: " + ", ".join(item.review_fields) + "]"
              if item.review_fields else "  [calibrated; every field above its threshold]")
     return f"{score}  {item.rel}  {fields}" + ("  [not schema-valid]" if item.flagged else "") + check
 

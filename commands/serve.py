@@ -39,7 +39,7 @@ def register(sub) -> None:
     p = sub.add_parser("calibrate", help="fit a run's per-field confidence on a labelled split and save it in the run")
     p.add_argument("run", help="run directory")
     p.add_argument("--dataset", required=True, help="dataset folder whose split has labels the run did not train on")
-    p.add_argument("--split", default="val", choices=["val", "test", "train"], help="clips to fit on (default val)")
+    p.add_argument("--split", default="val", choices=["val", "test"], help="clips to fit on (default val)")
     p.add_argument("--target-precision", type=float, default=0.98,
                    help="per field, accept answers whose calibrated score keeps this precision on the split")
     p.add_argument("--unconstrained", dest="constrained", action="store_false",

@@ -36,7 +36,7 @@ def build(ws, pickers) -> None:
     with gr.Accordion("Confidence and review (calibrate a run)", open=False):
         with gr.Row():
             run = pickers.run(label="Run", elem_id="calibrate-run")
-            split = gr.Dropdown(["val", "test", "train"], value="val", label="Labelled split to fit on")
+            split = gr.Dropdown(["val", "test"], value="val", label="Labelled split to fit on (not trained on)")
             target = gr.Number(0.98, label="Target precision of accepted fields", minimum=0.5, maximum=0.999)
             go = gr.Button("Calibrate", elem_id="calibrate-go")
         msg = gr.Markdown(elem_id="calibrate-msg")
@@ -49,7 +49,7 @@ def build(ws, pickers) -> None:
         if not run_:
             return "✖ pick a run", gr.skip()
         try:
-            calibrate_run(run_, ws.dataset_dir, split_, float(target_),
+            calibrate_run(run_, ws.dataset_dir, split_, float(target_), models=ws.models,
                           progress=lambda d, t: progress((d, t), desc="calibrating"))
         except Exception as exc:
             return failure_text(exc, "calibrate"), gr.skip()

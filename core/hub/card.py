@@ -81,8 +81,8 @@ def calibration_section(cal) -> str:
                      f"{_pct(m.coverage) if m.decides_review else '–'} | {_pct(m.precision)} |")
     return (f"Per-field confidence is calibrated on {cal.clips} held-out `{cal.split}` clips (`calibration.json`): "
             f"an answer's field is accepted without a person when its calibrated score reaches the threshold that "
-            f"kept precision at {cal.target_precision:g} on those clips; the workbench marks every other answer "
-            "`needs_review`. Figures are on the clips the thresholds were chosen on.\n\n" + "\n".join(lines))
+            f"kept precision at {cal.target_precision:g} on those clips (by a one-sided 95% lower bound); the workbench "
+            "marks every other answer `needs_review`. Figures are on the clips the thresholds were chosen on.\n\n" + "\n".join(lines))
 
 
 def _sampling_code(sampling: dict) -> str:
@@ -148,17 +148,22 @@ def front_matter(data) -> str:
     return "---\n" + data.to_yaml() + "\n---\n"
 
 
+def _card_data(method: str, merged: bool, hub_base: str | None, license: str | None, datasets: list[str] | None):
+    """The card's front matter: what the Hub indexes (base model, library, tags)."""
+    from huggingface_hub import ModelCardData
+
+    return ModelCardData(base_model=hub_base, library_name="transformers" if merged or method == "full" else "peft",
+                         pipeline_tag=PIPELINE_TAG, license=license, datasets=datasets or None,
+                         tags=TAGS + ([method] if method in ("lora", "qlora", "grpo") else []))
+
+
 def model_card(spec: PreprocessSpec, repo_id: str, *, config: dict, merged: bool, hub_base: str | None,
                evaluation: dict[str, dict] | None, fine_tuned: str, clips: int, suppress: list[int],
                license: str | None = None, datasets: list[str] | None = None, calibration=None) -> str:
     """README.md for a published run. `hub_base`: the base model's Hub id (None for a local or tiny
     base, which then appears only in the text); `fine_tuned`: the name of this model in `evaluation`."""
-    from huggingface_hub import ModelCardData
-
     method = config.get("method", "lora")
-    data = ModelCardData(base_model=hub_base, library_name="transformers" if merged or method == "full" else "peft",
-                         pipeline_tag=PIPELINE_TAG, license=license, datasets=datasets or None,
-                         tags=TAGS + ([method] if method in ("lora", "qlora", "grpo") else []))
+    data = _card_data(method, merged, hub_base, license, datasets)
     s = spec.sampling
     frames = (f"{s['num_frames']} frames at the midpoints of equal segments" if s.get("sampling") == "uniform"
               else f"{s['fps']} frames per second, {s['min_frames']}-{s['max_frames']} frames")

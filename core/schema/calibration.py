@@ -126,15 +126,17 @@ class Calibration:
     fields: dict[str, FieldMap]
     dataset: str = ""
     notes: list[str] = field(default_factory=list)
+    constrained: bool = True  # the decoding the held-out answers were given with
 
     def apply(self, raw: dict | None) -> dict:
         """Calibrated scores for an answer's raw field scores (fields without a map keep none)."""
         return {k: self.fields[k](v) for k, v in (raw or {}).items() if v is not None and k in self.fields}
 
-    def review(self, scores: dict | None) -> list[str]:
-        """The choice fields a person should check: missing a score, below the threshold, or a field
-        whose precision target no threshold met on the held-out rows."""
-        out = []
+    def review(self, scores: dict | None, schema: dict | None = None) -> list[str]:
+        """The choice fields a person should check: missing a score, below the threshold, a field
+        whose precision target no threshold met on the held-out rows, or (given the `schema`) a
+        choice field the held-out rows never scored."""
+        out = [name for name in choice_fields(schema) if name not in self.fields] if schema else []
         for name, fm in self.fields.items():
             if not fm.decides_review:
                 continue
@@ -187,7 +189,7 @@ def _field_map(pairs, target: float, decides: bool, shared: tuple[float, float] 
 
 
 def fit(schema: dict, raw: list[dict | None], correct: list[dict], split: str, clips: int,
-        target_precision: float = DEFAULT_TARGET_PRECISION, dataset: str = "") -> Calibration:
+        target_precision: float = DEFAULT_TARGET_PRECISION, dataset: str = "", constrained: bool = True) -> Calibration:
     """Fit per-field maps from aligned lists: each answer's raw scores and each field's correctness
     (core.schema.scoring.score_row's `fields`: 1/0 for choice fields, token F1 for text)."""
     if not 0.5 <= target_precision < 1:
@@ -206,8 +208,9 @@ def fit(schema: dict, raw: list[dict | None], correct: list[dict], split: str, c
         rows = pairs.get(f.name, [])
         if not rows:
             continue
-        own = len(rows) >= MIN_FIELD_ROWS
-        if not own:
-            notes.append(f"{f.name}: {len(rows)} scored {split} rows (< {MIN_FIELD_ROWS}): the shared map")
-        maps[f.name] = _field_map(rows, target_precision, f.name in choices, None if own else shared)
-    return Calibration(split, target_precision, clips, maps, dataset, notes)
+        own, choice = len(rows) >= MIN_FIELD_ROWS, f.name in choices
+        if not own:  # free text is on another scale than the choice fields: it keeps its raw score
+            notes.append(f"{f.name}: {len(rows)} scored {split} rows (< {MIN_FIELD_ROWS}): "
+                         + ("the shared map" if choice else "left raw"))
+        maps[f.name] = _field_map(rows, target_precision, choice, None if own else shared if choice else (1.0, 0.0))
+    return Calibration(split, target_precision, clips, maps, dataset, notes, constrained)

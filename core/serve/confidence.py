@@ -270,7 +270,7 @@ def field_margins(schema: dict, text: str, token_ranges: list[tuple[int, int]], 
     out = {}
     for key, span in root.children.items():
         steps = _decisions(tokens, span, props.get(key)) if key in props else None
-        if steps is not None:
+        if steps is not None and not any(math.isnan(second[t]) for t in steps):
             out[key] = min((_prob(tokens.logprobs[t]) - _prob(second[t]) for t in steps), default=1.0)
     return out
 

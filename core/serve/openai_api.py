@@ -13,7 +13,7 @@ most `max_video_bytes` decoded; a temp file removed once its frames are sampled)
 constrained (with text parts of its own: free decoding); `{"type": "json_schema", "json_schema":
 {"schema": S}}` → constrained to S; `{"type": "text"}` → free decoding. The reply is a standard
 `chat.completion` (content: the raw text) plus an extension field `vvw`: per-field confidence,
-its minimum, `calibrated` (false: raw scores), whether the answer is valid in the schema, the
+its minimum, `calibrated` (the run's calibration applied), `needs_review`, `review_fields`, whether the answer is valid in the schema, the
 parsed JSON and the spec hash. Decoding is greedy: temperature and top_p are ignored; `stream`
 and `n` > 1 are refused.
 
@@ -208,7 +208,8 @@ def completion(service: Service, ask: Ask, answer: Answer) -> dict:
         "usage": {"prompt_tokens": answer.prompt_tokens, "completion_tokens": answer.new_tokens,
                   "total_tokens": answer.prompt_tokens + answer.new_tokens},
         "vvw": {"confidence": answer.confidence, "min_confidence": min_confidence(answer.confidence),
-                "calibrated": answer.calibrated, "needs_review": problems != [] or bool(answer.review_fields),
+                "calibrated": answer.calibrated,
+                "needs_review": problems != [] or not answer.calibrated or bool(answer.review_fields),
                 "review_fields": answer.review_fields or [], "schema_valid": problems == [], "problems": problems or [],
                 "parsed": parsed, "constrained": ask.constrained, "spec_hash": answer.spec_hash},
     }

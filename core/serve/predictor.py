@@ -52,8 +52,8 @@ class Prediction:
         return min_confidence(self.confidence)
 
     @property
-    def needs_review(self) -> bool:
-        return self.error is not None or self.text is None or bool(self.review_fields)
+    def needs_review(self) -> bool:  # uncalibrated: no measured threshold, so a person looks at it
+        return self.error is not None or self.text is None or not self.calibrated or bool(self.review_fields)
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Generated:
 
     @property
     def needs_review(self) -> bool:
-        return bool(self.review_fields)
+        return not self.calibrated or bool(self.review_fields)
 
 
 PREFETCH_BATCHES = 2  # batches a loader thread samples ahead while the model generates
@@ -191,7 +191,7 @@ class Predictor:
         parsed = extract_json(g.text)[0] is not None
         if cal is not None:
             g.confidence, g.calibrated = cal.apply(g.confidence_raw), True
-            g.review_fields = cal.review(g.confidence) if parsed else choice_fields(self.spec.schema)
+            g.review_fields = cal.review(g.confidence, self.spec.schema) if parsed else choice_fields(self.spec.schema)
         else:
             g.review_fields = review_without_calibration(self.spec.schema)
         return g

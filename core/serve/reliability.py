@@ -64,7 +64,7 @@ def _cell(v) -> str:
 def calibration_markdown(field: str, cal: dict, image: str | None = None) -> list[str]:
     """Markdown lines for one field: ECE, the reliability table, the threshold table (and the plot)."""
     lines = [f"#### {field}", "",
-             f"ECE {_cell(cal['ece'])} over {cal['rows']} rows"
+             f"ECE {_cell(cal['ece'])} (raw scores {_cell(cal.get('ece_raw'))}) over {cal['rows']} rows"
              + (f" ({cal['unscored']} without a confidence)" if cal.get("unscored") else ""), ""]
     if image:
         lines += [f"![reliability of {field}]({image})", ""]

@@ -161,7 +161,7 @@ def write_report(reports: dict[str, dict], out_dir) -> tuple[Path, Path]:
         calibration = report.get("calibration") or {}
         if not calibration:
             continue
-        lines += ["", f"### Calibration: {name}", "",
+        lines += ["", f"### Calibration: {name}", "", f"Confidence: {report.get('calibration_source', '?')}.", "",
                   "Accuracy is the field's score (exact match; token F1 for free text) among rows whose "
                   "confidence lies in the bin or above the threshold.", ""]
         for f, (field, cal) in enumerate(calibration.items()):

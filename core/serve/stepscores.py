@@ -71,10 +71,13 @@ class StepRecorder(LogitsProcessor):
 
     def runner_up(self) -> torch.Tensor:
         """(batch, steps) log-probability of the best other allowed token at each step (after
-        `finish`), on the same scale as the step's own: a value's margin is p(taken) - p(runner-up)."""
+        `finish`), on the same scale as the step's own: a value's margin is p(taken) - p(runner-up).
+        NaN from the step a row left the grammar on (unconstrained decoding writing prose)."""
         if not self._runner_up_lp:
             return torch.zeros(0, 0)
-        return torch.stack(self._runner_up_lp, dim=1).cpu()
+        second = torch.stack(self._runner_up_lp, dim=1).cpu()
+        off = getattr(self, "_off", None)  # off the grammar the allowed set means nothing: no runner-up
+        return second if off is None else torch.where(off, torch.full_like(second, float("nan")), second)
 
     def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
         """(batch, steps) log-probabilities on the CPU, once `generate()` returned the last column of
@@ -87,6 +90,7 @@ class StepRecorder(LogitsProcessor):
         allowed = torch.stack(self._allowed_lp, dim=1).cpu()
         model = torch.stack(self._model_lp, dim=1).cpu()
         off = torch.isnan(allowed).int().cummax(dim=1).values.bool()  # from the first departure on
+        self._off = off
         return torch.where(off, model, allowed)
 
 

@@ -126,7 +126,8 @@ def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | N
              seconds: float = 0.0, confidence: dict | None = None, window: tuple | None = None,
              calibrated: bool = False, review_fields: list | None = None) -> PredictionRow:
     """One output row. `review_fields` (the predictor's): the fields a person should check; None
-    when unknown (an unread clip). A row needs review when it is not valid or any field does."""
+    when unknown (an unread clip). A row needs review when it is not valid, its scores are not
+    calibrated (no threshold was measured) or any field does."""
     parsed, parse_error = (extract_json(text) if text is not None else (None, None))
     problems = [error] if error else []
     if not problems and parse_error:
@@ -140,7 +141,8 @@ def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | N
                          schema_valid=not problems, error="; ".join(problems) or None, raw=text,
                          seconds=round(seconds, 4), fields=kept, confidence=scores,
                          start=window[0] if window else None, end=window[1] if window else None,
-                         calibrated=calibrated, needs_review=bool(problems) or review_fields is None or bool(review_fields),
+                         calibrated=calibrated,
+                         needs_review=bool(problems) or not calibrated or review_fields is None or bool(review_fields),
                          review_fields=None if review_fields is None else list(review_fields))
 
 
@@ -314,7 +316,12 @@ def read_rows(path) -> list[dict]:
 
     frame = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
     frame = frame.astype(object).where(frame.notna(), None)
-    return frame.to_dict("records")
+    rows = frame.to_dict("records")
+    for row in rows:  # Parquet gives list columns back as arrays
+        for key, value in row.items():
+            if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+                row[key] = value.tolist()
+    return rows
 
 
 def open_writer(path, schema: dict, overwrite: bool = False, windows: bool = False):

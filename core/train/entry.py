@@ -13,14 +13,15 @@ from core.data.dataset import load_dataset
 from core.errors import WorkbenchError
 from core.models.device import check_runtime, pick_device
 from core.runs.files import RunFiles
+from core.spec import CALIBRATION_FILE
 from core.train.grpo import train_grpo
 from core.train.runtime import dist_info, finish_distributed
 from core.train.sft import train_sft
 
 
-def _calibrate_at_end(run: RunFiles, data, dataset_dir) -> dict:
-    """Fit the run's calibration on the val split (core.serve.calibrate); a dataset without one,
-    or a calibration that fails, leaves the run finished and says so: scores stay raw."""
+def _calibrate_at_end(run: RunFiles, data, dataset_dir, cfg: TrainConfig) -> dict:
+    """Fit the run's calibration on the val split (core.serve.calibrate). A dataset without one, a
+    calibration that fails or is interrupted, leaves the run finished and says so: scores stay raw."""
     from core.serve.calibrate import calibrate_run
 
     if not data.split("val"):
@@ -29,10 +30,12 @@ def _calibrate_at_end(run: RunFiles, data, dataset_dir) -> dict:
         return run.read_status()
     run.write_status(message="calibrating per-field confidence on the val split")
     try:
-        cal = calibrate_run(run.dir, dataset_dir, "val")
-    except WorkbenchError as exc:
-        run.log(f"not calibrated: {exc}")
-        return run.write_status(message=f"finished; not calibrated ({exc})")
+        cal = calibrate_run(run.dir, dataset_dir, "val", device=cfg.device, trust_remote_code=cfg.trust_remote_code,
+                            max_new_tokens=cfg.max_new_tokens)
+    except (Exception, KeyboardInterrupt) as exc:  # the model is trained and saved: that stands either way
+        why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        run.log(f"not calibrated ({why}); `cli.py calibrate {run.dir} --dataset {dataset_dir}` fits it later")
+        return run.write_status(message=f"finished; not calibrated ({why})")
     run.log(f"calibrated on {cal.clips} val clips: " + ", ".join(
         f"{k} ECE {m.ece_raw}->{m.ece}" for k, m in cal.fields.items()))
     return run.write_status(message=f"finished; confidence calibrated on {cal.clips} val clips")
@@ -51,13 +54,14 @@ def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_p
     run = RunFiles(run_dir, writer=rank == 0)  # global rank: not each machine's local rank 0
     before = run.entries()
     run.prepare(resume=resume)
+    (run.dir / CALIBRATION_FILE).unlink(missing_ok=True)  # it described the weights training now changes
     try:
         loop = train_grpo if cfg.method == "grpo" else train_sft  # GRPO: reinforcement learning, its own loop
         data = load_dataset(dataset_dir, schema_path)
         status = loop(data, run, cfg, resume, echo)
         finish_distributed()
         if run.writer and cfg.calibrate_at_end and status.get("state") == "completed":
-            status = _calibrate_at_end(run, data, dataset_dir)
+            status = _calibrate_at_end(run, data, dataset_dir, cfg)
         return status
     except (KeyboardInterrupt, WorkbenchError) as exc:
         # refused (or interrupted) before the first step: nothing worth keeping, and a `crashed`

@@ -11,6 +11,7 @@ import sqlite3
 
 import pytest
 
+from core.config import TrainConfig
 from core.data.dataset import load_dataset
 from core.runs.files import RunFiles
 from core.schema.calibration import Calibration, for_run
@@ -117,7 +118,7 @@ def test_training_on_a_dataset_without_val_clips_leaves_the_run_uncalibrated_and
     root = make_dataset(tmp_path / "d", n=3)  # no split column: no val clips
     bare = tmp_path / "run"
     shutil.copytree(short_run, bare, ignore=shutil.ignore_patterns("checkpoint-*", CALIBRATION_FILE))
-    _calibrate_at_end(RunFiles(bare), load_dataset(root), root)
+    _calibrate_at_end(RunFiles(bare), load_dataset(root), root, TrainConfig())
     assert not (bare / CALIBRATION_FILE).exists()
     assert "not calibrated: the dataset has no labelled val clips" in (bare / "train.log").read_text()
 
@@ -143,3 +144,23 @@ def test_asked_with_another_prompt_the_run_answers_with_raw_scores(short_run):
     view = side_view(predictor, other)
     answer = view.predict([SAMPLES / "videos" / CLIPS[0]])[0]
     assert view.calibration is None and not answer.calibrated and answer.confidence == answer.confidence_raw
+
+
+def test_calibrating_on_clips_the_run_trained_on_is_refused(short_run):
+    from core.errors import DatasetError
+    from core.serve.calibrate import calibrate_run
+
+    before = (short_run / CALIBRATION_FILE).read_bytes()
+    with pytest.raises(DatasetError, match="were in this run's training data"):
+        calibrate_run(short_run, SAMPLES, "train")
+    assert (short_run / CALIBRATION_FILE).read_bytes() == before  # the previous calibration stands
+
+
+def test_a_calibration_that_fails_at_the_end_of_training_leaves_the_run_finished(short_run, tmp_path):
+    broken = tmp_path / "run"
+    shutil.copytree(short_run, broken, ignore=shutil.ignore_patterns("checkpoint-*", CALIBRATION_FILE, "final"))
+    run = RunFiles(broken)
+    run.write_status(state="completed")
+    status = _calibrate_at_end(run, load_dataset(SAMPLES), SAMPLES, TrainConfig())
+    assert status["state"] == "completed" and "not calibrated (ModelError" in status["message"]
+    assert "cli.py calibrate" in (broken / "train.log").read_text() and not (broken / CALIBRATION_FILE).exists()
