@@ -4,17 +4,29 @@ Every label is *caused* by something large and colour-coded in (almost) every fr
 vision-language model that sees 8 downscaled frames can learn it:
 
     visibility               good: bright day, blue sky  | bad: grey fog wash or dark night
-    traffic_density          high: 5-7 coloured cars      | low: zero or one car
-    intended_driving_action  turn_left / turn_right: the road curves left / right (stronger over time)
-                             change_lanes: straight road, dashed lane line up the centre, shifting
+    traffic_density          high: 6-8 coloured cars      | low: zero or one car
+    intended_driving_action  turn_left / turn_right: the road curves left / right, and the
+                             navigation display in the dashboard shows a green / blue arrow
+                             change_lanes: straight road, dashed lane line up the centre, shifting;
+                             a yellow lane-change icon
     event_type               collision: red car ahead grows to fill the frame, then a flash + cracks
                              near_miss: red car cuts in beside the centre, large but never central
                              no_incident: no red car at all (other cars are never red)
-    rule_violations          speeding: long red bar in the bottom HUD (short green bar otherwise)
+    rule_violations          speeding: long red bar in the bottom HUD (short white bar otherwise)
                              failure_to_yield: yellow inverted triangle with red border, top-right
                              ignoring_traffic_signs: red octagon STOP sign, top-left
 
+--difficulty D (0 to 1, default 0) makes that harder for an evaluation set whose accuracy is not
+~100%: more pixel noise, a wiper band and dirt blobs over the view, a red car and signs that appear
+later and are smaller or fainter, weaker turn / fog / traffic-count / speed-bar cues, and label noise
+(each field's label replaced by another value with chance 0.1 D). Every knob and its formula is in
+difficulty.py, beside this file. At 0 the output is byte-identical to earlier versions.
+
 Usage:  python sample_videos/generate.py --seed 1234 --count 300 --out sample_videos
+        python sample_videos/generate.py --seed 7 --count 700 --val 200 --test 200 --difficulty 1 --out /tmp/hard
+
+--val / --test set the split sizes in clips (default 10% each, stratified by event type); --workers
+renders in parallel processes (same bytes for any number).
 
 Only numpy, OpenCV (drawing into arrays) and PyAV (H.264 writing) are used.
 """
@@ -438,7 +450,7 @@ class Scene:
             depths = (0.38, 0.52, 0.68, 0.84)
         else:
             n = int(rng.integers(0, 2 + knobs.low_extra))
-            depths = (0.3,) if knobs.low_extra == 0 else (0.3, 0.38, 0.52)
+            depths = (0.3,) if knobs.low_extra == 0 else (0.3, 0.38)
         # Keep the ego lane near the car free for the hazard car.
         ego_u = self.ego_u(0)
         slots = [(u, s) for u in self.lane_centres for s in depths
@@ -470,7 +482,7 @@ class Scene:
     # Road model -----------------------------------------------------------------------------------
 
     def cue(self, colour):
-        """A colour cue (red car, sign, flash, speed bar, navigation icon), faded on harder clips."""
+        """A colour cue (sign, flash, speed bar, navigation icon), faded towards grey on harder clips."""
         return colour if self.knobs.cue_fade == 0 else _difficulty.fade(colour, self.knobs.cue_fade)
 
     def fog_blend(self, objects: bool) -> float:
@@ -662,7 +674,10 @@ def draw_hazard_car(img: np.ndarray, scene: Scene, f: int) -> None:
         else:
             cx = min(cx, CENTER_X - min_offset)
         bottom = min(scene.row_of_depth(s), HEIGHT - 1)
-    draw_car(img, cx, bottom, width, scene.cue(HAZARD_COLOUR), scene)
+    colour = HAZARD_COLOUR
+    if scene.knobs.hazard_fade > 0:  # harder clips: towards the orange of the other cars
+        colour = _difficulty.fade(HAZARD_COLOUR, scene.knobs.hazard_fade, towards=OTHER_CAR_COLOURS[-1])
+    draw_car(img, cx, bottom, width, colour, scene)
 
 
 def _sign_scale(scene: Scene, f: int) -> float:
