@@ -48,7 +48,7 @@ def default_dataset() -> Path:
             shutil.copy2(src, dst)
 
     shutil.copytree(BUNDLED_DATASET, partial, copy_function=link_or_copy,
-                    ignore=shutil.ignore_patterns("generate.py", "__pycache__", ".*"))
+                    ignore=shutil.ignore_patterns("*.py", "__pycache__", ".*"))
     try:
         partial.rename(target)
     except OSError:  # another process made it first

@@ -4,17 +4,29 @@ Every label is *caused* by something large and colour-coded in (almost) every fr
 vision-language model that sees 8 downscaled frames can learn it:
 
     visibility               good: bright day, blue sky  | bad: grey fog wash or dark night
-    traffic_density          high: 5-7 coloured cars      | low: zero or one car
-    intended_driving_action  turn_left / turn_right: the road curves left / right (stronger over time)
-                             change_lanes: straight road, dashed lane line up the centre, shifting
+    traffic_density          high: 6-8 coloured cars      | low: zero or one car
+    intended_driving_action  turn_left / turn_right: the road curves left / right, and the
+                             navigation display in the dashboard shows a green / blue arrow
+                             change_lanes: straight road, dashed lane line up the centre, shifting;
+                             a yellow lane-change icon
     event_type               collision: red car ahead grows to fill the frame, then a flash + cracks
                              near_miss: red car cuts in beside the centre, large but never central
                              no_incident: no red car at all (other cars are never red)
-    rule_violations          speeding: long red bar in the bottom HUD (short green bar otherwise)
+    rule_violations          speeding: long red bar in the bottom HUD (short white bar otherwise)
                              failure_to_yield: yellow inverted triangle with red border, top-right
                              ignoring_traffic_signs: red octagon STOP sign, top-left
 
+--difficulty D (0 to 1, default 0) makes that harder for an evaluation set whose accuracy is not
+~100%: more pixel noise, a wiper band and dirt blobs over the view, a red car and signs that appear
+later and are smaller or fainter, weaker turn / fog / traffic-count / speed-bar cues, and label noise
+(each field's label replaced by another value with chance 0.1 D). Every knob and its formula is in
+difficulty.py, beside this file. At 0 the output is byte-identical to earlier versions.
+
 Usage:  python sample_videos/generate.py --seed 1234 --count 300 --out sample_videos
+        python sample_videos/generate.py --seed 7 --count 700 --val 200 --test 200 --difficulty 1 --out /tmp/hard
+
+--val / --test set the split sizes in clips (default 10% each, stratified by event type); --workers
+renders in parallel processes (same bytes for any number).
 
 Only numpy, OpenCV (drawing into arrays) and PyAV (H.264 writing) are used.
 """
@@ -22,6 +34,7 @@ Only numpy, OpenCV (drawing into arrays) and PyAV (H.264 writing) are used.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from fractions import Fraction
@@ -30,6 +43,22 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+
+def _load_sibling(name: str):
+    """Import sample_videos/<name>.py both when this file runs as a script and when it is loaded by
+    path (as the tests do): registered under a name of its own, so workers and dataclasses find it."""
+    module_name = f"sample_videos_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+_difficulty = _load_sibling("difficulty")
+Difficulty, ClipExtras = _difficulty.Difficulty, _difficulty.ClipExtras
 
 # --------------------------------------------------------------------------------------------------
 # Label space
@@ -199,17 +228,29 @@ def compose_caption(labels: dict) -> str:
     return "; ".join(parts) + "."
 
 
-def assign_splits(event_types: list[str], rng: np.random.Generator) -> list[str]:
-    """80/10/10 train/val/test by a seeded shuffle, stratified by event type.
+def split_sizes(count: int, n_val: int | None = None, n_test: int | None = None) -> tuple[int, int]:
+    """(val, test) clip counts: the given ones, else 10% each of `count` (at least 1 from 3 clips)."""
+    default_val = int(count * SPLIT_FRACTIONS["val"] + 0.5)
+    default_test = int(count * SPLIT_FRACTIONS["test"] + 0.5)
+    if count >= 3:
+        default_val, default_test = max(default_val, 1), max(default_test, 1)
+    n_val = default_val if n_val is None else n_val
+    n_test = default_test if n_test is None else n_test
+    if n_val < 0 or n_test < 0 or n_val + n_test > count:
+        raise ValueError(f"val {n_val} + test {n_test} clips do not fit in {count}")
+    return n_val, n_test
+
+
+def assign_splits(event_types: list[str], rng: np.random.Generator,
+                  n_val: int | None = None, n_test: int | None = None) -> list[str]:
+    """train/val/test by a seeded shuffle, stratified by event type: `n_val` and `n_test` clips
+    (default 10% each, see `split_sizes`), the rest train.
 
     Within each event type the clips are shuffled and given evenly spread ranks in [0, 1); taking
     clips in rank order then gives each split a share of every event type.
     """
     n = len(event_types)
-    n_val = int(n * SPLIT_FRACTIONS["val"] + 0.5)
-    n_test = int(n * SPLIT_FRACTIONS["test"] + 0.5)
-    if n >= 3:
-        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    n_val, n_test = split_sizes(n, n_val, n_test)
     ranked = []
     for event in EVENT_TYPES:
         members = [i for i, e in enumerate(event_types) if e == event]
@@ -270,21 +311,47 @@ def build_schema() -> dict:
     }
 
 
-def plan_dataset(seed: int, count: int) -> list[dict]:
-    """Labels, split and per-clip render seed for every clip; no rendering."""
+def plan_dataset(seed: int, count: int, n_val: int | None = None, n_test: int | None = None,
+                 label_noise: float = 0.0) -> list[dict]:
+    """Labels, split and per-clip render seed for every clip; no rendering. The split sizes change
+    which clips are val/test, never the labels or render seeds.
+
+    `true_labels` are what the video shows; `labels` (written to metadata.jsonl) are the same unless
+    `label_noise` > 0: then each field is replaced by another allowed value with that chance, drawn
+    from a child generator (the true labels, splits and seeds do not change), and the caption is
+    rebuilt from the final fields."""
     rng = np.random.default_rng(seed)
     all_labels = [sample_labels(rng) for _ in range(count)]
-    splits = assign_splits([lab["event_type"] for lab in all_labels], rng)
+    splits = assign_splits([lab["event_type"] for lab in all_labels], rng, n_val, n_test)
     clip_seeds = rng.integers(0, 2**32, size=count, dtype=np.uint64)
+    final = all_labels
+    if label_noise > 0:
+        noise_rng = rng.spawn(1)[0]
+        final = [noisy_labels(labels, label_noise, noise_rng) for labels in all_labels]
     return [
         {
             "video": f"videos/clip_{i:04d}.mp4",
             "split": splits[i],
-            "labels": all_labels[i],
+            "labels": final[i],
+            "true_labels": all_labels[i],
             "render_seed": int(clip_seeds[i]),
         }
         for i in range(count)
     ]
+
+
+def noisy_labels(labels: dict, p: float, rng: np.random.Generator) -> dict:
+    """`labels` with each enum field (and rule_violations) replaced by another value with chance p."""
+    choices = {
+        "event_type": EVENT_TYPES,
+        "rule_violations": RULE_VIOLATIONS,
+        "intended_driving_action": DRIVING_ACTIONS,
+        "traffic_density": TRAFFIC_DENSITIES,
+        "visibility": VISIBILITIES,
+    }
+    out = _difficulty.corrupt_labels(labels, choices, "rule_violations", p, rng)
+    out["caption"] = compose_caption(out)
+    return {field: out[field] for field in LABEL_FIELDS}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,9 +377,12 @@ def _clip_colour(c) -> tuple[int, int, int]:
 class Scene:
     """Per-clip constants: the labels, the atmosphere and the random nuisance parameters."""
 
-    def __init__(self, labels: dict, rng: np.random.Generator):
+    def __init__(self, labels: dict, rng: np.random.Generator, knobs: Difficulty | None = None,
+                 extras: ClipExtras | None = None):
         self.labels = labels
         self.rng = rng
+        self.knobs = knobs or Difficulty()  # the easy clips by default
+        self.extras = extras or ClipExtras()
         self.atmosphere = (
             "day"
             if labels["visibility"] == "good"
@@ -361,7 +431,7 @@ class Scene:
         self.traffic = self._plan_traffic()
         self.near_miss_side = float(rng.choice([-1.0, 1.0]))
         self.speed_bar = int(
-            rng.integers(*(SPEEDING_BAR if self.speeding else NORMAL_BAR)[1])
+            rng.integers(*self.knobs.bar_range(self.speeding, (SPEEDING_BAR if self.speeding else NORMAL_BAR)[1]))
         )
         self.sign_jitter = rng.integers(-2, 3, size=4)
 
@@ -374,18 +444,18 @@ class Scene:
 
         Only slots whose car stays on screen are used, so the count is visible in every frame.
         """
-        rng = self.rng
+        rng, knobs = self.rng, self.knobs
         if self.labels["traffic_density"] == "high":
-            n = int(rng.integers(6, 9))
+            n = int(rng.integers(6 - knobs.high_fewer, 9 - knobs.high_fewer))
             depths = (0.38, 0.52, 0.68, 0.84)
         else:
-            n = int(rng.integers(0, 2))
-            depths = (0.3,)
+            n = int(rng.integers(0, 2 + knobs.low_extra))
+            depths = (0.3,) if knobs.low_extra == 0 else (0.3, 0.38)
         # Keep the ego lane near the car free for the hazard car.
         ego_u = self.ego_u(0)
         slots = [(u, s) for u in self.lane_centres for s in depths
                  if not (abs(u - ego_u) < 0.6 and s > 0.4) and self._on_screen(u, s)]
-        if self.labels["traffic_density"] == "high":
+        if self.labels["traffic_density"] == "high" and self.extras.near_lanes:
             # the two neighbouring lanes right beside the ego car are always full in heavy traffic
             near = [(u, s) for (u, s) in slots if s == depths[-1] and abs(u - ego_u) < 1.6]
             rest = [slot for slot in slots if slot not in near]
@@ -411,12 +481,24 @@ class Scene:
 
     # Road model -----------------------------------------------------------------------------------
 
+    def cue(self, colour):
+        """A colour cue (sign, flash, speed bar, navigation icon), faded towards grey on harder clips."""
+        return colour if self.knobs.cue_fade == 0 else _difficulty.fade(colour, self.knobs.cue_fade)
+
+    def fog_blend(self, objects: bool) -> float:
+        """How far the atmosphere blends background (or objects) towards fog grey: fog, or haze on
+        a harder clip's good day."""
+        base = FOG_OBJECTS if objects else FOG_BACKGROUND
+        if self.atmosphere == "fog":
+            return base * (1.0 - self.extras.fog_relief / FOG_BACKGROUND)
+        return base * self.extras.haze / FOG_BACKGROUND if self.atmosphere == "day" else 0.0
+
     def progress(self, f: int) -> float:
         return f / (N_FRAMES - 1)
 
     def curve_px(self, f: int) -> float:
         return (
-            self.curve_sign * CURVE_PX * _lerp(CURVE_START, CURVE_END, self.progress(f))
+            self.curve_sign * CURVE_PX * self.knobs.curve_scale * _lerp(CURVE_START, CURVE_END, self.progress(f))
         )
 
     def ego_u(self, f: int) -> float:
@@ -447,8 +529,9 @@ class Scene:
 def object_colour(colour, scene: Scene, kind: str) -> tuple[int, int, int]:
     """Colour of a drawn object ('car', 'sign', 'light', 'flash') under the scene's atmosphere."""
     c = np.asarray(colour, dtype=np.float32)
-    if scene.atmosphere == "fog" and kind != "flash":
-        c = c * (1 - FOG_OBJECTS) + FOG_COLOUR * FOG_OBJECTS
+    if scene.fog_blend(True) > 0 and kind != "flash":
+        blend = scene.fog_blend(True)
+        c = c * (1 - blend) + FOG_COLOUR * blend
     elif scene.atmosphere == "night":
         factor = {"car": NIGHT_CARS, "sign": NIGHT_SIGNS}.get(kind, 1.0)
         c = c * factor
@@ -460,14 +543,15 @@ def apply_background_atmosphere(
 ) -> np.ndarray:
     """Fog washes the background towards grey; night darkens it except a headlight pool."""
     out = img.astype(np.float32)
-    if scene.atmosphere == "fog":
-        out = out * (1 - FOG_BACKGROUND) + FOG_COLOUR * FOG_BACKGROUND
+    if scene.fog_blend(False) > 0:  # fog, or haze on a harder clip's good day
+        blend = scene.fog_blend(False)
+        out = out * (1 - blend) + FOG_COLOUR * blend
     elif scene.atmosphere == "night":
         ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
         # Elliptical headlight pool on the road in front of the car.
         d = ((xs - CENTER_X) / 70.0) ** 2 + ((ys - ROAD_BOTTOM_Y) / 30.0) ** 2
         pool = np.clip(1.0 - d, 0.0, 1.0) * road_mask
-        out = out * NIGHT_BACKGROUND * (1.0 + HEADLIGHT_GAIN * pool[..., None])
+        out = out * (NIGHT_BACKGROUND + scene.extras.night_lift) * (1.0 + HEADLIGHT_GAIN * pool[..., None])
         out[..., 2] *= 1.15  # slightly blue night
     return out
 
@@ -570,7 +654,7 @@ def draw_traffic(img: np.ndarray, scene: Scene, f: int) -> None:
 def draw_hazard_car(img: np.ndarray, scene: Scene, f: int) -> None:
     """The red hazard car: straight ahead and growing (collision) or cutting in beside (near miss)."""
     event = scene.labels["event_type"]
-    if event == "no_incident" or f < HAZARD_START_FRAME:
+    if event == "no_incident" or f < max(HAZARD_START_FRAME, scene.extras.hazard_start):
         return
     p = scene.progress(f)
     if event == "collision":
@@ -590,11 +674,14 @@ def draw_hazard_car(img: np.ndarray, scene: Scene, f: int) -> None:
         else:
             cx = min(cx, CENTER_X - min_offset)
         bottom = min(scene.row_of_depth(s), HEIGHT - 1)
-    draw_car(img, cx, bottom, width, HAZARD_COLOUR, scene)
+    colour = HAZARD_COLOUR
+    if scene.knobs.hazard_fade > 0:  # harder clips: towards the orange of the other cars
+        colour = _difficulty.fade(HAZARD_COLOUR, scene.knobs.hazard_fade, towards=OTHER_CAR_COLOURS[-1])
+    draw_car(img, cx, bottom, width, colour, scene)
 
 
 def _sign_scale(scene: Scene, f: int) -> float:
-    return _lerp(*SIGN_GROWTH, scene.progress(f))
+    return _lerp(*SIGN_GROWTH, scene.progress(f)) * scene.knobs.sign_scale
 
 
 def draw_pole(img: np.ndarray, x: int, top: int, scene: Scene) -> None:
@@ -625,7 +712,7 @@ def draw_stop_sign(img: np.ndarray, scene: Scene, f: int) -> None:
         object_colour((245, 245, 245), scene, "sign"),
     )
     cv2.fillPoly(
-        img, [np.round(inner).astype(np.int32)], object_colour(STOP_RED, scene, "sign")
+        img, [np.round(inner).astype(np.int32)], object_colour(scene.cue(STOP_RED), scene, "sign")
     )
     bw, bh = r * 0.62, max(1.5, r * 0.16)
     cv2.rectangle(
@@ -650,12 +737,12 @@ def draw_yield_sign(img: np.ndarray, scene: Scene, f: int) -> None:
     cv2.fillPoly(
         img,
         [np.round(outer).astype(np.int32)],
-        object_colour(YIELD_BORDER, scene, "sign"),
+        object_colour(scene.cue(YIELD_BORDER), scene, "sign"),
     )
     cv2.fillPoly(
         img,
         [np.round(inner).astype(np.int32)],
-        object_colour(YIELD_FILL, scene, "sign"),
+        object_colour(scene.cue(YIELD_FILL), scene, "sign"),
     )
 
 
@@ -663,7 +750,7 @@ def draw_impact(
     img: np.ndarray, scene: Scene, f: int, rng: np.random.Generator
 ) -> None:
     """Collision: bright yellow-white starburst and cracked-glass lines over the frame."""
-    if scene.labels["event_type"] != "collision" or f < IMPACT_FRAME:
+    if scene.labels["event_type"] != "collision" or f < IMPACT_FRAME or not scene.extras.flash:
         return
     cx, cy = CENTER_X + rng.uniform(-4, 4), 54 + rng.uniform(-3, 3)
     n_points = 12
@@ -679,12 +766,12 @@ def draw_impact(
     cv2.fillPoly(
         img,
         [np.round(star).astype(np.int32)],
-        object_colour((255, 230, 60), scene, "flash"),
+        object_colour(scene.cue((255, 230, 60)), scene, "flash"),
     )
     cv2.circle(
-        img, (int(cx), int(cy)), 11, object_colour((255, 255, 240), scene, "flash"), -1
+        img, (int(cx), int(cy)), 11, object_colour(scene.cue((255, 255, 240)), scene, "flash"), -1
     )
-    crack = object_colour((250, 250, 250), scene, "flash")
+    crack = object_colour(scene.cue((250, 250, 250)), scene, "flash")
     for a in np.linspace(0, 2 * np.pi, 9, endpoint=False) + rng.uniform(0, 0.6):
         x, y = cx, cy
         for _ in range(4):
@@ -698,16 +785,18 @@ def draw_hud(img: np.ndarray, scene: Scene, f: int) -> None:
     """Dashboard strip: speedometer bar (long red when speeding, short white otherwise) and the
     navigation display's manoeuvre icon (left arrow, right arrow, or lane-change icon)."""
     cv2.rectangle(img, (0, HUD_TOP), (WIDTH - 1, HEIGHT - 1), HUD_BG, -1)
-    colour, _ = SPEEDING_BAR if scene.speeding else NORMAL_BAR
+    colour = _clip_colour(scene.cue((SPEEDING_BAR if scene.speeding else NORMAL_BAR)[0]))
     length = scene.speed_bar + _px(2 * np.sin(f * 0.7))
     cv2.rectangle(img, (HUD_X0, HUD_TOP + 3), (HUD_X0 + length, HEIGHT - 4), colour, -1)
     for tick in range(HUD_X0, NAV_X0 - 6, 20):  # scale ticks
         cv2.line(img, (tick, HEIGHT - 2), (tick, HEIGHT - 1), (120, 120, 120), 1)
-    draw_nav_icon(img, scene.labels["intended_driving_action"])
+    action = scene.labels["intended_driving_action"]
+    if scene.extras.nav_on is None or scene.extras.nav_on[f]:  # harder clips: the display flickers
+        draw_nav_icon(img, action, _clip_colour(scene.cue(NAV_COLOURS[action])))
 
 
-def draw_nav_icon(img: np.ndarray, action: str) -> None:
-    colour = NAV_COLOURS[action]
+def draw_nav_icon(img: np.ndarray, action: str, colour=None) -> None:
+    colour = NAV_COLOURS[action] if colour is None else colour
     top, bottom = HUD_TOP + 2, HEIGHT - 3
     mid_y = (top + bottom) // 2
     if action == "change_lanes":  # two lane lines with a diagonal between them
@@ -722,9 +811,14 @@ def draw_nav_icon(img: np.ndarray, action: str) -> None:
     cv2.rectangle(img, (min(base_x, tail_x), mid_y - 3), (max(base_x, tail_x), mid_y + 3), colour, -1)
 
 
-def render_clip(labels: dict, rng: np.random.Generator) -> list[np.ndarray]:
-    """Render the N_FRAMES RGB uint8 frames (HEIGHT×WIDTH×3) of one clip with the given labels."""
-    scene = Scene(labels, rng)
+def render_clip(labels: dict, rng: np.random.Generator, difficulty: Difficulty | None = None) -> list[np.ndarray]:
+    """Render the N_FRAMES RGB uint8 frames (HEIGHT×WIDTH×3) of one clip with the given labels.
+
+    A harder clip's extra random choices come from a child generator (`rng.spawn`), which leaves
+    `rng`'s own stream alone; the easy clips (difficulty None or 0) draw nothing extra."""
+    knobs = difficulty or Difficulty()
+    extras = None if knobs.easy else _difficulty.draw_extras(knobs, rng.spawn(1)[0], N_FRAMES, WIDTH, HUD_TOP)
+    scene = Scene(labels, rng, knobs, extras)
     violations = labels["rule_violations"]
     frames = []
     for f in range(N_FRAMES):
@@ -739,8 +833,10 @@ def render_clip(labels: dict, rng: np.random.Generator) -> list[np.ndarray]:
         draw_impact(img, scene, f, rng)
         dx, dy = scene.jitter[f]
         img = np.roll(img, shift=(int(dy), int(dx)), axis=(0, 1))  # camera shake
+        if not knobs.easy:  # dirt and the wiper are on the glass: they do not shake either
+            _difficulty.occlude(img, scene.extras, f, HUD_TOP)
         draw_hud(img, scene, f)  # the dashboard does not shake
-        noisy = img.astype(np.float32) + rng.normal(0, NOISE_SIGMA, img.shape)
+        noisy = img.astype(np.float32) + rng.normal(0, NOISE_SIGMA + knobs.extra_noise, img.shape)
         frames.append(np.clip(np.round(noisy), 0, 255).astype(np.uint8))
     return frames
 
@@ -791,27 +887,74 @@ def _write_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _render_to_file(job: tuple[dict, str, float]) -> None:
+    """Render and write one planned clip (a top-level function, so worker processes can run it)."""
+    entry, out, level = job
+    rng = np.random.default_rng(entry["render_seed"])
+    frames = render_clip(entry["true_labels"], rng, Difficulty.from_level(level))
+    write_mp4(frames, Path(out) / entry["video"], FPS)
+
+
+def render_all(plan: list[dict], out: Path, workers: int = 1, difficulty: float = 0.0) -> None:
+    """Write every planned clip's video. Each clip depends only on its own entry (labels and render
+    seed) and the difficulty, so the bytes are the same whatever the number of worker processes."""
+    for folder in {(out / entry["video"]).parent for entry in plan}:
+        folder.mkdir(parents=True, exist_ok=True)
+    jobs = [(entry, str(out), difficulty) for entry in plan]
+    if workers <= 1:
+        for job in jobs:
+            _render_to_file(job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork where there is one: the workers start from this process as it is. Jobs name their function
+    # by module name, so a generate.py loaded from its path must be in sys.modules (the tests do so).
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        for _ in pool.map(_render_to_file, jobs, chunksize=4):
+            pass
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--count", type=int, default=300, help="number of clips (default 300)"
     )
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--val", type=int, default=None,
+                        help="number of val clips (default 10%% of --count)")
+    parser.add_argument("--test", type=int, default=None,
+                        help="number of test clips (default 10%% of --count)")
+    parser.add_argument("--difficulty", type=float, default=0.0,
+                        help="0 (default: every cue large and clear) to 1 (hard: noise, occluders, "
+                             "late/faint events, weaker cues, 10%% label noise per field); see difficulty.py")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes rendering clips in parallel (default 1; same bytes for any number)")
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error("--count must be at least 1")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    if not 0.0 <= args.difficulty <= 1.0:
+        parser.error("--difficulty must be between 0 and 1")
+    try:
+        split_sizes(args.count, args.val, args.test)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    plan = plan_dataset(args.seed, args.count)
-    lines = []
-    for entry in plan:
-        frames = render_clip(
-            entry["labels"], np.random.default_rng(entry["render_seed"])
-        )
-        write_mp4(frames, out / entry["video"], FPS)
-        lines.append(json.dumps(metadata_record(entry), ensure_ascii=False))
+    knobs = Difficulty.from_level(args.difficulty)
+    plan = plan_dataset(args.seed, args.count, args.val, args.test, knobs.label_noise)
+    render_all(plan, out, args.workers, args.difficulty)
+    lines = [json.dumps(metadata_record(entry), ensure_ascii=False) for entry in plan]
     _write_text(out / "metadata.jsonl", "\n".join(lines) + "\n")
     _write_text(out / "schema.json", json.dumps(build_schema(), indent=2) + "\n")
     print(f"wrote {len(plan)} clips to {out}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import av
@@ -19,6 +20,7 @@ GENERATE_PY = SAMPLES / "generate.py"
 def _load_generator():
     spec = importlib.util.spec_from_file_location("sample_videos_generate", GENERATE_PY)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # importable by name: --workers pickles its functions by name
     spec.loader.exec_module(module)
     return module
 
@@ -270,3 +272,78 @@ def test_high_density_draws_many_more_cars():
         ]
         changed = np.abs(high - low).max(-1) > 30
         assert changed.mean() > 0.08
+
+
+# ---------------------------------------------------------------------------- difficulty, split sizes
+
+
+def test_difficulty_zero_is_byte_identical_to_the_bundle(tmp_path):
+    """The bundle was made with --seed 1234 --count 300 (its README): at difficulty 0 the plan and
+    the first clips' bytes are unchanged, and no extra random number is drawn."""
+    plan = gen.plan_dataset(1234, 300)
+    bundled = read_metadata(SAMPLES)
+    assert [gen.metadata_record(entry) for entry in plan] == bundled
+    assert plan == gen.plan_dataset(1234, 300, 30, 30, label_noise=0.0)
+    gen.render_all(plan[:2], tmp_path, workers=1, difficulty=0.0)
+    for entry in plan[:2]:
+        assert (tmp_path / entry["video"]).read_bytes() == (SAMPLES / entry["video"]).read_bytes()
+    assert gen.Difficulty.from_level(0) == gen.Difficulty()
+
+
+def test_val_and_test_counts_are_exact_and_stratified():
+    plan = gen.plan_dataset(7, 700, 200, 200)
+    splits = [entry["split"] for entry in plan]
+    assert (splits.count("train"), splits.count("val"), splits.count("test")) == (300, 200, 200)
+    for split in ("val", "test"):
+        events = [e["labels"]["event_type"] for e in plan if e["split"] == split]
+        assert all(60 <= events.count(event) <= 73 for event in gen.EVENT_TYPES)
+    # the sizes move clips between splits, never the labels or the render seeds
+    default = gen.plan_dataset(7, 700)
+    assert [(e["labels"], e["render_seed"]) for e in plan] == [(e["labels"], e["render_seed"]) for e in default]
+    assert [e["split"] for e in default].count("val") == 70
+
+
+def test_split_flags_are_checked(tmp_path, capsys):
+    args = gen.parse_args(["--count", "8", "--val", "3", "--test", "0", "--out", str(tmp_path)])
+    assert gen.split_sizes(args.count, args.val, args.test) == (3, 0)
+    for bad in (["--val", "5", "--test", "4"], ["--val", "-1"], ["--difficulty", "1.5"], ["--workers", "0"]):
+        with pytest.raises(SystemExit):
+            gen.parse_args(["--count", "8", "--out", str(tmp_path), *bad])
+    capsys.readouterr()
+
+
+def test_difficulty_changes_the_frames_and_is_deterministic():
+    labels = make_labels(event_type="collision", rule_violations=["speeding"], visibility="bad")
+    hard = [gen.render_clip(labels, np.random.default_rng(4), gen.Difficulty.from_level(1.0)) for _ in range(2)]
+    easy = np.stack(gen.render_clip(labels, np.random.default_rng(4))).astype(np.float32)
+    assert np.array_equal(np.stack(hard[0]), np.stack(hard[1]))
+    assert np.abs(np.stack(hard[0]).astype(np.float32) - easy).mean() > 5
+    # a harder clip's noise is stronger: compare the flat dashboard background left of the HUD ticks
+    hud_bg = (slice(None), slice(gen.HUD_TOP + 1, gen.HEIGHT - 3), slice(gen.NAV_X0 - 5, gen.NAV_X0 - 1))
+    assert np.stack(hard[0])[hud_bg].astype(np.float32).std() > 2 * easy[hud_bg].std()
+
+
+def test_label_noise_replaces_labels_at_about_its_rate():
+    plan = gen.plan_dataset(3, 1000, label_noise=0.1)
+    for field in ("event_type", "rule_violations", "intended_driving_action", "traffic_density", "visibility"):
+        changed = sum(e["labels"][field] != e["true_labels"][field] for e in plan) / len(plan)
+        assert 0.06 < changed < 0.14, (field, changed)
+    schema = gen.build_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    for entry in plan[:200]:
+        validator.validate(entry["labels"])
+        assert entry["labels"]["caption"] == gen.compose_caption(entry["labels"])
+    # the true labels (what the videos show) and the splits are those of the noiseless plan
+    clean = gen.plan_dataset(3, 1000)
+    assert [(e["true_labels"], e["split"]) for e in plan] == [(e["labels"], e["split"]) for e in clean]
+
+
+def test_workers_give_the_same_bytes(tmp_path):
+    outs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        assert gen.main(["--seed", "2", "--count", "3", "--difficulty", "0.5", "--workers", str(workers),
+                         "--out", str(out)]) == 0
+        outs.append(out)
+    for name in ("metadata.jsonl", "videos/clip_0000.mp4", "videos/clip_0001.mp4", "videos/clip_0002.mp4"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
