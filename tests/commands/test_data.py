@@ -201,8 +201,10 @@ def test_prelabel_refuses_a_dataset_without_schema_and_loads_nothing_when_there_
 
 
 def _line(rel, draft):
+    # tiny:default is a base model: nothing calibrated its scores, and the line says so
     return f"{draft['min_confidence']:.3f}  {rel}  " + ", ".join(
-        f"{k} {v:.2f}" for k, v in sorted(draft["confidence"].items(), key=lambda kv: kv[1])[:3])
+        f"{k} {v:.2f}" for k, v in sorted(draft["confidence"].items(), key=lambda kv: kv[1])[:3]) + (
+        "  [raw, not calibrated]")
 
 
 def test_prelabel_review_names_the_least_sure_clips_and_review_lists_every_draft_in_that_order(tmp_path, tiny_path):
