@@ -13,7 +13,7 @@ from core.data.dataset import load_dataset
 from core.errors import WorkbenchError
 from core.models.device import check_runtime, pick_device
 from core.runs.files import RunFiles
-from core.spec import CALIBRATION_FILE
+from core.spec import CALIBRATION_FILE, MERGED_DIR, copy_calibration
 from core.train.grpo import train_grpo
 from core.train.runtime import dist_info, finish_distributed
 from core.train.sft import train_sft
@@ -28,17 +28,20 @@ def _calibrate_at_end(run: RunFiles, data, dataset_dir, cfg: TrainConfig) -> dic
         run.log("not calibrated: the dataset has no labelled val clips (scores stay raw; every answer "
                 "is marked for review)")
         return run.read_status()
-    run.write_status(message="calibrating per-field confidence on the val split")
+    done = run.read_status().get("message") or "finished"  # what training said (e.g. the merge): kept
+    run.write_status(message=f"{done}; calibrating per-field confidence on the val split")
     try:
         cal = calibrate_run(run.dir, dataset_dir, "val", device=cfg.device, trust_remote_code=cfg.trust_remote_code,
                             max_new_tokens=cfg.max_new_tokens)
     except (Exception, KeyboardInterrupt) as exc:  # the model is trained and saved: that stands either way
         why = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
         run.log(f"not calibrated ({why}); `cli.py calibrate {run.dir} --dataset {dataset_dir}` fits it later")
-        return run.write_status(message=f"finished; not calibrated ({why})")
+        return run.write_status(message=f"{done}; not calibrated ({why})")
     run.log(f"calibrated on {cal.clips} val clips: " + ", ".join(
         f"{k} ECE {m.ece_raw}->{m.ece}" for k, m in cal.fields.items()))
-    return run.write_status(message=f"finished; confidence calibrated on {cal.clips} val clips")
+    if (run.dir / MERGED_DIR).is_dir():  # merged before calibrating: it answers as the run does
+        copy_calibration(run.dir, run.dir / MERGED_DIR)
+    return run.write_status(message=f"{done}; confidence calibrated on {cal.clips} val clips")
 
 
 def train(dataset_dir, run_dir, cfg: TrainConfig, resume: bool = False, schema_path=None, echo=None) -> dict:

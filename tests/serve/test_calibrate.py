@@ -163,4 +163,5 @@ def test_a_calibration_that_fails_at_the_end_of_training_leaves_the_run_finished
     run.write_status(state="completed")
     status = _calibrate_at_end(run, load_dataset(SAMPLES), SAMPLES, TrainConfig())
     assert status["state"] == "completed" and "not calibrated (ModelError" in status["message"]
+    assert status["message"].startswith("final model saved to final/")  # what training said stays
     assert "cli.py calibrate" in (broken / "train.log").read_text() and not (broken / CALIBRATION_FILE).exists()

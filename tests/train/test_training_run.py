@@ -27,6 +27,9 @@ def run_dir(tmp_path_factory, dataset):
     run = tmp_path_factory.mktemp("runs") / "short"
     status = train(dataset, run, CONFIG)
     assert status["state"] == "completed" and "merged model in merged/" in status["message"]
+    # calibrated after the merge on the val clips: the merged copy carries the same calibration
+    assert "confidence calibrated on" in status["message"]
+    assert (run / "merged" / "calibration.json").read_bytes() == (run / "calibration.json").read_bytes()
     return run
 
 
