@@ -173,6 +173,13 @@ def choice_fields(schema: dict) -> list[str]:
     return [f.name for f in fields(schema) if f.kind in CHOICE_KINDS]
 
 
+def needs_review(valid: bool, calibrated: bool, review_fields: list | None) -> bool:
+    """The one rule every output follows: a person looks at an answer unless it is valid, its scores
+    were calibrated (a threshold was measured) and no field is under its threshold. `review_fields`
+    None: unknown (an unread clip)."""
+    return not valid or not calibrated or review_fields is None or bool(review_fields)
+
+
 def review_without_calibration(schema: dict) -> list[str]:
     """No held-out labels measured this model: every choice field needs a person."""
     return choice_fields(schema)

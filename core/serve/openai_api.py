@@ -51,6 +51,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.data.dataset import SCHEMA
 from core.errors import ConfigError, SchemaError, VideoError, WorkbenchError
 from core.schema.base import extract_json, label_errors, load_schema
+from core.schema.calibration import needs_review
 from core.serve.api_requests import Answer, ApiError, Ask, Batcher, parse_request
 from core.serve.confidence import min_confidence
 from core.serve.loaded import check_at_least, loaded_predictor
@@ -209,7 +210,7 @@ def completion(service: Service, ask: Ask, answer: Answer) -> dict:
                   "total_tokens": answer.prompt_tokens + answer.new_tokens},
         "vvw": {"confidence": answer.confidence, "min_confidence": min_confidence(answer.confidence),
                 "calibrated": answer.calibrated,
-                "needs_review": problems != [] or not answer.calibrated or bool(answer.review_fields),
+                "needs_review": needs_review(problems == [], answer.calibrated, answer.review_fields or []),
                 "review_fields": answer.review_fields or [], "schema_valid": problems == [], "problems": problems or [],
                 "parsed": parsed, "constrained": ask.constrained, "spec_hash": answer.spec_hash},
     }

@@ -25,7 +25,7 @@ from core.models.device import pick_device, pick_dtype
 from core.models.inputs import collate, encode_example, suppressed_token_ids
 from core.models.loading import load_model, resolve_model
 from core.schema.base import extract_json, label_errors
-from core.schema.calibration import Calibration, choice_fields, for_run, review_without_calibration
+from core.schema.calibration import Calibration, choice_fields, for_run, needs_review, review_without_calibration
 from core.schema.scoring import score_row
 from core.serve.confidence import field_confidence, field_margins, min_confidence
 from core.serve.constrained import schema_logits_processor
@@ -52,8 +52,8 @@ class Prediction:
         return min_confidence(self.confidence)
 
     @property
-    def needs_review(self) -> bool:  # uncalibrated: no measured threshold, so a person looks at it
-        return self.error is not None or self.text is None or not self.calibrated or bool(self.review_fields)
+    def needs_review(self) -> bool:
+        return needs_review(self.error is None and self.text is not None, self.calibrated, self.review_fields)
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Generated:
 
     @property
     def needs_review(self) -> bool:
-        return not self.calibrated or bool(self.review_fields)
+        return needs_review(True, self.calibrated, self.review_fields)
 
 
 PREFETCH_BATCHES = 2  # batches a loader thread samples ahead while the model generates

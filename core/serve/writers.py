@@ -28,6 +28,7 @@ from pathlib import Path
 from core.errors import ConfigError
 from core.fileio import atomic_write_text
 from core.schema.base import BOOLEAN, ENUM, NUMBER, TEXT, extract_json, fields, label_errors
+from core.schema.calibration import needs_review
 from core.serve.confidence import min_confidence
 
 FORMATS = {".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet", ".sqlite": "sqlite", ".db": "sqlite",
@@ -142,7 +143,7 @@ def make_row(schema: dict, video: str, model: str, spec_hash: str, text: str | N
                          seconds=round(seconds, 4), fields=kept, confidence=scores,
                          start=window[0] if window else None, end=window[1] if window else None,
                          calibrated=calibrated,
-                         needs_review=bool(problems) or not calibrated or review_fields is None or bool(review_fields),
+                         needs_review=needs_review(not problems, calibrated, review_fields),
                          review_fields=None if review_fields is None else list(review_fields))
 
 
