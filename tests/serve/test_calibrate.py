@@ -67,7 +67,8 @@ def test_every_output_format_carries_calibrated_scores_and_the_review_decision(s
                 assert (fm.threshold is None or score < fm.threshold) == (name in review)
     first = next(r for r in rows if r["video"] == CLIPS[0])
     scores = first["confidence"] if suffix == ".jsonl" else {n: first[f"{n}__confidence"] for n in raw.confidence}
-    assert scores == pytest.approx(cal.apply(raw.confidence_raw), abs=1e-6)  # the map, applied to this pass
+    # predict_to_file batches clips, this pass decodes one: float noise of ~1e-5 between the two on some CPUs
+    assert scores == pytest.approx(cal.apply(raw.confidence_raw), abs=1e-4)  # the map, applied to this pass
     if suffix == ".sqlite":
         db = sqlite3.connect(out)
         types = {r[1]: r[2] for r in db.execute("PRAGMA table_info(predictions)")}
