@@ -13,10 +13,10 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import MISSING, fields
+from dataclasses import fields
 
 from commands.common import LineThrottle, print_json
-from core.runs.files import CONFIG_FILE, DATASET_FILE
+from core.layout import CONFIG_FILE, DATASET_FILE
 
 CONFIG_HELP = "YAML file with any TrainConfig field (as written to a run's config.yaml); flags override it"
 
@@ -31,6 +31,8 @@ def register(sub) -> None:
     p.add_argument("--config", help=CONFIG_HELP)
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last checkpoint with its "
                                                        "config.yaml (flags given override it)")
+    p.add_argument("--print-config", action="store_true", help="print a YAML config of every field at its default, "
+                                                               "each under its doc, by group, and exit")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
@@ -54,20 +56,17 @@ def register(sub) -> None:
 
 def add_config_flags(p) -> None:
     """Every TrainConfig field as --field-name (num_frames also as --frames), helped by its doc."""
-    from core.config import TrainConfig, field_docs
+    from core.config import TrainConfig, described, flag_help
 
-    docs = field_docs()
-    for f in fields(TrainConfig):
-        flags = ["--" + f.name.replace("_", "-")] + (["--frames"] if f.name == "num_frames" else [])
-        default = f.default if f.default is not MISSING else None
-        shown = "" if default in (None, "") or len(str(default)) > 30 else f" (default: {default})"
-        help_text = (docs[f.name] + shown).replace("%", "%%")  # argparse formats help with %
-        kind = str(f.type)
-        if kind.startswith("bool"):
-            p.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    for info in described(TrainConfig):
+        flags = ["--" + info.name.replace("_", "-")] + (["--frames"] if info.name == "num_frames" else [])
+        base = info.kind.removeprefix("optional ")
+        if base in ("bool", "tristate"):
+            p.add_argument(*flags, dest=info.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=flag_help(info))
         else:
-            typ = int if kind.startswith("int") else float if kind.startswith("float") else str
-            p.add_argument(*flags, dest=f.name, type=typ, default=None, help=help_text)
+            typ = {"int": int, "float": float}.get(base, str)
+            p.add_argument(*flags, dest=info.name, type=typ, default=None, help=flag_help(info))
 
 
 def train_config(args):
@@ -104,6 +103,11 @@ def progress_echo(step: int, max_steps: int, loss: float) -> None:
 
 
 def cmd_train(args) -> int:
+    if args.print_config:
+        from core.config import yaml_docs
+
+        print(yaml_docs(), end="")
+        return 0
     if args.resume:
         run_dir = args.resume
         dataset = args.dataset or _dataset_of_run(run_dir)

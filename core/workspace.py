@@ -13,13 +13,14 @@ from pathlib import Path
 from core.data.dataset import METADATA, SCHEMA
 from core.data.store import AnnotationStore
 from core.errors import DatasetError
+from core.layout import FINAL_DIR
 from core.models import family_for_model_type, resolve_model
 from core.models.device import check_runtime, pick_device
 from core.models.families import TINY_DEFAULT
 from core.paths import REPO_ROOT, default_dataset
 from core.runs.manager import RunManager
 from core.serve.manager import ModelManager
-from core.spec import FINAL_DIR, default_sampling, has_final_model
+from core.spec import default_sampling, has_final_model
 
 
 @dataclass

@@ -15,6 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from core.data.exports import DATASET_FORMATS
+from core.layout import EXPORT_KINDS
 from tabs import calibrate_panel
 from tabs.feedback import failure_text
 from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text
@@ -138,7 +139,7 @@ def build(ws, pickers) -> None:
     with gr.Accordion("Export a model or the dataset", open=False):
         with gr.Row():
             run = pickers.run(label="Run", elem_id="export-run")
-            what = gr.Radio(["adapter", "merged"], value="adapter", label="What")
+            what = gr.Radio(list(EXPORT_KINDS), value=EXPORT_KINDS[0], label="What")
             export_go = gr.Button("Export model")
         with gr.Row():
             ds_fmt = gr.Radio(list(DATASET_FORMATS), value="videofolder", label="Dataset layout")

@@ -10,11 +10,10 @@ import pytest
 
 from core.config import TrainConfig
 from core.errors import ConfigError
+from core.layout import FINAL_DIR, SPEC_FILE
 from core.models import FAMILIES, resolve_model
 from core.schema.prompt import build_instruction
 from core.spec import (
-    FINAL_DIR,
-    SPEC_FILE,
     TINY_FRAME_SIZE,
     PreprocessSpec,
     build_spec,

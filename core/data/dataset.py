@@ -18,12 +18,13 @@ from pathlib import Path
 
 from core.data import journal
 from core.errors import DatasetError
+from core.layout import METADATA_FILE, SCHEMA_FILE
 from core.schema.base import load_schema
 
 log = logging.getLogger(__name__)
 
-METADATA = "metadata.jsonl"
-SCHEMA = "schema.json"
+METADATA = METADATA_FILE
+SCHEMA = SCHEMA_FILE
 RESERVED_KEYS = ("video", "split", "file_name", "id")
 SPLITS = ("train", "val", "test")
 

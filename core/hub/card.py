@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from core.layout import CONFIG_FILE
 from core.spec import PreprocessSpec
 
 PIPELINE_TAG = "video-text-to-text"
@@ -270,7 +271,7 @@ ds = load_dataset("{repo_id}")
 
 
 def read_config(run_dir) -> dict:
-    path = Path(run_dir) / "config.yaml"
+    path = Path(run_dir) / CONFIG_FILE
     return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
 

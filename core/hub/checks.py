@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 
 from core.errors import ModelError, VideoError
-from core.spec import FINAL_DIR, SPEC_FILE, PreprocessSpec, is_run_dir
+from core.layout import CONFIG_FILE, FINAL_DIR, SPEC_FILE
+from core.spec import PreprocessSpec, is_run_dir
 
 _DAMAGED = "the run is damaged: train it again, or publish another run"
 _ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -53,7 +54,7 @@ def _check_spec(run_dir: Path) -> PreprocessSpec:
 
 
 def _check_config(run_dir: Path) -> None:
-    path = run_dir / "config.yaml"
+    path = run_dir / CONFIG_FILE
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -26,8 +26,9 @@ from core.hub.card import dataset_card, dump_evaluation, model_card, read_config
 from core.hub.checks import ClipCheck, check_run
 from core.hub.staging import DATASET_PREFIX, RUN_PREFIX, interrupted, interruptible, staging_dir
 from core.hub.transfer import UploadState, hub_token, upload
+from core.layout import CONFIG_FILE, DATA_FILE, FINAL_DIR, HUB_CONFIG_FILE, METADATA_FILE, SCHEMA_FILE
 from core.schema.calibration import for_run
-from core.spec import FINAL_DIR, PreprocessSpec, copy_calibration
+from core.spec import PreprocessSpec, copy_calibration
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def _train_clips(snapshot: Path) -> int:
 
 
 def _run_dataset(run_dir: Path) -> Path | None:
-    from core.runs.files import DATASET_FILE
+    from core.layout import DATASET_FILE
 
     path = run_dir / DATASET_FILE
     folder = Path(path.read_text(encoding="utf-8", errors="replace").strip()) if path.is_file() else None
@@ -148,9 +149,9 @@ def model_folder(run_dir, dest, repo_id: str, merged: bool = False, evaluation: 
             adapter_cfg = json.loads(cfg_path.read_text())
             adapter_cfg["base_model_name_or_path"] = hub_base
             atomic_write_text(cfg_path, json.dumps(adapter_cfg, indent=2) + "\n")
-    clips = _train_clips(run_dir / "data.jsonl")
-    atomic_write_text(dest / "schema.json", json.dumps(spec.schema, indent=2, ensure_ascii=False) + "\n")
-    shutil.copy2(run_dir / "config.yaml", dest / "training_config.yaml")
+    clips = _train_clips(run_dir / DATA_FILE)
+    atomic_write_text(dest / SCHEMA_FILE, json.dumps(spec.schema, indent=2, ensure_ascii=False) + "\n")
+    shutil.copy2(run_dir / CONFIG_FILE, dest / HUB_CONFIG_FILE)
     if evaluation:
         atomic_write_text(dest / "evaluation.json", dump_evaluation(evaluation))
     card = model_card(spec, repo_id, config=config, merged=merged, hub_base=hub_base, evaluation=evaluation,
@@ -220,9 +221,9 @@ def dataset_folder(dataset_dir, dest, repo_id: str, license: str | None = None) 
             shutil.rmtree(dest, ignore_errors=True)
         why = "; ".join(clips.left_out[:5]) + (" ..." if len(clips.left_out) > 5 else "")
         raise DatasetError(f"{dataset_dir}: no readable clip to publish" + (f" ({why})" if why else ""))
-    counts = {d.name: sum(1 for line in (d / "metadata.jsonl").open() if line.strip())
-              for d in sorted(dest.iterdir()) if (d / "metadata.jsonl").is_file()}
-    schema_path = dest / "schema.json"
+    counts = {d.name: sum(1 for line in (d / METADATA_FILE).open() if line.strip())
+              for d in sorted(dest.iterdir()) if (d / METADATA_FILE).is_file()}
+    schema_path = dest / SCHEMA_FILE
     schema = json.loads(schema_path.read_text()) if schema_path.is_file() else None
     atomic_write_text(dest / "README.md", dataset_card(schema, repo_id, counts, license))
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ModelError
+from core.layout import FINAL_DIR, SPEC_FILE
 from core.models.device import pick_dtype
 from core.models.families import REMOTE_CODE_MODEL_TYPES, TINY_PREFIX, family_for_model_type
 from core.models.tiny.registry import ensure_tiny
-from core.spec import FINAL_DIR, SPEC_FILE, is_run_dir
+from core.spec import is_run_dir
 
 
 @dataclass

@@ -28,13 +28,26 @@ from pathlib import Path
 
 from core.errors import ConfigError, WorkbenchError
 from core.fileio import atomic_write_text
-from core.spec import CHECKPOINT_PREFIX, checkpoint_step
+from core.layout import (
+    ACCELERATE_CONFIG,
+    CHECKPOINT_PREFIX,
+    CONFIG_FILE,
+    DATA_FILE,
+    DATASET_FILE,
+    KEEP_FILE,
+    LAUNCH_CONFIG,
+    LAUNCH_INFO,
+    LAUNCH_LOG,
+    LOG_FILE,
+    METRICS_FILE,
+    SCHEMA_FILE,
+    STATUS_FILE,
+    STOP_FILE,
+)
+from core.spec import checkpoint_step
 
-# written by core.runs.manager before the training process starts
-CONFIG_FILE = "config.yaml"  # the resolved TrainConfig of the run (what actually ran; resume reads it)
-DATASET_FILE = "dataset.txt"  # the dataset folder the run trained on (resume and merge find it here)
-LAUNCH_CONFIG = "launch.yaml"  # the config as the app asked for it, before the training process resolved it
-LAUNCH_FILES = (".gitkeep", LAUNCH_CONFIG, "launch.log", "launch.json", "accelerate.yaml")
+# what a run folder may hold before its training process starts (anything else: not a new run)
+LAUNCH_FILES = (KEEP_FILE, LAUNCH_CONFIG, LAUNCH_LOG, LAUNCH_INFO, ACCELERATE_CONFIG)
 
 
 class CheckpointError(WorkbenchError):
@@ -81,15 +94,15 @@ class RunFiles:
 
     @property
     def status_path(self) -> Path:
-        return self.dir / "status.json"
+        return self.dir / STATUS_FILE
 
     @property
     def metrics_path(self) -> Path:
-        return self.dir / "metrics.jsonl"
+        return self.dir / METRICS_FILE
 
     @property
     def stop_path(self) -> Path:
-        return self.dir / "STOP"
+        return self.dir / STOP_FILE
 
     def prepare(self, resume: bool) -> None:
         if not self.writer:
@@ -137,10 +150,10 @@ class RunFiles:
         import yaml
 
         atomic_write_text(self.dir / CONFIG_FILE, yaml.safe_dump(asdict(cfg), sort_keys=False))
-        atomic_write_text(self.dir / "schema.json", json.dumps(data.schema, indent=2, ensure_ascii=False))
+        atomic_write_text(self.dir / SCHEMA_FILE, json.dumps(data.schema, indent=2, ensure_ascii=False))
         lines = [json.dumps({"video": str(s.video), "split": s.split, **s.label}, ensure_ascii=False)
                  for s in data.samples]
-        atomic_write_text(self.dir / "data.jsonl", "\n".join(lines) + "\n")
+        atomic_write_text(self.dir / DATA_FILE, "\n".join(lines) + "\n")
         # Lets `train --resume RUN_DIR` find the data with nothing else given.
         atomic_write_text(self.dir / DATASET_FILE, str(Path(data.root).resolve()) + "\n")
 
@@ -164,8 +177,15 @@ class RunFiles:
         if not self.writer:
             return
         line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n"
-        with open(self.dir / "train.log", "a", encoding="utf-8") as fh:
+        with open(self.dir / LOG_FILE, "a", encoding="utf-8") as fh:
             fh.write(line)
+
+    def log_tail(self, lines: int) -> str:
+        """The last `lines` lines of the run's log ("" before it has one)."""
+        try:
+            return "\n".join((self.dir / LOG_FILE).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
     def checkpoints(self) -> list[Path]:
         found = []

@@ -37,9 +37,9 @@ import yaml
 
 from core.errors import ConfigError
 from core.fileio import atomic_write_text
+from core.layout import ACCELERATE_CONFIG
 from core.paths import REPO_ROOT
 
-ACCELERATE_CONFIG = "accelerate.yaml"
 MULTI_NODE_PORT = 29500  # torchrun's and accelerate's default: every machine must name the same port
 
 

@@ -26,13 +26,12 @@ import yaml
 from core.config import TrainConfig
 from core.errors import ConfigError, WorkbenchError
 from core.fileio import atomic_write_text
+from core.layout import CONFIG_FILE, LAUNCH_CONFIG, LAUNCH_INFO, LAUNCH_LOG, LOG_FILE, STATUS_FILE
 from core.paths import REPO_ROOT
-from core.runs.files import CONFIG_FILE, LAUNCH_CONFIG, RunFiles
+from core.runs.files import RunFiles
 from core.runs.launch import LaunchPlan, plan_launch
 from core.runs.policy import TrainingPolicy, training_policy
 
-LAUNCH_LOG = "launch.log"
-LAUNCH_INFO = "launch.json"
 STOP_GRACE_S = 60.0
 
 
@@ -105,7 +104,7 @@ class RunManager:
                 return {"state": "crashed", "exit_code": exit_code, "log_tail": tail(run.dir / LAUNCH_LOG)}
             return {"state": "unknown"}
         if status.get("state") == "running" and not pid_alive(status.get("pid")):
-            status = dict(status, state="crashed", log_tail=tail(run.dir / LAUNCH_LOG) or tail(run.dir / "train.log"))
+            status = dict(status, state="crashed", log_tail=tail(run.dir / LAUNCH_LOG) or tail(run.dir / LOG_FILE))
             if proc is not None:
                 try:  # it died between the first poll and the liveness check: reap it for the code
                     exit_code = proc.wait(timeout=5)
@@ -125,7 +124,7 @@ class RunManager:
         if not self.runs_dir.is_dir():
             return None
         for run_dir in self.runs_dir.iterdir():
-            if (run_dir / "status.json").is_file() or (run_dir / LAUNCH_INFO).is_file():
+            if (run_dir / STATUS_FILE).is_file() or (run_dir / LAUNCH_INFO).is_file():
                 if self.state(run_dir).get("state") in ("running", "starting"):
                     return run_dir
         return None
@@ -134,7 +133,7 @@ class RunManager:
         rows = []
         if self.runs_dir.is_dir():
             for run_dir in sorted(self.runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-                if (run_dir / "status.json").is_file():
+                if (run_dir / STATUS_FILE).is_file():
                     rows.append({"run": run_dir.name, "path": str(run_dir), **self.state(run_dir)})
         return rows
 

@@ -163,7 +163,7 @@ class Calibration:
 
 def for_run(run_dir) -> Calibration | None:
     """The calibration saved beside a run's spec, or None when the run has none (not calibrated)."""
-    from core.spec import CALIBRATION_FILE
+    from core.layout import CALIBRATION_FILE
 
     path = Path(run_dir) / CALIBRATION_FILE if run_dir is not None else None
     return Calibration.load(path) if path is not None and path.is_file() else None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from core.data.dataset import SCHEMA, load_dataset
 from core.errors import ConfigError, DatasetError
+from core.layout import METADATA_FILE
 from core.models.device import pick_device
 from core.schema.base import load_schema
 from core.serve.lifeline import tie_to_parent
@@ -48,7 +49,7 @@ def list_inputs(path, split: str | None = None) -> list[tuple[str, Path]]:
         return [(path.name, path)]
     if not path.is_dir():  # missing, or a FIFO / device / socket: file_problem says which
         raise DatasetError(f"{path}: {file_problem(path, missing='no such file or folder')}")
-    if split and (path / "metadata.jsonl").is_file():
+    if split and (path / METADATA_FILE).is_file():
         return [(s.rel, s.video) for s in load_dataset(path).split(split)]
     files = sorted(p for p in path.rglob("*") if p.is_file() and is_media_path(p) and not p.name.startswith("."))
     if not files:

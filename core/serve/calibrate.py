@@ -16,9 +16,10 @@ from pathlib import Path
 
 from core.data.dataset import load_dataset
 from core.errors import DatasetError, ModelError
+from core.layout import CALIBRATION_FILE, DATA_FILE
 from core.schema.calibration import DEFAULT_TARGET_PRECISION, Calibration, fit
 from core.schema.scoring import score_row
-from core.spec import CALIBRATION_FILE, is_run_dir
+from core.spec import is_run_dir
 
 
 def calibrate_predictor(predictor, run_dir, dataset_dir, split: str = "val",
@@ -50,7 +51,7 @@ def calibrate_predictor(predictor, run_dir, dataset_dir, split: str = "val",
 
 def _trained_on(run_dir) -> set[str]:
     """The clips the run trained on, from its data snapshot (data.jsonl: the train rows, else all)."""
-    path = Path(run_dir) / "data.jsonl"
+    path = Path(run_dir) / DATA_FILE
     try:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except (OSError, ValueError):

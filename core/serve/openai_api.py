@@ -100,7 +100,7 @@ def check_bind(host: str, port: int | None, api_key: str | None,
 
 def run_dataset(model: str) -> Path | None:
     """The dataset folder a run was trained on (its dataset.txt), if the run says and it still exists."""
-    from core.runs.files import DATASET_FILE
+    from core.layout import DATASET_FILE
 
     path = Path(model) / DATASET_FILE
     try:

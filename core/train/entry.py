@@ -11,9 +11,10 @@ from __future__ import annotations
 from core.config import TrainConfig
 from core.data.dataset import load_dataset
 from core.errors import WorkbenchError
+from core.layout import CALIBRATION_FILE, MERGED_DIR
 from core.models.device import check_runtime, pick_device
 from core.runs.files import RunFiles
-from core.spec import CALIBRATION_FILE, MERGED_DIR, copy_calibration
+from core.spec import copy_calibration
 from core.train.grpo import train_grpo
 from core.train.runtime import dist_info, finish_distributed
 from core.train.sft import train_sft

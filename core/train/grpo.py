@@ -35,12 +35,13 @@ import torch
 
 from core.config import TrainConfig
 from core.errors import ConfigError, DatasetError
+from core.layout import FINAL_DIR, LOG_FILE
 from core.models.device import check_runtime, pick_device, weight_dtype
 from core.models.inputs import TOKEN_KEYS, collate, suppressed_token_ids
 from core.models.loading import load_base_model, load_processor, resolve_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
 from core.schema.base import schema_hash
-from core.spec import FINAL_DIR, PreprocessSpec, build_spec, checkpoint_name, is_random_init, resolve_defaults
+from core.spec import PreprocessSpec, build_spec, checkpoint_name, is_random_init, resolve_defaults
 from core.train.rewards import COMPONENTS, RewardWeights, group_advantages, load_custom_reward, score_batch
 from core.train.runtime import HF_SCHEDULERS, dist_info
 from core.train.setup import apply_trainable, capped_steps, family_of, upcast_trainable, val_evaluator
@@ -84,10 +85,7 @@ def _load(cfg: TrainConfig, data, device: str, precision: str):
     family = family_of(source, cfg.trust_remote_code)  # first: an id that names nothing is one clear error
     processor = load_processor(source, cfg.trust_remote_code)
     random_init = is_random_init(source.base)
-    lr_given = cfg.learning_rate
     cfg = resolve_defaults(cfg, family, random_init)
-    # 5e-4 on the tiny default lowered val accuracy in 30 steps (0.67 -> 0.59); 1e-4 held it
-    cfg.learning_rate = lr_given or (1e-4 if random_init else 1e-5)
     model = load_base_model(source, device, weight_dtype(replace(cfg, method="lora"), precision), cfg.trust_remote_code)
     if init_spec is not None:
         from peft import PeftModel
@@ -188,7 +186,7 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     run.write_status(state="running", message="checking clips (labels, video headers)")
     t0 = time.time()
     clips, skipped = start_clips(data, run.log)
-    prompts = ClipDataset(clips, processor, pspec, answers=False, log=SkipLog(run.dir / "train.log"))
+    prompts = ClipDataset(clips, processor, pspec, answers=False, log=SkipLog(run.dir / LOG_FILE))
     group_bytes = example_bytes(prompts[0][0]) * cfg.batch_size
     workers = loader_workers(cfg.dataloader_workers, device, 1, group_bytes, run.log)
     prompts.cache_bytes = cache_budget(cfg.encoded_cache_mb, workers)

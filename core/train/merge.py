@@ -22,8 +22,9 @@ import warnings
 from pathlib import Path
 
 from core.errors import ConfigError, ModelError
+from core.layout import EXPORT_KINDS, FINAL_DIR, MERGED_DIR, SPEC_FILE
 from core.models.loading import ModelSource, load_processor, resolve_model
-from core.spec import FINAL_DIR, MERGED_DIR, SPEC_FILE, PreprocessSpec, copy_calibration
+from core.spec import PreprocessSpec, copy_calibration
 
 
 def merge_run(run_dir, output=None) -> Path:
@@ -70,14 +71,14 @@ def merge_run(run_dir, output=None) -> Path:
     return out
 
 
-EXPORTS = ("adapter", "merged")
+EXPORTS = EXPORT_KINDS
 
 
 def export_run(run_dir, what: str, dest) -> Path:
     """Write a run's model to the new folder `dest`: `adapter` copies the LoRA adapter folder with
     the run's spec beside it; `merged` writes the merged model (as `merge_run`)."""
     run_dir, dest = Path(run_dir), Path(dest)
-    if what == "merged":
+    if what == MERGED_DIR:
         return merge_run(run_dir, dest)
     if what != "adapter":
         raise ConfigError(f"export {what!r}: choose one of {', '.join(EXPORTS)}")

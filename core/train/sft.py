@@ -25,6 +25,7 @@ import torch
 from core.config import TrainConfig, report_targets
 from core.data.dataset import Dataset
 from core.errors import DatasetError
+from core.layout import LOG_FILE
 from core.models.device import check_runtime, pick_device
 from core.models.inputs import IGNORE_INDEX, collate
 from core.models.loading import load_processor, resolve_model
@@ -145,7 +146,7 @@ def training_clips(data: Dataset, run: RunFiles, cfg: TrainConfig, processor, ps
     clips, skipped = start_clips(data, run.log,
                                  progress=lambda k, n: run.write_status(message=f"checking clips: {k} of {n}"))
     # cached while it is not yet known whether workers will encode: in-process, these are kept
-    log = SkipLog(run.dir / "train.log", rank) if machine_rank() == 0 else MachineSkipLog(rank, machine_rank())
+    log = SkipLog(run.dir / LOG_FILE, rank) if machine_rank() == 0 else MachineSkipLog(rank, machine_rank())
     dataset = ClipDataset(clips, processor, pspec, log=log,
                           cache_bytes=cache_budget(cfg.encoded_cache_mb, 0))
     first = [dataset[i] for i in range(min(4, len(dataset)))]

@@ -175,9 +175,9 @@ def test_newcomer_path(app, artifacts):
         page.get_by_role("tab", name="Train").click()
         # Start above the form and its accordions; "(blank: default)" fields are blank
         start_box = page.locator("#train-start").bounding_box()
-        assert start_box["y"] < page.locator("#train-frames").bounding_box()["y"]
-        assert start_box["y"] < page.get_by_text("LoRA", exact=True).first.bounding_box()["y"]
-        for field in ("frames", "width", "height"):
+        assert start_box["y"] < page.locator("#train-num-frames").bounding_box()["y"]
+        assert start_box["y"] < page.get_by_text("LoRA and what trains", exact=True).first.bounding_box()["y"]
+        for field in ("num-frames", "frame-width", "frame-height"):
             expect(page.locator(f"#train-{field} textarea, #train-{field} input").first).to_have_value("")
         # the estimate: an expected duration from measured steps, in a wide box that wraps
         page.locator("#train-estimate").click()
@@ -187,7 +187,7 @@ def test_newcomer_path(app, artifacts):
         assert estimate_box.evaluate("e => e.scrollWidth <= e.clientWidth")  # no sideways scrolling
         assert estimate_box.bounding_box()["width"] > 0.6 * page.viewport_size["width"]
         page.screenshot(path=artifacts / "3-train-estimate.png", full_page=True)
-        steps = page.locator("#train-steps input")
+        steps = page.locator("#train-max-steps input")
         steps.fill(str(STEPS))
         steps.press("Tab")
         name = page.locator("#train-name textarea, #train-name input").first.input_value()

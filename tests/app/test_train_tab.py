@@ -9,13 +9,13 @@ import pytest
 from core.config import TrainConfig
 from core.errors import ConfigError, WorkbenchError
 from core.runs.manager import RunManager
-from tabs.train import FORM_KEYS, clone_config, config_to_form, duration_text, form_to_config, progress_markdown
+from tabs.train import FORM_FIELDS, FORM_KEYS, clone_config, config_to_form, duration_text, form_to_config, progress_markdown
 from tests.support import SAMPLES
 
 # every form field at its default, then what these tests change
-FORM = dict(config_to_form(vars(TrainConfig())), model="tiny:default", lora_r=8, frames=None, width=None,
-            height=None, max_steps=12, batch_size=4, lr="", save_steps=6, eval_steps=6, eval_max_clips=2,
-            max_new_tokens=32)
+FORM = dict(config_to_form(vars(TrainConfig())), model="tiny:default", lora_r=8, num_frames=None, frame_width=None,
+            frame_height=None, max_steps=12, batch_size=4, learning_rate="", save_steps=6, eval_steps=6,
+            eval_max_clips=2, max_new_tokens=32)
 
 
 def test_form_blank_fields_mean_model_defaults():
@@ -26,16 +26,19 @@ def test_form_blank_fields_mean_model_defaults():
 def test_form_rejects_bad_values():
     with pytest.raises(ConfigError):
         form_to_config(**dict(FORM, batch_size=0))
-    with pytest.raises(ConfigError, match="frames 'eight' is not a whole number"):
-        form_to_config(**dict(FORM, frames="eight"))
+    with pytest.raises(ConfigError, match="num_frames 'eight' is not a whole number"):
+        form_to_config(**dict(FORM, num_frames="eight"))
 
 
 def test_blank_default_fields_are_blank_text_and_blank_means_default():
-    for blank in ("", " ", None, "0", 0):
-        cfg = form_to_config(**dict(FORM, frames=blank, width=blank, height=blank))
-        assert (cfg.num_frames, cfg.frame_width, cfg.frame_height) == (None, None, None)
-    cfg = form_to_config(**dict(FORM, frames="6", width="128", height=96))
-    assert (cfg.num_frames, cfg.frame_width, cfg.frame_height) == (6, 128, 96)
+    for blank in ("", " ", None):
+        cfg = form_to_config(**dict(FORM, num_frames=blank, frame_width=blank, frame_height=blank,
+                                    dataloader_workers=blank))
+        assert (cfg.num_frames, cfg.frame_width, cfg.frame_height, cfg.dataloader_workers) == (None,) * 4
+    cfg = form_to_config(**dict(FORM, num_frames="6", frame_width="128", frame_height=96, dataloader_workers="0"))
+    assert (cfg.num_frames, cfg.frame_width, cfg.frame_height, cfg.dataloader_workers) == (6, 128, 96, 0)
+    with pytest.raises(ConfigError, match="num_frames must be >= 1"):  # 0 is not "blank": it says why
+        form_to_config(**dict(FORM, num_frames="0"))
 
 
 def _built_train_tab(tmp_path):
@@ -57,13 +60,16 @@ def test_form_shows_blanks_start_on_top_and_a_wide_wrapping_estimate(tmp_path):
 
     demo = _built_train_tab(tmp_path)
     blocks = list(demo.blocks.values())  # in the order they were laid out
-    blank = [b for b in blocks if "(blank" in str(getattr(b, "label", ""))]
-    assert len(blank) == 4  # frames, width, height, learning rate
-    assert all(isinstance(b, gr.Textbox) and b.value in ("", None) for b in blank)
     position = {getattr(b, "elem_id", None): i for i, b in enumerate(blocks)}
+    optional = [info for info in FORM_FIELDS if info.optional]  # frames, frame size, learning rate, ...
+    assert {"num_frames", "frame_width", "frame_height", "learning_rate"} <= {info.name for info in optional}
+    for info in optional:
+        box = blocks[position["train-" + info.name.replace("_", "-")]]
+        assert isinstance(box, gr.Textbox) and box.value in ("", None) and box.placeholder == "model default"
     first_field = min(i for i, b in enumerate(blocks) if getattr(b, "info", None))
-    first_accordion = min(i for i, b in enumerate(blocks) if isinstance(b, gr.Accordion))
-    assert position["train-start"] < first_field < first_accordion  # Start above the form, not under it
+    assert position["train-start"] < first_field  # Start above the form, not under it
+    groups = [b for b in blocks if isinstance(b, gr.Accordion)]
+    assert [g.label for g in groups if g.open] == ["Model", "Frames and prompt", "Steps and optimisation"]
     estimate_box = blocks[position["train-estimate-out"]]
     assert isinstance(estimate_box, gr.Textbox)  # wraps its lines; a Markdown code block scrolled sideways
     assert position["train-estimate-out"] < first_field  # full width, above the two columns
@@ -141,8 +147,9 @@ def test_clone_fills_the_form_and_keeps_fields_the_form_does_not_show(tmp_path):
     (tmp_path / "old" / "config.yaml").write_text(past.to_yaml())
     values, config = clone_config(SimpleNamespace(runs=RunManager(tmp_path)), "old")
     assert set(values) == set(FORM_KEYS)
-    assert (values["model"], values["lora_r"], values["frames"], values["lr"]) == ("tiny:qwen2_5_vl", 4, "6", "0.002")
-    assert values["width"] == "" and values["height"] == ""  # a blank, not a 0 the person never typed
+    assert (values["model"], values["lora_r"], values["num_frames"], values["learning_rate"]) == (
+        "tiny:qwen2_5_vl", 4, "6", "0.002")
+    assert values["frame_width"] == "" and values["frame_height"] == ""  # a blank, not a 0 the person never typed
     assert (values["grad_accum"], values["optimizer"], values["eval_steps"]) == (3, "adafactor", 50)
     again = form_to_config(config, **values)  # Start with the cloned form, untouched
     assert vars(again) == dict(vars(past), logging_steps=again.logging_steps)
@@ -160,7 +167,7 @@ def test_clone_config_endpoint_returns_the_finished_runs_form(app_client):
     assert message.startswith("form filled from tabrun")
     assert name.startswith("run-") and name != "tabrun"
     assert values["max_steps"] == 12 and values["lora_r"] == 8 and values["eval_steps"] == 6
-    assert values["frames"] == str(config["num_frames"]) == "8"  # the resolved value the run actually used
+    assert values["num_frames"] == str(config["num_frames"]) == "8"  # the resolved value the run actually used
 
 
 def test_estimate_endpoint_shows_tokens_memory_and_duration_before_start(app_client):
@@ -252,9 +259,7 @@ def test_every_form_field_shows_its_config_doc(tmp_path):
         train.build(ws)
     infos = [b.info for b in demo.blocks.values() if getattr(b, "info", None)]
     docs = field_docs()
-    fields = {key: {"frames": "num_frames", "width": "frame_width", "height": "frame_height",
-                    "lr": "learning_rate"}.get(key, key) for key in FORM_KEYS}
-    missing = [key for key, name in fields.items() if not any(info.startswith(docs[name]) for info in infos)]
+    missing = [key for key in FORM_KEYS if not any(info.startswith(docs[key]) for info in infos)]
     assert missing == []
     assert len(infos) == len(FORM_KEYS)
 

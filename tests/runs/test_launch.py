@@ -9,8 +9,9 @@ import yaml
 
 from core.config import TrainConfig
 from core.errors import ConfigError
+from core.layout import ACCELERATE_CONFIG
 from core.runs.files import RunFiles
-from core.runs.launch import ACCELERATE_CONFIG, plan_launch, visible_gpus
+from core.runs.launch import plan_launch, visible_gpus
 from core.runs.manager import RunManager
 from tests.support import REPO
 

@@ -13,13 +13,13 @@ import pytest
 
 from core.config import TrainConfig
 from core.data.dataset import load_dataset
+from core.layout import CALIBRATION_FILE
 from core.runs.files import RunFiles
 from core.schema.calibration import Calibration, for_run
 from core.serve.batch import predict_to_file
 from core.serve.predictor import Predictor
 from core.serve.report import evaluate_model
 from core.serve.writers import read_rows
-from core.spec import CALIBRATION_FILE
 from core.train.entry import _calibrate_at_end
 from core.train.merge import export_run
 from tests.support import SAMPLES, make_dataset

@@ -130,7 +130,8 @@ def test_every_numeric_and_frame_field_is_bounded(key, value):
 def test_edge_values_that_mean_something_are_accepted():
     cfg = TrainConfig.from_dict({"frame_width": 28, "frame_height": 4096, "num_frames": 1, "min_frames": 2,
                                  "max_frames": 2, "max_grad_norm": 0.0, "save_total_limit": 0, "save_steps": 0,
-                                 "max_steps": 0, "epochs": 0.5, "device": "cuda:1", "custom_reward": "pkg.mod:fn"})
+                                 "max_steps": 0, "epochs": 0.5, "device": "cuda:1", "custom_reward": "pkg.mod:fn",
+                                 "method": "grpo"})
     assert (cfg.frame_width, cfg.frame_height, cfg.max_grad_norm, cfg.save_total_limit) == (28, 4096, 0.0, 0)
 
 

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from core.config import TrainConfig
-from core.runs.files import CONFIG_FILE, DATASET_FILE, RunFiles
+from core.layout import CONFIG_FILE, DATASET_FILE
+from core.runs.files import RunFiles
 from core.runs.launch import free_port
 from tests.support import REPO
 

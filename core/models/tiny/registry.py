@@ -20,11 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 from core.errors import ModelError
+from core.layout import TINY_SPEC_FILE
 from core.models.tiny.families import BUILDERS_BY_ARCH, TinyVLMSpec
 from core.models.tiny.qwen import TinyQwen3Spec, TinyQwenSpec, build_qwen, build_qwen3
 from core.models.tiny.tokenizer import tokenizer_corpus
 from core.paths import cache_dir
-from core.spec import TINY_SPEC_FILE
 
 # Bump when the builder changes what it writes, so old cached builds are not reused.
 BUILDER_VERSION = 1
