@@ -9,7 +9,15 @@ import pytest
 from core.config import TrainConfig
 from core.errors import ConfigError, WorkbenchError
 from core.runs.manager import RunManager
-from tabs.train import FORM_FIELDS, FORM_KEYS, clone_config, config_to_form, duration_text, form_to_config, progress_markdown
+from tabs.train import (
+    FORM_FIELDS,
+    FORM_KEYS,
+    clone_config,
+    config_to_form,
+    duration_text,
+    form_to_config,
+    progress_markdown,
+)
 from tests.support import SAMPLES
 
 # every form field at its default, then what these tests change
