@@ -171,3 +171,15 @@ def default_spec(source, family, schema: dict, template: str | None = None) -> P
     if template:
         cfg.prompt_template = template
     return build_spec(cfg, family, source.base, schema, base_model=name)
+
+
+def spec_for(source, family, schema: dict | None) -> PreprocessSpec:
+    """How a model (a core.models.ModelSource) is asked: a run's saved spec, else the defaults training
+    uses for a base model of `family` on `schema`. The one place a base model without a schema is
+    refused (ConfigError): there is nothing to build its prompt from."""
+    if source.run_dir is not None:
+        return PreprocessSpec.load(source.run_dir)
+    if schema is None:
+        raise ConfigError(f"{source.display or source.base} is a base model: give a schema to build its prompt "
+                          "(--schema FILE, or a dataset or input folder with schema.json)")
+    return default_spec(source, family, schema)

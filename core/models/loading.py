@@ -18,7 +18,7 @@ from core.layout import FINAL_DIR, SPEC_FILE
 from core.models.device import pick_dtype
 from core.models.families import REMOTE_CODE_MODEL_TYPES, TINY_PREFIX, family_for_model_type
 from core.models.tiny.registry import ensure_tiny
-from core.spec import is_run_dir
+from core.spec import PreprocessSpec, is_run_dir
 
 
 @dataclass
@@ -52,10 +52,10 @@ def resolve_model(name: str, tiny_spec: dict | None = None) -> ModelSource:
 
 def _resolve_run_dir(run_dir: Path) -> ModelSource:
     """A run directory points at its final model: a merged model folder, or base + adapter."""
-    spec = json.loads((run_dir / SPEC_FILE).read_text())
-    final = run_dir / spec.get("final_dir", FINAL_DIR)
+    spec = PreprocessSpec.load(run_dir)
+    final = run_dir / (spec.final_dir or FINAL_DIR)
     if (final / "adapter_config.json").is_file():
-        base = resolve_model(spec["base_model"], spec.get("extra", {}).get("tiny_spec")).base
+        base = resolve_model(spec.base_model, spec.extra.get("tiny_spec")).base
         return ModelSource(base=base, adapter=final, run_dir=run_dir, display=str(run_dir))
     if (final / "config.json").is_file():
         return ModelSource(base=str(final), run_dir=run_dir, display=str(run_dir))
@@ -121,3 +121,36 @@ def load_model(source: ModelSource, device: str = "cpu", dtype=None, trust_remot
         model.to(device)
     model.eval()
     return model, processor, family
+
+
+def family_of(source, trust_remote_code: bool = False):
+    """The model's family, from its config: the first read of a model, so the place where an id
+    that names nothing (or a Hub out of reach) becomes a ModelError saying what to do."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise config_error(source, exc) from None
+    return family_for_model_type(config.model_type)
+
+
+def config_error(source, exc: Exception) -> ModelError:
+    """A model's config could not be read: why, in words, and what to do (not transformers' paragraph)."""
+    from huggingface_hub import constants
+
+    name, text = source.display or source.base, str(exc)
+    local = "or give a local model folder, a run directory or tiny:default"
+    if "trust_remote_code" in text:
+        return ModelError(f"{name}: this checkpoint needs code from its own repository to load; pass "
+                          "--trust-remote-code (trust_remote_code: true) only for a repository you trust")
+    if Path(source.base).exists():
+        return ModelError(f"{name}: cannot read the model's config ({text.splitlines()[0] if text else exc!r})")
+    if constants.HF_HUB_OFFLINE:
+        return ModelError(f"{name}: not in the local Hugging Face cache, and Hub access is off (HF_HUB_OFFLINE=1): "
+                          f"check the id, download the model once with Hub access, {local}")
+    if "not a valid model identifier" in text or "Repository Not Found" in text or "404" in text:
+        return ModelError(f"{name}: no such model on the Hugging Face Hub (or it is private or gated: log in with "
+                          f"`hf auth login`): check the id (owner/name), {local}")
+    return ModelError(f"{name}: could not reach the Hugging Face Hub and the model is not in the local cache: "
+                      f"check the network or HF_ENDPOINT, {local}")

@@ -23,7 +23,7 @@ from core.models.device import pick_device, pick_dtype
 from core.models.loading import ModelSource, load_model, resolve_model
 from core.schema.calibration import for_run
 from core.serve.predictor import Predictor
-from core.spec import PreprocessSpec, default_spec
+from core.spec import spec_for
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,7 @@ class ModelManager:
             adapter = None
             if source.adapter is not None:
                 adapter = self._attach(base, adapter_name(source.run_dir), source.adapter)
-            if source.run_dir is not None:
-                spec = PreprocessSpec.load(source.run_dir)
-            elif schema is not None:
-                spec = default_spec(source, base.family, schema)
-            else:
-                raise ValueError("a base model needs a schema to build its prompt")
+            spec = spec_for(source, base.family, schema)
             predictor = _predictor_class()(base.model, base.processor, base.family, spec, base.device,
                                            name=source.display, calibration=for_run(source.run_dir))
             predictor.adapter = adapter

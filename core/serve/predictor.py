@@ -30,7 +30,7 @@ from core.schema.scoring import score_row
 from core.serve.confidence import field_confidence, field_margins, min_confidence
 from core.serve.constrained import schema_logits_processor
 from core.serve.stepscores import StepRecorder, token_ranges
-from core.spec import PreprocessSpec, default_spec
+from core.spec import PreprocessSpec, spec_for
 from core.video.frames import SampledFrames, sample_frames
 
 
@@ -108,12 +108,7 @@ class Predictor:
         source = resolve_model(model_name)
         device = pick_device(device)
         model, processor, family = load_model(source, device, pick_dtype(device), trust_remote_code)
-        if source.run_dir is not None:
-            spec = PreprocessSpec.load(source.run_dir)
-        elif schema is not None:
-            spec = default_spec(source, family, schema)
-        else:
-            raise ValueError("a base model needs a schema to build its prompt")
+        spec = spec_for(source, family, schema)
         return cls(model, processor, family, spec, device, name=source.display, calibration=for_run(source.run_dir))
 
     def encode(self, frames: SampledFrames) -> dict:

@@ -27,24 +27,17 @@ from pathlib import Path
 
 from core.errors import ConfigError, VideoError
 from core.serve.predictor import Prediction, Predictor
-from core.spec import PreprocessSpec, SamplingSpec, default_spec
+from core.spec import PreprocessSpec, SamplingSpec, spec_for
 
 
 def model_identity(model: str, schema: dict | None, trust_remote_code: bool = False) -> tuple[str, PreprocessSpec]:
     """(the name rows carry, the spec the model is asked with), without loading weights: the driver
     needs both before any actor is up (resume keys on the name; the sample stage needs the spec)."""
-    from core.models.families import family_for_model_type
-    from core.models.loading import resolve_model
+    from core.models.loading import family_of, resolve_model
 
     source = resolve_model(model)
-    if source.run_dir is not None:
-        return source.display, PreprocessSpec.load(source.run_dir)
-    if schema is None:
-        raise ConfigError(f"{model} is a base model: give --schema FILE (or an input with schema.json)")
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code)
-    return source.display, default_spec(source, family_for_model_type(config.model_type), schema)
+    family = None if source.run_dir is not None else family_of(source, trust_remote_code)
+    return source.display, spec_for(source, family, schema)
 
 
 class SampleActor:

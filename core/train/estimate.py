@@ -66,13 +66,13 @@ from dataclasses import dataclass
 from core.config import TrainConfig
 from core.data.dataset import load_dataset
 from core.errors import ConfigError, DatasetError
-from core.models.device import check_runtime, pick_device, weight_dtype
+from core.models.device import weight_dtype
 from core.models.families import module_group
 from core.models.inputs import IGNORE_INDEX, vision_placeholder_ids
-from core.models.loading import load_processor, resolve_model
 from core.schema.base import label_errors
-from core.spec import build_spec, is_random_init, resolve_defaults
-from core.train.setup import apply_trainable, encode_split, family_of
+from core.spec import build_spec
+from core.train.prepare import prepare
+from core.train.setup import apply_trainable, encode_split
 from core.train.stream import LOADER_PREFETCH, cache_budget, loader_workers, training_pool
 from core.train.timing import TIMED_STEPS, calibrate, expected_duration, format_duration
 
@@ -247,14 +247,9 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     if cfg.method not in ("lora", "qlora", "full"):
         raise ConfigError(f"the estimate covers supervised fine-tuning (lora, qlora, full), not method {cfg.method}")
     data = load_dataset(dataset_dir, schema_path)
-    if data.schema is None:
-        raise DatasetError(f"{data.root}: no schema.json; the prompt and answers are built from it")
-    source = resolve_model(cfg.model)
-    device = pick_device(cfg.device)
-    precision = check_runtime(cfg, device)
-    family = family_of(source, cfg.trust_remote_code)
-    cfg = resolve_defaults(cfg, family, is_random_init(source.base))
-    processor = load_processor(source, cfg.trust_remote_code)
+    inputs = prepare(cfg, data, "the prompt and answers are built from it")
+    cfg, source, device, precision, family, processor = (inputs.cfg, inputs.source, inputs.device, inputs.precision,
+                                                         inputs.family, inputs.processor)
     tokens = encoded_lengths(data, cfg, processor, family, clip, sample)
     pixel_values = tokens.pop("pixel_values")
 
@@ -296,7 +291,7 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     duration, warnings = None, []
     # timing loads the model and trains: only for a run the memory estimate says fits
     if time_steps and need <= capacity:
-        measured = calibrate(cfg, data, source, processor, family, build_spec(cfg, family, None, data.schema), device,
+        measured = calibrate(cfg, data, source, processor, family, inputs.spec, device,
                              precision, steps=time_steps)
         duration = expected_duration(cfg, measured, tokens["train_clips"], path["workers"])
     elif time_steps:

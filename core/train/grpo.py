@@ -34,17 +34,17 @@ from pathlib import Path
 import torch
 
 from core.config import TrainConfig
-from core.errors import ConfigError, DatasetError
-from core.layout import FINAL_DIR, LOG_FILE
-from core.models.device import check_runtime, pick_device, weight_dtype
+from core.errors import ConfigError
+from core.layout import LOG_FILE
+from core.models.device import weight_dtype
 from core.models.inputs import TOKEN_KEYS, collate, suppressed_token_ids
-from core.models.loading import load_base_model, load_processor, resolve_model
+from core.models.loading import load_base_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
-from core.schema.base import schema_hash
-from core.spec import PreprocessSpec, build_spec, checkpoint_name, is_random_init, resolve_defaults
+from core.spec import checkpoint_name
+from core.train.prepare import prepare
 from core.train.rewards import COMPONENTS, RewardWeights, group_advantages, load_custom_reward, score_batch
 from core.train.runtime import HF_SCHEDULERS, dist_info
-from core.train.setup import apply_trainable, capped_steps, family_of, upcast_trainable, val_evaluator
+from core.train.setup import apply_trainable, capped_steps, upcast_trainable, val_evaluator
 from core.train.stream import (
     LOADER_PREFETCH,
     ClipDataset,
@@ -66,40 +66,22 @@ def reward_weights(cfg: TrainConfig) -> RewardWeights:
                          length=cfg.length_penalty, custom=1.0 if cfg.custom_reward else 0.0)
 
 
-def _load(cfg: TrainConfig, data, device: str, precision: str):
-    """(model, processor, family, pspec, resolved cfg, has_reference_adapter)."""
-    init_spec = None
-    if not cfg.init_adapter and resolve_model(cfg.model).adapter is not None:
-        # A run directory as the model: the user means to continue from its adapter, as init_adapter
-        # says; training a new adapter on its base would drop what SFT learned.
-        cfg = replace(cfg, init_adapter=cfg.model)
-    if cfg.init_adapter:
-        source = resolve_model(cfg.init_adapter)
-        if source.adapter is None:
-            raise ConfigError(f"init_adapter {cfg.init_adapter}: not a run directory with a LoRA adapter in final/")
-        init_spec = PreprocessSpec.load(source.run_dir)
-        if init_spec.schema_hash != schema_hash(data.schema):
-            raise ConfigError(f"init_adapter {cfg.init_adapter} was trained on another schema than {data.root}")
-    else:
-        source = resolve_model(cfg.model)
-    family = family_of(source, cfg.trust_remote_code)  # first: an id that names nothing is one clear error
-    processor = load_processor(source, cfg.trust_remote_code)
-    random_init = is_random_init(source.base)
-    cfg = resolve_defaults(cfg, family, random_init)
-    model = load_base_model(source, device, weight_dtype(replace(cfg, method="lora"), precision), cfg.trust_remote_code)
-    if init_spec is not None:
+def _load(inputs):
+    """(the policy model, with its trainable adapter; whether the reference is a second, frozen adapter)."""
+    cfg, source = inputs.cfg, inputs.source
+    model = load_base_model(source, inputs.device, weight_dtype(replace(cfg, method="lora"), inputs.precision),
+                            cfg.trust_remote_code)
+    if inputs.init_spec is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(source.adapter), is_trainable=True)
         model.load_adapter(str(source.adapter), adapter_name=REF, is_trainable=False)
         model.set_adapter("default")
-        pspec = replace(init_spec, final_dir=FINAL_DIR)
     else:
-        model = apply_trainable(model, replace(cfg, method="lora"), family)
-        pspec = build_spec(cfg, family, source.base, data.schema)
-    model.to(device)
+        model = apply_trainable(model, replace(cfg, method="lora"), inputs.family)
+    model.to(inputs.device)
     upcast_trainable(model)
-    return model, processor, family, pspec, cfg, init_spec is not None
+    return model, inputs.init_spec is not None
 
 
 @contextlib.contextmanager
@@ -174,14 +156,13 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     from transformers import get_scheduler
 
 
-    if data.schema is None:
-        raise DatasetError(f"{data.root}: no schema.json; GRPO rewards are derived from the schema")
     if dist_info()[2] > 1:
         raise ConfigError("method grpo runs in one process; set num_processes 1")
-    device = pick_device(cfg.device)
-    precision = check_runtime(cfg, device)
+    inputs = prepare(cfg, data, "GRPO rewards are derived from the schema")
+    cfg, device, precision, family, processor, pspec = (inputs.cfg, inputs.device, inputs.precision, inputs.family,
+                                                        inputs.processor, inputs.spec)
     torch.manual_seed(cfg.seed)
-    model, processor, family, pspec, cfg, has_ref = _load(cfg, data, device, precision)
+    model, has_ref = _load(inputs)
     run.save_inputs(cfg, data)
     run.write_status(state="running", message="checking clips (labels, video headers)")
     t0 = time.time()
@@ -199,19 +180,7 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     max_steps = capped_steps(cfg, cfg.max_steps or max(1, int(cfg.epochs * len(clips) / cfg.batch_size)), run)
     scheduler = get_scheduler(HF_SCHEDULERS[cfg.lr_scheduler], optimizer, num_warmup_steps=cfg.warmup_steps,
                               num_training_steps=max_steps)
-    start = 0
-    checkpoint = run.last_checkpoint() if resume else None
-    if checkpoint is not None:
-        from peft import load_peft_weights, set_peft_model_state_dict
-
-        set_peft_model_state_dict(model, load_peft_weights(str(checkpoint)), adapter_name="default")
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-        start = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
-        with warnings.catch_warnings():  # fast-forwarding the schedule: no optimizer step is meant here
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            for _ in range(start):
-                scheduler.step()
-        run.log(f"resumed from {checkpoint.name}")
+    start = _resume(run, model, optimizer, scheduler) if resume else 0
     evaluator = val_evaluator(data, cfg, processor, family, pspec, precision, run)
     metrics = MetricsWriter(run.metrics_path, run.writer)
     run.write_status(state="running", global_step=start, max_steps=max_steps, message="training",
@@ -255,6 +224,25 @@ def train_grpo(data, run: RunFiles, cfg: TrainConfig, resume: bool = False, echo
     run.log(f"{state} at step {step}")
     return run.write_status(state=state, global_step=step, max_steps=max_steps,
                             message=f"final model saved to {final.name}/", train_seconds=round(time.time() - t0, 1))
+
+
+def _resume(run: RunFiles, model, optimizer, scheduler) -> int:
+    """Load the last checkpoint's adapter and optimizer, fast-forward the schedule; the step it was at
+    (0 without a checkpoint)."""
+    checkpoint = run.last_checkpoint()
+    if checkpoint is None:
+        return 0
+    from peft import load_peft_weights, set_peft_model_state_dict
+
+    set_peft_model_state_dict(model, load_peft_weights(str(checkpoint)), adapter_name="default")
+    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
+    start = json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+    with warnings.catch_warnings():  # fast-forwarding the schedule: no optimizer step is meant here
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        for _ in range(start):
+            scheduler.step()
+    run.log(f"resumed from {checkpoint.name}")
+    return start
 
 
 def _prune(run: RunFiles, keep: int) -> None:

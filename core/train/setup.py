@@ -9,15 +9,14 @@ val evaluator. Neither loop's own logic is here.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import torch
 
 from core.config import TrainConfig
 from core.data.dataset import Dataset
-from core.errors import ModelError, VideoError
+from core.errors import VideoError
 from core.models.device import weight_dtype
-from core.models.families import family_for_model_type, module_group
+from core.models.families import module_group
 from core.models.inputs import encode_example
 from core.models.loading import load_base_model
 from core.runs.files import RunFiles
@@ -94,39 +93,6 @@ def trainable_counts(model, family) -> dict:
             counts["trainable"] += p.numel()
             counts[module_group(name, family)] += p.numel()
     return counts
-
-
-def family_of(source, trust_remote_code: bool = False):
-    """The model's family, from its config: the first read of a model, so the place where an id
-    that names nothing (or a Hub out of reach) becomes a ModelError saying what to do."""
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise config_error(source, exc) from None
-    return family_for_model_type(config.model_type)
-
-
-def config_error(source, exc: Exception) -> ModelError:
-    """A model's config could not be read: why, in words, and what to do (not transformers' paragraph)."""
-    from huggingface_hub import constants
-
-    name, text = source.display or source.base, str(exc)
-    local = "or give a local model folder, a run directory or tiny:default"
-    if "trust_remote_code" in text:
-        return ModelError(f"{name}: this checkpoint needs code from its own repository to load; pass "
-                          "--trust-remote-code (trust_remote_code: true) only for a repository you trust")
-    if Path(source.base).exists():
-        return ModelError(f"{name}: cannot read the model's config ({text.splitlines()[0] if text else exc!r})")
-    if constants.HF_HUB_OFFLINE:
-        return ModelError(f"{name}: not in the local Hugging Face cache, and Hub access is off (HF_HUB_OFFLINE=1): "
-                          f"check the id, download the model once with Hub access, {local}")
-    if "not a valid model identifier" in text or "Repository Not Found" in text or "404" in text:
-        return ModelError(f"{name}: no such model on the Hugging Face Hub (or it is private or gated: log in with "
-                          f"`hf auth login`): check the id (owner/name), {local}")
-    return ModelError(f"{name}: could not reach the Hugging Face Hub and the model is not in the local cache: "
-                      f"check the network or HF_ENDPOINT, {local}")
 
 
 def load_for_training(source, cfg: TrainConfig, family, device: str, precision: str):

@@ -24,20 +24,17 @@ import torch
 
 from core.config import TrainConfig, report_targets
 from core.data.dataset import Dataset
-from core.errors import DatasetError
 from core.layout import LOG_FILE
-from core.models.device import check_runtime, pick_device
 from core.models.inputs import IGNORE_INDEX, collate
-from core.models.loading import load_processor, resolve_model
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
-from core.spec import build_spec, checkpoint_name, checkpoint_step, is_random_init, resolve_defaults
+from core.spec import checkpoint_name, checkpoint_step
 from core.train.callbacks import RunCallback
 from core.train.merge import merge_run
+from core.train.prepare import prepare
 from core.train.runtime import HF_OPTIMIZERS, HF_SCHEDULERS, dist_info, gather_objects, machine_rank, unseen_by
 from core.train.setup import (
     apply_trainable,
     capped_steps,
-    family_of,
     load_for_training,
     trainable_counts,
     upcast_trainable,
@@ -59,19 +56,11 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     from transformers.trainer_callback import PrinterCallback
 
 
-    if data.schema is None:
-        raise DatasetError(f"{data.root}: no schema.json; training needs the schema that labels follow")
     rank, local_rank, world = dist_info()
-    source = resolve_model(cfg.model)
-    device = pick_device(cfg.device)
-    if device == "cuda" and world > 1:
-        device = f"cuda:{local_rank}"
-    precision = check_runtime(cfg, device)
-    family = family_of(source, cfg.trust_remote_code)  # first: an id that names nothing is one clear error
-    processor = load_processor(source, cfg.trust_remote_code)
-    cfg = resolve_defaults(cfg, family, is_random_init(source.base))
-    model = load_for_training(source, cfg, family, device, precision)
-    pspec = build_spec(cfg, family, source.base, data.schema)
+    inputs = prepare(cfg, data, "training needs the schema that labels follow", local_rank, world)
+    cfg, device, precision, family, processor, pspec = (inputs.cfg, inputs.device, inputs.precision, inputs.family,
+                                                        inputs.processor, inputs.spec)
+    model = load_for_training(inputs.source, cfg, family, device, precision)
     run.save_inputs(cfg, data)
     t0 = time.time()
     dataset, skipped, workers, tokens = training_clips(data, run, cfg, processor, pspec, device, world, rank)

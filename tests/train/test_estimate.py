@@ -43,10 +43,10 @@ def dataset(small_dataset):
 
 def _trainer_features(dataset, cfg, rels):
     """What core.train.sft encodes for these clips, by the trainer's own functions."""
-    from core.models.loading import load_processor, resolve_model
+    from core.models.loading import family_of, load_processor, resolve_model
     from core.schema.prompt import build_instruction
     from core.spec import is_random_init, resolve_defaults, sampling_spec
-    from core.train.setup import encode_split, family_of
+    from core.train.setup import encode_split
 
     data = load_dataset(dataset)
     source = resolve_model(cfg.model)
@@ -134,9 +134,9 @@ def test_internvl_config_with_list_patch_size():
 
 
 def test_parameter_counts_equal_the_real_models(dataset):
-    from core.models.loading import load_base_model, resolve_model
+    from core.models.loading import family_of, load_base_model, resolve_model
     from core.spec import is_random_init, resolve_defaults
-    from core.train.setup import apply_trainable, family_of, trainable_counts
+    from core.train.setup import apply_trainable, trainable_counts
 
     for cfg in (TrainConfig(), TrainConfig(method="full", freeze_vision=True, train_embeddings=False)):
         est = estimate(cfg, dataset, sample=1, time_steps=0)

@@ -168,9 +168,9 @@ def test_sampled_completions_never_contain_vision_placeholders(four_clips, tmp_p
 
     real_load, seen = core.train.grpo._load, {}
 
-    def biased_load(*args, **kwargs):
-        loaded = real_load(*args, **kwargs)
-        model, processor = loaded[0], loaded[1]
+    def biased_load(inputs):
+        loaded = real_load(inputs)
+        model, processor = loaded[0], inputs.processor
         placeholders = sorted(vision_placeholder_ids(processor))
         seen["placeholders"], seen["suppressed"] = placeholders, suppressed_token_ids(processor)
 
