@@ -77,7 +77,6 @@ class PreprocessSpec:
     schema: dict
     schema_hash: str
     frames_as: str = "video"
-    answer_format: str = "json-compact"
     final_dir: str = FINAL_DIR
     extra: dict = field(default_factory=dict)
 

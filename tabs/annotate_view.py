@@ -10,8 +10,8 @@ import gradio as gr
 
 from core.data.listing import PAGE_SIZE, REVIEW, gallery_page
 from core.data.store import DRAFT
+from core.schema.calibration import RAW_UNSURE_BELOW
 from core.video.thumbs import THUMB_SIZE
-from tabs.compare import LOW_CONFIDENCE
 
 STATUS_ICON = {"unlabelled": "○", "draft": "✎", "labelled": "●", "invalid": "⚠", "unreadable": "✖"}
 GALLERY_COLUMNS = 4  # clip tiles per row; their names wrap in full under the thumbnail (ANNOTATE_CSS)
@@ -95,9 +95,9 @@ def gallery_items(store, status_filter: str = "all", query: str = "", page: int 
         text += "\n\n" + EMPTY_REVIEW
     elif status_filter == REVIEW:
         scores = store.draft_scores()  # the index's, as the queue's order: no draft parsed for this count
-        unsure = sum(1 for rel in shown.rels if (scores.get(rel) is not None and scores[rel] < LOW_CONFIDENCE))
+        unsure = sum(1 for rel in shown.rels if (scores.get(rel) is not None and scores[rel] < RAW_UNSURE_BELOW))
         text += (f"\n\nreview queue: {len(shown.rels)} drafts, least sure first; {unsure} with a field below "
-                 f"{LOW_CONFIDENCE} (drafts without a confidence come last)")
+                 f"{RAW_UNSURE_BELOW} (drafts without a confidence come last)")
     return items, shown.rels, text, shown.page
 
 
@@ -122,7 +122,7 @@ def summary_text(shown, query: str = "") -> str:
 
 
 def confidence_text(draft: dict) -> str:
-    """The draft's confidence for the title: its least sure field and the fields under LOW_CONFIDENCE."""
+    """The draft's confidence for the title: its least sure field and the fields under RAW_UNSURE_BELOW."""
     conf = draft.get("confidence")
     if not conf:
         return "" if conf is None else "\n\nThe model's answer did not parse: no confidence."
@@ -133,7 +133,7 @@ def confidence_text(draft: dict) -> str:
         return text + (" (calibrated); ⚠ check: " + ", ".join(f"{k} {conf[k]:.2f}" if k in conf else k for k in check)
                        if check else " (calibrated); every field above its threshold")
     text += " (raw, not calibrated)"
-    weak = sorted(((k, v) for k, v in conf.items() if v < LOW_CONFIDENCE), key=lambda kv: kv[1])
+    weak = sorted(((k, v) for k, v in conf.items() if v < RAW_UNSURE_BELOW), key=lambda kv: kv[1])
     return text + ("; ⚠ model unsure: " + ", ".join(f"{k} {v:.2f}" for k, v in weak) if weak else "")
 
 
@@ -144,19 +144,19 @@ def _score(field, confidence: dict | None):
 
 def field_classes(field, score, invalid: bool = False) -> list[str]:
     classes = ["vvw-field"] + (["vvw-required"] if field.required else [])
-    classes += ["vvw-unsure"] if score is not None and score < LOW_CONFIDENCE else []
+    classes += ["vvw-unsure"] if score is not None and score < RAW_UNSURE_BELOW else []
     return classes + (["vvw-invalid"] if invalid else [])
 
 
 def field_updates(fields, values: list, confidence: dict | None) -> list:
     """The form's components for an opened clip: its values and, for a draft, each field's confidence
-    in its label; a field under LOW_CONFIDENCE says "⚠ model unsure (0.31)" and gets the CSS class
+    in its label; a field under RAW_UNSURE_BELOW says "⚠ model unsure (0.31)" and gets the CSS class
     vvw-unsure. A newly opened clip has no field marked invalid."""
     out = []
     for f, v in zip(fields, values):
         score = _score(f, confidence)
         label = f.label
-        if score is not None and score < LOW_CONFIDENCE:
+        if score is not None and score < RAW_UNSURE_BELOW:
             label = f"{f.label} · ⚠ model unsure ({score:.2f})"
         elif score is not None:
             label = f"{f.label} · model {score:.2f}"

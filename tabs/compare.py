@@ -6,6 +6,7 @@ import json
 
 import gradio as gr
 
+from core.schema.calibration import fields_to_check
 from tabs.feedback import failure_text
 from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text, frame_strip
 
@@ -13,9 +14,6 @@ RUNS_BASE = "(the run's own base)"
 SCHEMA_PROMPT = "the run's schema prompt"
 FREE_PROMPT = "free-form prompt"
 EXAMPLE_PROMPT = "Analyze the dashcam footage for unsafe driver behavior."
-
-
-LOW_CONFIDENCE = 0.5  # below this a field is flagged for a look (the review queue's default too)
 
 
 def _cell(value) -> str:
@@ -52,10 +50,8 @@ def side_markdown(side: dict | None, constrained: bool | None = None) -> str:
 
 
 def _to_check(side: dict) -> set:
-    """Fields marked ⚠: under their calibrated threshold, else (raw scores) under LOW_CONFIDENCE."""
-    if side.get("calibrated"):
-        return set(side.get("review_fields") or [])
-    return {k for k, v in (side.get("confidence") or {}).items() if v is not None and v < LOW_CONFIDENCE}
+    """Fields marked ⚠ (core.schema.calibration.fields_to_check)."""
+    return fields_to_check(bool(side.get("calibrated")), side.get("review_fields"), side.get("confidence"))
 
 
 def review_words(side: dict) -> str:

@@ -1,6 +1,7 @@
 """The layout's rules, checked on the source: no gradio in core, no torch in the run manager, serve
-never reaches into train, no import circle in core (function-local imports count), every package
-has a documented face, names cited in docs exist, and files stay small."""
+never reaches into train, no import circle in core (function-local imports count), imports point down
+core's floors, every package has a documented face, names cited in docs exist, run-folder file names
+are written only in core/layout.py, and files and functions stay small."""
 
 from __future__ import annotations
 
@@ -109,6 +110,25 @@ def test_no_import_circle_in_core_counting_function_local_imports():
     assert cycles == []
 
 
+# core's packages from the ground up: a package imports only from floors below its own (a leaf
+# imports no other package). A new edge upwards, even one that makes no circle yet, fails here.
+FLOORS = (("core.errors", "core.paths", "core.fileio", "core.layout"), ("core.video",), ("core.schema",),
+          ("core.config",), ("core.spec",), ("core.data",), ("core.models",), ("core.runs",), ("core.serve",),
+          ("core.train",), ("core.hub",), ("core.workspace",))
+
+
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_imports_point_down_the_floors():
+    floor = {name: level for level, names in enumerate(FLOORS) for name in names}
+    assert set(floor) == {_package(m) for m in MODULES if m != "core"}  # every package has a floor
+    upward = sorted(f"{a} imports {b}" for a, targets in _core_edges().items() if a != "core" for b in targets
+                    if _package(a) != _package(b) and floor[_package(b)] >= floor[_package(a)])
+    assert upward == []
+
+
 def test_serve_never_imports_train():
     reached = _reachable("core.serve", _core_edges())
     assert sorted(m for m in reached if m.startswith("core.train")) == []
@@ -190,6 +210,29 @@ def test_source_files_stay_small():
     long = {str(p.relative_to(REPO)): n for p in sources if (n := len(p.read_text().splitlines())) > 450}
     assert long == {}
     assert len((REPO / "cli.py").read_text().splitlines()) < 200
+
+
+def test_file_names_on_disk_are_written_only_in_core_layout():
+    """A run folder's and a dataset folder's file names (config.yaml, train.log, ...) appear as a string
+    only in core/layout.py; everyone else imports the name. Prose (messages, docs) may cite them."""
+    layout = importlib.import_module("core.layout")
+    names = {v for k, v in vars(layout).items() if k.isupper() and isinstance(v, str)}
+    sources = [*CORE.rglob("*.py"), *(REPO / "tabs").glob("*.py"), *(REPO / "commands").glob("*.py"),
+               REPO / "app.py", REPO / "cli.py"]
+    written = [f"{p.relative_to(REPO)}:{n.lineno} {n.value!r}" for p in sources if p != CORE / "layout.py"
+               for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Constant) and n.value in names]
+    assert written == []
+    assert {"config.yaml", "train.log", "status.json", "metrics.jsonl", "preprocessing.json"} <= names
+
+
+def test_functions_stay_short():
+    """Growth goes into named functions, not closures: none over 80 lines in the product's code."""
+    sources = [*CORE.rglob("*.py"), *(REPO / "tabs").glob("*.py"), *(REPO / "commands").glob("*.py"),
+               REPO / "app.py", REPO / "cli.py"]
+    long = [f"{p.relative_to(REPO)}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)" for p in sources
+            for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.end_lineno - n.lineno + 1 > 80]
+    assert long == []
 
 
 # import name of a requirement where it differs from the package name

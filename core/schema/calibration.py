@@ -169,6 +169,19 @@ def for_run(run_dir) -> Calibration | None:
     return Calibration.load(path) if path is not None and path.is_file() else None
 
 
+# With raw (uncalibrated) scores a field under this is marked unsure, for the eye only: it decides
+# nothing (needs_review sends every uncalibrated answer to a person) but points at the weakest fields.
+RAW_UNSURE_BELOW = 0.5
+
+
+def fields_to_check(calibrated: bool, review_fields: list | None, confidence: dict | None) -> set[str]:
+    """The fields to mark on an answer: those under their measured threshold when its scores are
+    calibrated, else those whose raw score is under RAW_UNSURE_BELOW."""
+    if calibrated:
+        return set(review_fields or [])
+    return {k for k, v in (confidence or {}).items() if v is not None and v < RAW_UNSURE_BELOW}
+
+
 def choice_fields(schema: dict) -> list[str]:
     return [f.name for f in fields(schema) if f.kind in CHOICE_KINDS]
 

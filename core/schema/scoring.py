@@ -69,18 +69,24 @@ def score_row(schema: dict, text: str | None, label: dict) -> RowScore:
     obj, err = extract_json(text)
     if obj is None:
         return RowScore(False, False, None, err, zero)
-    scores = {}
-    for f in fields(schema):
-        if f.name not in label:
-            continue
-        pred, ref = obj.get(f.name), label[f.name]
-        if f.kind == ENUM_LIST:
-            scores[f.name] = float(isinstance(pred, list) and set(map(_hashable, pred)) == set(map(_hashable, ref)))
-        elif f.kind == TEXT:
-            scores[f.name] = token_f1(pred, ref) if isinstance(pred, str) else 0.0
-        else:
-            scores[f.name] = float(pred == ref)
+    scores = {f.name: field_score(f, obj.get(f.name), label[f.name]) for f in fields(schema) if f.name in label}
     return RowScore(True, is_valid(schema, obj), obj, None, scores)
+
+
+def field_score(f, pred, ref, partial_lists: bool = False) -> float:
+    """One field's agreement with its label, in [0, 1]: text by token F1, anything else exactly; a list
+    of choices exactly as a set, or with `partial_lists` by set F1. Evaluation and calibration count
+    a list right only when it is all right (that is what a person would have to fix); GRPO's field
+    reward uses the F1 (core.train.rewards), so an answer with one of two violations earns half."""
+    if f.kind == ENUM_LIST:
+        if not isinstance(pred, list):
+            return 0.0
+        if partial_lists:
+            return set_prf(pred, ref)[2]
+        return float(set(map(_hashable, pred)) == set(map(_hashable, ref)))
+    if f.kind == TEXT:
+        return token_f1(pred, ref) if isinstance(pred, str) else 0.0
+    return float(pred == ref)
 
 
 def calibration(pairs: list[tuple[float, float]], bins: int = CALIBRATION_BINS) -> dict:

@@ -4,9 +4,9 @@ Each completion gets named components, each in [0, 1] before weighting:
   json    1.0 when the whole answer is one JSON object; 0.5 when an object can be dug out of code
           fences or prose around it (core.schema.base.extract_json); 0.0 when none parses (truncated...)
   schema  1.0 when that object is valid under the schema
-  fields  mean per-field correctness against the label, the way core.schema.scoring scores fields:
-          enum / number / boolean exact, enum list set F1 (core.schema.scoring.set_prf), free text
-          token F1 (core.schema.scoring.token_f1); a field missing from the answer scores 0
+  fields  mean per-field agreement with the label, core.schema.scoring.field_score with partial
+          lists: enum / number / boolean exact, enum list by set F1 (evaluation counts a list right
+          only when all of it is), free text token F1; a field missing from the answer scores 0
   length  completion tokens / max completion tokens (a penalty: its weight is subtracted)
   custom  a user function "module:function" called as fn(completion, label, schema) -> float
 The total is  w_json*json + w_schema*schema + w_fields*fields - w_length*length + w_custom*custom.
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import ConfigError
-from core.schema.base import ENUM_LIST, TEXT, extract_json, fields, is_valid
-from core.schema.scoring import set_prf, token_f1
+from core.schema.base import extract_json, fields, is_valid
+from core.schema.scoring import field_score
 
 COMPONENTS = ("json", "schema", "fields", "length", "custom")
 
@@ -60,22 +60,8 @@ def schema_reward(schema: dict, obj: dict | None) -> float:
 
 def field_scores(schema: dict, obj: dict | None, label: dict) -> dict[str, float]:
     """Per labelled field, a score in [0, 1]; all 0 without a parsed object."""
-    scores = {}
-    for f in fields(schema):
-        if f.name not in label:
-            continue
-        ref = label[f.name]
-        if obj is None or f.name not in obj:
-            scores[f.name] = 0.0
-            continue
-        pred = obj[f.name]
-        if f.kind == ENUM_LIST:
-            scores[f.name] = set_prf(pred, ref)[2] if isinstance(pred, list) else 0.0
-        elif f.kind == TEXT:
-            scores[f.name] = token_f1(pred, ref) if isinstance(pred, str) else 0.0
-        else:
-            scores[f.name] = float(pred == ref)
-    return scores
+    return {f.name: field_score(f, obj[f.name], label[f.name], partial_lists=True)
+            if obj is not None and f.name in obj else 0.0 for f in fields(schema) if f.name in label}
 
 
 def fields_reward(schema: dict, obj: dict | None, label: dict) -> float:

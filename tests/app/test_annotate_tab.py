@@ -209,10 +209,10 @@ def test_prelabel_then_review_opens_the_least_sure_draft_with_its_weak_fields_ma
     import gradio as gr
 
     from core.data.listing import REVIEW
+    from core.schema.calibration import RAW_UNSURE_BELOW
     from core.video.sampling import SamplingSpec
     from core.workspace import Workspace
     from tabs import annotate
-    from tabs.compare import LOW_CONFIDENCE
 
     root = make_dataset(tmp_path / "d", n=5, rows=1)
     ws = Workspace(dataset_dir=root, runs_dir=tmp_path / "runs")
@@ -237,7 +237,7 @@ def test_prelabel_then_review_opens_the_least_sure_draft_with_its_weak_fields_ma
     fields = form.form_fields(ws.store.schema())
     updates = annotate.field_updates(fields, form.label_to_values(fields, view["current"]["start"]), conf)
     for f, update in zip(fields, updates):
-        unsure = conf[f.name] < LOW_CONFIDENCE
+        unsure = conf[f.name] < RAW_UNSURE_BELOW
         assert ("vvw-unsure" in update["elem_classes"]) == unsure
         assert update["label"] == (f"{f.label} · ⚠ model unsure ({conf[f.name]:.2f})" if unsure
                                    else f"{f.label} · model {conf[f.name]:.2f}")

@@ -289,7 +289,7 @@ def test_review_queue(app, artifacts):
     are marked in the form, and Save & next accepts it and moves down the queue."""
     from playwright.sync_api import expect, sync_playwright
 
-    from tabs.compare import LOW_CONFIDENCE
+    from core.schema.calibration import RAW_UNSURE_BELOW
 
     url, ds, _runs = app
     new = [f"videos/review_{i}.mp4" for i in range(3)]  # files without a metadata row: unlabelled
@@ -321,7 +321,7 @@ def test_review_queue(app, artifacts):
         captions = page.locator("#annotate-gallery .caption-label")
         for k, rel in enumerate(order):
             expect(captions.nth(k)).to_contain_text(rel.split("/")[-1])
-        weak = sorted(k for k, v in first["confidence"].items() if v < LOW_CONFIDENCE)
+        weak = sorted(k for k, v in first["confidence"].items() if v < RAW_UNSURE_BELOW)
         marked = page.locator(".vvw-unsure")
         expect(marked).to_have_count(len(weak), timeout=30_000)
         for name in weak:
