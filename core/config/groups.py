@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.schema.prompt import DEFAULT_TEMPLATE
+from core.video.sampling import FPS, FPS_MAX_FRAMES, FPS_MIN_FRAMES
 
 METHODS = ("lora", "qlora", "full", "grpo")
 SFT = ("lora", "qlora", "full")
@@ -57,11 +58,11 @@ class FrameArgs:
     of video, clamped to min_frames..max_frames)."""
     num_frames: int | None = opt(None, "Frames per clip (blank: model default)")
     """Frames per clip for uniform sampling (>= 1). Unset: the family default."""
-    fps: float = opt(2.0, "Frames per second (fps sampling)")
+    fps: float = opt(FPS, "Frames per second (fps sampling)")
     """fps sampling: frames taken per second of video (> 0)."""
-    min_frames: int = opt(4, "Fewest frames (fps sampling)")
+    min_frames: int = opt(FPS_MIN_FRAMES, "Fewest frames (fps sampling)")
     """fps sampling: fewest frames per clip, rounded up to an even number (>= 1)."""
-    max_frames: int = opt(32, "Most frames (fps sampling)")
+    max_frames: int = opt(FPS_MAX_FRAMES, "Most frames (fps sampling)")
     """fps sampling: most frames per clip, rounded down to an even number and never more than the
     clip has (>= min_frames)."""
     frame_width: int | None = opt(None, "Frame width (blank: default)")

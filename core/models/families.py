@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from core.errors import ModelError
+from core.video.sampling import UNIFORM_FRAMES
 
 TINY_PREFIX = "tiny:"
 
@@ -32,7 +33,7 @@ class Family:
     projector_module: str = ""  # same, for the projector alone
     projector_in_tower: bool = False  # the projector module sits inside the tower module (Qwen's merger)
     embedding_modules: tuple = ("embed_tokens", "lm_head")
-    default_frames: int = 8
+    default_frames: int = UNIFORM_FRAMES  # uniform sampling; every family here is trained on 8 by default
     default_size: tuple = (448, 252)  # width, height of each frame fed to the processor
     tiny: str | None = None  # name in core.models.tiny.registry.TINY_MODELS
 
@@ -63,7 +64,6 @@ FAMILIES = {
         vision_tower_module="visual",
         projector_module="merger",
         projector_in_tower=True,
-        default_frames=8,
         default_size=(448, 252),
         tiny="qwen2_5_vl",
     ),
@@ -78,7 +78,6 @@ FAMILIES = {
         vision_tower_module="visual",
         projector_module="merger",
         projector_in_tower=True,
-        default_frames=8,
         default_size=(448, 256),
         tiny="qwen3_vl",
     ),
@@ -94,7 +93,6 @@ FAMILIES = {
         projector_modules=("model.multi_modal_projector",),
         vision_tower_module="vision_tower",
         projector_module="multi_modal_projector",
-        default_frames=8,
         default_size=(448, 448),
         tiny="internvl",
     ),
@@ -111,7 +109,6 @@ FAMILIES = {
         projector_modules=("model.connector",),
         vision_tower_module="vision_model",
         projector_module="connector",
-        default_frames=8,
         default_size=(384, 384),
         tiny="smolvlm",
     ),
@@ -125,7 +122,6 @@ FAMILIES = {
         projector_modules=("model.multi_modal_projector", "model.image_newline"),
         vision_tower_module="vision_tower",
         projector_module="multi_modal_projector",
-        default_frames=8,
         default_size=(384, 384),
         tiny="llava_onevision",
     ),
@@ -141,7 +137,6 @@ FAMILIES = {
         projector_modules=("model.multi_modal_projector", "model.image_newline"),
         vision_tower_module="vision_tower",
         projector_module="multi_modal_projector",
-        default_frames=8,
         default_size=(336, 336),
         tiny="llava_next_video",
     ),

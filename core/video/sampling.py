@@ -16,11 +16,16 @@ import numpy as np
 
 from core.errors import ConfigError
 
-# Sampling defaults, named as in qwen-vl-utils vision_process.py.
-FRAME_FACTOR = 2
-FPS = 2.0
+# The sampler's defaults: the one home of what training, serving and the form start from
+# (core.config's fields and every model family take them from here).
+UNIFORM_FRAMES = 8  # uniform: frames per clip
+FPS = 2.0  # fps: frames per second of video
 FPS_MIN_FRAMES = 4
-FPS_MAX_FRAMES = 768
+FPS_MAX_FRAMES = 32  # fps: a 16 s clip at 2 fps; longer clips are spread over 32 frames
+# qwen-vl-utils vision_process.py: its frame factor, and the cap fps_indices' defaults reproduce (its
+# 768 frames would be hours of visual tokens on the models trained here; SamplingSpec caps at 32)
+FRAME_FACTOR = 2
+QWEN_FPS_MAX_FRAMES = 768
 SAMPLING_MODES = ("uniform", "fps")
 MAX_OUTPUT_SIDE = 4096
 
@@ -30,10 +35,10 @@ class SamplingSpec:
     """How frames are picked and sized. Recorded with every checkpoint and cache entry."""
 
     sampling: str = "uniform"  # "uniform" (InternVL segment midpoints) | "fps" (Qwen)
-    num_frames: int = 8  # uniform: frames per clip
-    fps: float = 2.0  # fps: frames to take per second of video
-    min_frames: int = 4  # fps: lower clamp (rounded up to FRAME_FACTOR)
-    max_frames: int = 32  # fps: upper clamp (rounded down to FRAME_FACTOR)
+    num_frames: int = UNIFORM_FRAMES  # uniform: frames per clip
+    fps: float = FPS  # fps: frames to take per second of video
+    min_frames: int = FPS_MIN_FRAMES  # fps: lower clamp (rounded up to FRAME_FACTOR)
+    max_frames: int = FPS_MAX_FRAMES  # fps: upper clamp (rounded down to FRAME_FACTOR)
     width: int = 64  # output frame width in pixels (plain resize after decoding)
     height: int = 64  # output frame height in pixels
 
@@ -110,7 +115,7 @@ def fps_indices(
     video_fps: float,
     fps: float = FPS,
     min_frames: int = FPS_MIN_FRAMES,
-    max_frames: int = FPS_MAX_FRAMES,
+    max_frames: int = QWEN_FPS_MAX_FRAMES,
     frame_factor: int = FRAME_FACTOR,
 ) -> list[int]:
     """qwen-vl-utils ``smart_nframes`` (fps branch), then ``linspace(0, total - 1, n).round()``.

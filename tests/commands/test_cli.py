@@ -83,7 +83,7 @@ def test_train_help_documents_every_flag_with_the_field_docs():
     assert out.returncode == 0, out.stderr
     helps = _help_entries(out.stdout)
     config_flags = {"--" + f.name.replace("_", "-") for f in fields(TrainConfig)}
-    expected = config_flags | {"--frames", "--dataset", "--output", "--config", "--resume", "--help"}
+    expected = config_flags | {"--frames", "--dataset", "--output", "--config", "--resume", "--help", "--print-config"}
     expected |= {"--no-" + f.name.replace("_", "-") for f in fields(TrainConfig) if str(f.type).startswith("bool")}
     assert set(helps) == expected
     assert [flag for flag, text in helps.items() if not text] == []
