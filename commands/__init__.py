@@ -1,5 +1,6 @@
 """The CLI's subcommands, one module per area: `train` (train, estimate, merge), `serve` (eval,
-models, predict) and `data` (inspect-video, import, export-dataset, split, validate, prelabel).
+calibrate, models, predict), `api` (serve: the OpenAI-compatible API), `data` (inspect-video,
+add-clips, import, export-dataset, split, validate, prelabel, review) and `hub` (push, push-dataset).
 
 Each module has `register(subparsers)`, which adds its subcommands with a help text on every flag,
 and one `cmd_*` function per subcommand: parse the arguments, make one core call, print the result.

@@ -1,4 +1,5 @@
-"""One object that the app and the CLI build and pass around: paths plus the shared model manager.
+"""The app's one object, built by app.py and handed to every tab: paths plus the shared model manager.
+(The CLI's commands call core functions directly and build none.)
 
 `start_training` is how the app starts a run: it refuses what this machine or deployment cannot do
 before anything is unloaded or launched, frees the app's models, then launches through the run
