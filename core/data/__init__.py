@@ -19,7 +19,7 @@ from core.data.exports import DATASET_FORMATS, export_conversations, export_data
 from core.data.imports import LAYOUTS, ImportReport, detect_layout, import_dataset
 from core.data.ingest import IngestReport, allowed_roots_for, ingest
 from core.data.listing import Page, gallery_page, next_clip, start_video_scan
-from core.data.prelabel import clips_to_prelabel, write_drafts
+from core.data.prelabel import clips_to_prelabel, review_queue, write_drafts
 from core.data.schema_infer import infer_schema, infer_schema_from_file
 from core.data.splits import SplitSummary, assign_splits, parse_ratios, source_group, split_dataset
 from core.data.store import STATUSES, AnnotationStore, ConflictError
@@ -27,4 +27,4 @@ from core.data.store import STATUSES, AnnotationStore, ConflictError
 __all__ = ["AnnotationStore", "ConflictError", "DATASET_FORMATS", "Dataset", "ImportReport", "IngestReport", "LAYOUTS", "Page",
     "STATUSES", "SplitSummary", "gallery_page", "next_clip", "start_video_scan", "assign_splits", "clips_to_prelabel", "detect_layout", "export_conversations", "export_dataset",
     "export_seed", "export_videofolder", "import_dataset", "infer_schema", "ingest", "allowed_roots_for", "infer_schema_from_file", "load_dataset",
-    "parse_ratios", "settle", "source_group", "split_dataset", "write_drafts"]
+    "parse_ratios", "review_queue", "settle", "source_group", "split_dataset", "write_drafts"]

@@ -2,7 +2,7 @@
 
 `entry.train` checks the config against the machine and dispatches to supervised fine-tuning
 (`sft`, Hugging Face Trainer with an answer-only loss) or GRPO with schema rewards (`grpo`,
-`rewards`); `runtime` holds the process-level pieces (ranks, gathering, HF names for our choices), `stream` the data
+`rewards`), both started by `prepare` (as the estimate is); `runtime` holds the process-level pieces (ranks, gathering, HF names for our choices), `stream` the data
 both loops read (clips checked cheaply at start-up, then sampled and encoded by the data loader as
 batches need them), `setup` what else they share (LoRA and freezing, loading for training, the val
 evaluator),
