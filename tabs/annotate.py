@@ -124,118 +124,166 @@ def build(ws, schema_state: gr.State, pickers=None) -> None:
     items0, rels0, summary0, _ = gallery_items(store)
     with gr.Row():
         with gr.Column(scale=3):
-            with gr.Row():
-                status_filter = gr.Dropdown(FILTERS, value="all", label="Status", scale=1, elem_id="annotate-filter")
-                query = gr.Textbox(label="Search", placeholder="file name or label text", scale=2)
-            summary = gr.Markdown(summary0, elem_id="annotate-summary")
-            scan_line = gr.Markdown(elem_id="annotate-scan")
-            with gr.Row(equal_height=True):
-                prev_page = gr.Button("◀ Previous", size="sm", elem_id="annotate-prev-page", scale=2, min_width=70)
-                # shows the page on screen; type another number and press Enter to go there
-                go_page = gr.Number(1, label="Go to page", show_label=False, precision=0, container=False, scale=1,
-                                    min_width=60, elem_id="annotate-go-page")
-                next_page = gr.Button("Next ▶", size="sm", elem_id="annotate-next-page", scale=2, min_width=70)
-            # file names wrap in full under each thumbnail (ANNOTATE_CSS): they are what a person scans for
-            gallery = gr.Gallery(items0, columns=GALLERY_COLUMNS, height=560, allow_preview=False, label="Clips",
-                                 object_fit="contain", elem_id="annotate-gallery")
+            c = _gallery_column(items0, summary0)
         with gr.Column(scale=3):
-            title = gr.Markdown("Pick a clip in the gallery.", elem_id="annotate-title")
-            video = gr.Video(label="Clip", interactive=False, height=260)
-            # every frame whole, at its aspect ratio, all rows shown (ANNOTATE_CSS): a label can hinge on
-            # a sign at the frame's edge
-            frames = gr.Gallery(label="Frames the model sees", columns=FRAME_COLUMNS, height="fit-content",
-                                object_fit="contain", allow_preview=False, elem_id="annotate-frames")
+            c.update(_clip_column())
         with gr.Column(scale=3):
-            gr.HTML("", head=f"<style>{ANNOTATE_CSS}</style>", padding=False)
-            split = gr.Radio([NO_SPLIT, "train", "val", "test"], value=NO_SPLIT, label="Split")
-            form_box = gr.Column()
-            with gr.Row():
-                save_next = gr.Button("Save & next (Ctrl+Enter)", variant="primary", elem_id="annotate-save-next")
-                skip = gr.Button("Skip")
-            message = gr.Markdown(elem_id="annotate-message")
-            with gr.Accordion("Raw JSON", open=False):
-                raw = gr.Code(language="json", label="Label as JSON", elem_id="annotate-raw")
-                save_raw = gr.Button("Save raw JSON")
-    rels = gr.State(rels0)
-    page = gr.State(0)
-    current = gr.State({})
-    picked = gr.Textbox(visible=False, elem_id="annotate-picked")  # the clip to open (API + gallery)
-    moved = gr.State(True)  # False after a refused save: the open clip and its edits stay
+            c.update(_editor_column())
+    c["rels"] = gr.State(rels0)
+    c["page"] = gr.State(0)
+    c["current"] = gr.State({})
+    c["picked"] = gr.Textbox(visible=False, elem_id="annotate-picked")  # the clip to open (API + gallery)
+    c["moved"] = gr.State(True)  # False after a refused save: the open clip and its edits stay
+    editor = Editor(ws, schema_state, c)
+    editor.form()
+    editor.wire_moves()
+    editor.wire_pages()
+    _api(store)
+    build_tools(ws, store, editor.listing, (c["picked"], c["moved"]), editor.then_show, pickers)
+    build_scan_line(store, c["scan_line"])
 
-    def listed(status_, query_, page_, open_rel=None, focus=None):
+
+def _gallery_column(items0, summary0) -> dict:
+    c = {}
+    with gr.Row():
+        c["status_filter"] = gr.Dropdown(FILTERS, value="all", label="Status", scale=1, elem_id="annotate-filter")
+        c["query"] = gr.Textbox(label="Search", placeholder="file name or label text", scale=2)
+    c["summary"] = gr.Markdown(summary0, elem_id="annotate-summary")
+    c["scan_line"] = gr.Markdown(elem_id="annotate-scan")
+    with gr.Row(equal_height=True):
+        c["prev_page"] = gr.Button("◀ Previous", size="sm", elem_id="annotate-prev-page", scale=2, min_width=70)
+        # shows the page on screen; type another number and press Enter to go there
+        c["go_page"] = gr.Number(1, label="Go to page", show_label=False, precision=0, container=False, scale=1,
+                                 min_width=60, elem_id="annotate-go-page")
+        c["next_page"] = gr.Button("Next ▶", size="sm", elem_id="annotate-next-page", scale=2, min_width=70)
+    # file names wrap in full under each thumbnail (ANNOTATE_CSS): they are what a person scans for
+    c["gallery"] = gr.Gallery(items0, columns=GALLERY_COLUMNS, height=560, allow_preview=False, label="Clips",
+                              object_fit="contain", elem_id="annotate-gallery")
+    return c
+
+
+def _clip_column() -> dict:
+    c = {"title": gr.Markdown("Pick a clip in the gallery.", elem_id="annotate-title"),
+         "video": gr.Video(label="Clip", interactive=False, height=260)}
+    # every frame whole, at its aspect ratio, all rows shown (ANNOTATE_CSS): a label can hinge on
+    # a sign at the frame's edge
+    c["frames"] = gr.Gallery(label="Frames the model sees", columns=FRAME_COLUMNS, height="fit-content",
+                             object_fit="contain", allow_preview=False, elem_id="annotate-frames")
+    return c
+
+
+def _editor_column() -> dict:
+    c = {}
+    gr.HTML("", head=f"<style>{ANNOTATE_CSS}</style>", padding=False)
+    c["split"] = gr.Radio([NO_SPLIT, "train", "val", "test"], value=NO_SPLIT, label="Split")
+    c["form_box"] = gr.Column()
+    with gr.Row():
+        c["save_next"] = gr.Button("Save & next (Ctrl+Enter)", variant="primary", elem_id="annotate-save-next")
+        c["skip"] = gr.Button("Skip")
+    c["message"] = gr.Markdown(elem_id="annotate-message")
+    with gr.Accordion("Raw JSON", open=False):
+        c["raw"] = gr.Code(language="json", label="Label as JSON", elem_id="annotate-raw")
+        c["save_raw"] = gr.Button("Save raw JSON")
+    return c
+
+
+class Editor:
+    """The gallery's and the editor's events: opening a clip, saving, skipping, paging, the form."""
+
+    def __init__(self, ws, schema_state, c: dict):
+        self.ws, self.store, self.schema_state, self.c = ws, ws.store, schema_state, c
+        self.view_outputs = [c[k] for k in ("current", "video", "frames", "title", "split", "raw")]
+        self.listing = ([c["status_filter"], c["query"], c["page"]], [c["gallery"], c["rels"], c["summary"], c["page"]])
+
+    def listed(self, status_, query_, page_, open_rel=None, focus=None):
         """A gallery page (`focus`: the page of that clip), the open clip's tile highlighted when it is
         on it: a highlight on another page's tile would point at a clip that is not open."""
-        items, rels_, summary_, page_ = gallery_items(store, status_, query_, page_, focus)
+        items, rels_, summary_, page_ = gallery_items(self.store, status_, query_, page_, focus)
         selected = focus_index(rels_, page_, focus or open_rel)
         return gr.Gallery(value=items, selected_index=selected), rels_, summary_, page_
 
-    def refresh_on(status_, query_, page_, focus, moved_=True):
-        return listed(status_, query_, page_, focus=focus) if moved_ else [gr.skip()] * 4
+    def refresh_on(self, status_, query_, page_, focus, moved_=True):
+        return self.listed(status_, query_, page_, focus=focus) if moved_ else [gr.skip()] * 4
 
-    def show(rel, moved_=True):
+    def show(self, rel, moved_=True):
         if not moved_:
-            return [gr.skip()] * len(view_outputs)
+            return [gr.skip()] * len(self.view_outputs)
         try:
-            view = open_clip(store, rel, ws.preview_sampling())
+            view = open_clip(self.store, rel, self.ws.preview_sampling())
         except WorkbenchError as exc:
             raise gr.Error(str(exc)) from exc
         return view["current"], view["video"], view["frames"], view["title"], view["split"], view["raw"]
 
-    def on_select(rels_, page_, evt: gr.SelectData):
+    def on_select(self, rels_, page_, evt: gr.SelectData):
         return clip_at(rels_, page_, evt.index), True
 
-    def on_save_raw(cur_, split_, rels_, text, schema):
+    def on_save_raw(self, cur_, split_, rels_, text, schema):
         label, problems = raw_label(text, schema)
-        return save_inline(store, cur_, label, split_, rels_, problems)
+        return save_inline(self.store, cur_, label, split_, rels_, problems)
 
-    view_outputs = [current, video, frames, title, split, raw]
-    listing = ([status_filter, query, page], [gallery, rels, summary, page])
-
-    def then_show(event):
+    def then_show(self, event):
         # every way of moving to a clip ends here, so the form, player and gallery (on the open
         # clip's page, its tile highlighted) stay in step; a refused save moves nothing
-        event.then(show, [picked, moved], view_outputs).then(
-            refresh_on, [status_filter, query, page, picked, moved], listing[1]).then(
+        c = self.c
+        where = [c["status_filter"], c["query"], c["page"], c["picked"], c["moved"]]
+        event.then(self.show, [c["picked"], c["moved"]], self.view_outputs).then(
+            self.refresh_on, where, self.listing[1]).then(
             None, js=SCROLL_TO_SELECTED_JS)  # the open clip's tile in view, wherever its page scrolled to
 
-    with form_box:
-        # Redrawn only when the schema changes. Opening a clip fills the same widgets through an
-        # event: redrawing per clip would swap the Save handler while a fast user presses it.
-        @gr.render(inputs=[schema_state, current], triggers=[schema_state.change, page_load()])
-        def draw_form(schema, cur):
-            if not schema:
-                gr.Markdown("Save a schema in the Schema tab to get a form.")
-                return
-            fields = form.form_fields(schema)
-            comps = render_fields(fields, form.label_to_values(fields, (cur or {}).get("start")))
-            current.change(lambda c: field_updates(fields, form.label_to_values(fields, (c or {}).get("start")),
-                                                   (c or {}).get("confidence")), current, comps)
+    def form(self) -> None:
+        with self.c["form_box"]:
+            # Redrawn only when the schema changes. Opening a clip fills the same widgets through an
+            # event: redrawing per clip would swap the Save handler while a fast user presses it.
+            gr.render(inputs=[self.schema_state, self.c["current"]],
+                      triggers=[self.schema_state.change, page_load()])(self.draw_form)
 
-            def on_save(cur_, split_, rels_, *values):
-                msg, nxt, moved_, invalid = save_form(store, fields, schema, cur_, list(values), split_, rels_)
-                return msg, nxt, moved_, *field_marks(fields, (cur_ or {}).get("confidence"), invalid)
+    def draw_form(self, schema, cur):
+        if not schema:
+            gr.Markdown("Save a schema in the Schema tab to get a form.")
+            return
+        c, store = self.c, self.store
+        fields = form.form_fields(schema)
+        comps = render_fields(fields, form.label_to_values(fields, (cur or {}).get("start")))
+        c["current"].change(lambda cur_: field_updates(fields, form.label_to_values(fields, (cur_ or {}).get("start")),
+                                                       (cur_ or {}).get("confidence")), c["current"], comps)
 
-            then_show(save_next.click(on_save, [current, split, rels, *comps], [message, picked, moved, *comps]))
+        def on_save(cur_, split_, rels_, *values):
+            msg, nxt, moved_, invalid = save_form(store, fields, schema, cur_, list(values), split_, rels_)
+            return msg, nxt, moved_, *field_marks(fields, (cur_ or {}).get("confidence"), invalid)
 
-    then_show(gallery.select(on_select, [rels, page], [picked, moved]))
-    then_show(skip.click(lambda cur_, rels_: (next_clip(store, rels_, cur_.get("rel")), True), [current, rels],
-                         [picked, moved]))
-    then_show(save_raw.click(on_save_raw, [current, split, rels, raw, schema_state], [message, picked, moved]))
-    def turned(step):
-        return lambda s_, q_, p_, cur_: listed(s_, q_, int(p_ or 0) + step, cur_.get("rel"))
+        self.then_show(c["save_next"].click(on_save, [c["current"], c["split"], c["rels"], *comps],
+                                            [c["message"], c["picked"], c["moved"], *comps]))
 
-    browse = ([status_filter, query, page, current], listing[1])
-    first_page = ([status_filter, query, current], listing[1])  # a new filter or search starts at page 1
-    status_filter.change(lambda s_, q_, cur_: listed(s_, q_, 0, cur_.get("rel")), *first_page)
-    query.submit(lambda s_, q_, cur_: listed(s_, q_, 0, cur_.get("rel")), *first_page)
-    schema_state.change(turned(0), *browse)
-    for button, step in ((prev_page, -1), (next_page, 1)):
-        button.click(turned(step), *browse).then(None, js=SCROLL_TO_TOP_JS)
-    # page numbers as the summary says them (from 1); past the end shows the last page
-    go_page.submit(lambda s_, q_, n, cur_: listed(s_, q_, int(n or 1) - 1, cur_.get("rel")),
-                   [status_filter, query, go_page, current], listing[1], api_name="go_to_page").then(
-        None, js=SCROLL_TO_TOP_JS)
-    page.change(lambda p_: int(p_ or 0) + 1, page, go_page, show_progress="hidden")
+    def wire_moves(self) -> None:
+        c, store, opened = self.c, self.store, [self.c["picked"], self.c["moved"]]
+        self.then_show(c["gallery"].select(self.on_select, [c["rels"], c["page"]], opened))
+        self.then_show(c["skip"].click(lambda cur_, rels_: (next_clip(store, rels_, cur_.get("rel")), True),
+                                       [c["current"], c["rels"]], opened))
+        self.then_show(c["save_raw"].click(self.on_save_raw, [c["current"], c["split"], c["rels"], c["raw"],
+                                                              self.schema_state], [c["message"], *opened]))
+
+    def turned(self, step):
+        return lambda s_, q_, p_, cur_: self.listed(s_, q_, int(p_ or 0) + step, cur_.get("rel"))
+
+    def wire_pages(self) -> None:
+        c, listed = self.c, self.listed
+        browse = ([c["status_filter"], c["query"], c["page"], c["current"]], self.listing[1])
+        # a new filter or search starts at page 1
+        first_page = ([c["status_filter"], c["query"], c["current"]], self.listing[1])
+        c["status_filter"].change(lambda s_, q_, cur_: listed(s_, q_, 0, cur_.get("rel")), *first_page)
+        c["query"].submit(lambda s_, q_, cur_: listed(s_, q_, 0, cur_.get("rel")), *first_page)
+        self.schema_state.change(self.turned(0), *browse)
+        for button, step in ((c["prev_page"], -1), (c["next_page"], 1)):
+            button.click(self.turned(step), *browse).then(None, js=SCROLL_TO_TOP_JS)
+        # page numbers as the summary says them (from 1); past the end shows the last page
+        c["go_page"].submit(lambda s_, q_, n, cur_: listed(s_, q_, int(n or 1) - 1, cur_.get("rel")),
+                            [c["status_filter"], c["query"], c["go_page"], c["current"]], self.listing[1],
+                            api_name="go_to_page").then(None, js=SCROLL_TO_TOP_JS)
+        c["page"].change(lambda p_: int(p_ or 0) + 1, c["page"], c["go_page"], show_progress="hidden")
+
+
+def _api(store) -> None:
+    """The editor's API twins (open, save, a gallery page, save & next), for scripts and tests."""
 
     def api_open(rel: str) -> dict:
         """API: what the editor shows for a clip (its revision is needed to save)."""
@@ -268,8 +316,6 @@ def build(ws, schema_state: gr.State, pickers=None) -> None:
     gr.api(api_save, api_name="save_label")
     gr.api(api_gallery, api_name="gallery")
     gr.api(api_save_next, api_name="save_next")
-    build_tools(ws, store, listing, (picked, moved), then_show, pickers)
-    build_scan_line(store, scan_line)
 
 
 FOLD_SECONDS = 30.0
