@@ -30,6 +30,7 @@ from tabs.annotate_view import (  # noqa: F401
     gallery_items,
     summary_text,
 )
+from tabs.shared import page_load
 from tabs.widgets import render_fields
 
 NO_SPLIT = "(none)"
@@ -109,13 +110,6 @@ def raw_label(text: str, schema: dict | None) -> tuple[dict | None, list[str]]:
     if not schema:
         return label, []
     return label, [words for _, words in form.label_problems(form.form_fields(schema), schema, label)]
-
-
-def page_load():
-    """The Blocks' load event (gr.render needs it named when other triggers are given)."""
-    from gradio.context import get_blocks_context
-
-    return get_blocks_context().root_block.load
 
 
 def build(ws, schema_state: gr.State, pickers=None) -> None:

@@ -1,8 +1,9 @@
 """Export tab: batch prediction to files, evaluation reports (base vs fine-tuned), model and dataset export.
 
-Thin handlers over the calls `cli.py predict`, `cli.py eval`, `cli.py merge`, `cli.py export-dataset` and
-`cli.py push` make (core.serve.batch.predict_to_file, core.serve.report.evaluate_models,
-core.train.merge.export_run, core.data.exports.export_dataset, core.hub.publish_run). Downloads are zipped here.
+Thin handlers over the calls `cli.py predict`, `cli.py eval`, `cli.py export-dataset` and `cli.py push` make
+(core.serve.batch.predict_to_file, core.serve.report.evaluate_models, core.data.exports.export_dataset,
+core.hub.publish_run); exporting a run's adapter or merged model (core.train.merge.export_run) has no CLI
+twin (`cli.py merge` writes RUN/merged/ in place). Downloads are zipped here.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import gradio as gr
 from core.data.dataset import load_dataset
 from core.errors import WorkbenchError
 from core.serve.predictor import analyse_clip
-from tabs.compare import side_markdown
+from tabs.answer_view import side_markdown
 from tabs.feedback import failure_text
 from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, frame_strip
 

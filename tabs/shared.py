@@ -19,3 +19,10 @@ def frame_strip(label: str, elem_id: str) -> gr.Gallery:
     hid the right edge of wide dashcam frames (where the nav arrow a label depends on sits)."""
     return gr.Gallery(label=label, columns=4, height="auto", object_fit="contain", allow_preview=False,
                       elem_id=elem_id)
+
+
+def page_load():
+    """The Blocks' load event (gr.render needs it named when other triggers are given)."""
+    from gradio.context import get_blocks_context
+
+    return get_blocks_context().root_block.load

@@ -19,8 +19,8 @@ from core.config import TrainConfig
 from core.config.form import TRISTATE, config_from_form, form_fields, form_values
 from core.errors import WorkbenchError
 from core.runs.files import RunFiles, duration_text
-from tabs.annotate import page_load
 from tabs.feedback import failure_text
+from tabs.shared import page_load
 
 # The form's fields, in the order the handlers (and the /start_run and /estimate API) take them: every
 # TrainConfig field the form shows (core.config.form), so a new field needs no edit here.

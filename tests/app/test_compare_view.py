@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tabs.compare import side_markdown
+from tabs.answer_view import side_markdown
 
 
 def side(**extra) -> dict:
