@@ -15,7 +15,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from core.config import TrainConfig
+from core.config import METHODS, TrainConfig
 from core.config.form import TRISTATE, config_from_form, form_fields, form_values
 from core.errors import WorkbenchError
 from core.runs.files import RunFiles, duration_text
@@ -155,9 +155,9 @@ def _form(ws, policy) -> dict:
     for group in dict.fromkeys(info.group for info in FORM_FIELDS):
         infos = [info for info in FORM_FIELDS if info.group == group]
         with gr.Accordion(group, open=group in OPEN_GROUPS):
-            for start in range(0, len(infos), 3):
+            for start in range(0, len(infos), 2):  # two per row: the form column is a third of the tab
                 with gr.Row():
-                    for info in infos[start:start + 3]:
+                    for info in infos[start:start + 2]:
                         c[info.name] = _widget(ws, policy, info, default_method in info.methods)
     return c
 
@@ -165,7 +165,8 @@ def _form(ws, policy) -> dict:
 def _widget(ws, policy, info, enabled: bool):
     """The component for one field: the model picker, a radio for choices, a checkbox, a number, or a
     text box (blank: the model's default) for a field that may be unset."""
-    common = {"label": info.label, "info": info.doc, "elem_id": "train-" + info.name.replace("_", "-"),
+    only = "" if set(info.methods) == set(METHODS) else f" Used by method {' / '.join(info.methods)} only."
+    common = {"label": info.label, "info": info.doc + only, "elem_id": "train-" + info.name.replace("_", "-"),
               "interactive": enabled}
     value = form_values({})[info.name]
     if info.name == "model":
