@@ -219,7 +219,8 @@ def _wire(ws, policy, t, c, v) -> None:
     t["stop"].click(h.stop, sel, [sel, t["message"]], api_name="stop_run").then(h.refresh, sel, outputs)
     t["resume"].click(h.resume, sel, [sel, t["message"]], api_name="resume_run").then(h.refresh, sel, outputs)
     sel.change(h.refresh, sel, outputs, api_name="run_status")
-    gr.Timer(2.0).tick(h.refresh, sel, outputs, show_progress="hidden")
+    shown = gr.State(None)  # what the last tick drew: an unchanged run is not sent (or redrawn) again
+    gr.Timer(2.0).tick(h.tick, [sel, shown], [*outputs, shown], show_progress="hidden")
     page_load()(h.page_load, None, [t["base"], t["name"], t["estimate_out"], *form], show_progress="hidden")
 
 
@@ -247,6 +248,17 @@ class TrainHandlers:
         evals = eval_frame(run_dir)
         return (gr.update(choices=choices, value=run_name), run_progress(ws.runs.state(run_dir), evals),
                 loss_frame(run_dir), evals, RunFiles(run_dir).log_tail(12), table_df)
+
+    def tick(self, run_name, shown):
+        """The 2 s poll: the refresh only when a run's files, its state or the list of runs changed since
+        the last tick, so an unchanged run is neither re-read nor redrawn (the browser's share of CPU
+        on a 2-core machine is taken from the training the page is watching)."""
+        # each run's state is in the mark too: a process killed without a word changes no file
+        mark = (run_name, tuple((r["run"], r.get("state"), RunFiles(r["path"]).change_mark())
+                                for r in self.ws.runs.list_runs()))
+        if mark == shown:
+            return [gr.skip()] * 6 + [shown]
+        return [*self.refresh(run_name), mark]
 
     def start(self, ds, run_name, base_cfg, estimate_shown, *values):
         try:

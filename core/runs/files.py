@@ -180,6 +180,18 @@ class RunFiles:
         with open(self.dir / LOG_FILE, "a", encoding="utf-8") as fh:
             fh.write(line)
 
+    def change_mark(self) -> tuple:
+        """Changes whenever a watcher would show something new (status, metrics, log): a few stat calls,
+        so a page polling a finished run can skip redrawing it."""
+        mark = []
+        for path in (self.status_path, self.metrics_path, self.dir / LOG_FILE):
+            try:
+                st = path.stat()
+                mark.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                mark.append(None)
+        return tuple(mark)
+
     def log_tail(self, lines: int) -> str:
         """The last `lines` lines of the run's log ("" before it has one)."""
         try:

@@ -281,3 +281,23 @@ def test_a_run_without_evaluations_says_how_to_get_the_val_curve():
     assert NO_EVAL_HINT in run_progress(status, eval_frame("/nonexistent-run"))
     evals = pd.DataFrame([{"step": 5, "value": 1.0, "metric": "schema-valid"}])
     assert "does not evaluate" not in run_progress(status, evals)
+
+
+def test_the_poll_skips_a_run_that_did_not_change_and_redraws_one_that_did(tmp_path):
+    import gradio as gr
+
+    from core.workspace import Workspace
+    from tabs.train import TrainHandlers
+
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "status.json").write_text('{"state": "completed", "global_step": 3, "max_steps": 3}')
+    (run / "train.log").write_text("line 1\n")
+    h = TrainHandlers(Workspace(dataset_dir=SAMPLES, runs_dir=tmp_path))
+    first = h.tick("r", None)
+    assert "step 3/3" in first[1] and first[4] == "line 1"
+    again = h.tick("r", first[-1])
+    assert all(isinstance(x, type(gr.skip())) for x in again[:-1]) and again[-1] == first[-1]
+    (run / "train.log").write_text("line 1\nline 2\n")
+    changed = h.tick("r", again[-1])
+    assert changed[4] == "line 1\nline 2" and changed[-1] != first[-1]
