@@ -36,7 +36,8 @@ def model_identity(model: str, schema: dict | None, trust_remote_code: bool = Fa
     from core.models.loading import family_of, resolve_model
 
     source = resolve_model(model)
-    family = None if source.run_dir is not None else family_of(source, trust_remote_code)
+    # a base model without a schema is refused (spec_for) before its config is read from the Hub
+    family = family_of(source, trust_remote_code) if source.run_dir is None and schema is not None else None
     return source.display, spec_for(source, family, schema)
 
 

@@ -70,7 +70,6 @@ from core.models.device import weight_dtype
 from core.models.families import module_group
 from core.models.inputs import IGNORE_INDEX, vision_placeholder_ids
 from core.schema.base import label_errors
-from core.spec import build_spec
 from core.train.prepare import prepare
 from core.train.setup import apply_trainable, encode_split
 from core.train.stream import LOADER_PREFETCH, cache_budget, loader_workers, training_pool
@@ -202,9 +201,9 @@ def meta_model(source, cfg: TrainConfig, family):
     return model, config
 
 
-def encoded_lengths(data, cfg: TrainConfig, processor, family, clip: str | None, sample: int) -> dict:
-    """Exact token counts from the trainer's encoder on real clips: the sample, plus `clip`."""
-    pspec = build_spec(cfg, family, None, data.schema)
+def encoded_lengths(data, pspec, processor, clip: str | None, sample: int) -> dict:
+    """Exact token counts from the trainer's encoder on real clips (fed as `pspec` says): the sample,
+    plus `clip`."""
     pool = training_pool(data)[0]  # what training would draw from
     chosen = [s for s in pool if not label_errors(data.schema, s.label)][:sample]
     if clip is not None:
@@ -250,7 +249,7 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     inputs = prepare(cfg, data, "the prompt and answers are built from it")
     cfg, source, device, precision, family, processor = (inputs.cfg, inputs.source, inputs.device, inputs.precision,
                                                          inputs.family, inputs.processor)
-    tokens = encoded_lengths(data, cfg, processor, family, clip, sample)
+    tokens = encoded_lengths(data, inputs.spec, processor, clip, sample)
     pixel_values = tokens.pop("pixel_values")
 
     model, config = meta_model(source, cfg, family)

@@ -56,12 +56,13 @@ def _source(cfg: TrainConfig, data) -> tuple[TrainConfig, ModelSource, Preproces
     """The model to train. GRPO given a run directory as the model means to continue from its adapter,
     as init_adapter says (training a new adapter on its base would drop what SFT learned); that run
     must have an adapter and the dataset's schema."""
+    source = resolve_model(cfg.model)
     if cfg.method != "grpo":
-        return cfg, resolve_model(cfg.model), None
-    if not cfg.init_adapter and resolve_model(cfg.model).adapter is not None:
+        return cfg, source, None
+    if not cfg.init_adapter and source.adapter is not None:
         cfg = replace(cfg, init_adapter=cfg.model)
     if not cfg.init_adapter:
-        return cfg, resolve_model(cfg.model), None
+        return cfg, source, None
     source = resolve_model(cfg.init_adapter)
     if source.adapter is None:
         raise ConfigError(f"init_adapter {cfg.init_adapter}: not a run directory with a LoRA adapter in {FINAL_DIR}/")
