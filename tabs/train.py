@@ -15,7 +15,7 @@ import time
 import gradio as gr
 import pandas as pd
 
-from core.config import METHODS, TrainConfig
+from core.config import TrainConfig
 from core.config.form import TRISTATE, config_from_form, form_fields, form_values
 from core.errors import WorkbenchError
 from core.runs.files import RunFiles, duration_text
@@ -26,6 +26,7 @@ from tabs.shared import page_load
 # TrainConfig field the form shows (core.config.form), so a new field needs no edit here.
 FORM_FIELDS = form_fields()
 FORM_KEYS = tuple(info.name for info in FORM_FIELDS)
+DEFAULTS = form_values({})  # each field's value on a new form
 OPEN_GROUPS = ("Model", "Frames and prompt", "Steps and optimisation")  # the rest start folded
 
 
@@ -165,10 +166,9 @@ def _form(ws, policy) -> dict:
 def _widget(ws, policy, info, enabled: bool):
     """The component for one field: the model picker, a radio for choices, a checkbox, a number, or a
     text box (blank: the model's default) for a field that may be unset."""
-    only = "" if set(info.methods) == set(METHODS) else f" Used by method {' / '.join(info.methods)} only."
-    common = {"label": info.label, "info": info.doc + only, "elem_id": "train-" + info.name.replace("_", "-"),
+    common = {"label": info.label, "info": info.doc + info.only_for, "elem_id": "train-" + info.name.replace("_", "-"),
               "interactive": enabled}
-    value = form_values({})[info.name]
+    value = DEFAULTS[info.name]
     if info.name == "model":
         return gr.Dropdown(choices=trainable_models(ws, policy), value=ws.default_model, allow_custom_value=True,
                            **common)

@@ -34,6 +34,11 @@ class FieldInfo:
     def optional(self) -> bool:
         return self.kind.startswith("optional ")
 
+    @property
+    def only_for(self) -> str:
+        """" [method grpo]" when some method ignores the field; "" when every method uses it."""
+        return "" if set(self.methods) == set(METHODS) else f" [method {'/'.join(self.methods)}]"
+
 
 def _kind(f) -> str:
     kind = str(f.type)
@@ -87,8 +92,7 @@ def _class_docs(cls) -> dict[str, str]:
 def flag_help(info: FieldInfo) -> str:
     """A field's --help text: its doc, the default when short, the methods when not all."""
     shown = "" if info.default in (None, "") or len(str(info.default)) > 30 else f" (default: {info.default})"
-    only = "" if set(info.methods) == set(METHODS) else f" [method {'/'.join(info.methods)}]"
-    return (info.doc + shown + only).replace("%", "%%")  # argparse formats help with %
+    return (info.doc + shown + info.only_for).replace("%", "%%")  # argparse formats help with %
 
 
 def yaml_docs(config_class=None) -> str:
@@ -101,7 +105,6 @@ def yaml_docs(config_class=None) -> str:
         if info.group != group:
             group = info.group
             lines += ["", f"# --- {group} ---"]
-        only = "" if set(info.methods) == set(METHODS) else f" [method {'/'.join(info.methods)}]"
-        lines += ["# " + line for line in textwrap.wrap(info.doc + only, 98)]
+        lines += ["# " + line for line in textwrap.wrap(info.doc + info.only_for, 98)]
         lines.append(yaml.safe_dump({info.name: info.default}, sort_keys=False).rstrip())
     return "\n".join(lines) + "\n"

@@ -34,7 +34,7 @@ def config_from_form(values: dict, base: dict | None = None, config_class=None):
     data = dict(base or {})
     for name, value in values.items():
         data[name] = _from_widget(shown[name], value)
-    method = data.get("method", "lora")
+    method = data.get("method", cls().method)
     for info in described(cls):
         if method not in info.methods:
             data.pop(info.name, None)
