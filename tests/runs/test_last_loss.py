@@ -49,3 +49,14 @@ def test_last_logged_finds_a_loss_logged_before_a_long_tail(tmp_path):
     run = _stopped_run(tmp_path, metrics=rows)
     assert run.metrics_path.stat().st_size > 65536  # beyond the tail the reader looks at first
     assert run.last_logged("loss") == 3.0 and run.last_logged("nothing") is None
+
+
+def test_the_log_tail_is_the_last_lines_whatever_the_log_holds(tmp_path):
+    run = RunFiles(tmp_path)
+    assert run.log_tail(12) == ""  # no log yet
+    (tmp_path / "train.log").write_text("a\nb\n")
+    assert run.log_tail(12) == "a\nb"
+    # a long log (one line per skipped clip of a large dataset): only its end is read, never a cut line
+    (tmp_path / "train.log").write_text("".join(f"skipped clip_{i:06d}.mp4: {'x' * (i % 90)}\n" for i in range(50_000)))
+    tail = run.log_tail(12).splitlines()
+    assert tail == (tmp_path / "train.log").read_text().splitlines()[-12:]
