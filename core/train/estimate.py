@@ -26,7 +26,9 @@ step on, when every term below is alive at once:
                    saves under SDPA (norm inputs/outputs, q/k/v before and after RoPE and GQA
                    expansion, attention output, gate/up/activation/product, LoRA A outputs);
                    eager attention adds 2 x heads x s per token (probabilities and softmax)
-                 the shared 4-D padding mask: b x s^2 x act
+                 the shared 4-D padding mask, b x s^2 x act, only for a model with remote code:
+                   the trainer drops the mask of its right-padded batches (core.models.inputs.
+                   for_causal_training), so SDPA builds none
                  logits for the loss: 3 x b x a x vocab x 4 B (the fp32 log-softmax kept for the
                    backward, then its gradient and the logits' gradient at the start of backward),
                    a = positions the trainer projects onto the vocabulary (core.train.sft.workbench_trainer:
@@ -141,10 +143,12 @@ def model_dims(config, names: list[str]) -> Dims:
 
 def activation_bytes(d: Dims, batch: int, seq: int, visual_tokens: int, act: int, checkpointing: bool,
                      vision_trains: bool, projector_trains: bool, lora_width: int, norms_train: bool = False,
-                     patches: int | None = None, answer_tokens: int | None = None) -> dict:
+                     patches: int | None = None, answer_tokens: int | None = None,
+                     padding_mask: bool = False) -> dict:
     """Bytes autograd keeps for one micro-batch (see the module docstring for each term).
     `patches`: vision patch tokens of one clip, when known (default visual_tokens x merge^2).
-    `answer_tokens`: positions the loss projects onto the vocabulary per row (default: all seq)."""
+    `answer_tokens`: positions the loss projects onto the vocabulary per row (default: all seq).
+    `padding_mask`: the batch keeps its attention mask (a model with remote code)."""
     tokens = batch * seq
     per_token = 9 * d.hidden + 2 * d.kv_width + (4 if d.text_gated else 2) * d.intermediate + 2 * d.head_dim
     per_token += lora_width + (2 * d.heads * seq if d.attn == "eager" else 0)
@@ -159,7 +163,7 @@ def activation_bytes(d: Dims, batch: int, seq: int, visual_tokens: int, act: int
         vision = (d.v_depth * patches * d.v_hidden * act + v_layer) if checkpointing else d.v_depth * v_layer
     projector = batch * visual_tokens * 5 * d.merge ** 2 * d.v_hidden * act if (vision_trains or projector_trains) else 0
     return {
-        "language": lm, "mask": batch * seq * seq * act, "logits": 3 * batch * min(seq, answer_tokens or seq) * d.vocab * 4,
+        "language": lm, "mask": batch * seq * seq * act if padding_mask else 0, "logits": 3 * batch * min(seq, answer_tokens or seq) * d.vocab * 4,
         "vision": vision, "projector": projector,
         # the batch being trained on and the one the data loader fetched ahead, plus the embeddings
         "inputs": 2 * (patches * d.patch_values * 4 + 4 * tokens * 8) + 2 * tokens * d.hidden * act,
@@ -280,7 +284,8 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     norms_train = any(p.requires_grad for n, p in model.named_parameters() if "layers.0.input_layernorm" in n)
     acts = activation_bytes(dims, cfg.batch_size, tokens["max_seq_len"], tokens["visual_tokens"], act,
                             cfg.gradient_checkpointing, vision_trains, projector_trains, lora_width, norms_train,
-                            patches, min(tokens["answer_span"], cfg.batch_size * tokens["max_answer_tokens"]))
+                            patches, min(tokens["answer_span"], cfg.batch_size * tokens["max_answer_tokens"]),
+                            padding_mask=cfg.trust_remote_code)
     memory = {"weights": int(weights), "gradients": 4 * trainable,
               "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
     memory["total"] = sum(memory.values())

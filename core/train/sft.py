@@ -25,7 +25,7 @@ import torch
 from core.config import TrainConfig, report_targets
 from core.data.dataset import Dataset
 from core.layout import LOG_FILE
-from core.models.inputs import IGNORE_INDEX, collate
+from core.models.inputs import IGNORE_INDEX, collate, for_causal_training
 from core.runs.files import MetricsWriter, RunFiles, guarded_save
 from core.spec import checkpoint_name, checkpoint_step
 from core.train.callbacks import RunCallback
@@ -94,7 +94,7 @@ def train_sft(data: Dataset, run: RunFiles, cfg: TrainConfig, resume: bool, echo
     callback = RunCallback(run, MetricsWriter(run.metrics_path, writer=run.writer), pspec,
                            tokens_per_example=tokens, echo=echo, evaluator=evaluator,
                            eval_steps=cfg.eval_steps, clips=len(dataset), data_clock=clock)
-    collator = Collator(processor.tokenizer.pad_token_id)
+    collator = Collator(processor.tokenizer.pad_token_id, keep_mask=cfg.trust_remote_code)
     trainer = workbench_trainer(Trainer, run, clock)(model=model, args=args, train_dataset=dataset,
                                                      data_collator=collator, callbacks=[callback])
     trainer.remove_callback(PrinterCallback)  # metrics go to metrics.jsonl, not stdout
@@ -257,10 +257,14 @@ def workbench_trainer(trainer_cls, run: RunFiles, clock: DataClock | None = None
 
 
 class Collator:
-    """Pads and batches encoded examples (core.models.inputs.collate); picklable for loader workers."""
+    """Pads and batches encoded examples (core.models.inputs.collate) on the right, without the
+    attention mask where that changes nothing (`for_causal_training`); picklable for loader workers.
+    A model with remote code keeps the mask: its attention is not known to be causal."""
 
-    def __init__(self, pad_id: int):
+    def __init__(self, pad_id: int, keep_mask: bool = False):
         self.pad_id = pad_id
+        self.keep_mask = keep_mask
 
     def __call__(self, examples):
-        return collate(examples, self.pad_id)
+        batch = collate(examples, self.pad_id)
+        return batch if self.keep_mask else for_causal_training(batch)

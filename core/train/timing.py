@@ -29,7 +29,7 @@ from pathlib import Path
 
 from core.config import TrainConfig
 from core.errors import DatasetError
-from core.models.inputs import IGNORE_INDEX, collate
+from core.models.inputs import IGNORE_INDEX, collate, for_causal_training
 from core.runs.files import duration_text
 from core.schema.base import label_errors
 
@@ -64,8 +64,9 @@ def calibrate(cfg: TrainConfig, data, source, processor, family, pspec, device: 
     optimizer = _optimizer(cfg, params)
     # a dataset smaller than one batch: repeat clips, as further epochs would
     examples = (examples * math.ceil(cfg.batch_size / len(examples)))[:cfg.batch_size]
-    batch = {k: v.to(device) if hasattr(v, "to") else v
-             for k, v in collate(examples, processor.tokenizer.pad_token_id).items()}
+    batch = collate(examples, processor.tokenizer.pad_token_id)
+    batch = batch if cfg.trust_remote_code else for_causal_training(batch)  # as core.train.sft.Collator
+    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
     durations = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
