@@ -9,8 +9,9 @@ LoRA / freezing applied (`core.train.setup.apply_trainable`), grouped by `core.m
 Memory (bytes, for the chosen device) is the steady-state peak of a training step, from the second
 step on, when every term below is alive at once:
 
-  weights      every parameter at its dtype: a frozen LoRA base at the run's precision (bf16/fp16 on
-               GPU, fp32 on CPU), 4-bit NF4 (~0.52 B/param) for QLoRA's quantised language linears,
+  weights      every parameter at its dtype: a frozen LoRA base at the run's precision (bf16/fp16, bf16
+               also on CPU when asked for; fp32 under fp32, what auto is on CPU: core.models.device.weight_dtype),
+               4-bit NF4 (~0.52 B/param) for QLoRA's quantised language linears,
                fp32 for everything that trains (including PEFT's modules_to_save copies, which sit
                beside the frozen originals)
   gradients    4 B per trainable parameter
