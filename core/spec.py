@@ -122,7 +122,7 @@ def resolve_defaults(cfg: TrainConfig, family, random_init: bool) -> TrainConfig
     if cfg.method == "grpo":  # 5e-4 on the tiny default lowered val accuracy in 30 steps (0.67 -> 0.59); 1e-4 held it
         d["learning_rate"] = cfg.learning_rate or (1e-4 if random_init else 1e-5)
     else:
-        d["learning_rate"] = cfg.learning_rate or (3e-3 if random_init else 1e-4)
+        d["learning_rate"] = cfg.learning_rate or (2e-3 if random_init else 1e-4)  # 2e-3: see StepArgs.max_steps
     # short runs still draw a curve: about 20 points, at most one every 10 steps
     d["logging_steps"] = cfg.logging_steps or (max(1, min(10, cfg.max_steps // 20)) if cfg.max_steps else 10)
     d["train_embeddings"] = random_init if cfg.train_embeddings is None else cfg.train_embeddings

@@ -37,7 +37,7 @@ def test_defaults_follow_the_base_and_the_family():
     assert random_base.num_frames == pretrained.num_frames == QWEN.default_frames
     assert random_base.train_embeddings and not random_base.freeze_vision
     assert not pretrained.train_embeddings and pretrained.freeze_vision and pretrained.freeze_projector
-    assert (random_base.learning_rate, pretrained.learning_rate) == (3e-3, 1e-4)
+    assert (random_base.learning_rate, pretrained.learning_rate) == (2e-3, 1e-4)
     given = resolve_defaults(TrainConfig(num_frames=4, frame_width=128, freeze_vision=False), QWEN, False)
     assert (given.num_frames, given.frame_width, given.freeze_vision) == (4, 128, False)
 

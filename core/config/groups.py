@@ -77,10 +77,12 @@ class FrameArgs:
 
 @dataclass
 class StepArgs:
-    # 800: on the tiny default a cosine schedule over 800 steps reaches schema-valid 1.0 and 0.97-0.99
-    # mean field accuracy on clips of unseen generator seeds (seeds 0 and 1), in 263 s on 2 idle
-    # cores; 500 steps measured 0.905-0.98 depending on the seed (BENCHMARKS.md, section 7).
-    max_steps: int = opt(800, "Max steps")
+    # 500: on the tiny default, at the random-init lr of 2e-3 (core.spec.resolve_defaults), a cosine
+    # schedule over 500 steps reaches schema-valid 1.0 and 0.955-0.985 mean field accuracy on the test
+    # split and on clips of two unseen generator seeds, for training seeds 0 and 1: what 800 steps at
+    # 3e-3 scored, in 5/8 of the time (262-278 s on 2 idle AMD EPYC cores). At 3e-3, 500 steps scored
+    # 0.905-0.935, and at 6e-3 0.755-0.793 (BENCHMARKS.md, section 7).
+    max_steps: int = opt(500, "Max steps")
     """Optimiser steps to train; 0: as many as `epochs` passes over the train split take."""
     epochs: float = opt(1.0, "Epochs (when max steps is 0)")
     """Passes over the train split (fractions allowed); used only when max_steps is 0."""
@@ -92,7 +94,7 @@ class StepArgs:
     grad_accum: int = opt(1, "Gradient accumulation", methods=SFT, why="a GRPO step is one batch of groups")
     """Forward passes per optimiser step: the global batch is batch_size x grad_accum x processes."""
     learning_rate: float | None = opt(None, "Learning rate (blank: default)")
-    """Peak learning rate (reached after warm-up). Unset: for lora/qlora/full 3e-3 on a randomly
+    """Peak learning rate (reached after warm-up). Unset: for lora/qlora/full 2e-3 on a randomly
     initialised base, 1e-4 on a pretrained one; for grpo 1e-4 and 1e-5."""
     lr_scheduler: str = opt("cosine", "LR schedule", ("cosine", "linear", "constant"))
     """cosine | linear | constant (decay to 0 after warm-up, or hold)."""

@@ -21,7 +21,7 @@ from core.runs.launch import visible_gpus
 from core.spec import is_random_init
 
 MODES = ("full", "limited", "off")
-LIMITED_MAX_STEPS = 1000  # the default tiny fine-tune is 800 steps, ~4.5 min on 2 CPU cores
+LIMITED_MAX_STEPS = 1000  # the default tiny fine-tune is 500 steps, ~2.7-4.6 min on 2 CPU cores
 # What one step may cost in limited mode (the step cap alone would let grad_accum 10000 through):
 # at most these values; None fields are the model's defaults, which are within them.
 LIMITED_MAX = {"batch_size": 16, "grad_accum": 2, "num_frames": 16, "max_frames": 32, "frame_width": 224,

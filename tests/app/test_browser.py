@@ -187,7 +187,7 @@ def test_newcomer_path(app, artifacts):
         # the estimate: an expected duration from measured steps, in a wide box that wraps
         page.locator("#train-estimate").click()
         estimate_box = page.locator("#train-estimate-out textarea")
-        expect(estimate_box).to_have_value(re.compile(r"expected duration: about .+ for 800 steps, from [0-9.]+ s/step "
+        expect(estimate_box).to_have_value(re.compile(r"expected duration: about .+ for 500 steps, from [0-9.]+ s/step "
                                                       r"measured"), timeout=180_000)
         assert estimate_box.evaluate("e => e.scrollWidth <= e.clientWidth")  # no sideways scrolling
         assert estimate_box.bounding_box()["width"] > 0.6 * page.viewport_size["width"]

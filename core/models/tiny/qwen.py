@@ -17,7 +17,7 @@ from core.models.tiny.tokenizer import QWEN_CHAT_TEMPLATE, QWEN_SPECIAL_TOKENS, 
 @dataclass(frozen=True)
 class TinyQwenSpec:
     """Sizes of the tiny Qwen2.5-VL. Defaults were chosen by what learns the sample clips on a CPU
-    in minutes: LoRA r16 + trained embeddings/head at lr 3e-3 reaches exact answers on held-out clips
+    in minutes: LoRA r16 + trained embeddings/head at lr 2e-3 reaches exact answers on held-out clips
     in a few hundred steps (README, "Defaults for the embedded tiny model")."""
 
     vocab_size: int = 2048
