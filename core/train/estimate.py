@@ -379,8 +379,10 @@ def format_estimate(e: dict) -> str:
         format_duration(e["duration"]) if e.get("duration") else "expected duration: not measured (timing skipped)",
     ]
     if e["device"] == "cpu":
-        lines.append("note: on CPU the process also holds the runtime (~0.5 GB) and glibc keeps freed blocks, so its "
-                     "RSS can reach 1.5-2x the activations term")
+        # measured, not modelled: bench/real_size.py (BENCHMARKS.md section 11), fp32, 2-core AMD EPYC
+        lines.append("note: on CPU the process also holds the runtime (~0.7 GB) and glibc keeps freed blocks; at real "
+                     "sizes a training process peaked at 1.3x (InternVL3-1B) and 1.5x (SmolVLM2-2.2B) of this "
+                     "total: leave that much room")
     lines += [f"warning: {w}" for w in e["warnings"]]
     return "\n".join(lines)
 
