@@ -5,17 +5,25 @@ Fixtures live in conftest.py; plain helpers live here, imported as `from tests.s
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 from PIL import Image
+
+from tests.warm_cli import import_time_env
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_videos"
@@ -37,9 +45,76 @@ def make_dataset(root: Path, n: int = 4, rows: int | None = None) -> Path:
 
 
 def run_cli(*args, timeout=60, env=None):
-    # timeout only guards against a hang; the assertion is on the output and exit code
-    return subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=None if env is None else {**os.environ, **env})
+    """`python cli.py ARGS` in a process of its own: a child forked by the warm server (tests/warm_cli.py)
+    when this call's import-time environment is the server's, else a fresh interpreter. The timeout only
+    guards against a hang; the assertion is on the output and exit code."""
+    argv, full_env = [str(a) for a in args], {**os.environ, **(env or {})}
+    warm = WarmCli.shared()
+    if import_time_env(full_env) != warm.env:
+        return subprocess.run([sys.executable, str(REPO / "cli.py"), *argv], capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO, env=full_env)
+    return warm.run(argv, full_env, timeout)
+
+
+class WarmCli:
+    """The client of one tests/warm_cli.py server, started on first use and stopped at exit."""
+
+    _shared = None
+    _lock = threading.Lock()
+
+    @classmethod
+    def shared(cls) -> WarmCli:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls()
+                atexit.register(cls._shared.close)
+            return cls._shared
+
+    def __init__(self):
+        self.log = Path(tempfile.mkstemp(prefix="warm-cli-", suffix=".log")[1])
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "warm_cli.py")], cwd=REPO,
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        self._buffer = b""
+        self.env = self._answer(300)["env"]
+
+    def run(self, argv: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(REPO / "cli.py"), *argv]
+        with WarmCli._lock, tempfile.TemporaryDirectory(prefix="warm-cli-") as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            out.touch()
+            err.touch()
+            request = {"argv": argv, "env": env, "cwd": str(REPO), "stdout": str(out), "stderr": str(err)}
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+            pid = self._answer(60)["pid"]
+            try:
+                code = self._answer(timeout)["returncode"]
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                self._answer(60)
+                raise subprocess.TimeoutExpired(cmd, timeout, out.read_text(errors="replace"),
+                                                err.read_text(errors="replace")) from None
+            return subprocess.CompletedProcess(cmd, code, out.read_text(errors="replace"),
+                                               err.read_text(errors="replace"))
+
+    def _answer(self, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise RuntimeError(f"the warm CLI server exited: {self.log.read_text()[-3000:]}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+        self.log.unlink(missing_ok=True)
 
 
 # --- videos that show their own frame index, and files that must be refused ----------------------

@@ -128,11 +128,38 @@ def family_of(source, trust_remote_code: bool = False):
     that names nothing (or a Hub out of reach) becomes a ModelError saying what to do."""
     from transformers import AutoConfig
 
+    _refuse_unreachable_hub(source)
     try:
         config = AutoConfig.from_pretrained(source.base, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise config_error(source, exc) from None
     return family_for_model_type(config.model_type)
+
+
+def _refuse_unreachable_hub(source, seconds: float = 3.0) -> None:
+    """A hub id whose config is not cached, with the Hub on: one TCP connect to HF_ENDPOINT first.
+    huggingface_hub retries a Hub it cannot reach for about 30 s before saying so, the whole wait of
+    a user without a network; a refused or silent port is the same answer in at most `seconds`.
+    Behind a proxy a direct connect proves nothing, so the check is left to huggingface_hub there."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(source.base).exists() or constants.HF_HUB_OFFLINE:
+        return
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                       "all_proxy")):
+        return
+    if isinstance(try_to_load_from_cache(source.base, "config.json"), str):
+        return  # cached: transformers reads it without waiting on the Hub
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=seconds).close()
+    except OSError as exc:
+        raise config_error(source, exc) from None
 
 
 def config_error(source, exc: Exception) -> ModelError:
