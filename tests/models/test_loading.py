@@ -112,3 +112,30 @@ def test_recorded_tiny_spec_rebuilds_the_trained_model(tiny_path, monkeypatch):
     monkeypatch.setitem(tiny_mod.TINY_MODELS, "default", tiny_mod.TinyQwen3Spec(hidden_size=64))
     assert resolve_model("tiny:default").base != str(tiny_path)
     assert resolve_model("tiny:default", tiny_spec=recorded).base == str(tiny_path)
+
+
+def test_a_hub_out_of_reach_is_named_after_one_connect_and_a_listening_one_or_a_proxy_is_left_to_the_hub(
+        monkeypatch, tmp_path):
+    import socket
+
+    from huggingface_hub import constants
+
+    from core.models.loading import _refuse_unreachable_hub
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    for key in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    source = resolve_model("nobody/no-such-model")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+        assert _refuse_unreachable_hub(source) is None  # something answers: huggingface_hub asks it
+    # the same port, closed now
+    with pytest.raises(ModelError, match="could not reach the Hugging Face Hub.*HF_ENDPOINT"):
+        _refuse_unreachable_hub(source)
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # behind a proxy a direct connect proves nothing
+    assert _refuse_unreachable_hub(source) is None
