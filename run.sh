@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point that installs what it needs, then runs:
 #   bash run.sh app [app.py flags]   launch the app on http://127.0.0.1:7860
-#   bash run.sh test [pytest args]   run the test suite
+#   bash run.sh test [pytest args]   run the test suite (2 workers; -n 0 for one process)
 #   bash run.sh cli ARGS...          python cli.py ARGS in the project venv
 # The venv lives in .venv and is (re)installed when requirements*.txt change.
 set -euo pipefail
@@ -42,7 +42,9 @@ ensure_venv
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-0}
 case "$cmd" in
   app)  exec "$VENV/bin/python" app.py "$@" ;;
-  test) ensure_chromium; exec "$VENV/bin/python" -m pytest -q "$@" ;;
+  # two xdist workers, a module each at a time (module fixtures are shared), in collection order:
+  # tests/conftest.py puts the longest modules first and gives each process one OpenMP thread
+  test) ensure_chromium; exec "$VENV/bin/python" -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder "$@" ;;
   cli)  exec "$VENV/bin/python" cli.py "$@" ;;
   *) echo "usage: bash run.sh app|test|cli [args]" >&2; exit 2 ;;
 esac

@@ -17,6 +17,11 @@ _DATA_DIR = None
 if "VVW_DATA_DIR" not in os.environ:  # the app's own copy of the bundle (core.paths.default_dataset), never the repo's
     os.environ["VVW_DATA_DIR"] = _DATA_DIR = tempfile.mkdtemp(prefix="vvw-test-data-")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One OpenMP thread per process: run.sh runs the suite in two xdist workers, so the two cores are
+# taken, and a second thread per process would wait on the other worker. A tiny model's operations
+# take microseconds and an OpenMP barrier waits milliseconds for a descheduled thread: one 30-clip
+# prediction took 3 s on one thread and 16-55 s on two beside one busy process (AMD EPYC, 2 cores).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +77,19 @@ def _bundle_state() -> str | None:
     except OSError:
         return None
     return out.stdout if out.returncode == 0 else None
+
+
+# The longest modules first, so that xdist starts them at once on different workers and the rest of
+# the suite fills the other worker around them (collection order would start them last).
+LONGEST_FIRST = ("tests/train/test_default_finetune.py", "tests/app/test_browser.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each module and among the rest is kept
 
 
 def pytest_sessionstart(session):
