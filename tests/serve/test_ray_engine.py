@@ -109,7 +109,9 @@ def cluster():
     """(address, env) of a 2-CPU Ray head started for this module; stopped, and swept, at the end."""
     marker = uuid.uuid4().hex
     temp = Path(tempfile.mkdtemp(prefix="vr", dir="/tmp"))
-    env = ray_env(marker, temp)
+    # the head stands for a user's cluster, with its workers at niceness 0 as the product's own local Ray
+    # starts them (at Ray's default, 15, they starve beside the other xdist worker)
+    env = {**ray_env(marker, temp), "RAY_worker_niceness": "0"}
     port = free_port()
     head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
                              f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
@@ -187,6 +189,9 @@ def test_killed_driver_resumes_without_duplicates(folder, cluster, tmp_path):
     total = n_inputs(folder)
     try:
         _wait_for_rows(out, driver)
+        # the driver's own local Ray (core.serve.ray_session): its workers run at the driver's priority
+        workers = [p for p in started_here(marker) if p.name().startswith("ray::") and "Worker" in p.name()]
+        assert workers and {p.nice() for p in workers} == {os.nice(0)}, [(p.name(), p.nice()) for p in workers]
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
         first = _rows_in(out)  # read after the kill: what the re-run must find done
