@@ -21,11 +21,15 @@ step on, when every term below is alive at once:
                cols = prod(shape[:-2]) x shape[-1]), 4 B x n for vectors
   activations  what autograd keeps for the backward pass of one micro-batch of b clips padded to
                the longest sequence s (act = 4 B in fp32, 2 B under bf16/fp16 autocast):
-                 language decoder layer, per token: 9h + 2kv + 4I (gated MLP; 2I plain) + 2*head_dim
-                   + r per LoRA-adapted linear (+ 3h + kv when the RMSNorm weights train, as in a full
-                   fine-tune), where h hidden, kv = key/value width, I intermediate; x L layers x b*s x act. Counted from the tensors transformers' Qwen-style layer
-                   saves under SDPA (norm inputs/outputs, q/k/v before and after RoPE and GQA
-                   expansion, attention output, gate/up/activation/product, LoRA A outputs);
+                 language decoder layer, per token: 6h + 2kv + 4I (gated MLP; 2I plain) + r per
+                   LoRA-adapted linear (+ 3h + kv when the RMSNorm weights train, as in a full
+                   fine-tune), where h hidden, kv = key/value width, I intermediate; x L layers x b*s
+                   x act. Measured, not derived: the live tensor bytes of a real training step (torch
+                   profiler, profile_memory) at real widths with 2 and 8 decoder layers grow by
+                   25,208 x 4 B per token per layer for InternVL3-1B (Qwen2: h 896, kv 128, I 4864)
+                   and 49,170 x 4 B for SmolVLM2-2.2B (Llama: h 2048, kv 2048, I 8192), both within
+                   0.2% of 6h + 2kv + 4I + 7r (the 9h + 2kv + 2 head_dim counted before was 11% and
+                   13% high: q/k before RoPE and a GQA copy of k/v are not kept under SDPA);
                    eager attention adds 2 x heads x s per token (probabilities and softmax)
                  the shared 4-D padding mask, b x s^2 x act, only for a model with remote code:
                    the trainer drops the mask of its right-padded batches (core.models.inputs.
@@ -48,16 +52,27 @@ step on, when every term below is alive at once:
                Gradient checkpointing keeps only each layer's input (h per token, per layer; hv per
                patch per vision block) plus one layer's full activations during its recomputation.
 
-Not counted: the framework runtime (CUDA context and library workspaces, ~0.5-1 GB per GPU
-process; on CPU ~25 MB of first-step kernel scratch and thread pools, measured on 2 cores), the
+  runtime      on CPU only, CPU_RUNTIME (720 MiB): what a training process holds beside its tensors
+               and the encoded-clip cache (interpreter, torch, transformers, processor, trainer),
+               measured as RSS before step 1 minus weights minus cache at real widths: 690-740 MiB
+               (InternVL3-1B and SmolVLM2-2.2B with 2 and 8 layers); 0 on CUDA, where the host's
+               RAM is not the device's
+On CPU the training process (and the estimate's timing) sets glibc's mmap threshold to 1 MiB
+(core.train.runtime.return_freed_tensors): with glibc's default a step raised the RSS 1.5-2.5x as
+much as its live tensors, and the RSS grew from step to step (freed heap holes stay resident), and with it the
+peak RSS is weights + runtime + the live tensor peak, which is what this estimate adds up.
+
+Not counted: the CUDA runtime (context and library workspaces, ~0.5-1 GB per GPU process), the
 data path (host RAM, reported separately: `data_bytes`, the encoded-clip cache up to
 `encoded_cache_mb` plus the batches loader workers queue, core.train.stream; it does not grow with
-the clip count beyond the cache), allocator caching and fragmentation (the CUDA
-caching allocator reserves more than it hands out; glibc's default malloc keeps freed blocks, so a
-CPU process's RSS was measured at 1.5-1.9x this estimate's tensor peak), and DeepSpeed/FSDP
+the clip count beyond the cache), the CUDA caching allocator's reserve beyond what it hands out,
+transient peaks that are over before the decoder's activations build up (a frozen vision tower's
+forward: ~0.3-0.4 GB at these sizes, measured), and DeepSpeed/FSDP
 sharding (the estimate is per process, unsharded). On CPU the device memory is the host's RAM, on
 CUDA the GPU's total. tests/train/test_estimate.py compares gradients + optimizer + activations with the
-peak RSS increase of a real training loop on the tiny model (and explains how it measures).
+peak RSS increase of a real training loop on the tiny model, and the runtime with its RSS before
+the loop (and explains how it measures). bench/real_size.py measures the whole at real sizes
+(BENCHMARKS.md section 11).
 """
 
 from __future__ import annotations
@@ -288,10 +303,10 @@ def format_estimate(e: dict) -> str:
         format_duration(e["duration"]) if e.get("duration") else "expected duration: not measured (timing skipped)",
     ]
     if e["device"] == "cpu":
-        # measured, not modelled: bench/real_size.py (BENCHMARKS.md section 11), fp32, 2-core AMD EPYC
-        lines.append("note: on CPU the process also holds the runtime (~0.7 GB) and glibc keeps freed blocks; at real "
-                     "sizes a training process peaked at 1.3x (InternVL3-1B) and 1.5x (SmolVLM2-2.2B) of this "
-                     "total: leave that much room")
+        # bench/real_size.py (BENCHMARKS.md section 11), fp32, 2-core AMD EPYC
+        lines.append("note: on CPU the total includes ~0.7 GiB of runtime, and training returns freed tensors to the "
+                     "system, so its peak RSS follows this total plus the data path: at real sizes within 1% "
+                     "(InternVL3-1B, SmolVLM2-2.2B)")
     lines += [f"warning: {w}" for w in e["warnings"]]
     return "\n".join(lines)
 

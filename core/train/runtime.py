@@ -21,8 +21,8 @@ def return_freed_tensors(device: str) -> bool:
     """On CPU under glibc: serve every allocation of 1 MiB or more (all activation-sized tensors) from
     its own mapping, which free() returns to the system at once. Why: by default glibc raises its
     mmap threshold to 32 MiB after the first large free, so the many tensors below that come from
-    the heap, whose freed holes stay resident; at real sizes a training process's RSS then peaked
-    1.5-2.5x above the live tensors and grew from step to step (bench/real_size.py, BENCHMARKS.md
+    the heap, whose freed holes stay resident; at real sizes a training step then raised the RSS
+    1.5-2.5x as much as its live tensors, and the RSS grew from step to step (bench/real_size.py, BENCHMARKS.md
     section 11), which no estimate can follow. With it the peak RSS is the live tensors plus the
     runtime. The step time did not change (SmolVLM2 with 2 layers, thresholds alternated per step in
     one process: 15.5 s at 1 MiB, 16.1 s at 32 MiB). A threshold the user set
