@@ -17,7 +17,7 @@ own commands with LoRA, batch 1, 8 frames at the family's default size (core.mod
                   --save-steps 100000 --no-calibrate-at-end
 
 The first estimate (no timing, no weights loaded) decides whether the run fits: on CPU a model whose
-estimate plus 1 GiB of runtime exceeds MemAvailable is skipped (reported, not run) unless --force,
+estimate plus 1 GiB of headroom exceeds MemAvailable is skipped (reported, not run) unless --force,
 because a machine without swap answers an overrun with the OOM killer. The training process is
 started through this script (`_child` mode: cli.py run as __main__ with an exit hook that records
 its VmHWM and, on CUDA, torch's peak counters).
@@ -71,7 +71,7 @@ setup_path()
 
 MiB, GiB = 2 ** 20, 2 ** 30
 POLL_S, CHILD_POLL_S = 0.1, 1.0
-RUNTIME_MARGIN = GiB  # interpreter, libraries and allocator slack the estimate leaves out (its docstring)
+RUNTIME_MARGIN = GiB  # headroom against the OOM killer beyond the estimate (which counts the CPU runtime itself)
 
 
 def parse_args(argv=None):

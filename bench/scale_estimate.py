@@ -143,6 +143,7 @@ def estimate_one(name: str, frames_list, batch: int, mfus) -> list[dict]:
     from core.models.families import FAMILIES, module_group
     from core.models.tiny.reference import reference_processor, vision_tokens_per_clip
     from core.train.estimate import activation_bytes, model_dims, optimizer_bytes
+    from core.train.estimate_parts import lora_linears_per_layer
 
     family_name, build = MODELS[name]
     family = FAMILIES[family_name]
@@ -162,7 +163,7 @@ def estimate_one(name: str, frames_list, batch: int, mfus) -> list[dict]:
             if module_group(n, family) == "language" and "embed_tokens" not in n:
                 lm_params += p.numel()
     trainable = sum(int(__import__("math").prod(s)) for s in trainable_shapes)
-    lora_linears = len([n for n, _ in model.named_modules() if n.endswith("lora_A") and "language_model.layers.0." in n])
+    lora_linears = lora_linears_per_layer(model)
     processor = reference_processor(family_name)
     rows = []
     for frames in frames_list:

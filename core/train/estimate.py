@@ -21,11 +21,15 @@ step on, when every term below is alive at once:
                cols = prod(shape[:-2]) x shape[-1]), 4 B x n for vectors
   activations  what autograd keeps for the backward pass of one micro-batch of b clips padded to
                the longest sequence s (act = 4 B in fp32, 2 B under bf16/fp16 autocast):
-                 language decoder layer, per token: 9h + 2kv + 4I (gated MLP; 2I plain) + 2*head_dim
-                   + r per LoRA-adapted linear (+ 3h + kv when the RMSNorm weights train, as in a full
-                   fine-tune), where h hidden, kv = key/value width, I intermediate; x L layers x b*s x act. Counted from the tensors transformers' Qwen-style layer
-                   saves under SDPA (norm inputs/outputs, q/k/v before and after RoPE and GQA
-                   expansion, attention output, gate/up/activation/product, LoRA A outputs);
+                 language decoder layer, per token: 6h + 2kv + 4I (gated MLP; 2I plain) + r per
+                   LoRA-adapted linear (+ 3h + kv when the RMSNorm weights train, as in a full
+                   fine-tune), where h hidden, kv = key/value width, I intermediate; x L layers x b*s
+                   x act. Measured, not derived: the live tensor bytes of a real training step (torch
+                   profiler, profile_memory) at real widths with 2 and 8 decoder layers grow by
+                   25,208 x 4 B per token per layer for InternVL3-1B (Qwen2: h 896, kv 128, I 4864)
+                   and 49,170 x 4 B for SmolVLM2-2.2B (Llama: h 2048, kv 2048, I 8192), both within
+                   0.2% of 6h + 2kv + 4I + 7r (the 9h + 2kv + 2 head_dim counted before was 11% and
+                   13% high: q/k before RoPE and a GQA copy of k/v are not kept under SDPA);
                    eager attention adds 2 x heads x s per token (probabilities and softmax)
                  the shared 4-D padding mask, b x s^2 x act, only for a model with remote code:
                    the trainer drops the mask of its right-padded batches (core.models.inputs.
@@ -48,23 +52,33 @@ step on, when every term below is alive at once:
                Gradient checkpointing keeps only each layer's input (h per token, per layer; hv per
                patch per vision block) plus one layer's full activations during its recomputation.
 
-Not counted: the framework runtime (CUDA context and library workspaces, ~0.5-1 GB per GPU
-process; on CPU ~25 MB of first-step kernel scratch and thread pools, measured on 2 cores), the
+  runtime      on CPU only, CPU_RUNTIME (720 MiB): what a training process holds beside its tensors
+               and the encoded-clip cache (interpreter, torch, transformers, processor, trainer),
+               measured as RSS before step 1 minus weights minus cache at real widths: 690-740 MiB
+               (InternVL3-1B and SmolVLM2-2.2B with 2 and 8 layers); 0 on CUDA, where the host's
+               RAM is not the device's
+On CPU the training process (and the estimate's timing) sets glibc's mmap threshold to 1 MiB
+(core.train.runtime.return_freed_tensors): with glibc's default a step raised the RSS 1.5-2.5x as
+much as its live tensors, and the RSS grew from step to step (freed heap holes stay resident), and with it the
+peak RSS is weights + runtime + the live tensor peak, which is what this estimate adds up.
+
+Not counted: the CUDA runtime (context and library workspaces, ~0.5-1 GB per GPU process), the
 data path (host RAM, reported separately: `data_bytes`, the encoded-clip cache up to
 `encoded_cache_mb` plus the batches loader workers queue, core.train.stream; it does not grow with
-the clip count beyond the cache), allocator caching and fragmentation (the CUDA
-caching allocator reserves more than it hands out; glibc's default malloc keeps freed blocks, so a
-CPU process's RSS was measured at 1.5-1.9x this estimate's tensor peak), and DeepSpeed/FSDP
+the clip count beyond the cache), the CUDA caching allocator's reserve beyond what it hands out,
+transient peaks that are over before the decoder's activations build up (a frozen vision tower's
+forward: ~0.3-0.4 GB at these sizes, measured), and DeepSpeed/FSDP
 sharding (the estimate is per process, unsharded). On CPU the device memory is the host's RAM, on
 CUDA the GPU's total. tests/train/test_estimate.py compares gradients + optimizer + activations with the
-peak RSS increase of a real training loop on the tiny model (and explains how it measures).
+peak RSS increase of a real training loop on the tiny model, and the runtime with its RSS before
+the loop (and explains how it measures). bench/real_size.py measures the whole at real sizes
+(BENCHMARKS.md section 11).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 from core.config import TrainConfig
 from core.data.dataset import load_dataset
@@ -73,6 +87,15 @@ from core.models.device import weight_dtype
 from core.models.families import module_group
 from core.models.inputs import IGNORE_INDEX, vision_placeholder_ids
 from core.schema.base import label_errors
+from core.train.estimate_parts import (
+    Dims,
+    activation_bytes,
+    lora_linears_per_layer,
+    model_dims,
+    optimizer_bytes,
+    patch_area,
+    vision_merge,
+)
 from core.train.prepare import prepare
 from core.train.setup import apply_trainable, encode_split
 from core.train.stream import LOADER_PREFETCH, cache_budget, loader_workers, training_pool
@@ -80,107 +103,11 @@ from core.train.timing import TIMED_STEPS, calibrate, expected_duration, format_
 
 QLORA_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)  # NF4 + double-quantised absmax per 64-block
 GiB = 1024 ** 3
-
-
-@dataclass
-class Dims:
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_width: int
-    head_dim: int
-    vocab: int
-    v_hidden: int
-    v_intermediate: int
-    v_depth: int
-    merge: int
-    patch_values: int  # numbers per patch token in pixel_values (channels x temporal x patch^2)
-    text_gated: bool = True
-    vision_gated: bool = False
-    attn: str = "sdpa"
-
-
-def patch_area(patch) -> int:
-    """Pixels in one patch: `patch_size` is an int in most vision configs, [h, w] in InternVL's."""
-    if isinstance(patch, (list, tuple)):
-        return math.prod(int(x) for x in patch) if len(patch) > 1 else int(patch[0]) ** 2
-    return int(patch) ** 2
-
-
-def vision_merge(config) -> int:
-    """How many patches per side become one visual token (patch tokens = visual tokens x merge^2)."""
-    v = config.vision_config
-    if getattr(v, "spatial_merge_size", None):  # Qwen2.5-VL / Qwen3-VL merger
-        return int(v.spatial_merge_size)
-    if getattr(config, "downsample_ratio", None):  # InternVL pixel shuffle: 0.5 -> 2x2 patches a token
-        return round(1 / config.downsample_ratio)
-    if getattr(config, "scale_factor", None):  # SmolVLM / Idefics3 pixel shuffle
-        return int(config.scale_factor)
-    if getattr(config, "spatial_pool_stride", None):  # LLaVA-NeXT-Video video pooling
-        return int(config.spatial_pool_stride)
-    if getattr(config, "model_type", None) == "llava_onevision":  # videos pooled to ceil(side / 2)
-        return 2
-    return 1
-
-
-def model_dims(config, names: list[str]) -> Dims:
-    t, v = config.text_config, config.vision_config
-    head_dim = getattr(t, "head_dim", None) or t.hidden_size // t.num_attention_heads
-    channels = getattr(v, "in_channels", None) or getattr(v, "num_channels", None) or 3
-    return Dims(
-        hidden=t.hidden_size, intermediate=t.intermediate_size, layers=t.num_hidden_layers,
-        heads=t.num_attention_heads, kv_width=getattr(t, "num_key_value_heads", t.num_attention_heads) * head_dim,
-        head_dim=head_dim, vocab=t.vocab_size, v_hidden=v.hidden_size,
-        v_intermediate=getattr(v, "intermediate_size", 4 * v.hidden_size),
-        v_depth=getattr(v, "depth", None) or getattr(v, "num_hidden_layers", 0),
-        merge=vision_merge(config), patch_values=channels * (getattr(v, "temporal_patch_size", None) or 1)
-        * patch_area(getattr(v, "patch_size", 14)),
-        text_gated=any("language_model" in n and "mlp.gate_proj" in n for n in names),
-        vision_gated=any("visual" in n and "mlp.gate_proj" in n for n in names),
-        attn=getattr(t, "_attn_implementation", None) or "sdpa",
-    )
-
-
-def activation_bytes(d: Dims, batch: int, seq: int, visual_tokens: int, act: int, checkpointing: bool,
-                     vision_trains: bool, projector_trains: bool, lora_width: int, norms_train: bool = False,
-                     patches: int | None = None, answer_tokens: int | None = None,
-                     padding_mask: bool = False) -> dict:
-    """Bytes autograd keeps for one micro-batch (see the module docstring for each term).
-    `patches`: vision patch tokens of one clip, when known (default visual_tokens x merge^2).
-    `answer_tokens`: positions the loss projects onto the vocabulary per row (default: all seq).
-    `padding_mask`: the batch keeps its attention mask (a model with remote code)."""
-    tokens = batch * seq
-    per_token = 9 * d.hidden + 2 * d.kv_width + (4 if d.text_gated else 2) * d.intermediate + 2 * d.head_dim
-    per_token += lora_width + (2 * d.heads * seq if d.attn == "eager" else 0)
-    if norms_train:  # RMSNorm weight gradients need the normalised inputs: 2 layer norms + q/k norms
-        per_token += 3 * d.hidden + d.kv_width
-    layer = tokens * per_token * act
-    lm = (d.layers * tokens * d.hidden * act + layer) if checkpointing else d.layers * layer
-    patches = batch * (visual_tokens * d.merge ** 2 if patches is None else patches)
-    v_layer = patches * (10 * d.v_hidden + (4 if d.vision_gated else 2) * d.v_intermediate) * act
-    vision = 0
-    if vision_trains:
-        vision = (d.v_depth * patches * d.v_hidden * act + v_layer) if checkpointing else d.v_depth * v_layer
-    projector = batch * visual_tokens * 5 * d.merge ** 2 * d.v_hidden * act if (vision_trains or projector_trains) else 0
-    return {
-        "language": lm, "mask": batch * seq * seq * act if padding_mask else 0, "logits": 3 * batch * min(seq, answer_tokens or seq) * d.vocab * 4,
-        "vision": vision, "projector": projector,
-        # the batch being trained on and the one the data loader fetched ahead, plus the embeddings
-        "inputs": 2 * (patches * d.patch_values * 4 + 4 * tokens * 8) + 2 * tokens * d.hidden * act,
-    }
-
-
-def optimizer_bytes(optimizer: str, shapes: list[tuple]) -> int:
-    if optimizer == "adamw":
-        return sum(8 * math.prod(s) for s in shapes)
-    total = 0
-    for s in shapes:  # adafactor
-        if len(s) >= 2:
-            total += 4 * (math.prod(s[:-1]) + math.prod(s[:-2]) * s[-1])
-        else:
-            total += 4 * math.prod(s)
-    return total
+# RSS of a CPU training process beside its tensors and the encoded-clip cache: interpreter, torch,
+# transformers, processor, trainer (measured 690-740 MiB before step 1 at real widths, module docstring)
+CPU_RUNTIME = 720 * 2 ** 20
+__all__ = ["Dims", "activation_bytes", "data_path_bytes", "estimate", "format_estimate", "model_dims",
+           "optimizer_bytes", "patch_area", "vision_merge"]
 
 
 def device_memory(device: str) -> tuple[int, str]:
@@ -280,7 +207,7 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
     vision_trains = any(p.requires_grad for n, p in model.named_parameters() if module_group(n, family) == "vision")
     projector_trains = any(p.requires_grad for n, p in model.named_parameters()
                            if module_group(n, family) == "projector")
-    lora_width = cfg.lora_r * _lora_linears_per_layer(model) if cfg.method in ("lora", "qlora") else 0
+    lora_width = cfg.lora_r * lora_linears_per_layer(model) if cfg.method in ("lora", "qlora") else 0
     act = 4 if precision == "fp32" else 2
     norms_train = any(p.requires_grad for n, p in model.named_parameters() if "layers.0.input_layernorm" in n)
     acts = activation_bytes(dims, cfg.batch_size, tokens["max_seq_len"], tokens["visual_tokens"], act,
@@ -288,7 +215,8 @@ def estimate(cfg: TrainConfig, dataset_dir, clip: str | None = None, sample: int
                             patches, min(tokens["answer_span"], cfg.batch_size * tokens["max_answer_tokens"]),
                             padding_mask=cfg.trust_remote_code)
     memory = {"weights": int(weights), "gradients": 4 * trainable,
-              "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values())}
+              "optimizer": optimizer_bytes(cfg.optimizer, trainable_shapes), "activations": sum(acts.values()),
+              "runtime": CPU_RUNTIME if device == "cpu" else 0}
     memory["total"] = sum(memory.values())
     capacity, what = device_memory(device)
     path = data_path_bytes(cfg, tokens["example_bytes"], tokens["train_clips"], device)
@@ -338,11 +266,6 @@ def data_path_bytes(cfg: TrainConfig, example: int, clips: int, device: str) -> 
             "cache_mb": cfg.encoded_cache_mb}
 
 
-def _lora_linears_per_layer(model) -> int:
-    names = [n for n, _ in model.named_modules() if n.endswith("lora_A") and "language_model.layers.0." in n]
-    return len(names)
-
-
 def _qlora_quantised(model, family) -> set[str]:
     """Weights bitsandbytes would store in 4 bits: linear layers outside vision, projector and head."""
     import torch
@@ -373,16 +296,17 @@ def format_estimate(e: dict) -> str:
         f"parameters: {p['total']:,} total, {p['trainable']:,} trainable ("
         + ", ".join(f"{g} {p[g]['trainable']:,}/{p[g]['total']:,}" for g in ("vision", "projector", "language")) + ")",
         f"memory: weights {gib(m['weights'])} + gradients {gib(m['gradients'])} + optimizer {gib(m['optimizer'])} "
-        f"+ activations {gib(m['activations'])} = {gib(m['total'])} of {gib(e['device_memory'])} "
+        f"+ activations {gib(m['activations'])}" + (f" + runtime {gib(m['runtime'])}" if m.get("runtime") else "")
+        + f" = {gib(m['total'])} of {gib(e['device_memory'])} "
         f"{e['device_memory_what']}",
         _data_line(e["data_path"], gib),
         format_duration(e["duration"]) if e.get("duration") else "expected duration: not measured (timing skipped)",
     ]
     if e["device"] == "cpu":
-        # measured, not modelled: bench/real_size.py (BENCHMARKS.md section 11), fp32, 2-core AMD EPYC
-        lines.append("note: on CPU the process also holds the runtime (~0.7 GB) and glibc keeps freed blocks; at real "
-                     "sizes a training process peaked at 1.3x (InternVL3-1B) and 1.5x (SmolVLM2-2.2B) of this "
-                     "total: leave that much room")
+        # bench/real_size.py (BENCHMARKS.md section 11), fp32, 2-core AMD EPYC
+        lines.append("note: on CPU the total includes ~0.7 GiB of runtime, and training returns freed tensors to the "
+                     "system, so its peak RSS follows this total plus the data path: at real sizes within 1% "
+                     "(InternVL3-1B, SmolVLM2-2.2B)")
     lines += [f"warning: {w}" for w in e["warnings"]]
     return "\n".join(lines)
 

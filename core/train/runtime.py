@@ -1,15 +1,39 @@
 """The few process-level pieces both training loops need: the launcher's ranks (`dist_info`),
 gathering per-rank objects and tearing the process group down, and the names Hugging Face gives
 our optimizer and schedule choices. What the device can do (precision, qlora) is checked by
-core.models.device, which the app also calls before it launches a run.
+core.models.device, which the app also calls before it launches a run. `return_freed_tensors`
+sets how the C allocator hands memory back on CPU (why: its docstring).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 
 HF_OPTIMIZERS = {"adamw": "adamw_torch", "adafactor": "adafactor"}
 HF_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+MMAP_THRESHOLD = 1 << 20
+
+
+def return_freed_tensors(device: str) -> bool:
+    """On CPU under glibc: serve every allocation of 1 MiB or more (all activation-sized tensors) from
+    its own mapping, which free() returns to the system at once. Why: by default glibc raises its
+    mmap threshold to 32 MiB after the first large free, so the many tensors below that come from
+    the heap, whose freed holes stay resident; at real sizes a training step then raised the RSS
+    1.5-2.5x as much as its live tensors, and the RSS grew from step to step (bench/real_size.py, BENCHMARKS.md
+    section 11), which no estimate can follow. With it the peak RSS is the live tensors plus the
+    runtime. The step time did not change (SmolVLM2 with 2 layers, thresholds alternated per step in
+    one process: 15.5 s at 1 MiB, 16.1 s at 32 MiB). A threshold the user set
+    (MALLOC_MMAP_THRESHOLD_) is kept. True when the threshold was set here."""
+    if device != "cpu" or not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")  # glibc; musl and others have no mallopt to call
+        return libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    except (OSError, AttributeError):
+        return False
 
 
 def dist_info() -> tuple[int, int, int]:

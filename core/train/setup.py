@@ -22,6 +22,7 @@ from core.models.loading import load_base_model
 from core.runs.files import RunFiles
 from core.schema.base import canonical_answer
 from core.train.callbacks import ValEvaluator
+from core.train.runtime import return_freed_tensors
 from core.train.stream import check_clips
 from core.video.frames import sample_frames
 from core.video.sampling import SamplingSpec
@@ -96,6 +97,8 @@ def trainable_counts(model, family) -> dict:
 
 
 def load_for_training(source, cfg: TrainConfig, family, device: str, precision: str):
+    # before the weights arrive: loading's own temporaries must not leave resident heap holes either
+    return_freed_tensors(device)
     dtype = weight_dtype(cfg, precision)
     if cfg.method != "qlora":
         return load_base_model(source, device, dtype, cfg.trust_remote_code)
