@@ -15,9 +15,14 @@ HF_OPTIMIZERS = {"adamw": "adamw_torch", "adafactor": "adafactor"}
 HF_SCHEDULERS = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
 MMAP_THRESHOLD = 1 << 20
+HEAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its moving threshold (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit)
+# below this many parameters a step's tensors are small and many, and mapping each one costs more than
+# the holes it saves: the tiny default's step took 0.81-0.83 s at 1 MiB against 0.53 s at 32 MiB
+# (80 steps, alternated twice, AMD EPYC); at real widths (hundreds of millions and up) it cost nothing
+SMALL_MODEL_PARAMS = 100_000_000
 
 
-def return_freed_tensors(device: str) -> bool:
+def return_freed_tensors(device: str, threshold: int = MMAP_THRESHOLD) -> bool:
     """On CPU under glibc: serve every allocation of 1 MiB or more (all activation-sized tensors) from
     its own mapping, which free() returns to the system at once. Why: by default glibc raises its
     mmap threshold to 32 MiB after the first large free, so the many tensors below that come from
@@ -26,12 +31,13 @@ def return_freed_tensors(device: str) -> bool:
     section 11), which no estimate can follow. With it the peak RSS is the live tensors plus the
     runtime. The step time did not change (SmolVLM2 with 2 layers, thresholds alternated per step in
     one process: 15.5 s at 1 MiB, 16.1 s at 32 MiB). A threshold the user set
-    (MALLOC_MMAP_THRESHOLD_) is kept. True when the threshold was set here."""
+    (MALLOC_MMAP_THRESHOLD_) is kept. True when the threshold was set here. A small model takes
+    `HEAP_THRESHOLD` back once loaded (`SMALL_MODEL_PARAMS`, core.train.setup.load_for_training)."""
     if device != "cpu" or not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")  # glibc; musl and others have no mallopt to call
-        return libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+        return libc.mallopt(M_MMAP_THRESHOLD, threshold) == 1
     except (OSError, AttributeError):
         return False
 

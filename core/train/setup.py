@@ -22,7 +22,7 @@ from core.models.loading import load_base_model
 from core.runs.files import RunFiles
 from core.schema.base import canonical_answer
 from core.train.callbacks import ValEvaluator
-from core.train.runtime import return_freed_tensors
+from core.train.runtime import HEAP_THRESHOLD, SMALL_MODEL_PARAMS, return_freed_tensors
 from core.train.stream import check_clips
 from core.video.frames import sample_frames
 from core.video.sampling import SamplingSpec
@@ -99,6 +99,13 @@ def trainable_counts(model, family) -> dict:
 def load_for_training(source, cfg: TrainConfig, family, device: str, precision: str):
     # before the weights arrive: loading's own temporaries must not leave resident heap holes either
     return_freed_tensors(device)
+    model = _load_weights(source, cfg, family, device, precision)
+    if sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS:
+        return_freed_tensors(device, HEAP_THRESHOLD)  # a tiny model's many small tensors: the heap is faster
+    return model
+
+
+def _load_weights(source, cfg: TrainConfig, family, device: str, precision: str):
     dtype = weight_dtype(cfg, precision)
     if cfg.method != "qlora":
         return load_base_model(source, device, dtype, cfg.trust_remote_code)
