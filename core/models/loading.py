@@ -141,16 +141,15 @@ def _refuse_unreachable_hub(source, seconds: float = 3.0) -> None:
     huggingface_hub retries a Hub it cannot reach for about 30 s before saying so, the whole wait of
     a user without a network; a refused or silent port is the same answer in at most `seconds`.
     Behind a proxy a direct connect proves nothing, so the check is left to huggingface_hub there."""
-    import os
     import socket
     from urllib.parse import urlsplit
+    from urllib.request import getproxies
 
     from huggingface_hub import constants, try_to_load_from_cache
 
     if Path(source.base).exists() or constants.HF_HUB_OFFLINE:
         return
-    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
-                                       "all_proxy")):
+    if any(scheme != "no" for scheme in getproxies()):  # a *_proxy variable (no_proxy alone is not one)
         return
     if isinstance(try_to_load_from_cache(source.base, "config.json"), str):
         return  # cached: transformers reads it without waiting on the Hub

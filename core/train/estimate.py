@@ -60,7 +60,9 @@ step on, when every term below is alive at once:
 On CPU the training process (and the estimate's timing) sets glibc's mmap threshold to 1 MiB
 (core.train.runtime.return_freed_tensors): with glibc's default a step raised the RSS 1.5-2.5x as
 much as its live tensors, and the RSS grew from step to step (freed heap holes stay resident), and with it the
-peak RSS is weights + runtime + the live tensor peak, which is what this estimate adds up.
+peak RSS is weights + runtime + the live tensor peak, which is what this estimate adds up. A model
+under 100M parameters (the tiny builds) goes back to a 32 MiB threshold once loaded, which is faster
+for its many small tensors (core.train.runtime.SMALL_MODEL_PARAMS).
 
 Not counted: the CUDA runtime (context and library workspaces, ~0.5-1 GB per GPU process), the
 data path (host RAM, reported separately: `data_bytes`, the encoded-clip cache up to
