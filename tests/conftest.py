@@ -42,15 +42,28 @@ def tiny(tiny_path):
 @pytest.fixture(scope="session")
 def short_run(tmp_path_factory):
     """A LoRA run of the embedded default, trained for a few steps through the CLI: a real adapter
-    (not a good one) for tests about loading, switching, merging and exporting fine-tuned models."""
+    (not a good one) for tests about loading, switching, merging and exporting fine-tuned models.
+    Built once per suite (xdist workers take turns on a lock; the first builds it, ~50 s) and copied
+    into each worker's own folder, so no test sees another worker's writes."""
+    import fcntl
+    import shutil
     import subprocess
     import sys
 
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers' base folders share one parent
+        shared = shared.parent
+    built = shared / "short-run-built"
+    with open(shared / "short-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        if not (built / "final").is_dir():
+            shutil.rmtree(built, ignore_errors=True)  # what a failed try left
+            out = subprocess.run([sys.executable, str(REPO / "cli.py"), "train", "--dataset", str(SAMPLES),
+                                  "--output", str(built), "--max-steps", "30", "--save-steps", "1000"],
+                                 capture_output=True, text=True, timeout=900, cwd=REPO)
+            assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path_factory.mktemp("runs") / "short"
-    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "train", "--dataset", str(SAMPLES), "--output",
-                          str(run), "--max-steps", "30", "--save-steps", "1000"],
-                         capture_output=True, text=True, timeout=900, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-3000:]
+    shutil.copytree(built, run)
     return run
 
 
