@@ -21,8 +21,11 @@ from pathlib import Path
 
 from core.data.drafts import weakest_fields
 from core.data.listing import least_sure_first
+from core.data.picking import HYBRID, pick
 from core.data.store import DRAFT, DRAFTS, UNLABELLED, UNREADABLE, AnnotationStore
 from core.errors import DatasetError
+
+LABEL_NEXT = HYBRID  # what "Label next" picks by: measured, BENCHMARKS.md section 9c
 
 
 @dataclass
@@ -49,11 +52,19 @@ class PrelabelReport:
     errors: list[str] = field(default_factory=list)  # "FILE: reason" of each clip that could not be decoded
     drafts_file: Path | None = None
     drafts: dict[str, dict] = field(default_factory=dict)  # clip -> the draft written by this call
+    embeddings: dict = field(default_factory=dict)  # clip -> its vector from the drafting pass (not saved)
 
     def least_sure(self, k: int | None = None, fields: int = 3) -> list[ReviewItem]:
-        """The clips drafted by this call, least sure first (unscored last): what to label next."""
+        """The clips drafted by this call, least sure first (unscored last)."""
         order = sorted(self.drafts, key=lambda rel: _sort_key(self.drafts[rel].get("min_confidence")))
         return [_item(rel, self.drafts[rel], fields) for rel in order[:k or None]]
+
+    def label_next(self, k: int, strategy: str = LABEL_NEXT, fields: int = 3) -> list[ReviewItem]:
+        """k clips drafted by this call for a person to label, least sure first: by default the least
+        sure clip of each of k groups of similar clips (core.data.picking)."""
+        scores = {rel: d.get("min_confidence") for rel, d in self.drafts.items()}
+        chosen = pick(list(self.drafts), scores, self.embeddings, k, strategy)
+        return [_item(rel, self.drafts[rel], fields) for rel in chosen]
 
 
 def _sort_key(score) -> tuple:
@@ -114,6 +125,7 @@ def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size:
                                      confidence=getattr(pred, "confidence", None),
                                      review={"calibrated": pred.calibrated, "review_fields": pred.review_fields})
             report.drafts[rel] = draft
+            report.embeddings[rel] = getattr(pred, "embedding", None)
             report.drafted += 1
             report.flagged += bool(draft["errors"])
         if progress:

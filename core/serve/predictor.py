@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from core.schema.calibration import Calibration, choice_fields, for_run, needs_r
 from core.schema.scoring import score_row
 from core.serve.confidence import field_confidence, field_margins, min_confidence
 from core.serve.constrained import schema_logits_processor
+from core.serve.embedding import prefill_embeddings
 from core.serve.stepscores import StepRecorder, token_ranges
 from core.spec import PreprocessSpec, spec_for
 from core.video.frames import SampledFrames, sample_frames
@@ -46,6 +48,7 @@ class Prediction:
     calibrated: bool = False  # `confidence` went through the run's calibration (core.schema.calibration)
     confidence_raw: dict | None = None  # the scores before calibration
     review_fields: list | None = None  # choice fields a person should check; None for an unread clip
+    embedding: object = None  # numpy vector of the clip (core.serve.embedding), with confidence
 
     @property
     def min_confidence(self) -> float | None:
@@ -70,6 +73,7 @@ class Generated:
     calibrated: bool = False
     review_fields: list = field(default_factory=list)  # choice fields under their threshold (or all)
     margins: dict | None = None  # choice field -> p(taken) - p(runner-up) at its deciding tokens (raw)
+    embedding: object = None  # numpy vector of the clip from the same pass (core.serve.embedding)
 
     @property
     def needs_review(self) -> bool:
@@ -134,9 +138,10 @@ class Predictor:
         else:
             processors = []
         extra = {"logits_processor": processors} if processors else {}
-        out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                  suppress_tokens=self.suppressed, **extra)
+        with prefill_embeddings(self.model, batch["attention_mask"]) if confidence else nullcontext({}) as seen:
+            out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                      suppress_tokens=self.suppressed, **extra)
         new = out[:, batch["input_ids"].shape[1]:]
         texts = tok.batch_decode(new, skip_special_tokens=True)
         counts = [int((row != tok.pad_token_id).sum()) for row in new]
@@ -144,9 +149,12 @@ class Predictor:
             return list(zip(texts, counts))
         logprobs = recorder.finish(new[:, -1]) if recorder is not None else None
         second = recorder.runner_up() if recorder is not None else None
-        return [self._scored(text, n, row, None if logprobs is None else logprobs[i],
-                             None if second is None or not len(second) else second[i])
-                for i, (text, n, row) in enumerate(zip(texts, counts, new.tolist()))]
+        answers = [self._scored(text, n, row, None if logprobs is None else logprobs[i],
+                                None if second is None or not len(second) else second[i])
+                   for i, (text, n, row) in enumerate(zip(texts, counts, new.tolist()))]
+        for i, g in enumerate(answers):
+            g.embedding = seen["vectors"][i] if "vectors" in seen else None
+        return answers
 
     def _recorder(self, constrained: bool, max_new_tokens: int) -> StepRecorder | None:
         """None when the spec has no schema to locate fields in. Its grammar processor masks when
@@ -250,7 +258,8 @@ class Predictor:
                                           confidence=g.confidence if confidence else None,
                                           confidence_parts=g.confidence_parts if confidence else None,
                                           calibrated=g.calibrated, review_fields=g.review_fields,
-                                          confidence_raw=g.confidence_raw if confidence else None)))
+                                          confidence_raw=g.confidence_raw if confidence else None,
+                                          embedding=g.embedding)))
         return results
 
     def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,

@@ -1,0 +1,69 @@
+"""Which pool clips a person should label next: the least sure ones, or the least sure of each
+region of the pool ("hybrid": diverse first, then least sure).
+
+Uncertainty alone picks near-duplicates (ten clips of the same night-time junction the model is
+unsure about teach it about as much as two), which is why it often loses to random picks at small
+budgets. The hybrid splits the pool into k groups by k-means on the clips' embeddings (taken from
+the pass that drafted them, core.serve.embedding) and takes the least sure clip of each group, so
+the k picks cover the pool's variety and, inside each part of it, go where the model is least sure.
+Which strategy "Label next" uses is measured (BENCHMARKS.md section 9c)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+HYBRID, UNCERTAINTY = "hybrid", "uncertainty"
+STRATEGIES = (HYBRID, UNCERTAINTY)
+
+
+def kmeans(vectors: np.ndarray, k: int, seed: int = 0, rounds: int = 25) -> np.ndarray:
+    """Group index per row: k-means++ seeding, then Lloyd rounds until nothing moves. Rows are
+    centred and scaled to unit length first, so the direction of a clip's vector is what counts."""
+    x = vectors - vectors.mean(axis=0)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    n = len(x)
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    centres = [x[rng.integers(n)]]
+    dist = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = dist.sum()
+        pick = rng.choice(n, p=dist / total) if total > 0 else rng.integers(n)
+        centres.append(x[pick])
+        dist = np.minimum(dist, ((x - x[pick]) ** 2).sum(1))
+    c = np.stack(centres)
+    groups = np.full(n, -1)
+    for _ in range(rounds):
+        new = ((c ** 2).sum(1)[None] - 2 * x @ c.T).argmin(1)  # |x - c|² without an n x k x d array
+        if (new == groups).all():
+            break
+        groups = new
+        for j in range(k):
+            if (groups == j).any():
+                c[j] = x[groups == j].mean(0)
+    return groups
+
+
+def pick(rels: list[str], scores: dict, embeddings: dict, k: int, strategy: str = HYBRID,
+         seed: int = 0) -> list[str]:
+    """k clips of `rels`, least sure first. `scores`: clip -> the score that ranks it (lower: less
+    sure; None: unscored, ranked last); `embeddings`: clip -> vector. The hybrid falls back to
+    uncertainty when a clip has no embedding (a draft from an older pass)."""
+    def unsure(rel):
+        s = scores.get(rel)
+        return (s is None, s if s is not None else 0.0)
+
+    order = sorted(rels, key=unsure)
+    if strategy == UNCERTAINTY or k >= len(rels) or any(embeddings.get(r) is None for r in rels):
+        return order[:k]
+    if strategy != HYBRID:
+        raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+    groups = kmeans(np.stack([np.asarray(embeddings[r], dtype=np.float64) for r in rels]), k, seed)
+    group_of = dict(zip(rels, groups.tolist()))
+    chosen, seen = [], set()
+    for rel in order:  # least sure first: the first clip met in a group is its least sure one
+        if group_of[rel] not in seen:
+            seen.add(group_of[rel])
+            chosen.append(rel)
+    chosen += [rel for rel in order if rel not in set(chosen)][:k - len(chosen)]  # groups k-means left empty
+    return chosen[:k]
