@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from commands.common import add_model_flags, count_echo, print_json
+from core.data.picking import HYBRID, LABEL_NEXT, STRATEGIES
 
 
 def register(sub) -> None:
@@ -81,8 +82,10 @@ def register(sub) -> None:
                    help="draw the --limit clips at random with this seed instead of taking the first N "
                         "(a pool for uncertainty sampling)")
     p.add_argument("--review", type=int, metavar="K",
-                   help="then print the K clips drafted here that the model is least sure about, with their "
-                        "weakest fields: the clips to label next")
+                   help="then print K clips drafted here to label next, with their weakest fields")
+    p.add_argument("--pick", choices=STRATEGIES, default=LABEL_NEXT,
+                   help="how --review picks: the least sure clip of each of K groups of similar clips "
+                        "(hybrid, default: measured best, README) or the K least sure (uncertainty)")
     p.add_argument("--unconstrained", action="store_true", help="free decoding (default: schema-constrained)")
     add_model_flags(p, batch_size=4)
     p.set_defaults(func=cmd_prelabel)
@@ -194,8 +197,11 @@ def cmd_prelabel(args) -> int:
     print(f"{report.drafted} drafts written to {report.drafts_file} "
           f"({report.flagged} flagged as not schema-valid, {len(report.errors)} unreadable)")
     if args.review:
-        print(f"least sure first (label these next; `cli.py review --dataset {args.dataset}` lists every draft):")
-        for item in report.least_sure(args.review):
+        how = ("the least sure clip of each of K groups of similar clips" if args.pick == HYBRID
+               else "the K least sure")
+        print(f"label these next, {how}, least sure first (`cli.py review --dataset {args.dataset}` lists "
+              "every draft):")
+        for item in report.label_next(args.review, args.pick):
             print(review_line(item))
     return 0
 

@@ -16,7 +16,7 @@ from core.data.ingest import allowed_roots_for, default_workers, ingest
 from core.schema.base import ENUM, fields
 from tabs.feedback import failure_text
 
-REVIEW_LIST = 10  # least sure clips named after "Pre-label, then review"
+REVIEW_LIST = 10  # clips named to label next after "Pre-label, then review"
 
 
 def build(ws, store, listing_inputs, listing_outputs, listing, opener=None, then_show=None, pickers=None) -> None:
@@ -159,10 +159,11 @@ class ToolHandlers:
             return failure_text(exc, "pre-label"), gr.skip(), gr.skip(), gr.skip()
         text = prelabel_message(report)
         if report.drafts:
-            text += f"\n\n**Label next**: the clips `{model_name}` is least sure about:\n" + "\n".join(
+            text += (f"\n\n**Label next**: of the clips `{model_name}` drafted, the least sure clip of each group of "
+                     "similar clips, least sure first:\n") + "\n".join(
                 f"{k}. `{item.rel}` {_score(item.min_confidence)} — "
                 + (", ".join(f"{name} {v:.2f}" for name, v in item.weakest) or "no scores")
-                for k, item in enumerate(report.least_sure(REVIEW_LIST), 1))
+                for k, item in enumerate(report.label_next(REVIEW_LIST), 1))
         queue = matching(self.store, REVIEW)[0]
         return text, REVIEW, (queue[0] if queue else None), True
 

@@ -14,6 +14,7 @@ import numpy as np
 
 HYBRID, UNCERTAINTY = "hybrid", "uncertainty"
 STRATEGIES = (HYBRID, UNCERTAINTY)
+LABEL_NEXT = HYBRID  # what "Label next" and `prelabel --review` pick by: measured, BENCHMARKS.md section 9c
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 0, rounds: int = 25) -> np.ndarray:

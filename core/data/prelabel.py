@@ -21,11 +21,9 @@ from pathlib import Path
 
 from core.data.drafts import weakest_fields
 from core.data.listing import least_sure_first
-from core.data.picking import HYBRID, pick
+from core.data.picking import LABEL_NEXT, pick
 from core.data.store import DRAFT, DRAFTS, UNLABELLED, UNREADABLE, AnnotationStore
 from core.errors import DatasetError
-
-LABEL_NEXT = HYBRID  # what "Label next" picks by: measured, BENCHMARKS.md section 9c
 
 
 @dataclass

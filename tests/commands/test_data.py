@@ -216,8 +216,14 @@ def test_prelabel_review_names_the_least_sure_clips_and_review_lists_every_draft
     assert len(drafts) == 4 and all(d["confidence"] for d in drafts.values())
     order = sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])
     lines = out.stdout.strip().splitlines()
-    assert lines[-3].startswith("least sure first")
-    assert lines[-2:] == [_line(rel, drafts[rel]) for rel in order[:2]]
+    assert lines[-3].startswith("label these next, the least sure clip of each of K groups")
+    # the least sure clip leads its group, so it is picked first; the other pick is another draft
+    assert lines[-2] == _line(order[0], drafts[order[0]])
+    assert lines[-1] in [_line(rel, drafts[rel]) for rel in order[1:]]
+    plain = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", "--limit", "4", "--sample", "1",
+                    "--redo-drafts", "--review", "2", "--pick", "uncertainty", timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.strip().splitlines()[-2:] == [_line(rel, drafts[rel]) for rel in order[:2]]
     again = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", "--limit", "4", "--sample", "1",
                     "--redo-drafts", timeout=300)
     assert again.returncode == 0 and set(AnnotationStore(root).drafts()) == set(drafts)  # the seed names the pool
