@@ -26,8 +26,10 @@ Figures per run (printed, and saved to bench/results/calibration_experiment.json
    product of the calibrated scores: the chance every choice field is right if fields erred
    independently), ``disagree`` (number of choice fields whose value differs between the two samplings),
    ``combined`` (disagreement first, then the calibrated score), ``review`` (the product's review
-   decision: number of review fields, then the calibrated score). Per field, the AUROC of its
-   own raw score for "this field is wrong".
+   decision: number of review fields, then the calibrated score), ``caption`` (the free-text
+   caption's score alone), ``answer_logprob`` (the mean log-probability of the whole answer's
+   tokens). Per field, the AUROC of its own raw score for "this field is wrong". Every clip's
+   inputs to these signals are saved too (``per_clip``), so other orders can be scored offline.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ def measure_run(run: str, dataset: str, split: str, batch_size: int) -> dict:
     report = evaluate(schema, [a.text for a, _ in answers], [s.label for s in samples],
                       [a.confidence for a, _ in answers], [a.confidence_raw for a, _ in answers], thresholds)
     signals: dict[str, list] = {k: [] for k in ("min_all", "product", "margin", "calibrated", "all_right",
-                                                "disagree", "combined", "review")}
+                                                "disagree", "combined", "review", "caption", "answer_logprob")}
+    clips = []  # per clip, what every signal reads, so other orders can be scored offline
     wrong_clip, per_field, per_margin = [], {f: ([], []) for f in choices}, {f: ([], []) for f in choices}
     for s, (a, b) in zip(samples, answers):
         row = score_row(schema, a.text, s.label).fields
@@ -117,6 +120,14 @@ def measure_run(run: str, dataset: str, split: str, batch_size: int) -> dict:
         signals["disagree"].append(disagree)
         signals["combined"].append(disagree - least)
         signals["review"].append(len(a.review_fields) - least)
+        signals["caption"].append(-(a.confidence_raw.get("caption") or 0.0))
+        steps = a.token_logprobs or [0.0]
+        signals["answer_logprob"].append(-sum(steps) / len(steps))
+        clips.append({"video": str(s.video), "wrong": {f: row.get(f, 0.0) < 1.0 for f in choices}, "raw": raw,
+                      "calibrated": calib, "margins": margins, "caption_raw": a.confidence_raw.get("caption"),
+                      "caption_calibrated": a.confidence.get("caption"), "disagree": disagree,
+                      "mean_logprob": sum(steps) / len(steps), "resampled_raw": {f: b.confidence_raw.get(f, 0.0)
+                                                                                 for f in choices}})
         for f in choices:
             bad, good = per_field[f]
             (bad if row.get(f, 0.0) < 1.0 else good).append(-raw[f])
@@ -135,7 +146,8 @@ def measure_run(run: str, dataset: str, split: str, batch_size: int) -> dict:
                      "auroc_field_wrong_margin": auroc(*per_margin[f]) if f in per_margin else None}
     return {"run": run, "split": split, "clips": len(samples), "clips_with_an_error": sum(wrong_clip),
             "calibrated_on": f"{cal.clips} {cal.split} clips", "target_precision": cal.target_precision,
-            "mean_field_accuracy": report["mean_field_accuracy"], "fields": fields, "ranking_auroc": ranking}
+            "mean_field_accuracy": report["mean_field_accuracy"], "fields": fields, "ranking_auroc": ranking,
+            "per_clip": clips}
 
 
 def print_run(r: dict) -> None:
