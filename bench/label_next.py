@@ -96,10 +96,14 @@ def main() -> int:
     ap.add_argument("--ks", default="48,96")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: print the table from the runs already scored under --work")
     args = ap.parse_args()
     ks = [int(x) for x in args.ks.split(",")]
     seeds = [int(x) for x in args.seeds.split(",")]
     work = Path(args.work)
+    if args.report:
+        return report(work, ks, seeds, args)
     work.mkdir(parents=True, exist_ok=True)
     print(machine_line(), flush=True)
     t0 = time.time()
@@ -128,6 +132,28 @@ def main() -> int:
                                                       seed, args.eval_dataset)
     results = {f"{seed}/{k}/{s}": job.result() for (seed, k, s), job in jobs.items()}
     seed_acc = {seed: f.result()["mean_field_accuracy"] for seed, f in seed_models.items()}
+    summarise(results, seed_acc, ks, seeds, args, t0)
+    return 0
+
+
+def report(work: Path, ks: list[int], seeds: list[int], args) -> int:
+    """The table over the seeds whose every run is scored (an unfinished experiment's state)."""
+    def scored(seed, name):
+        path = work / f"s{seed}/run-{name}/label_next_eval.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    done = [seed for seed in seeds if all(scored(seed, f"{s}-k{k}") for k in ks for s in STRATEGIES)
+            and scored(seed, "seed")]
+    if not done:
+        print("no seed has all its runs scored yet")
+        return 1
+    results = {f"{seed}/{k}/{s}": scored(seed, f"{s}-k{k}") for seed in done for k in ks for s in STRATEGIES}
+    summarise(results, {seed: scored(seed, "seed")["mean_field_accuracy"] for seed in done}, ks, done, args,
+              time.time())
+    return 0
+
+
+def summarise(results: dict, seed_acc: dict, ks: list[int], seeds: list[int], args, t0: float) -> None:
     body, summary = [], {}
     for k in ks:
         acc = {s: [results[f"{seed}/{k}/{s}"]["mean_field_accuracy"] for seed in seeds] for s in STRATEGIES}
@@ -142,8 +168,7 @@ def main() -> int:
     print(table(body, ["K", "strategy", "mean ± sd", "per seed", "minus random (seeds above)"]))
     save_result(NAME, {"machine": machine(), "commit": git_rev(), "args": vars(args), "seed_models": seed_acc,
                        "results": results, "summary": summary, "wall_s": round(time.time() - t0)})
-    print(f"wall {time.time() - t0:.0f} s")
-    return 0
+    print(f"seeds {seeds}; wall {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":
