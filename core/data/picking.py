@@ -7,8 +7,8 @@ budgets. The hybrid splits the pool into k groups by k-means on the clips' embed
 the pass that drafted them, core.serve.embedding) and takes the least sure clip of each group, so
 the k picks cover the pool's variety and, inside each part of it, go where the model is least sure.
 Which strategy "Label next" uses is measured (BENCHMARKS.md section 9c: over random picks the
-hybrid gained +.047 and +.081 mean field accuracy at K = 48 and 96, the least-sure order -.006 and
-+.049)."""
+hybrid gained +.058 and +.099 mean field accuracy at K = 48 and 96 over 5 seeds, the least-sure
+order -.015 and +.043)."""
 
 from __future__ import annotations
 
