@@ -77,7 +77,8 @@ def picks(seed_run: Path, pool: Path, ks: list[int], seed: int, cache: Path) -> 
         return {int(k): v for k, v in json.loads(cache.read_text()).items()}
     from core.serve.prelabel import prelabel_dataset
 
-    rep = prelabel_dataset(pool, str(seed_run), batch_size=8, device="cpu", constrained=True, redo_drafts=True)
+    rep = prelabel_dataset(pool, str(seed_run), batch_size=8, device="cpu", constrained=True, redo_drafts=True,
+                           keep_embeddings=True)
     order = sorted(rep.drafts)
     random.Random(1000 + seed).shuffle(order)
     out = {k: {"random": order[:k],

@@ -186,7 +186,8 @@ def cmd_prelabel(args) -> int:
 
     report = prelabel_dataset(args.dataset, args.model, args.limit, args.redo_drafts, args.batch_size,
                               seed=args.sample, device=args.device, trust_remote_code=args.trust_remote_code,
-                              progress=count_echo, constrained=not args.unconstrained)
+                              progress=count_echo, constrained=not args.unconstrained,
+                              keep_embeddings=bool(args.review) and args.pick == HYBRID)
     for err in report.errors:
         print(f"skipped: {err}", file=sys.stderr)
     if not report.asked:

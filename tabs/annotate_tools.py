@@ -134,12 +134,13 @@ class ToolHandlers:
         self.ws = ws
         self.store = store
 
-    def prelabel(self, model_name, n, redo_, constrained_, pool_, progress):
+    def prelabel(self, model_name, n, redo_, constrained_, pool_, progress, keep_embeddings=False):
         from core.serve.prelabel import prelabel_dataset
 
         return prelabel_dataset(self.store, model_name, int(n or 0) or None, bool(redo_), models=self.ws.models,
                                 seed=0 if pool_ else None, constrained=bool(constrained_),
-                                progress=lambda d, t: progress((d, t), desc="pre-labelling"))
+                                progress=lambda d, t: progress((d, t), desc="pre-labelling"),
+                                keep_embeddings=keep_embeddings)
 
     def on_prelabel(self, model_name, n, redo_, constrained_=True, pool_=False, progress=gr.Progress()):  # noqa: B008
         try:
@@ -154,7 +155,7 @@ class ToolHandlers:
         from core.data.listing import REVIEW, matching
 
         try:
-            report = self.prelabel(model_name, n, redo_, constrained_, pool_, progress)
+            report = self.prelabel(model_name, n, redo_, constrained_, pool_, progress, keep_embeddings=True)
         except Exception as exc:
             return failure_text(exc, "pre-label"), gr.skip(), gr.skip(), gr.skip()
         text = prelabel_message(report)

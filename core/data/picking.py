@@ -30,8 +30,9 @@ def kmeans(vectors: np.ndarray, k: int, seed: int = 0, rounds: int = 25) -> np.n
     centres = [x[rng.integers(n)]]
     dist = ((x - centres[0]) ** 2).sum(1)
     for _ in range(1, k):
-        total = dist.sum()
-        pick = rng.choice(n, p=dist / total) if total > 0 else rng.integers(n)
+        weights = dist.astype(np.float64)  # float32 sums miss 1 by more than rng.choice allows
+        total = weights.sum()
+        pick = rng.choice(n, p=weights / total) if total > 0 else rng.integers(n)
         centres.append(x[pick])
         dist = np.minimum(dist, ((x - x[pick]) ** 2).sum(1))
     c = np.stack(centres)
@@ -56,17 +57,18 @@ def pick(rels: list[str], scores: dict, embeddings: dict, k: int, strategy: str 
         s = scores.get(rel)
         return (s is None, s if s is not None else 0.0)
 
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
     order = sorted(rels, key=unsure)
     if strategy == UNCERTAINTY or k >= len(rels) or any(embeddings.get(r) is None for r in rels):
         return order[:k]
-    if strategy != HYBRID:
-        raise ValueError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
-    groups = kmeans(np.stack([np.asarray(embeddings[r], dtype=np.float64) for r in rels]), k, seed)
+    groups = kmeans(np.stack([np.asarray(embeddings[r], dtype=np.float32) for r in rels]), k, seed)
     group_of = dict(zip(rels, groups.tolist()))
     chosen, seen = [], set()
     for rel in order:  # least sure first: the first clip met in a group is its least sure one
         if group_of[rel] not in seen:
             seen.add(group_of[rel])
             chosen.append(rel)
-    chosen += [rel for rel in order if rel not in set(chosen)][:k - len(chosen)]  # groups k-means left empty
+    taken = set(chosen)
+    chosen += [rel for rel in order if rel not in taken][:k - len(chosen)]  # groups k-means left empty
     return chosen[:k]

@@ -50,7 +50,9 @@ class PrelabelReport:
     errors: list[str] = field(default_factory=list)  # "FILE: reason" of each clip that could not be decoded
     drafts_file: Path | None = None
     drafts: dict[str, dict] = field(default_factory=dict)  # clip -> the draft written by this call
-    embeddings: dict = field(default_factory=dict)  # clip -> its vector from the drafting pass (not saved)
+    # clip -> its vector from the drafting pass, for label_next; kept only when asked (write_drafts), as
+    # float16: a 2048-wide model's vectors are 4 KiB a clip, which a whole-folder pre-label need not hold
+    embeddings: dict = field(default_factory=dict)
 
     def least_sure(self, k: int | None = None, fields: int = 3) -> list[ReviewItem]:
         """The clips drafted by this call, least sure first (unscored last)."""
@@ -108,9 +110,10 @@ def unreadable_to_prelabel(store: AnnotationStore, include_drafts: bool = False)
 
 
 def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size: int = 4,
-                 progress=None, **generate_kwargs) -> PrelabelReport:
+                 progress=None, keep_embeddings: bool = False, **generate_kwargs) -> PrelabelReport:
     """Draft labels for `rels` with `predictor`; each draft is written (with the prediction's per-field
-    confidence) as soon as its batch is done, so an interrupted call keeps what it drafted."""
+    confidence) as soon as its batch is done, so an interrupted call keeps what it drafted.
+    `keep_embeddings`: keep each clip's vector in the report, for `label_next`'s groups."""
     report = PrelabelReport(asked=len(rels), drafts_file=store.root / DRAFTS)
     for start in range(0, len(rels), batch_size):
         chunk = rels[start:start + batch_size]
@@ -123,7 +126,9 @@ def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size:
                                      confidence=getattr(pred, "confidence", None),
                                      review={"calibrated": pred.calibrated, "review_fields": pred.review_fields})
             report.drafts[rel] = draft
-            report.embeddings[rel] = getattr(pred, "embedding", None)
+            vector = getattr(pred, "embedding", None)
+            if keep_embeddings and vector is not None:
+                report.embeddings[rel] = vector.astype("float16")
             report.drafted += 1
             report.flagged += bool(draft["errors"])
         if progress:

@@ -17,14 +17,17 @@ from core.serve.loaded import loaded_predictor
 
 def prelabel_dataset(dataset, model: str, limit: int | None = None, redo_drafts: bool = False,
                      batch_size: int = 4, *, seed: int | None = None, models=None, device: str = "auto",
-                     trust_remote_code: bool = False, progress=None, **generate_kwargs) -> PrelabelReport:
+                     trust_remote_code: bool = False, progress=None, keep_embeddings: bool = False,
+                     **generate_kwargs) -> PrelabelReport:
     """Draft labels for the unlabelled clips of `dataset` (a folder or an AnnotationStore) with `model`.
 
     `limit`: at most N clips (None or 0: all), the first N in gallery order or, with `seed`, N drawn
     at random (a pool for uncertainty sampling: rank it with `report.least_sure(k)`; the cost is one
     batched greedy generation per clip of the pool); `redo_drafts`: re-draft clips that have a draft;
     `models`: the app's ModelManager (else the model is loaded for this call). The report's `asked`
-    is 0 when there was nothing to pre-label (no model is loaded then)."""
+    is 0 when there was nothing to pre-label (no model is loaded then). `keep_embeddings`: the report
+    keeps each clip's vector, which `report.label_next(k)` groups by (else it falls back to the
+    least-sure order)."""
     store = dataset if isinstance(dataset, AnnotationStore) else AnnotationStore(dataset)
     require_folder(store)
     schema = store.schema()
@@ -35,6 +38,7 @@ def prelabel_dataset(dataset, model: str, limit: int | None = None, redo_drafts:
     if not rels:
         return PrelabelReport(drafts_file=store.root / DRAFTS, errors=unreadable)
     with loaded_predictor(model, schema, models, device, trust_remote_code) as predictor:
-        report = write_drafts(store, predictor, rels, batch_size=batch_size, progress=progress, **generate_kwargs)
+        report = write_drafts(store, predictor, rels, batch_size=batch_size, progress=progress,
+                              keep_embeddings=keep_embeddings, **generate_kwargs)
     report.errors[:0] = unreadable
     return report

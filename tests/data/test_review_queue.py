@@ -118,4 +118,7 @@ def test_write_drafts_stores_each_predictions_confidence_and_ranks_them(tmp_path
         assert 0.0 <= drafts[rel]["min_confidence"] <= 1.0
     by_score = sorted(rels, key=lambda r: drafts[r]["min_confidence"])
     assert [i.rel for i in report.least_sure()] == by_score
+    assert report.embeddings == {}  # vectors are kept only for label_next, when asked
+    kept = write_drafts(store, predictor, rels[:2], batch_size=2, constrained=True, keep_embeddings=True)
+    assert set(kept.embeddings) == set(rels[:2]) and all(v.dtype == "float16" for v in kept.embeddings.values())
     assert matching(store, REVIEW)[0] == by_score
