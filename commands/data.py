@@ -209,7 +209,7 @@ def cmd_prelabel(args) -> int:
 
 def review_line(item) -> str:
     """`0.003  videos/x.mp4  caption 0.00, rule_violations 0.05 ...`: a clip of the queue, weakest fields first."""
-    score = "  -  " if item.min_confidence is None else f"{item.min_confidence:.3f}"
+    score = "  -  " if item.score is None else f"{item.score:.3f}"
     fields = ", ".join(f"{name} {value:.2f}" for name, value in item.weakest) or "(no scores)"
     check = ("  [raw, not calibrated]" if not item.calibrated else "  [calibrated; check: " + ", ".join(item.review_fields) + "]"
              if item.review_fields else "  [calibrated; every field above its threshold]")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.data.drafts import review_rank
 from core.data.listing import PAGE_SIZE, REVIEW, gallery_page
 from core.data.store import DRAFT
 from core.schema.calibration import RAW_UNSURE_BELOW
@@ -94,16 +95,14 @@ def gallery_items(store, status_filter: str = "all", query: str = "", page: int 
     if status_filter == REVIEW and not shown.rels:
         text += "\n\n" + EMPTY_REVIEW
     elif status_filter == REVIEW:
-        scores = store.draft_scores()  # the index's, as the queue's order: no draft parsed for this count
-        unsure = sum(1 for rel in shown.rels if (scores.get(rel) is not None and scores[rel] < RAW_UNSURE_BELOW))
-        text += (f"\n\nreview queue: {len(shown.rels)} drafts, least sure first; {unsure} with a field below "
-                 f"{RAW_UNSURE_BELOW} (drafts without a confidence come last)")
+        text += (f"\n\nreview queue: {len(shown.rels)} drafts, least sure answer first (the number on a tile; "
+                 "drafts without a confidence come last)")
     return items, shown.rels, text, shown.page
 
 
 def caption(clip) -> str:
-    """A tile's caption: status, the draft's lowest field confidence when it has one, the file name."""
-    score = (clip.draft or {}).get("min_confidence") if clip.status == DRAFT else None
+    """A tile's caption: status, the draft's review rank when it has one (core.data.drafts), the file name."""
+    score = review_rank(clip.draft or {}) if clip.status == DRAFT else None
     return f"{STATUS_ICON[clip.status]} " + ("" if score is None else f"{score:.2f} ") + clip.rel.split("/")[-1]
 
 
@@ -126,8 +125,10 @@ def confidence_text(draft: dict) -> str:
     conf = draft.get("confidence")
     if not conf:
         return "" if conf is None else "\n\nThe model's answer did not parse: no confidence."
-    rank = draft.get("min_confidence")  # the queue's order: the least sure choice field (core.data.drafts)
-    text = f"\n\nLowest field confidence: {min(conf.values()) if rank is None else rank:.2f}"
+    answer = draft.get("answer_confidence")  # the queue's order (core.data.drafts.review_rank)
+    text = "" if answer is None else f"\n\nAnswer confidence: {answer:.2f} (the review queue's order, raw)"
+    least = draft.get("min_confidence")  # the least sure choice field
+    text += f"\n\nLowest field confidence: {min(conf.values()) if least is None else least:.2f}"
     if draft.get("calibrated"):
         check = draft.get("review_fields") or []
         return text + (" (calibrated); ⚠ check: " + ", ".join(f"{k} {conf[k]:.2f}" if k in conf else k for k in check)

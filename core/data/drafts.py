@@ -7,12 +7,18 @@ atomically with the live drafts only. The store holds the lock around every call
 
 A draft line (`make_draft`): video, model, text (the raw answer), label (parsed or null), errors
 (why it is not a valid label), created, and, when the model scored its answer, `confidence`
-(top-level field -> score in [0, 1], core.serve.confidence; calibrated when `calibrated`) and
-`min_confidence`, the review queue's rank: the least sure enum, list or boolean field (a free-text
-field has no "right" to be unsure of, and its score would rank every clip; it counts only when the
-schema has nothing else), null when the answer did not parse; plus `review_fields`, the fields a
-person should check (core.schema.calibration). Drafts written before confidence existed have none.
-The review queue (core.data.listing) sorts by `min_confidence` read from each line's summary in the
+(top-level field -> score in [0, 1], core.serve.confidence; calibrated when `calibrated`),
+`min_confidence` (the least sure enum, list or boolean field; any field's when the schema has no
+such field), `answer_confidence` (the whole answer's geometric-mean token probability,
+core.serve.confidence.answer_confidence), null when the answer did not parse; plus `review_fields`,
+the fields a person should check (core.schema.calibration). Drafts written before confidence
+existed have none.
+
+The review queue's rank (`review_rank`) is `answer_confidence`, least sure first: measured against
+what the videos show (BENCHMARKS section 9) it ranked clips with a wrong field above the rest
+better than the least sure field, calibrated or raw, and unlike a field's score it kept doing so
+once training made the model sure of every field. A draft from before it existed ranks by its
+`min_confidence`. The queue (core.data.listing) reads the rank from each line's summary in the
 index (`DraftLog.scores`), so ordering 100,000 drafts parses no JSON beyond the first read of a line.
 """
 
@@ -30,21 +36,26 @@ from core.schema.calibration import choice_fields
 
 DRAFTS = "drafts.jsonl"
 DRAFT_LOG_SLACK = 1000  # dead lines tolerated beyond the live ones before the log is compacted
-# the index cache keys summaries by (kind, line content): summaries of this shape (min_confidence
-# fourth) get their own kind, so one cached by an older version (fourth field always None) is not reused
-SUMMARY_KIND = "drafts.v2"
+# the index cache keys summaries by (kind, line content): summaries of this shape (review_rank fourth)
+# get their own kind, so one cached by an older version (min_confidence fourth) is not reused
+SUMMARY_KIND = "drafts.v3"
 
 
 def summarize_draft(raw: str) -> tuple:
-    """(video, flagged, dropped, min_confidence or None) of a drafts line; video None for a line that
+    """(video, flagged, dropped, review_rank or None) of a drafts line; video None for a line that
     is not a draft. Four scalars: the index cache stores them in its four columns."""
     row = parse_row(0, raw)
     if row.error:
         return (None, False, False, None)
-    score = row.data.get("min_confidence")
+    return (row.video, bool(row.data.get("errors")), bool(row.data.get("dropped")), review_rank(row.data))
+
+
+def review_rank(draft: dict) -> float | None:
+    """The number the review queue sorts a draft by, least sure first: its `answer_confidence`, or for
+    a draft written before that existed its `min_confidence`; None: not scored (ranked last)."""
+    score = draft.get("answer_confidence", draft.get("min_confidence"))
     score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
-    return (row.video, bool(row.data.get("errors")), bool(row.data.get("dropped")),
-            score if score is not None and math.isfinite(score) else None)
+    return score if score is not None and math.isfinite(score) else None
 
 
 def rank_score(scores: dict, schema: dict | None) -> float | None:
@@ -55,10 +66,12 @@ def rank_score(scores: dict, schema: dict | None) -> float | None:
 
 
 def make_draft(rel: str, text: str | None, model: str, schema: dict | None, error: str | None = None,
-               confidence: dict | None = None, review: dict | None = None) -> dict:
+               confidence: dict | None = None, review: dict | None = None,
+               answer_confidence: float | None = None) -> dict:
     """The line a draft is stored as: the answer parsed and checked against `schema`, with the model's
-    per-field `confidence` and its rank (`rank_score`) when given (an answer that did not parse has no
-    scores), and `review` ({"calibrated": bool, "review_fields": [...]}) as the predictor decided."""
+    per-field `confidence`, its least sure choice field (`rank_score`) and `answer_confidence` when
+    given (an answer that did not parse has no scores), and `review` ({"calibrated": bool,
+    "review_fields": [...]}) as the predictor decided."""
     parsed, parse_error = extract_json(text) if text is not None else (None, error)
     errors = [parse_error] if parse_error else (label_errors(schema, parsed) if schema else [])
     draft = {"video": rel, "model": model, "text": text, "label": parsed, "errors": errors,
@@ -67,6 +80,8 @@ def make_draft(rel: str, text: str | None, model: str, schema: dict | None, erro
         scores = {k: float(v) for k, v in confidence.items() if v is not None}
         draft["confidence"] = scores
         draft["min_confidence"] = rank_score(scores, schema)
+        if answer_confidence is not None:  # an answer that did not parse is not ranked (None), like its fields
+            draft["answer_confidence"] = float(answer_confidence) if parsed is not None else None
     if review is not None:
         draft.update(calibrated=bool(review.get("calibrated")), review_fields=list(review.get("review_fields") or []))
     return draft
@@ -104,7 +119,7 @@ class DraftLog:
         return self._live[0]
 
     def scores(self) -> dict[str, float | None]:
-        """clip -> its current draft's min_confidence (None: not scored), from the line summaries:
+        """clip -> its current draft's `review_rank` (None: not scored), from the line summaries:
         no line is parsed here, and the dict is kept while the log is unchanged."""
         if self._scores[1] != self.lines.version:
             summaries = self.lines.summaries

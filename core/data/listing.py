@@ -8,7 +8,7 @@ A probe's answer is kept between processes (core.data.folder.Probes), so a secon
 unchanged folder only stats the files. Nothing here formats for a UI (tabs.annotate does).
 
 The review queue is the status filter REVIEW: the clips with a draft, least sure first (by the
-draft's min_confidence, core.data.drafts; drafts without a score, older ones or answers that did
+draft's review rank, core.data.drafts.review_rank; drafts without a score, older ones or answers that did
 not parse, after the scored ones, in gallery order). Save & next walks it in that order.
 """
 
@@ -63,7 +63,7 @@ def matching(store, status: str | None = "all", query: str = "") -> tuple[list[s
 
 
 def least_sure_first(store, rels: list[str]) -> list[str]:
-    """`rels` (clips with a draft) ordered by their draft's min_confidence, lowest first; unscored last.
+    """`rels` (clips with a draft) ordered by their draft's review rank, lowest first; unscored last.
 
     Why this stays cheap at 100,000 clips: the scores come from the drafts log's line summaries
     (store.draft_scores: built once per change of drafts.jsonl, kept by line content in the index

@@ -19,7 +19,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.data.drafts import weakest_fields
+from core.data.drafts import review_rank, weakest_fields
 from core.data.listing import least_sure_first
 from core.data.picking import LABEL_NEXT, pick
 from core.data.store import DRAFT, DRAFTS, UNLABELLED, UNREADABLE, AnnotationStore
@@ -29,7 +29,7 @@ from core.errors import DatasetError
 @dataclass
 class ReviewItem:
     rel: str
-    min_confidence: float | None  # None: the draft has no score (older draft, answer did not parse)
+    score: float | None  # the queue's rank (drafts.review_rank); None: not scored (older draft, no parse)
     weakest: list[tuple[str, float]]  # (field, score), least sure first
     model: str | None = None
     flagged: bool = False  # not a schema-valid label
@@ -37,7 +37,7 @@ class ReviewItem:
     review_fields: list | None = None  # fields under their threshold; None: a draft from before calibration
 
     def as_dict(self) -> dict:
-        return {"video": self.rel, "min_confidence": self.min_confidence, "model": self.model,
+        return {"video": self.rel, "score": self.score, "model": self.model,
                 "flagged": self.flagged, "weakest": [{"field": k, "confidence": v} for k, v in self.weakest],
                 "calibrated": self.calibrated, "review_fields": self.review_fields}
 
@@ -56,13 +56,13 @@ class PrelabelReport:
 
     def least_sure(self, k: int | None = None, fields: int = 3) -> list[ReviewItem]:
         """The clips drafted by this call, least sure first (unscored last)."""
-        order = sorted(self.drafts, key=lambda rel: _sort_key(self.drafts[rel].get("min_confidence")))
+        order = sorted(self.drafts, key=lambda rel: _sort_key(review_rank(self.drafts[rel])))
         return [_item(rel, self.drafts[rel], fields) for rel in order[:k or None]]
 
     def label_next(self, k: int, strategy: str = LABEL_NEXT, fields: int = 3) -> list[ReviewItem]:
         """k clips drafted by this call for a person to label, least sure first: by default the least
         sure clip of each of k groups of similar clips (core.data.picking)."""
-        scores = {rel: d.get("min_confidence") for rel, d in self.drafts.items()}
+        scores = {rel: review_rank(d) for rel, d in self.drafts.items()}
         chosen = pick(list(self.drafts), scores, self.embeddings, k, strategy)
         return [_item(rel, self.drafts[rel], fields) for rel in chosen]
 
@@ -72,7 +72,7 @@ def _sort_key(score) -> tuple:
 
 
 def _item(rel: str, draft: dict, fields: int) -> ReviewItem:
-    return ReviewItem(rel, draft.get("min_confidence"), weakest_fields(draft, limit=fields), draft.get("model"),
+    return ReviewItem(rel, review_rank(draft), weakest_fields(draft, limit=fields), draft.get("model"),
                       bool(draft.get("errors")), bool(draft.get("calibrated")), draft.get("review_fields"))
 
 
@@ -124,7 +124,8 @@ def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size:
                 continue
             draft = store.save_draft(rel, pred.text, model=predictor.name or "model",
                                      confidence=getattr(pred, "confidence", None),
-                                     review={"calibrated": pred.calibrated, "review_fields": pred.review_fields})
+                                     review={"calibrated": pred.calibrated, "review_fields": pred.review_fields},
+                                     answer_confidence=getattr(pred, "answer_confidence", None))
             report.drafts[rel] = draft
             vector = getattr(pred, "embedding", None)
             if keep_embeddings and vector is not None:

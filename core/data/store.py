@@ -317,9 +317,11 @@ class AnnotationStore:
     # ------------------------------------------------------------------ drafts
 
     def save_draft(self, rel: str, text: str | None, model: str, error: str | None = None,
-                   confidence: dict | None = None, review: dict | None = None) -> dict:
-        """Store a model's answer for `rel` as a draft with its per-field `confidence` (drafts.make_draft)."""
-        draft = make_draft(rel, text, model, self.schema(), error, confidence, review)
+                   confidence: dict | None = None, review: dict | None = None,
+                   answer_confidence: float | None = None) -> dict:
+        """Store a model's answer for `rel` as a draft with its per-field `confidence` and the whole
+        answer's score, the review queue's rank (drafts.make_draft)."""
+        draft = make_draft(rel, text, model, self.schema(), error, confidence, review, answer_confidence)
         with self._mutex, self._locked():
             before = self._listing_key()
             self._drafts.add(draft)
@@ -327,7 +329,8 @@ class AnnotationStore:
         return draft
 
     def draft_scores(self) -> dict[str, float | None]:
-        """clip -> its draft's min_confidence (None: not scored), from the drafts index (no line parsed)."""
+        """clip -> its draft's review rank (drafts.review_rank; None: not scored), from the drafts index
+        (no line parsed)."""
         with self._mutex:
             self._drafts.sync()
             return self._drafts.scores()

@@ -28,7 +28,7 @@ from core.models.loading import load_model, resolve_model
 from core.schema.base import extract_json, label_errors
 from core.schema.calibration import Calibration, choice_fields, for_run, needs_review, review_without_calibration
 from core.schema.scoring import score_row
-from core.serve.confidence import field_confidence, field_margins, min_confidence
+from core.serve.confidence import answer_confidence, field_confidence, field_margins, min_confidence
 from core.serve.constrained import schema_logits_processor
 from core.serve.embedding import prefill_embeddings
 from core.serve.stepscores import StepRecorder, token_ranges
@@ -49,6 +49,7 @@ class Prediction:
     confidence_raw: dict | None = None  # the scores before calibration
     review_fields: list | None = None  # choice fields a person should check; None for an unread clip
     embedding: object = None  # numpy vector of the clip (core.serve.embedding), with confidence
+    answer_confidence: float | None = None  # the whole answer's geometric-mean token probability (raw)
 
     @property
     def min_confidence(self) -> float | None:
@@ -78,6 +79,10 @@ class Generated:
     @property
     def needs_review(self) -> bool:
         return needs_review(True, self.calibrated, self.review_fields)
+
+    @property
+    def answer_confidence(self) -> float | None:
+        return answer_confidence(self.token_logprobs)
 
 
 PREFETCH_BATCHES = 2  # batches a loader thread samples ahead while the model generates
@@ -259,7 +264,8 @@ class Predictor:
                                           confidence_parts=g.confidence_parts if confidence else None,
                                           calibrated=g.calibrated, review_fields=g.review_fields,
                                           confidence_raw=g.confidence_raw if confidence else None,
-                                          embedding=g.embedding)))
+                                          embedding=g.embedding,
+                                          answer_confidence=g.answer_confidence if confidence else None)))
         return results
 
     def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,

@@ -221,18 +221,19 @@ def test_prelabel_then_review_opens_the_least_sure_draft_with_its_weak_fields_ma
     handler = next(f.fn for f in demo.fns.values() if f.api_name == "prelabel_review")
     text, status, first, moved = handler("tiny:default", 0, False, True, False)
     drafts = AnnotationStore(root).drafts()
-    order = sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])
+    order = sorted(drafts, key=lambda rel: drafts[rel]["answer_confidence"])  # the queue's rank
     assert len(order) == 4 and (status, first, moved) == (REVIEW, order[0], True)
     assert "Label next" in text and [text.index(f"`{rel}`") for rel in order] == sorted(
         text.index(f"`{rel}`") for rel in order)  # listed least sure first
     items, rels, summary, _ = annotate.gallery_items(ws.store, REVIEW)
     assert rels == order and "review queue: 4 drafts" in summary
-    assert [c for _, c in items] == [f"✎ {drafts[r]['min_confidence']:.2f} {r.split('/')[-1]}" for r in order]
+    assert [c for _, c in items] == [f"✎ {drafts[r]['answer_confidence']:.2f} {r.split('/')[-1]}" for r in order]
     view = annotate.open_clip(ws.store, first, SamplingSpec(num_frames=2, width=32, height=32))
     conf = drafts[first]["confidence"]
-    rank = drafts[first]["min_confidence"]  # the least sure choice field: the caption leaves the rank
-    assert rank == min(v for k, v in conf.items() if k != "caption")
-    assert view["current"]["confidence"] == conf and f"Lowest field confidence: {rank:.2f}" in view["title"]
+    least = drafts[first]["min_confidence"]  # the least sure choice field: the caption leaves it
+    assert least == min(v for k, v in conf.items() if k != "caption")
+    assert view["current"]["confidence"] == conf and f"Lowest field confidence: {least:.2f}" in view["title"]
+    assert f"Answer confidence: {drafts[first]['answer_confidence']:.2f} (the review queue's order" in view["title"]
     assert "(raw, not calibrated)" in view["title"]  # tiny:default is a base: nothing measured its scores
     fields = form.form_fields(ws.store.schema())
     updates = annotate.field_updates(fields, form.label_to_values(fields, view["current"]["start"]), conf)

@@ -336,9 +336,10 @@ def test_review_queue(app, artifacts):
             d = json.loads(line)
             drafts[d["video"]] = d
         assert set(drafts) == set(new)
-        order = sorted(new, key=lambda rel: drafts[rel]["min_confidence"])
+        order = sorted(new, key=lambda rel: drafts[rel]["answer_confidence"])  # the queue's rank
         first = drafts[order[0]]
         expect(page.locator("#annotate-title")).to_contain_text(order[0], timeout=60_000)
+        expect(page.locator("#annotate-title")).to_contain_text(f"Answer confidence: {first['answer_confidence']:.2f}")
         expect(page.locator("#annotate-title")).to_contain_text(f"Lowest field confidence: {first['min_confidence']:.2f}")
         captions = page.locator("#annotate-gallery .caption-label")
         for k, rel in enumerate(order):

@@ -202,7 +202,7 @@ def test_prelabel_refuses_a_dataset_without_schema_and_loads_nothing_when_there_
 
 def _line(rel, draft):
     # tiny:default is a base model: nothing calibrated its scores, and the line says so
-    return f"{draft['min_confidence']:.3f}  {rel}  " + ", ".join(
+    return f"{draft['answer_confidence']:.3f}  {rel}  " + ", ".join(
         f"{k} {v:.2f}" for k, v in sorted(draft["confidence"].items(), key=lambda kv: kv[1])[:3]) + (
         "  [raw, not calibrated]")
 
@@ -214,7 +214,7 @@ def test_prelabel_review_names_the_least_sure_clips_and_review_lists_every_draft
     assert out.returncode == 0, out.stderr
     drafts = AnnotationStore(root).drafts()
     assert len(drafts) == 4 and all(d["confidence"] for d in drafts.values())
-    order = sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])
+    order = sorted(drafts, key=lambda rel: drafts[rel]["answer_confidence"])
     lines = out.stdout.strip().splitlines()
     assert lines[-3].startswith("label these next, the least sure clip of each of K groups")
     # the least sure clip leads its group, so it is picked first; the other pick is another draft
@@ -231,8 +231,8 @@ def test_prelabel_review_names_the_least_sure_clips_and_review_lists_every_draft
     assert listed.returncode == 0, listed.stderr
     queue = json.loads(listed.stdout)
     drafts = AnnotationStore(root).drafts()
-    assert [q["video"] for q in queue] == sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])
-    assert [q["min_confidence"] for q in queue] == sorted(d["min_confidence"] for d in drafts.values())
+    assert [q["video"] for q in queue] == sorted(drafts, key=lambda rel: drafts[rel]["answer_confidence"])
+    assert [q["score"] for q in queue] == sorted(d["answer_confidence"] for d in drafts.values())
     first = run_cli("review", "--dataset", root, "--limit", "1")
     assert first.stdout.strip() == _line(queue[0]["video"], drafts[queue[0]["video"]])
     empty = run_cli("review", "--dataset", make_dataset(tmp_path / "e", n=2))

@@ -4,6 +4,7 @@ from the drafts index, in the order the Annotate tab's REVIEW filter, Save & nex
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -23,19 +24,25 @@ def _random_confidence(rng) -> dict:
     return {k: rng.random() for k in LABEL}
 
 
-def test_a_draft_keeps_its_per_field_confidence_and_its_minimum(tmp_path):
-    store = AnnotationStore(make_dataset(tmp_path / "d", n=3, rows=0))
+def test_a_draft_keeps_its_per_field_confidence_its_minimum_and_its_answer_score(tmp_path):
+    store = AnnotationStore(make_dataset(tmp_path / "d", n=4, rows=0))
     conf = _random_confidence(random.Random(1))
-    saved = store.save_draft("videos/clip_0001.mp4", json.dumps(LABEL), model="m", confidence=conf)
+    saved = store.save_draft("videos/clip_0001.mp4", json.dumps(LABEL), model="m", confidence=conf,
+                             answer_confidence=0.93)
     stored = AnnotationStore(store.root).drafts()["videos/clip_0001.mp4"]  # a new process reads the file
     assert stored["confidence"] == conf == saved["confidence"]
-    # the rank is the least sure choice field: the free-text caption (often the lowest) leaves it
-    rank = min(v for k, v in conf.items() if k != "caption")
-    assert stored["min_confidence"] == rank and rank != min(conf.values())
-    assert AnnotationStore(store.root).draft_scores() == {"videos/clip_0001.mp4": rank}
-    # an answer that did not parse has no scores: an empty confidence and no minimum
-    garbage = store.save_draft("videos/clip_0002.mp4", "not json", model="m", confidence={})
-    assert garbage["errors"] and garbage["min_confidence"] is None
+    # the least sure field is of the choice fields: the free-text caption (often the lowest) leaves it
+    least = min(v for k, v in conf.items() if k != "caption")
+    assert stored["min_confidence"] == least and least != min(conf.values())
+    # the queue ranks by the whole answer's score, not by any field's
+    assert stored["answer_confidence"] == 0.93
+    assert AnnotationStore(store.root).draft_scores() == {"videos/clip_0001.mp4": 0.93}
+    # a draft stored without the answer's score (written before it existed) ranks by its least sure field
+    store.save_draft("videos/clip_0003.mp4", json.dumps(LABEL), model="m", confidence=conf)
+    assert AnnotationStore(store.root).draft_scores()["videos/clip_0003.mp4"] == least
+    # an answer that did not parse has no scores: an empty confidence, no minimum and no answer score
+    garbage = store.save_draft("videos/clip_0002.mp4", "not json", model="m", confidence={}, answer_confidence=0.2)
+    assert garbage["errors"] and garbage["min_confidence"] is None and garbage["answer_confidence"] is None
     assert store.draft_scores()["videos/clip_0002.mp4"] is None
 
 
@@ -57,7 +64,7 @@ def test_drafts_written_before_confidence_existed_still_open_and_queue_last(tmp_
     assert matching(store, REVIEW)[0] == ["videos/clip_0003.mp4", "videos/clip_0000.mp4"]
     items = review_queue(store)
     assert [i.rel for i in items] == ["videos/clip_0003.mp4", "videos/clip_0000.mp4"]
-    assert items[1].min_confidence is None and items[1].weakest == []
+    assert items[1].score is None and items[1].weakest == []
 
 
 def test_queue_is_the_sort_of_the_stored_scores_and_save_and_next_walks_it(tmp_path):
@@ -65,15 +72,16 @@ def test_queue_is_the_sort_of_the_stored_scores_and_save_and_next_walks_it(tmp_p
     store = AnnotationStore(root)
     rng = random.Random(7)
     for rel in _clips(8)[2:]:
-        store.save_draft(rel, json.dumps(LABEL), model="m", confidence=_random_confidence(rng))
-    stored = {rel: d["min_confidence"] for rel, d in AnnotationStore(root).drafts().items()}
+        store.save_draft(rel, json.dumps(LABEL), model="m", confidence=_random_confidence(rng),
+                         answer_confidence=rng.random())
+    stored = {rel: d["answer_confidence"] for rel, d in AnnotationStore(root).drafts().items()}
     expected = sorted(stored, key=stored.get)
     queue, counts, _ = matching(store, REVIEW)
     assert queue == expected
     assert counts[DRAFT] == 6 and counts[LABELLED] == 2  # the queue is a filter: counts are the dataset's
     page = gallery_page(store, REVIEW)
     assert [c.rel for c in page.clips] == expected
-    assert [c.draft["min_confidence"] for c in page.clips] == sorted(stored.values())
+    assert [c.draft["answer_confidence"] for c in page.clips] == sorted(stored.values())
     assert [i.rel for i in review_queue(store, limit=3)] == expected[:3]
     weakest = review_queue(store, limit=1)[0].weakest
     conf = store.drafts()[expected[0]]["confidence"]
@@ -102,6 +110,7 @@ def test_a_seeded_pool_is_random_unlabelled_and_repeatable(tmp_path):
 
 def test_write_drafts_stores_each_predictions_confidence_and_ranks_them(tmp_path, tiny_path):
     from core.serve.predictor import Predictor
+    from core.video.frames import sample_frames
 
     store = AnnotationStore(make_dataset(tmp_path / "d", n=5, rows=1))
     rels = clips_to_prelabel(store)
@@ -115,8 +124,14 @@ def test_write_drafts_stores_each_predictions_confidence_and_ranks_them(tmp_path
         assert drafts[rel]["text"] == pred.text
         assert drafts[rel]["confidence"] == pytest.approx(pred.confidence, rel=1e-4)  # float noise of a re-run
         assert drafts[rel]["min_confidence"] == min(v for k, v in drafts[rel]["confidence"].items() if k != "caption")
-        assert 0.0 <= drafts[rel]["min_confidence"] <= 1.0
-    by_score = sorted(rels, key=lambda r: drafts[r]["min_confidence"])
+        assert drafts[rel]["answer_confidence"] == pytest.approx(pred.answer_confidence, rel=1e-4)
+        assert 0.0 < drafts[rel]["answer_confidence"] <= 1.0
+    # the answer's score is the geometric mean of its tokens' step probabilities, stop token included
+    frames = sample_frames(store.root / rels[0], predictor.spec.sampling_spec)
+    answer, = predictor.generate([frames], constrained=True, confidence=True)
+    assert answer.answer_confidence == pytest.approx(math.exp(sum(answer.token_logprobs) / len(answer.token_logprobs)))
+    assert answer.answer_confidence == pytest.approx(drafts[rels[0]]["answer_confidence"], rel=1e-4)
+    by_score = sorted(rels, key=lambda r: drafts[r]["answer_confidence"])
     assert [i.rel for i in report.least_sure()] == by_score
     assert report.embeddings == {}  # vectors are kept only for label_next, when asked
     kept = write_drafts(store, predictor, rels[:2], batch_size=2, constrained=True, keep_embeddings=True)

@@ -11,7 +11,7 @@ import torch
 import xgrammar as xgr
 
 from core.schema.base import load_schema
-from core.serve.confidence import field_confidence, field_margins, json_spans, min_confidence
+from core.serve.confidence import answer_confidence, field_confidence, field_margins, json_spans, min_confidence
 from core.serve.constrained import schema_logits_processor
 from core.serve.predictor import Predictor
 from core.serve.stepscores import StepRecorder, token_ranges
@@ -58,6 +58,10 @@ def test_enum_counts_tokens_until_the_value_is_settled():
     assert scores["event_type"] == pytest.approx(0.8 * 0.6)  # "n" (near_miss or no_incident), then "o"
     assert scores["visibility"] == pytest.approx(0.7)  # "good" settles it; '"}' only closes
     assert min_confidence(scores) == pytest.approx(0.48)
+    # the whole answer's score: the geometric mean of every token's step probability
+    assert answer_confidence(lp) == pytest.approx(math.prod((0.5, 0.5, 0.3, 0.8, 0.6, 0.2, 0.1, 0.05, 0.5, 0.4, 0.7,
+                                                             0.9)) ** (1 / 12))
+    assert answer_confidence([]) is None and answer_confidence([0.0]) == 1.0
 
 
 def test_enum_list_scores_each_item_with_its_opening_token_and_the_stop():
