@@ -4,6 +4,7 @@ so tests never read or pollute the repository's .cache/."""
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 import pytest
@@ -22,6 +23,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # take microseconds and an OpenMP barrier waits milliseconds for a descheduled thread: one 30-clip
 # prediction took 3 s on one thread and 16-55 s on two beside one busy process (AMD EPYC, 2 cores).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The Ctrl-C tests send SIGINT to a child and expect its KeyboardInterrupt path. A suite started in
+# the background (`cmd &`, nohup) inherits SIGINT ignored, every child would inherit that too, and
+# Python installs no KeyboardInterrupt handler for an ignored signal: those tests then fail (seen:
+# 6 failures, 570 s of runs that could not be interrupted). A handler set here is reset to the
+# default in each child at exec, so the children can be interrupted again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
