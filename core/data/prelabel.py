@@ -29,7 +29,7 @@ from core.errors import DatasetError
 @dataclass
 class ReviewItem:
     rel: str
-    score: float | None  # the queue's rank (drafts.review_rank); None: not scored (older draft, no parse)
+    score: float | None  # what the list is ordered by, least sure first (None: not scored: older draft, no parse)
     weakest: list[tuple[str, float]]  # (field, score), least sure first
     model: str | None = None
     flagged: bool = False  # not a schema-valid label
@@ -57,22 +57,24 @@ class PrelabelReport:
     def least_sure(self, k: int | None = None, fields: int = 3) -> list[ReviewItem]:
         """The clips drafted by this call, least sure first (unscored last)."""
         order = sorted(self.drafts, key=lambda rel: _sort_key(review_rank(self.drafts[rel])))
-        return [_item(rel, self.drafts[rel], fields) for rel in order[:k or None]]
+        return [_item(rel, self.drafts[rel], fields, review_rank(self.drafts[rel])) for rel in order[:k or None]]
 
     def label_next(self, k: int, strategy: str = LABEL_NEXT, fields: int = 3) -> list[ReviewItem]:
         """k clips drafted by this call for a person to label, least sure first: by default the least
-        sure clip of each of k groups of similar clips (core.data.picking)."""
-        scores = {rel: review_rank(d) for rel, d in self.drafts.items()}
+        sure clip of each of k groups of similar clips (core.data.picking). "Least sure" here is the
+        least sure choice field (`min_confidence`), not the review queue's answer score: the gain
+        over random picks (BENCHMARKS section 9c) was measured with it."""
+        scores = {rel: d.get("min_confidence") for rel, d in self.drafts.items()}
         chosen = pick(list(self.drafts), scores, self.embeddings, k, strategy)
-        return [_item(rel, self.drafts[rel], fields) for rel in chosen]
+        return [_item(rel, self.drafts[rel], fields, scores[rel]) for rel in chosen]
 
 
 def _sort_key(score) -> tuple:
     return (score is None, score or 0.0)
 
 
-def _item(rel: str, draft: dict, fields: int) -> ReviewItem:
-    return ReviewItem(rel, review_rank(draft), weakest_fields(draft, limit=fields), draft.get("model"),
+def _item(rel: str, draft: dict, fields: int, score: float | None) -> ReviewItem:
+    return ReviewItem(rel, score, weakest_fields(draft, limit=fields), draft.get("model"),
                       bool(draft.get("errors")), bool(draft.get("calibrated")), draft.get("review_fields"))
 
 
@@ -153,4 +155,4 @@ def review_queue(store: AnnotationStore, limit: int | None = None, fields: int =
     shown = least_sure_first(store, [rel for rel, status in store.statuses() if status == DRAFT])[:limit or None]
     # a short list opens its clips one by one (one line parsed each); a long one reads the log once
     drafts = store.drafts() if len(shown) > 200 else {rel: store.clip(rel).draft for rel in shown}
-    return [_item(rel, drafts.get(rel) or {}, fields) for rel in shown]
+    return [_item(rel, drafts.get(rel) or {}, fields, review_rank(drafts.get(rel) or {})) for rel in shown]

@@ -223,8 +223,9 @@ def test_prelabel_then_review_opens_the_least_sure_draft_with_its_weak_fields_ma
     drafts = AnnotationStore(root).drafts()
     order = sorted(drafts, key=lambda rel: drafts[rel]["answer_confidence"])  # the queue's rank
     assert len(order) == 4 and (status, first, moved) == (REVIEW, order[0], True)
-    assert "Label next" in text and [text.index(f"`{rel}`") for rel in order] == sorted(
-        text.index(f"`{rel}`") for rel in order)  # listed least sure first
+    picked = sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])  # Label next's "least sure" (9c)
+    assert "Label next" in text and [text.index(f"`{rel}`") for rel in picked] == sorted(
+        text.index(f"`{rel}`") for rel in picked)  # listed least sure first
     items, rels, summary, _ = annotate.gallery_items(ws.store, REVIEW)
     assert rels == order and "review queue: 4 drafts" in summary
     assert [c for _, c in items] == [f"✎ {drafts[r]['answer_confidence']:.2f} {r.split('/')[-1]}" for r in order]

@@ -200,9 +200,10 @@ def test_prelabel_refuses_a_dataset_without_schema_and_loads_nothing_when_there_
     assert handler("no/such-model", 0, True) == "Nothing to pre-label." and ws.models.loaded() == []
 
 
-def _line(rel, draft):
-    # tiny:default is a base model: nothing calibrated its scores, and the line says so
-    return f"{draft['answer_confidence']:.3f}  {rel}  " + ", ".join(
+def _line(rel, draft, score="answer_confidence"):
+    # tiny:default is a base model: nothing calibrated its scores, and the line says so; the review
+    # queue shows (and sorts by) the answer's score, Label next the least sure field it picked by
+    return f"{draft[score]:.3f}  {rel}  " + ", ".join(
         f"{k} {v:.2f}" for k, v in sorted(draft["confidence"].items(), key=lambda kv: kv[1])[:3]) + (
         "  [raw, not calibrated]")
 
@@ -214,16 +215,16 @@ def test_prelabel_review_names_the_least_sure_clips_and_review_lists_every_draft
     assert out.returncode == 0, out.stderr
     drafts = AnnotationStore(root).drafts()
     assert len(drafts) == 4 and all(d["confidence"] for d in drafts.values())
-    order = sorted(drafts, key=lambda rel: drafts[rel]["answer_confidence"])
+    order = sorted(drafts, key=lambda rel: drafts[rel]["min_confidence"])
     lines = out.stdout.strip().splitlines()
     assert lines[-3].startswith("label these next, the least sure clip of each of K groups")
     # the least sure clip leads its group, so it is picked first; the other pick is another draft
-    assert lines[-2] == _line(order[0], drafts[order[0]])
-    assert lines[-1] in [_line(rel, drafts[rel]) for rel in order[1:]]
+    assert lines[-2] == _line(order[0], drafts[order[0]], "min_confidence")
+    assert lines[-1] in [_line(rel, drafts[rel], "min_confidence") for rel in order[1:]]
     plain = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", "--limit", "4", "--sample", "1",
                     "--redo-drafts", "--review", "2", "--pick", "uncertainty", timeout=300)
     assert plain.returncode == 0, plain.stderr
-    assert plain.stdout.strip().splitlines()[-2:] == [_line(rel, drafts[rel]) for rel in order[:2]]
+    assert plain.stdout.strip().splitlines()[-2:] == [_line(rel, drafts[rel], "min_confidence") for rel in order[:2]]
     again = run_cli("prelabel", "--dataset", root, "--model", "tiny:default", "--limit", "4", "--sample", "1",
                     "--redo-drafts", timeout=300)
     assert again.returncode == 0 and set(AnnotationStore(root).drafts()) == set(drafts)  # the seed names the pool
