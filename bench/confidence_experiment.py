@@ -285,8 +285,10 @@ def part2(args, work: Path, out: dict, checkpoint) -> dict:
         pool = make_dataset(base / "data-pool", pool_rows, labelled=False)
         t0 = time.time()
         rep = prelabel_dataset(pool, str(base / "run-seed"), batch_size=8, device=args.device)
-        ranked = [item.rel for item in rep.least_sure()]
-        scores = {rel: rep.drafts[rel].get("min_confidence") for rel in ranked}
+        # uncertainty sampling by the least sure field, as section 9b measured it (the review queue's
+        # order, rep.least_sure(), is the answer's score since #24)
+        scores = {rel: d.get("min_confidence") for rel, d in rep.drafts.items()}
+        ranked = sorted(scores, key=lambda rel: (scores[rel] is None, scores[rel] or 0.0))
         log(f"seed {seed}: pre-labelled {rep.drafted} pool clips in {time.time() - t0:.0f} s "
             f"({rep.flagged} flagged, {len(rep.errors)} errors)")
         random_order = [r["video"] for r in pool_rows]

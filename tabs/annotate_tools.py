@@ -162,7 +162,7 @@ class ToolHandlers:
         if report.drafts:
             text += (f"\n\n**Label next**: of the clips `{model_name}` drafted, the least sure clip of each group of "
                      "similar clips, least sure first:\n") + "\n".join(
-                f"{k}. `{item.rel}` {_score(item.score)} — "
+                f"{k}. `{item.rel}` least sure field {_score(item.score)} — "
                 + (", ".join(f"{name} {v:.2f}" for name, v in item.weakest) or "no scores")
                 for k, item in enumerate(report.label_next(REVIEW_LIST), 1))
         queue = matching(self.store, REVIEW)[0]

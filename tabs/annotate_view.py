@@ -121,7 +121,8 @@ def summary_text(shown, query: str = "") -> str:
 
 
 def confidence_text(draft: dict) -> str:
-    """The draft's confidence for the title: its least sure field and the fields under RAW_UNSURE_BELOW."""
+    """The draft's confidence for the title: the answer's score (the queue's order), its least sure
+    field and the fields under RAW_UNSURE_BELOW."""
     conf = draft.get("confidence")
     if not conf:
         return "" if conf is None else "\n\nThe model's answer did not parse: no confidence."

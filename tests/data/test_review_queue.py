@@ -129,6 +129,9 @@ def test_write_drafts_stores_each_predictions_confidence_and_ranks_them(tmp_path
     # the answer's score is the geometric mean of its tokens' step probabilities, stop token included
     frames = sample_frames(store.root / rels[0], predictor.spec.sampling_spec)
     answer, = predictor.generate([frames], constrained=True, confidence=True)
+    # one step score per token through the first stop token, nothing after it (padding) counted
+    assert len(answer.token_logprobs) == len(answer.token_ids)
+    assert predictor.processor.tokenizer.eos_token_id not in answer.token_ids[:-1]
     assert answer.answer_confidence == pytest.approx(math.exp(sum(answer.token_logprobs) / len(answer.token_logprobs)))
     assert answer.answer_confidence == pytest.approx(drafts[rels[0]]["answer_confidence"], rel=1e-4)
     by_score = sorted(rels, key=lambda r: drafts[r]["answer_confidence"])
