@@ -41,6 +41,9 @@ def model_identity(model: str, schema: dict | None, trust_remote_code: bool = Fa
     return source.display, spec_for(source, family, schema)
 
 
+MAX_ACTOR_START_DEATHS = 2  # consecutive actor deaths before start that a job survives (stream_predictions)
+
+
 class SampleActor:
     """The sample stage, per clip: pickled SampledFrames, or the decode error (as the local engine words it).
     An actor rather than a task: Ray fuses a task stage into the model actors that follow it (then
@@ -113,6 +116,13 @@ def stream_predictions(model: str, schema: dict | None, spec: PreprocessSpec, to
         return
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the caller reports clips done / total
+    # Ray Data fails the whole job on the first actor that dies before it starts (its default budget
+    # is 0: the pool's ready-check re-raises the death). Seen once in the test suite on 2 busy cores: a
+    # sample actor died while starting ("all references to the actor were removed ... The actor never
+    # ran"), and the run ended with ActorDiedError though nothing was wrong with a clip or the model.
+    # A few such deaths in a row now start a replacement; a constructor that always fails (a model
+    # that cannot load) still ends the job, after MAX_ACTOR_START_DEATHS + 1 tries.
+    ctx.max_consecutive_actor_init_deaths = MAX_ACTOR_START_DEATHS
     items = [{"key": k, "path": str(p)} for k, p in todo]
     # about one block per model batch: the sample stage spreads over CPUs and results stream back early
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
