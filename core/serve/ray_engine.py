@@ -104,6 +104,18 @@ def worker_count(num_workers: int | None, device: str) -> tuple[int, int]:
     return workers, (1 if gpus else 0)
 
 
+def configure_data_context(ctx) -> None:
+    """The Ray Data settings every prediction job runs with."""
+    ctx.enable_progress_bars = False  # the caller reports clips done / total
+    # Ray Data fails the whole job on the first actor that dies before it starts (its default budget
+    # is 0: the pool's ready-check re-raises the death). Seen once in the test suite on 2 busy cores: a
+    # sample actor died while starting ("all references to the actor were removed ... The actor never
+    # ran"), and the run ended with ActorDiedError though nothing was wrong with a clip or the model.
+    # A few such deaths in a row now start a replacement; a constructor that always fails (a model
+    # that cannot load) still ends the job, after MAX_ACTOR_START_DEATHS + 1 tries.
+    ctx.max_consecutive_actor_init_deaths = MAX_ACTOR_START_DEATHS
+
+
 def stream_predictions(model: str, schema: dict | None, spec: PreprocessSpec, todo: list[tuple[str, Path]], *,
                        num_workers: int, gpus_per_worker: int, device: str = "auto", trust_remote_code: bool = False,
                        batch_size: int = 8, max_new_tokens: int = 160, constrained: bool = True,
@@ -114,15 +126,7 @@ def stream_predictions(model: str, schema: dict | None, spec: PreprocessSpec, to
 
     if not todo:
         return
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the caller reports clips done / total
-    # Ray Data fails the whole job on the first actor that dies before it starts (its default budget
-    # is 0: the pool's ready-check re-raises the death). Seen once in the test suite on 2 busy cores: a
-    # sample actor died while starting ("all references to the actor were removed ... The actor never
-    # ran"), and the run ended with ActorDiedError though nothing was wrong with a clip or the model.
-    # A few such deaths in a row now start a replacement; a constructor that always fails (a model
-    # that cannot load) still ends the job, after MAX_ACTOR_START_DEATHS + 1 tries.
-    ctx.max_consecutive_actor_init_deaths = MAX_ACTOR_START_DEATHS
+    configure_data_context(ray.data.DataContext.get_current())
     items = [{"key": k, "path": str(p)} for k, p in todo]
     # about one block per model batch: the sample stage spreads over CPUs and results stream back early
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
