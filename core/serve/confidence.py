@@ -279,8 +279,8 @@ def answer_confidence(logprobs) -> float | None:
     """exp(mean step log-probability) over an answer's tokens through its stop token: the geometric
     mean of the probabilities the model gave what it wrote, free text and punctuation included.
     The review queue ranks drafts by it (core.data.drafts): on a hard set with the labels the videos
-    show it found clips with a wrong field better than any field's score, and it kept doing so once
-    the model was sure of every field (BENCHMARKS section 9). None for no tokens."""
+    show it kept finding clips with a wrong field once the model was sure of every field and the
+    fields' scores no longer did (BENCHMARKS section 9). None for no tokens."""
     steps = [float(x) for x in (logprobs if logprobs is not None else [])]
     return _prob(sum(steps) / len(steps)) if steps else None
 

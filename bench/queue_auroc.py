@@ -1,0 +1,51 @@
+"""The review queue's order (answer_confidence) against the order before it (the least sure calibrated
+choice field): AUROC for "the clip has a wrong choice field" on a dataset's test split, through the
+product's Predictor (constrained, as pre-labelling drafts); a lower score is more suspicious.
+
+    python bench/queue_auroc.py RUN DATASET     # e.g. a calibrated run and /tmp/h24e_true (BENCHMARKS 9)
+
+Prints one JSON object. Nothing here asserts a figure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def auroc(score: list[float], wrong: list[bool]) -> float:
+    """Chance that a clip with a wrong field scores below one without (ties half)."""
+    bad = [s for s, w in zip(score, wrong) if w]
+    good = [s for s, w in zip(score, wrong) if not w]
+    return sum((b < g) + 0.5 * (b == g) for b in bad for g in good) / (len(bad) * len(good))
+
+
+def main() -> None:
+    from core.schema.calibration import choice_fields
+    from core.schema.scoring import score_row
+    from core.serve.predictor import Predictor
+
+    run, ds = sys.argv[1], Path(sys.argv[2])
+    rows = [json.loads(line) for line in (ds / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    test = [r for r in rows if r.get("split") == "test"]
+    predictor = Predictor.load(run, device="cpu")
+    schema = predictor.spec.schema
+    choices = choice_fields(schema)
+    preds = predictor.predict([ds / r["video"] for r in test], batch_size=8, constrained=True)
+    answer, least, wrong = [], [], []
+    for r, p in zip(test, preds):
+        label = {k: v for k, v in r.items() if k not in ("video", "split")}
+        scored = score_row(schema, p.text, label).fields
+        wrong.append(any(scored.get(f, 0.0) < 1.0 for f in choices))
+        answer.append(p.answer_confidence if p.answer_confidence is not None else -1.0)
+        least.append(min((p.confidence or {}).get(f, 0.0) for f in choices))
+    print(json.dumps({"run": run, "clips": len(test), "with_wrong_field": sum(wrong),
+                      "calibrated": preds[0].calibrated, "auroc_answer_confidence": round(auroc(answer, wrong), 3),
+                      "auroc_least_sure_field": round(auroc(least, wrong), 3)}))
+
+
+if __name__ == "__main__":
+    main()
