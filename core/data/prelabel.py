@@ -119,7 +119,8 @@ def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size:
     report = PrelabelReport(asked=len(rels), drafts_file=store.root / DRAFTS)
     for start in range(0, len(rels), batch_size):
         chunk = rels[start:start + batch_size]
-        preds = predictor.predict([store.root / r for r in chunk], batch_size=batch_size, **generate_kwargs)
+        preds = predictor.predict([store.root / r for r in chunk], batch_size=batch_size, embeddings=keep_embeddings,
+                                  **generate_kwargs)
         for rel, pred in zip(chunk, preds):
             if pred.error:
                 report.errors.append(pred.error)
@@ -130,7 +131,7 @@ def write_drafts(store: AnnotationStore, predictor, rels: list[str], batch_size:
                                      answer_confidence=getattr(pred, "answer_confidence", None))
             report.drafts[rel] = draft
             vector = getattr(pred, "embedding", None)
-            if keep_embeddings and vector is not None:
+            if vector is not None:
                 report.embeddings[rel] = vector.astype("float16")
             report.drafted += 1
             report.flagged += bool(draft["errors"])

@@ -48,7 +48,7 @@ class Prediction:
     calibrated: bool = False  # `confidence` went through the run's calibration (core.schema.calibration)
     confidence_raw: dict | None = None  # the scores before calibration
     review_fields: list | None = None  # choice fields a person should check; None for an unread clip
-    embedding: object = None  # numpy vector of the clip (core.serve.embedding), with confidence
+    embedding: object = None  # numpy vector of the clip (core.serve.embedding), when asked (embeddings=True)
     answer_confidence: float | None = None  # the whole answer's geometric-mean token probability (raw)
 
     @property
@@ -74,7 +74,7 @@ class Generated:
     calibrated: bool = False
     review_fields: list = field(default_factory=list)  # choice fields under their threshold (or all)
     margins: dict | None = None  # choice field -> p(taken) - p(runner-up) at its deciding tokens (raw)
-    embedding: object = None  # numpy vector of the clip from the same pass (core.serve.embedding)
+    embedding: object = None  # numpy vector of the clip from the same pass, when asked (core.serve.embedding)
 
     @property
     def needs_review(self) -> bool:
@@ -125,11 +125,13 @@ class Predictor:
 
     @torch.no_grad()
     def generate(self, frames_list: list[SampledFrames], max_new_tokens: int = 160,
-                 constrained: bool = False, confidence: bool = False) -> list:
+                 constrained: bool = False, confidence: bool = False, embeddings: bool = False) -> list:
         """Greedy outputs (text, new token count) for a batch of already-sampled clips.
 
         `constrained` masks decoding to the spec's schema, so every answer is complete JSON in it.
-        `confidence`: a `Generated` per clip instead, with per-field confidence from the same pass."""
+        `confidence`: a `Generated` per clip instead, with per-field confidence from the same pass;
+        with `embeddings` also each clip's vector (core.serve.embedding). Only "Label next" groups by
+        the vectors, so nothing else pays for the hook or holds a vector per clip."""
         tok = self.processor.tokenizer
         batch = collate([self.encode(f) for f in frames_list], tok.pad_token_id, padding_side="left")
         batch = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
@@ -143,7 +145,8 @@ class Predictor:
         else:
             processors = []
         extra = {"logits_processor": processors} if processors else {}
-        with prefill_embeddings(self.model, batch["attention_mask"]) if confidence else nullcontext({}) as seen:
+        hook = confidence and embeddings
+        with prefill_embeddings(self.model, batch["attention_mask"]) if hook else nullcontext({}) as seen:
             out = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                                       suppress_tokens=self.suppressed, **extra)
@@ -205,7 +208,8 @@ class Predictor:
         return g
 
     def iter_predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, constrained: bool = False,
-                     confidence: bool = True, prefetch: int = PREFETCH_BATCHES) -> Iterator[list[tuple[int, Prediction]]]:
+                     confidence: bool = True, prefetch: int = PREFETCH_BATCHES,
+                     embeddings: bool = False) -> Iterator[list[tuple[int, Prediction]]]:
         """Batches of (index into `videos`, Prediction), in order; a clip that fails to decode becomes
         an error Prediction in the batch it falls in. A loader thread samples the next `prefetch`
         batches' frames while the model generates (decoding releases the GIL, so it runs beside the
@@ -237,7 +241,7 @@ class Predictor:
                 else:
                     pending.append((i, got))
                 if len(pending) >= batch_size or (i == len(videos) - 1 and (pending or out)):
-                    out += self._generate_batch(videos, pending, max_new_tokens, constrained, confidence)
+                    out += self._generate_batch(videos, pending, max_new_tokens, constrained, confidence, embeddings)
                     pending = []
                     stats.clips = i + 1
                     stats.total_s = time.perf_counter() - began
@@ -250,11 +254,13 @@ class Predictor:
                 loader.shutdown(wait=True)
         stats.total_s = time.perf_counter() - began
 
-    def _generate_batch(self, videos, pending, max_new_tokens, constrained, confidence) -> list[tuple[int, Prediction]]:
+    def _generate_batch(self, videos, pending, max_new_tokens, constrained, confidence,
+                        embeddings=False) -> list[tuple[int, Prediction]]:
         if not pending:
             return []
         t0 = time.time()
-        outs = self.generate([f for _, f in pending], max_new_tokens, constrained=constrained, confidence=confidence)
+        outs = self.generate([f for _, f in pending], max_new_tokens, constrained=constrained, confidence=confidence,
+                             embeddings=embeddings)
         dt = (time.time() - t0) / len(pending)
         results = []
         for (i, _), g in zip(pending, outs):
@@ -269,11 +275,14 @@ class Predictor:
         return results
 
     def predict(self, videos: list, batch_size: int = 8, max_new_tokens: int = 160, progress=None,
-                constrained: bool = False, confidence: bool = True, prefetch: int = PREFETCH_BATCHES) -> list[Prediction]:
+                constrained: bool = False, confidence: bool = True, prefetch: int = PREFETCH_BATCHES,
+                embeddings: bool = False) -> list[Prediction]:
         """One Prediction per video, in order (`iter_predict` collected); `progress(done, total)` per batch.
-        `confidence`: per-field confidence from the same pass (see `generate`)."""
+        `confidence`: per-field confidence from the same pass; `embeddings`: each clip's vector too
+        (see `generate`)."""
         results: list[Prediction | None] = [None] * len(videos)
-        for batch in self.iter_predict(videos, batch_size, max_new_tokens, constrained, confidence, prefetch):
+        for batch in self.iter_predict(videos, batch_size, max_new_tokens, constrained, confidence, prefetch,
+                                       embeddings):
             for i, pred in batch:
                 results[i] = pred
             if progress:
