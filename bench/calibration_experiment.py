@@ -41,19 +41,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import git_rev, machine, machine_line, save_result, setup_path, table  # noqa: E402
+from common import auroc, git_rev, machine, machine_line, save_result, setup_path, table  # noqa: E402
 
 setup_path()
 
 NAME = "calibration_experiment"
-
-
-def auroc(scores_bad: list[float], scores_good: list[float]) -> float | None:
-    """Chance that a bad item is ranked before a good one (higher score = more suspicious)."""
-    if not scores_bad or not scores_good:
-        return None
-    pairs = sum((b > g) + 0.5 * (b == g) for b in scores_bad for g in scores_good)
-    return round(pairs / (len(scores_bad) * len(scores_good)), 4)
 
 
 def shifted(frames, video, spec):

@@ -82,6 +82,16 @@ def spread(xs) -> float:
     return (max(xs) - min(xs)) / min(xs) if min(xs) > 0 else 0.0
 
 
+def auroc(scores_bad, scores_good) -> float | None:
+    """Chance that a bad item scores above a good one (ties half; higher = more suspicious), rounded to
+    4 places; None when either side is empty. The ranking benchmarks of issue 24 all score with this."""
+    bad, good = list(scores_bad), list(scores_good)
+    if not bad or not good:
+        return None
+    pairs = sum((b > g) + 0.5 * (b == g) for b in bad for g in good)
+    return round(pairs / (len(bad) * len(good)), 4)
+
+
 def table(rows: list[list], headers: list[str]) -> str:
     """A GitHub-markdown table (also readable in a terminal)."""
     cells = [[str(c) for c in r] for r in [headers, *rows]]

@@ -13,14 +13,15 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import auroc, setup_path  # noqa: E402
+
+setup_path()
 
 
-def auroc(score: list[float], wrong: list[bool]) -> float:
-    """Chance that a clip with a wrong field scores below one without (ties half)."""
-    bad = [s for s, w in zip(score, wrong) if w]
-    good = [s for s, w in zip(score, wrong) if not w]
-    return sum((b < g) + 0.5 * (b == g) for b in bad for g in good) / (len(bad) * len(good))
+def suspicion_auroc(score: list[float], wrong: list[bool]) -> float | None:
+    """AUROC of a score where lower is less sure (common.auroc ranks higher as more suspicious)."""
+    return auroc([-s for s, w in zip(score, wrong) if w], [-s for s, w in zip(score, wrong) if not w])
 
 
 def main() -> None:
@@ -43,8 +44,8 @@ def main() -> None:
         answer.append(p.answer_confidence if p.answer_confidence is not None else -1.0)
         least.append(min((p.confidence or {}).get(f, 0.0) for f in choices))
     print(json.dumps({"run": run, "clips": len(test), "with_wrong_field": sum(wrong),
-                      "calibrated": preds[0].calibrated, "auroc_answer_confidence": round(auroc(answer, wrong), 3),
-                      "auroc_least_sure_field": round(auroc(least, wrong), 3)}))
+                      "calibrated": preds[0].calibrated, "auroc_answer_confidence": round(suspicion_auroc(answer, wrong), 3),
+                      "auroc_least_sure_field": round(suspicion_auroc(least, wrong), 3)}))
 
 
 if __name__ == "__main__":

@@ -16,16 +16,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, table  # noqa: E402
+from common import RESULTS_DIR, auroc, table  # noqa: E402
 
 
-def auroc(score: np.ndarray, bad: np.ndarray) -> float:
-    """Chance a clip with an error scores higher than one without (ties half)."""
-    b, g = score[bad], score[~bad]
-    if not len(b) or not len(g):
-        return float("nan")
-    wins = (b[:, None] > g[None]).sum() + 0.5 * (b[:, None] == g[None]).sum()
-    return float(wins / (len(b) * len(g)))
+def _auroc(score: np.ndarray, bad: np.ndarray) -> float:
+    """common.auroc of one score array split by the `bad` mask (NaN when a side is empty)."""
+    got = auroc(score[bad].tolist(), score[~bad].tolist())
+    return float("nan") if got is None else got
 
 
 def logit(p):
@@ -90,7 +87,7 @@ def main() -> int:
         rows = []
         for name, v in f.items():  # low scores are the suspicious ones, except the counts
             suspicious = v if name in ("disagree", "expected wrong fields") else -v
-            rows.append([name, round(auroc(suspicious, bad), 3)])
+            rows.append([name, round(_auroc(suspicious, bad), 3)])
         fields = list(clips[0]["raw"])
         combos = {
             "all calibrated fields": [f"calibrated:{n}" for n in fields],
@@ -105,7 +102,7 @@ def main() -> int:
         y = bad.astype(float)
         for name, cols in combos.items():
             x = np.stack([f[c] for c in cols], 1)
-            rows.append([f"logistic, 5-fold: {name}", round(auroc(cross_validated(x, y), bad), 3)])
+            rows.append([f"logistic, 5-fold: {name}", round(_auroc(cross_validated(x, y), bad), 3)])
         print(f"\n{run['run']} on {run['split']}: {int(bad.sum())} of {len(bad)} clips have a wrong choice field")
         print(table(rows, ["signal (low score = suspicious)", "AUROC clip has a wrong field"]))
         assert not math.isnan(rows[0][1])
