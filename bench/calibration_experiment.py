@@ -113,12 +113,13 @@ def measure_run(run: str, dataset: str, split: str, batch_size: int) -> dict:
         signals["combined"].append(disagree - least)
         signals["review"].append(len(a.review_fields) - least)
         signals["caption"].append(-(a.confidence_raw.get("caption") or 0.0))
-        steps = a.token_logprobs or [0.0]
-        signals["answer_logprob"].append(-sum(steps) / len(steps))
+        score = a.answer_confidence  # the queue's score (#24); None: no tokens
+        mean_logprob = math.log(max(score, 1e-300)) if score is not None else 0.0
+        signals["answer_logprob"].append(-mean_logprob)
         clips.append({"video": str(s.video), "wrong": {f: row.get(f, 0.0) < 1.0 for f in choices}, "raw": raw,
                       "calibrated": calib, "margins": margins, "caption_raw": a.confidence_raw.get("caption"),
                       "caption_calibrated": a.confidence.get("caption"), "disagree": disagree,
-                      "mean_logprob": sum(steps) / len(steps), "resampled_raw": {f: b.confidence_raw.get(f, 0.0)
+                      "mean_logprob": mean_logprob, "resampled_raw": {f: b.confidence_raw.get(f, 0.0)
                                                                                  for f in choices}})
         for f in choices:
             bad, good = per_field[f]
