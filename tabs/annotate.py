@@ -30,7 +30,7 @@ from tabs.annotate_view import (  # noqa: F401
     gallery_items,
     summary_text,
 )
-from tabs.shared import page_load
+from tabs.shared import page_load, render
 from tabs.widgets import render_fields
 
 NO_SPLIT = "(none)"
@@ -228,7 +228,7 @@ class Editor:
         with self.c["form_box"]:
             # Redrawn only when the schema changes. Opening a clip fills the same widgets through an
             # event: redrawing per clip would swap the Save handler while a fast user presses it.
-            gr.render(inputs=[self.schema_state, self.c["current"]],
+            render(inputs=[self.schema_state, self.c["current"]],
                       triggers=[self.schema_state.change, page_load()])(self.draw_form)
 
     def draw_form(self, schema, cur):

@@ -19,7 +19,7 @@ from core.data.exports import DATASET_FORMATS
 from core.layout import EXPORT_KINDS
 from tabs import calibrate_panel
 from tabs.feedback import failure_text
-from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text
+from tabs.shared import CONSTRAINED_DEFAULT, DECODING_LABEL, decoding_text, render
 
 FORMATS = [".jsonl", ".csv", ".parquet", ".sqlite"]
 SPLITS = ["test", "val", "train", "all"]
@@ -142,7 +142,7 @@ def _evaluate_panel(pickers) -> dict:
         c["plots_state"] = gr.State({})
         c["plots_title"] = gr.Markdown(elem_id="export-eval-notes")
 
-        @gr.render(inputs=c["plots_state"])
+        @render(inputs=c["plots_state"])
         def draw_plots(plots):
             with gr.Row():
                 for name, frame in (plots or {}).items():

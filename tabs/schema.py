@@ -18,6 +18,7 @@ from core.schema.base import parse_schema, schema_hash
 from core.schema.presets import PRESETS
 from core.schema.prompt import build_instruction
 from tabs.feedback import failure_text
+from tabs.shared import render
 from tabs.widgets import render_fields
 
 RECHECK_COLUMNS = ["file", "field", "reason"]
@@ -82,7 +83,7 @@ def build(ws, saved: gr.State) -> None:
             with gr.Accordion("Form preview", open=True):
                 preview_state = gr.State(first["schema"])
 
-                @gr.render(inputs=preview_state)
+                @render(inputs=preview_state)
                 def preview(schema):
                     if not schema:
                         gr.Markdown("(fix the schema to see its form)")

@@ -21,6 +21,15 @@ def frame_strip(label: str, elem_id: str) -> gr.Gallery:
                       elem_id=elem_id)
 
 
+def render(**kwargs):
+    """gr.render, with every render of the app in one queue. A page load triggers several at once
+    (the Annotate form, the Schema preview, the Export plots), and Gradio's renders write the
+    session's shared block table without a lock: two in parallel threads failed with "dictionary
+    changed size during iteration" and the Annotate form never appeared (gradio#9991; seen once in
+    the browser test). One at a time costs a few milliseconds at load."""
+    return gr.render(concurrency_id="render", concurrency_limit=1, **kwargs)
+
+
 def page_load():
     """The Blocks' load event (gr.render needs it named when other triggers are given)."""
     from gradio.context import get_blocks_context
