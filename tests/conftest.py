@@ -113,6 +113,27 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=rank)  # stable: the order within each module and among the rest is kept
 
 
+COLD_FROM_WORKERS: list = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist's controller: collect each worker's count of CLI calls that missed the warm server."""
+    COLD_FROM_WORKERS.extend(tuple(k) for k in getattr(node, "workeroutput", {}).get("cold_cli_calls", []))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many `run_cli` calls paid a fresh interpreter (~5 s each) and which variables sent them there."""
+    from collections import Counter
+
+    from tests.support import COLD_CALLS
+
+    calls = Counter(COLD_CALLS + COLD_FROM_WORKERS)
+    if calls:
+        why = "; ".join(f"{n} x {', '.join(keys) or '?'}" for keys, n in calls.most_common(5))
+        terminalreporter.write_line(f"run_cli: {sum(calls.values())} calls ran in a fresh interpreter ({why})")
+
+
 def pytest_sessionstart(session):
     session.config._vvw_bundle = _bundle_state()
 
@@ -122,6 +143,10 @@ def pytest_sessionfinish(session, exitstatus):
     metadata.jsonl): the bundle is the repository's, and `git status` must stay clean after a run."""
     import shutil
 
+    from tests.support import COLD_CALLS
+
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: its count goes to the controller
+        session.config.workeroutput["cold_cli_calls"] = [list(k) for k in COLD_CALLS]
     if _DATA_DIR:
         shutil.rmtree(_DATA_DIR, ignore_errors=True)  # this session's copies of the bundle (5 MB each)
     before, after = getattr(session.config, "_vvw_bundle", None), _bundle_state()

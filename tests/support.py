@@ -44,31 +44,47 @@ def make_dataset(root: Path, n: int = 4, rows: int | None = None) -> Path:
     return root
 
 
+# Per call that went to a fresh interpreter: the import-time variables that differed from the warm
+# server's (conftest prints a count at the end, so a session that lost its warm path says so).
+COLD_CALLS: list[tuple[str, ...]] = []
+
+
 def run_cli(*args, timeout=60, env=None):
     """`python cli.py ARGS` in a process of its own: a child forked by the warm server (tests/warm_cli.py)
     when this call's import-time environment is the server's, else a fresh interpreter. The timeout only
     guards against a hang; the assertion is on the output and exit code."""
     argv, full_env = [str(a) for a in args], {**os.environ, **(env or {})}
-    warm = WarmCli.shared()
-    if import_time_env(full_env) != warm.env:
-        return subprocess.run([sys.executable, str(REPO / "cli.py"), *argv], capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO, env=full_env)
-    return warm.run(argv, full_env, timeout)
+    wanted = import_time_env(full_env)
+    with WarmCli.lock:  # held from choosing the server to its answer: no other thread replaces it between
+        warm = WarmCli.shared()
+        if wanted == warm.env:
+            return warm.run(argv, full_env, timeout)
+    COLD_CALLS.append(tuple(sorted(k for k in wanted.keys() | warm.env.keys() if wanted.get(k) != warm.env.get(k))))
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *argv], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env=full_env)
 
 
 class WarmCli:
     """The client of one tests/warm_cli.py server, started on first use and stopped at exit."""
 
-    _shared = None
-    _lock = threading.Lock()
+    _servers: dict = {}  # import-time environment (items) -> server, least recently used first
+    KEEP = 2
+    lock = threading.RLock()  # one call at a time per process
 
     @classmethod
     def shared(cls) -> WarmCli:
-        with cls._lock:
-            if cls._shared is None:
-                cls._shared = cls()
-                atexit.register(cls._shared.close)
-            return cls._shared
+        """The server of this process's current import-time environment, started on first use. Tests
+        change it: importing app.py sets Gradio's and the Hub's defaults for the rest of the session,
+        a Ray session marks the driver's environment, a test sets HF_ENDPOINT for its calls. One server
+        per environment (the last two used) keeps each such call warm; a single server of the first
+        environment had sent every later call to a fresh interpreter, ~5 s each."""
+        key = tuple(sorted(import_time_env(os.environ).items()))
+        with cls.lock:
+            server = cls._servers.pop(key, None) or cls()
+            cls._servers[key] = server
+            while len(cls._servers) > cls.KEEP:
+                cls._servers.pop(next(iter(cls._servers))).close()
+            return server
 
     def __init__(self):
         self.log = Path(tempfile.mkstemp(prefix="warm-cli-", suffix=".log")[1])
@@ -77,10 +93,11 @@ class WarmCli:
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         self._buffer = b""
         self.env = self._answer(300)["env"]
+        atexit.register(self.close)
 
     def run(self, argv: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
         cmd = [sys.executable, str(REPO / "cli.py"), *argv]
-        with WarmCli._lock, tempfile.TemporaryDirectory(prefix="warm-cli-") as tmp:
+        with WarmCli.lock, tempfile.TemporaryDirectory(prefix="warm-cli-") as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
             out.touch()
             err.touch()
@@ -112,8 +129,9 @@ class WarmCli:
         return json.loads(line)
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
         self.log.unlink(missing_ok=True)
 
 
