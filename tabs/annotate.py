@@ -229,7 +229,7 @@ class Editor:
             # Redrawn only when the schema changes. Opening a clip fills the same widgets through an
             # event: redrawing per clip would swap the Save handler while a fast user presses it.
             render(inputs=[self.schema_state, self.c["current"]],
-                      triggers=[self.schema_state.change, page_load()])(self.draw_form)
+                   triggers=[self.schema_state.change, page_load()])(self.draw_form)
 
     def draw_form(self, schema, cur):
         if not schema:

@@ -6,6 +6,7 @@ Fixtures live in conftest.py; plain helpers live here, imported as `from tests.s
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -75,9 +76,10 @@ class WarmCli:
     def shared(cls) -> WarmCli:
         """The server of this process's current import-time environment, started on first use. Tests
         change it: importing app.py sets Gradio's and the Hub's defaults for the rest of the session,
-        a Ray session marks the driver's environment, a test sets HF_ENDPOINT for its calls. One server
-        per environment (the last two used) keeps each such call warm; a single server of the first
-        environment had sent every later call to a fresh interpreter, ~5 s each."""
+        a Ray session marks the driver's environment, a test monkeypatches HF_ENDPOINT. One server per
+        environment (the last two used) keeps each such call warm; a single server of the first
+        environment had sent every later call to a fresh interpreter, ~5 s each. A call that passes
+        import-time variables of its own (`run_cli(..., env=...)`) still gets a fresh interpreter."""
         key = tuple(sorted(import_time_env(os.environ).items()))
         with cls.lock:
             server = cls._servers.pop(key, None) or cls()
@@ -102,9 +104,13 @@ class WarmCli:
             out.touch()
             err.touch()
             request = {"argv": argv, "env": env, "cwd": str(REPO), "stdout": str(out), "stderr": str(err)}
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
-            pid = self._answer(60)["pid"]
+            try:
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                self.proc.stdin.flush()
+                pid = self._answer(60)["pid"]
+            except (OSError, RuntimeError, TimeoutError):
+                self.forget()  # a dead server is not kept for the next call
+                raise
             try:
                 code = self._answer(timeout)["returncode"]
             except TimeoutError:
@@ -128,10 +134,21 @@ class WarmCli:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
 
+    def forget(self) -> None:
+        for key, server in list(WarmCli._servers.items()):
+            if server is self:
+                del WarmCli._servers[key]
+        self.close()
+
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
         self.log.unlink(missing_ok=True)
 
 
