@@ -58,9 +58,10 @@ def run_cli(*args, timeout=60, env=None):
     wanted = import_time_env(full_env)
     with WarmCli.lock:  # held from choosing the server to its answer: no other thread replaces it between
         warm = WarmCli.shared()
-        if wanted == warm.env:
+        if warm is not None and wanted == warm.env:
             return warm.run(argv, full_env, timeout)
-    COLD_CALLS.append(tuple(sorted(k for k in wanted.keys() | warm.env.keys() if wanted.get(k) != warm.env.get(k))))
+        ref = warm.env if warm is not None else WarmCli.latest_env()
+    COLD_CALLS.append(tuple(sorted(k for k in wanted.keys() | ref.keys() if wanted.get(k) != ref.get(k))))
     return subprocess.run([sys.executable, str(REPO / "cli.py"), *argv], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO, env=full_env)
 
@@ -69,24 +70,37 @@ class WarmCli:
     """The client of one tests/warm_cli.py server, started on first use and stopped at exit."""
 
     _servers: dict = {}  # import-time environment (items) -> server, least recently used first
+    _calls: dict = {}  # import-time environment (items) -> calls made in it
     KEEP = 2
     lock = threading.RLock()  # one call at a time per process
 
     @classmethod
-    def shared(cls) -> WarmCli:
-        """The server of this process's current import-time environment, started on first use. Tests
-        change it: importing app.py sets Gradio's and the Hub's defaults for the rest of the session,
-        a Ray session marks the driver's environment, a test monkeypatches HF_ENDPOINT. One server per
-        environment (the last two used) keeps each such call warm; a single server of the first
-        environment had sent every later call to a fresh interpreter, ~5 s each. A call that passes
-        import-time variables of its own (`run_cli(..., env=...)`) still gets a fresh interpreter."""
+    def shared(cls) -> WarmCli | None:
+        """The server of this process's current import-time environment, or None for the first call
+        in a new one. Tests change it: importing app.py sets Gradio's and the Hub's defaults for the
+        rest of the session, a Ray session marks the driver's environment. A single server of the
+        first environment had sent every later call to a fresh interpreter (~5 s each), so an
+        environment that is called in twice gets a server of its own (the last two used are kept).
+        The first call in it runs in a fresh interpreter: many tests set a folder of their own
+        (VVW_CACHE_DIR=tmp_path) for one call, and a server, which imports more than one command
+        needs, would cost more than that call. A call that passes import-time variables of its own
+        (`run_cli(..., env=...)`) also gets a fresh interpreter."""
         key = tuple(sorted(import_time_env(os.environ).items()))
         with cls.lock:
-            server = cls._servers.pop(key, None) or cls()
+            cls._calls[key] = cls._calls.get(key, 0) + 1
+            server = cls._servers.pop(key, None)
+            if server is None:
+                if cls._servers and cls._calls[key] < 2:
+                    return None
+                server = cls()
             cls._servers[key] = server
             while len(cls._servers) > cls.KEEP:
                 cls._servers.pop(next(iter(cls._servers))).close()
             return server
+
+    @classmethod
+    def latest_env(cls) -> dict:
+        return next(reversed(cls._servers.values())).env if cls._servers else {}
 
     def __init__(self):
         self.log = Path(tempfile.mkstemp(prefix="warm-cli-", suffix=".log")[1])
