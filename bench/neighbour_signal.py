@@ -19,19 +19,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import auroc, setup_path  # noqa: E402
+from common import setup_path  # noqa: E402
+from queue_auroc import split_rows, suspicion_auroc, wrong_and_answer  # noqa: E402
 
 setup_path()
-
-
-def rows_of(ds: Path, split: str) -> list[dict]:
-    rows = [json.loads(line) for line in (ds / "metadata.jsonl").read_text().splitlines() if line.strip()]
-    return [r for r in rows if r.get("split") == split]
-
-
-def suspicion_auroc(score, wrong) -> float:
-    """Lower score = more suspicious; common.auroc ranks higher as more suspicious."""
-    return round(auroc([-s for s, w in zip(score, wrong) if w], [-s for s, w in zip(score, wrong) if not w]), 3)
 
 
 def ranks(values) -> list[float]:
@@ -63,7 +54,6 @@ def main() -> None:
     import numpy as np
 
     from core.schema.calibration import choice_fields
-    from core.schema.scoring import score_row
     from core.serve.predictor import Predictor
 
     ap = argparse.ArgumentParser()
@@ -77,7 +67,7 @@ def main() -> None:
     predictor = Predictor.load(args.run, device="cpu")
     schema = predictor.spec.schema
     choices = choice_fields(schema)
-    pool, test = rows_of(args.pool, args.pool_split), rows_of(args.dataset, "test")
+    pool, test = split_rows(args.pool, args.pool_split), split_rows(args.dataset, "test")
     pool_preds = answers(predictor, args.run, args.pool, pool)
     preds = answers(predictor, args.run, args.dataset, test)
 
@@ -89,18 +79,15 @@ def main() -> None:
     pool_v, test_v = unit([p.embedding for p in pool_preds]), unit([p.embedding for p in preds])
     sims = test_v @ pool_v.T
 
-    wrong, answer, parsed = [], [], []
-    for r, p in zip(test, preds):
-        label = {k: v for k, v in r.items() if k not in ("video", "split")}
-        scored = score_row(schema, p.text, label).fields
-        wrong.append(any(scored.get(f, 0.0) < 1.0 for f in choices))
-        answer.append(p.answer_confidence if p.answer_confidence is not None else -1.0)
+    wrong, answer = wrong_and_answer(schema, test, preds)
+    parsed = []
+    for p in preds:
         try:
             parsed.append(json.loads(p.text))
         except ValueError:
             parsed.append({})
     out = {"run": args.run, "clips": len(test), "pool": len(pool), "with_wrong_field": sum(wrong),
-           "auroc_answer_confidence": suspicion_auroc(answer, wrong)}
+           "auroc_answer_confidence": round(suspicion_auroc(answer, wrong), 3)}
     for k in (int(x) for x in args.k.split(",")):
         nearest = np.argsort(-sims, axis=1)[:, :k]
         agree, per_field = [], {f: [] for f in choices}
@@ -112,9 +99,9 @@ def main() -> None:
             agree.append(min(shares.values()))
         mean_agree = [float(np.mean([per_field[f][i] for f in choices])) for i in range(len(parsed))]
         both = [a + b for a, b in zip(ranks(agree), ranks(answer))]
-        out[f"k{k}"] = {"auroc_least_agreement": suspicion_auroc(agree, wrong),
-                        "auroc_mean_agreement": suspicion_auroc(mean_agree, wrong),
-                        "auroc_agreement_plus_answer": suspicion_auroc(both, wrong),
+        out[f"k{k}"] = {"auroc_least_agreement": round(suspicion_auroc(agree, wrong), 3),
+                        "auroc_mean_agreement": round(suspicion_auroc(mean_agree, wrong), 3),
+                        "auroc_agreement_plus_answer": round(suspicion_auroc(both, wrong), 3),
                         "neighbour_vote_accuracy": {f: round(float(np.mean(
                             [max(set(v := [json.dumps(pool[j].get(f)) for j in nearest[i]]), key=v.count)
                              == json.dumps(test[i].get(f))
