@@ -7,11 +7,15 @@ ones the model is least sure about, or the least sure of each group of similar c
 Per seed: ``--seed-clips`` random clips of the bundled train split are labelled and a model is
 trained on them (``cli.py train --max-steps S --seed SEED``); the other train clips are the pool,
 pre-labelled by that model as ``cli.py prelabel`` does (schema-constrained, which also keeps each
-clip's embedding from the same pass). For each K three picks are made from the pool:
+clip's embedding from the same pass). For each K four picks are made from the pool:
 
 - random: K clips of a fixed random order per seed (so the random 48 are inside the random 96);
-- uncertainty: the K least sure (``PrelabelReport.label_next(k, "uncertainty")``, the old order);
-- hybrid: the least sure clip of each of K k-means groups (``label_next(k, "hybrid")``).
+- uncertainty: the K least sure by the answer's score, the review queue's order
+  (``PrelabelReport.label_next(k, "uncertainty", by="answer")``);
+- hybrid: the least sure clip, by the answer's score, of each of K k-means groups
+  (``label_next(k, "hybrid", by="answer")``);
+- hybrid-field: the same groups, the least sure clip of each by its least sure choice field
+  (``label_next(k, "hybrid", by="field")``), the order section 9c first measured.
 
 Each pick is added to the seed set and a model is trained from scratch on it with the same steps
 and seed, then scored on ``--eval-dataset``'s test split (``cli.py eval --json``, unconstrained:
@@ -39,7 +43,10 @@ from common import REPO_ROOT, git_rev, machine, machine_line, save_result, table
 from confidence_experiment import log, make_dataset, read_rows  # noqa: E402
 
 NAME = "label_next"
-STRATEGIES = ("random", "uncertainty", "hybrid")
+# name -> (core.data.picking strategy, score it ranks by); random is drawn here
+PICKS = {"uncertainty": ("uncertainty", "answer"), "hybrid": ("hybrid", "answer"),
+         "hybrid-field": ("hybrid", "field")}
+STRATEGIES = ("random", *PICKS)
 
 
 def cli(*args) -> subprocess.CompletedProcess:
@@ -81,9 +88,8 @@ def picks(seed_run: Path, pool: Path, ks: list[int], seed: int, cache: Path) -> 
                            keep_embeddings=True)
     order = sorted(rep.drafts)
     random.Random(1000 + seed).shuffle(order)
-    out = {k: {"random": order[:k],
-               "uncertainty": [i.rel for i in rep.label_next(k, "uncertainty")],
-               "hybrid": [i.rel for i in rep.label_next(k, "hybrid")]} for k in ks}
+    out = {k: {"random": order[:k], **{name: [i.rel for i in rep.label_next(k, strategy, by=by)]
+                                       for name, (strategy, by) in PICKS.items()}} for k in ks}
     cache.write_text(json.dumps(out))
     return out
 

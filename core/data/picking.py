@@ -17,6 +17,11 @@ import numpy as np
 HYBRID, UNCERTAINTY = "hybrid", "uncertainty"
 STRATEGIES = (HYBRID, UNCERTAINTY)
 LABEL_NEXT = HYBRID  # what "Label next" and `prelabel --review` pick by: measured, BENCHMARKS.md section 9c
+# What "least sure" means inside that: the whole answer's score (the review queue's order) or the least
+# sure choice field's. Which one "Label next" uses is measured too (section 9c).
+ANSWER, FIELD = "answer", "field"
+SCORES = (ANSWER, FIELD)
+LABEL_NEXT_BY = FIELD
 
 
 def kmeans(vectors: np.ndarray, k: int, seed: int = 0, rounds: int = 25) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from core.data.drafts import review_rank, weakest_fields
 from core.data.listing import least_sure_first
-from core.data.picking import LABEL_NEXT, pick
+from core.data.picking import ANSWER, LABEL_NEXT, LABEL_NEXT_BY, SCORES, pick
 from core.data.store import DRAFT, DRAFTS, UNLABELLED, UNREADABLE, AnnotationStore
 from core.errors import DatasetError
 
@@ -59,12 +59,14 @@ class PrelabelReport:
         order = sorted(self.drafts, key=lambda rel: _sort_key(review_rank(self.drafts[rel])))
         return [_item(rel, self.drafts[rel], fields, review_rank(self.drafts[rel])) for rel in order[:k or None]]
 
-    def label_next(self, k: int, strategy: str = LABEL_NEXT, fields: int = 3) -> list[ReviewItem]:
+    def label_next(self, k: int, strategy: str = LABEL_NEXT, fields: int = 3, by: str = LABEL_NEXT_BY) -> list[ReviewItem]:
         """k clips drafted by this call for a person to label, least sure first: by default the least
-        sure clip of each of k groups of similar clips (core.data.picking). "Least sure" here is the
-        least sure choice field (`min_confidence`), not the review queue's answer score: the gain
-        over random picks (BENCHMARKS section 9c) was measured with it."""
-        scores = {rel: d.get("min_confidence") for rel, d in self.drafts.items()}
+        sure clip of each of k groups of similar clips (core.data.picking). `by` says what "least sure"
+        is: ANSWER, the review queue's score (`review_rank`), or FIELD, the least sure choice field
+        (`min_confidence`); core.data.picking.LABEL_NEXT_BY says which one measured better."""
+        if by not in SCORES:
+            raise ValueError(f"unknown score {by!r}; one of {', '.join(SCORES)}")
+        scores = {rel: review_rank(d) if by == ANSWER else d.get("min_confidence") for rel, d in self.drafts.items()}
         chosen = pick(list(self.drafts), scores, self.embeddings, k, strategy)
         return [_item(rel, self.drafts[rel], fields, scores[rel]) for rel in chosen]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.data.picking import HYBRID, UNCERTAINTY, kmeans, pick
+from core.data.picking import ANSWER, FIELD, HYBRID, UNCERTAINTY, kmeans, pick
+from core.data.prelabel import PrelabelReport
 
 
 def _pool(groups=4, per=10, dim=16, seed=0):
@@ -50,3 +51,15 @@ def test_hybrid_gives_k_clips_and_falls_back_without_embeddings():
     assert pick(rels, scores, {}, len(rels), UNCERTAINTY)[-1] == rels[0]
     with pytest.raises(ValueError, match="unknown strategy"):
         pick(rels, scores, {r: np.zeros(2) for r in rels}, 3, "newest")
+
+
+def test_label_next_ranks_by_the_answer_or_by_the_least_sure_field():
+    # two drafts whose two scores disagree: "a" has the surer answer, "b" the surer weakest field
+    drafts = {"videos/a.mp4": {"answer_confidence": 0.9, "min_confidence": 0.2},
+              "videos/b.mp4": {"answer_confidence": 0.4, "min_confidence": 0.7}}
+    report = PrelabelReport(drafts=drafts)
+    assert [i.rel for i in report.label_next(2, UNCERTAINTY, by=ANSWER)] == ["videos/b.mp4", "videos/a.mp4"]
+    assert [i.rel for i in report.label_next(2, UNCERTAINTY, by=FIELD)] == ["videos/a.mp4", "videos/b.mp4"]
+    assert [i.score for i in report.label_next(1, UNCERTAINTY, by=FIELD)] == [0.2]
+    with pytest.raises(ValueError, match="unknown score"):
+        report.label_next(1, by="caption")
