@@ -21,7 +21,7 @@ from pathlib import Path
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_videos"
 sys.path.insert(0, str(SAMPLES))
-from difficulty import Difficulty  # noqa: E402
+from difficulty import Difficulty, parse_levels  # noqa: E402
 from generate import metadata_record, plan_dataset  # noqa: E402
 
 
@@ -33,7 +33,7 @@ def main() -> int:
         ap.add_argument(f"--{name}", type=int, required=True)
     ap.add_argument("--val", type=int)
     ap.add_argument("--test", type=int)
-    ap.add_argument("--difficulty", type=float, default=1.0)
+    ap.add_argument("--difficulty", type=parse_levels, default=1.0, help="as given to generate.py")
     args = ap.parse_args()
     src, out = Path(args.src), Path(args.out)
     plan = plan_dataset(args.seed, args.count, args.val, args.test, Difficulty.from_level(args.difficulty).label_noise)

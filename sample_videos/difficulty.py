@@ -1,4 +1,4 @@
-"""The --difficulty knob of generate.py: one level D in [0, 1] turned into every setting it changes.
+"""The --difficulty knob of generate.py: a level D in [0, 1] turned into every setting it changes.
 
 At D = 0 every knob is neutral (`Difficulty.from_level(0) == Difficulty()`) and generate.py draws no
 extra random numbers, so the easy clips, the bundled sample_videos/ among them, stay byte-identical.
@@ -33,6 +33,12 @@ Above 0 each knob moves linearly with D (value at D = 1 in brackets):
 
 Counts are rounded half up. "Hard" is D = 1 (README.md beside this file gives the accuracies a
 fine-tune reached on it). Only numpy is used here; generate.py does the drawing.
+
+One D moves every knob. A level per part (`parse_levels("event_type=1,visibility=1,...")`) moves
+each group of knobs on its own, so that a set can be hard where a model learns fast and easy where
+it learns slowly: the parts are the five labels' cues (the names in PARTS), `pixels`, `cues` (the
+shared colour fade) and `labels` (label noise); a part left out is at 0. Both forms draw the same
+random numbers in the same order, so a part list with every part at D gives the bytes of D.
 """
 
 from __future__ import annotations
@@ -44,6 +50,45 @@ import numpy as np
 
 def _round(x: float) -> int:
     return int(np.floor(x + 0.5))
+
+
+# part of --difficulty -> the knobs its level moves (the labels' own cues, then what every label shares)
+PARTS = {
+    "event_type": ("hazard_late", "hazard_fade", "flash_prob"),
+    "rule_violations": ("sign_late", "sign_scale", "bar_squeeze"),
+    "intended_driving_action": ("curve_scale", "nav_flicker"),
+    "visibility": ("haze", "fog_relief", "night_lift"),
+    "traffic_density": ("low_extra", "high_fewer", "near_lanes_prob"),
+    "pixels": ("extra_noise", "wiper_prob", "max_blobs"),
+    "cues": ("cue_fade",),
+    "labels": ("label_noise",),
+}
+# knob -> (its value at D = 0, its change per unit of D); an int neutral means a count, rounded half up
+_KNOBS = {
+    "extra_noise": (0.0, 8.0), "wiper_prob": (0.0, 0.35), "max_blobs": (0, 4),
+    "hazard_late": (0.0, 1.0), "sign_late": (0.0, 0.5), "hazard_fade": (0.0, 0.6), "flash_prob": (1.0, -0.5),
+    "cue_fade": (0.0, 0.35), "nav_flicker": (0.0, 0.5), "sign_scale": (1.0, -0.25), "curve_scale": (1.0, -0.6),
+    "haze": (0.0, 0.3), "fog_relief": (0.0, 0.45), "night_lift": (0.0, 0.45),
+    "low_extra": (0, 1), "high_fewer": (0, 2), "near_lanes_prob": (1.0, -0.5),
+    "bar_squeeze": (0.0, 0.6), "label_noise": (0.0, 0.1),
+}
+
+
+def parse_levels(text: str) -> float | dict:
+    """--difficulty's value: one level ("0.5") or a level per part ("event_type=1,pixels=0.5")."""
+    text = str(text).strip()
+    if "=" not in text:
+        level = float(text)
+        Difficulty.from_level(level)  # the range check
+        return level
+    levels = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        part, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r}: write PART=LEVEL, e.g. visibility=0.5")
+        levels[part.strip()] = float(value)
+    Difficulty.from_level(levels)  # names and ranges
+    return levels
 
 
 @dataclass(frozen=True)
@@ -72,34 +117,25 @@ class Difficulty:
     label_noise: float = 0.0
 
     @classmethod
-    def from_level(cls, level: float) -> Difficulty:
-        d = float(level)
-        if not 0.0 <= d <= 1.0:
-            raise ValueError(f"difficulty must be in [0, 1], not {level}")
-        if d == 0.0:
+    def from_level(cls, level: float | dict) -> Difficulty:
+        """The knobs at one level D for every part, or at a level per part ({part: D}, see PARTS)."""
+        levels = dict(level) if isinstance(level, dict) else {part: level for part in PARTS}
+        unknown = set(levels) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown difficulty part(s) {', '.join(sorted(unknown))}; parts: {', '.join(PARTS)}")
+        for part, d in levels.items():
+            if not 0.0 <= float(d) <= 1.0:
+                raise ValueError(f"difficulty must be in [0, 1], not {d}" + (f" ({part})" if isinstance(level, dict) else ""))
+        if not any(float(d) for d in levels.values()):
             return cls()
-        return cls(
-            level=d,
-            extra_noise=8.0 * d,
-            wiper_prob=0.35 * d,
-            max_blobs=_round(4 * d),
-            hazard_late=d,
-            sign_late=0.5 * d,
-            hazard_fade=0.6 * d,
-            flash_prob=1.0 - 0.5 * d,
-            cue_fade=0.35 * d,
-            nav_flicker=0.5 * d,
-            sign_scale=1.0 - 0.25 * d,
-            curve_scale=1.0 - 0.6 * d,
-            haze=0.3 * d,
-            fog_relief=0.45 * d,
-            night_lift=0.45 * d,
-            low_extra=_round(d),
-            high_fewer=_round(2 * d),
-            near_lanes_prob=1.0 - 0.5 * d,
-            bar_squeeze=0.6 * d,
-            label_noise=0.1 * d,
-        )
+        knobs = {}
+        for part, names in PARTS.items():
+            d = float(levels.get(part, 0.0))
+            for name in names:
+                neutral, slope = _KNOBS[name]
+                value = neutral + slope * d  # e.g. 1.0 + -0.5 * d: the same float as the 1.0 - 0.5 * d of before
+                knobs[name] = _round(value) if isinstance(neutral, int) else value
+        return cls(level=max(float(d) for d in levels.values()), **knobs)
 
     @property
     def easy(self) -> bool:

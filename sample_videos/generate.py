@@ -20,7 +20,9 @@ vision-language model that sees 8 downscaled frames can learn it:
 ~100%: more pixel noise, a wiper band and dirt blobs over the view, a red car and signs that appear
 later and are smaller or fainter, weaker turn / fog / traffic-count / speed-bar cues, and label noise
 (each field's label replaced by another value with chance 0.1 D). Every knob and its formula is in
-difficulty.py, beside this file. At 0 the output is byte-identical to earlier versions.
+difficulty.py, beside this file. At 0 the output is byte-identical to earlier versions. A level per
+part (`--difficulty event_type=1,visibility=1,intended_driving_action=0.5`) makes some labels' cues
+harder than others'.
 
 Usage:  python sample_videos/generate.py --seed 1234 --count 300 --out sample_videos
         python sample_videos/generate.py --seed 7 --count 700 --val 200 --test 200 --difficulty 1 --out /tmp/hard
@@ -887,7 +889,7 @@ def _write_text(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def _render_to_file(job: tuple[dict, str, float]) -> None:
+def _render_to_file(job: tuple[dict, str, float | dict]) -> None:
     """Render and write one planned clip (a top-level function, so worker processes can run it)."""
     entry, out, level = job
     rng = np.random.default_rng(entry["render_seed"])
@@ -895,9 +897,10 @@ def _render_to_file(job: tuple[dict, str, float]) -> None:
     write_mp4(frames, Path(out) / entry["video"], FPS)
 
 
-def render_all(plan: list[dict], out: Path, workers: int = 1, difficulty: float = 0.0) -> None:
+def render_all(plan: list[dict], out: Path, workers: int = 1, difficulty: float | dict = 0.0) -> None:
     """Write every planned clip's video. Each clip depends only on its own entry (labels and render
-    seed) and the difficulty, so the bytes are the same whatever the number of worker processes."""
+    seed) and the difficulty (a level, or a level per part: difficulty.py), so the bytes are the same
+    whatever the number of worker processes."""
     for folder in {(out / entry["video"]).parent for entry in plan}:
         folder.mkdir(parents=True, exist_ok=True)
     jobs = [(entry, str(out), difficulty) for entry in plan]
@@ -928,9 +931,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="number of val clips (default 10%% of --count)")
     parser.add_argument("--test", type=int, default=None,
                         help="number of test clips (default 10%% of --count)")
-    parser.add_argument("--difficulty", type=float, default=0.0,
+    parser.add_argument("--difficulty", default="0",
                         help="0 (default: every cue large and clear) to 1 (hard: noise, occluders, "
-                             "late/faint events, weaker cues, 10%% label noise per field); see difficulty.py")
+                             "late/faint events, weaker cues, 10%% label noise per field), or a level per "
+                             "part, e.g. event_type=1,visibility=1,pixels=0.5; see difficulty.py")
     parser.add_argument("--workers", type=int, default=1,
                         help="processes rendering clips in parallel (default 1; same bytes for any number)")
     args = parser.parse_args(argv)
@@ -938,8 +942,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--count must be at least 1")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    if not 0.0 <= args.difficulty <= 1.0:
-        parser.error("--difficulty must be between 0 and 1")
+    try:
+        args.difficulty = _difficulty.parse_levels(args.difficulty)
+    except ValueError as exc:
+        parser.error(f"--difficulty: {exc}")
     try:
         split_sizes(args.count, args.val, args.test)
     except ValueError as exc:

@@ -347,3 +347,38 @@ def test_workers_give_the_same_bytes(tmp_path):
         outs.append(out)
     for name in ("metadata.jsonl", "videos/clip_0000.mp4", "videos/clip_0001.mp4", "videos/clip_0002.mp4"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+
+
+def test_a_level_per_part_moves_only_that_parts_knobs_and_every_part_at_d_is_d(tmp_path):
+    diff = gen._difficulty
+    # the knobs' values at D = 1 as difficulty.py's docstring gives them, and D = 0.3 by the formulas
+    # the first hard sets were generated with (so those sets are reproduced bit for bit)
+    hard = gen.Difficulty.from_level(1.0)
+    assert (hard.extra_noise, hard.wiper_prob, hard.max_blobs, hard.flash_prob, hard.sign_scale,
+            hard.curve_scale, hard.low_extra, hard.high_fewer, hard.near_lanes_prob, hard.label_noise) == (
+        8.0, 0.35, 4, 0.5, 0.75, 0.4, 1, 2, 0.5, 0.1)
+    d = 0.3
+    some = gen.Difficulty.from_level(d)
+    assert (some.flash_prob, some.curve_scale, some.near_lanes_prob, some.haze, some.max_blobs) == (
+        1.0 - 0.5 * d, 1.0 - 0.6 * d, 1.0 - 0.5 * d, 0.3 * d, 1)
+    for level in (0.3, 1.0):
+        assert gen.Difficulty.from_level({part: level for part in diff.PARTS}) == gen.Difficulty.from_level(level)
+    only = gen.Difficulty.from_level({"event_type": 1.0})
+    moved = {k for k, v in vars(only).items() if v != getattr(gen.Difficulty(), k)}
+    assert moved == {"level", *diff.PARTS["event_type"]}
+    assert not only.easy and gen.Difficulty.from_level({"visibility": 0}) == gen.Difficulty()
+    # the command line: a list of parts, and what it refuses
+    assert diff.parse_levels(" event_type=1, visibility=0.5 ") == {"event_type": 1.0, "visibility": 0.5}
+    assert diff.parse_levels("0.25") == 0.25
+    for bad, said in (("weather=1", "unknown difficulty part"), ("visibility=2", r"\[0, 1\], not 2.0 \(visibility\)"),
+                      ("visibility", "could not convert"), ("pixels=1,labels", "write PART=LEVEL")):
+        with pytest.raises(ValueError, match=said):
+            diff.parse_levels(bad)
+    with pytest.raises(SystemExit):
+        gen.parse_args(["--count", "8", "--out", str(tmp_path), "--difficulty", "weather=1"])
+    # a clip rendered with every part at D is the clip of D
+    entry = gen.plan_dataset(5, 1)[0]
+    every = ",".join(f"{part}=0.5" for part in diff.PARTS)
+    gen.render_all([entry], tmp_path / "one", difficulty=0.5)
+    gen.render_all([entry], tmp_path / "parts", difficulty=diff.parse_levels(every))
+    assert (tmp_path / "one" / entry["video"]).read_bytes() == (tmp_path / "parts" / entry["video"]).read_bytes()
