@@ -81,7 +81,12 @@ def train_and_score(dataset: Path, run: Path, steps: int, seed: int, eval_datase
 def picks(seed_run: Path, pool: Path, ks: list[int], seed: int, cache: Path) -> dict:
     """{k: {strategy: [clip, ...]}} from one pre-labelling pass of the pool (saved, so reused)."""
     if cache.is_file():
-        return {int(k): v for k, v in json.loads(cache.read_text()).items()}
+        cached = {int(k): v for k, v in json.loads(cache.read_text()).items()}
+        if any(set(v) != set(STRATEGIES) for v in cached.values()):
+            # an older version of this script named other orders by the same names; its runs are not these
+            raise SystemExit(f"{cache} holds the picks {sorted(next(iter(cached.values())))}, not {list(STRATEGIES)}: "
+                             "made by an older bench/label_next.py; give a new --work")
+        return cached
     from core.serve.prelabel import prelabel_dataset
 
     rep = prelabel_dataset(pool, str(seed_run), batch_size=8, device="cpu", constrained=True, redo_drafts=True,

@@ -1,5 +1,6 @@
 """A copy of a generated dataset whose labels are what its videos show, before the label noise of
-``generate.py --difficulty D`` (10% per field at D = 1) was applied; the videos are hard links.
+``generate.py --difficulty D`` (10% per field at D = 1; with a level per part, only ``labels=``
+adds noise) was applied; the videos are hard links.
 
     python bench/true_labels.py --from DIR --out DIR2 --seed S --count N --val V --test T --difficulty D
 
@@ -33,8 +34,12 @@ def main() -> int:
         ap.add_argument(f"--{name}", type=int, required=True)
     ap.add_argument("--val", type=int)
     ap.add_argument("--test", type=int)
-    ap.add_argument("--difficulty", type=parse_levels, default=1.0, help="as given to generate.py")
+    ap.add_argument("--difficulty", default="1", help="as given to generate.py")
     args = ap.parse_args()
+    try:
+        args.difficulty = parse_levels(args.difficulty)
+    except ValueError as exc:
+        ap.error(f"--difficulty: {exc}")
     src, out = Path(args.src), Path(args.out)
     plan = plan_dataset(args.seed, args.count, args.val, args.test, Difficulty.from_level(args.difficulty).label_noise)
     given = [json.loads(line) for line in (src / "metadata.jsonl").read_text().splitlines() if line.strip()]

@@ -4,33 +4,35 @@ At D = 0 every knob is neutral (`Difficulty.from_level(0) == Difficulty()`) and 
 extra random numbers, so the easy clips, the bundled sample_videos/ among them, stay byte-identical.
 Above 0 each knob moves linearly with D (value at D = 1 in brackets):
 
-  pixels     extra_noise       added to the per-pixel noise σ of 2                    8 D   [8]
-             wiper_prob        chance a frame has a dark wiper band across the view   0.35 D [0.35]
-             max_blobs         grey dirt blobs on the windscreen, 0..this per clip    4 D   [4]
-  events     hazard_late       the red car first appears at a random frame in [0, hazard_late x
-                               the last frame], absent before: at D = 1 it is in no frame an
-                               8-frame sample shows in ~10% of incident clips         D     [1]
-             sign_late         the same for the STOP and yield signs                  0.5 D [0.5]
-             hazard_fade       the red car's colour blended this far towards the orange of
-                               the other cars                                          0.6 D [0.6]
-             flash_prob        chance a collision shows its impact flash             1-0.5 D [0.5]
-  cues       cue_fade          the other colour cues (signs, flash, speed bar, navigation
-                               icon) blended this far towards grey                    0.35 D [0.35]
-             nav_flicker       chance a frame's navigation icon is off               0.5 D [0.5]
-             sign_scale        size of the STOP and yield signs                      1-0.25 D [0.75]
-             curve_scale       how far turns bend the road                           1-0.6 D [0.4]
-             haze              good visibility: fog blend drawn in [0, haze]          0.3 D [0.3]
-             fog_relief        bad, fog: blend 0.7 less a draw in [0, fog_relief]     0.45 D [0.45]
-             night_lift        bad, night: brightness 0.2 plus a draw in [0, night_lift] 0.45 D [0.45]
-             low_extra         light traffic: 0 to 1 + low_extra cars, also nearer    D     [1]
-             high_fewer        heavy traffic: 6 - high_fewer to 8 - high_fewer cars   2 D   [2]
-             near_lanes_prob   heavy traffic fills both lanes beside the ego car     1-0.5 D [0.5]
-             bar_squeeze       speedometer bar lengths move together: speeding 76-86 px
-                               -> 76-30 s .. 86-20 s, normal 20-34 -> 20+14 s .. 34+14 s  0.6 D [0.6]
-  labels     label_noise       chance per field that the *label* is replaced by another allowed
-                               value (the video shows the true one; the caption follows the
-                               final labels)                                          0.1 D [0.1]
+  pixels        extra_noise      added to the per-pixel noise σ of 2                    8 D   [8]
+                wiper_prob       chance a frame has a dark wiper band across the view   0.35 D [0.35]
+                max_blobs        grey dirt blobs on the windscreen, 0..this per clip    4 D   [4]
+  event_type    hazard_late      the red car first appears at a random frame in [0, hazard_late x
+                                 the last frame], absent before: at D = 1 it is in no frame an
+                                 8-frame sample shows in ~10% of incident clips         D     [1]
+                hazard_fade      the red car's colour blended this far towards the orange of
+                                 the other cars                                         0.6 D [0.6]
+                flash_prob       chance a collision shows its impact flash              1-0.5 D [0.5]
+  rule_violations sign_late      the same as hazard_late for the STOP and yield signs   0.5 D [0.5]
+                sign_scale       size of the STOP and yield signs                       1-0.25 D [0.75]
+                bar_squeeze      speedometer bar lengths move together: speeding 76-86 px
+                                 -> 76-30 s .. 86-20 s, normal 20-34 -> 20+14 s .. 34+14 s  0.6 D [0.6]
+  intended_driving_action
+                curve_scale      how far turns bend the road                            1-0.6 D [0.4]
+                nav_flicker      chance a frame's navigation icon is off                0.5 D [0.5]
+  visibility    haze             good visibility: fog blend drawn in [0, haze]          0.3 D [0.3]
+                fog_relief       bad, fog: blend 0.7 less a draw in [0, fog_relief]     0.45 D [0.45]
+                night_lift       bad, night: brightness 0.2 plus a draw in [0, night_lift] 0.45 D [0.45]
+  traffic_density low_extra      light traffic: 0 to 1 + low_extra cars, also nearer    D     [1]
+                high_fewer       heavy traffic: 6 - high_fewer to 8 - high_fewer cars   2 D   [2]
+                near_lanes_prob  heavy traffic fills both lanes beside the ego car      1-0.5 D [0.5]
+  cues          cue_fade         the other colour cues (signs, flash, speed bar, navigation
+                                 icon) blended this far towards grey                    0.35 D [0.35]
+  labels        label_noise      chance per field that the *label* is replaced by another allowed
+                                 value (the video shows the true one; the caption follows the
+                                 final labels)                                          0.1 D [0.1]
 
+The left column is the part (PARTS) whose level moves the knob.
 Counts are rounded half up. "Hard" is D = 1 (README.md beside this file gives the accuracies a
 fine-tune reached on it). Only numpy is used here; generate.py does the drawing.
 
@@ -75,18 +77,29 @@ _KNOBS = {
 
 
 def parse_levels(text: str) -> float | dict:
-    """--difficulty's value: one level ("0.5") or a level per part ("event_type=1,pixels=0.5")."""
+    """--difficulty's value: one level ("0.5") or a level per part ("event_type=1,pixels=0.5").
+    Raises ValueError naming what is wrong: an unknown or repeated part, a level that is not a number
+    in [0, 1]."""
     text = str(text).strip()
     if "=" not in text:
-        level = float(text)
+        try:
+            level = float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither a level (a number in [0, 1]) nor PART=LEVEL pairs; "
+                             f"parts: {', '.join(PARTS)}") from None
         Difficulty.from_level(level)  # the range check
         return level
     levels = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
-        part, sep, value = item.partition("=")
-        if not sep:
+        part, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or not part:
             raise ValueError(f"{item!r}: write PART=LEVEL, e.g. visibility=0.5")
-        levels[part.strip()] = float(value)
+        if part in levels:
+            raise ValueError(f"{part} is given twice")
+        try:
+            levels[part] = float(value)
+        except ValueError:
+            raise ValueError(f"{part}: {value!r} is not a number") from None
     Difficulty.from_level(levels)  # names and ranges
     return levels
 
@@ -95,7 +108,7 @@ def parse_levels(text: str) -> float | dict:
 class Difficulty:
     """The knobs at one level; the defaults are the easy (D = 0) clips. See the module docstring."""
 
-    level: float = 0.0
+    level: float = 0.0  # the highest part's level: 0 only when every knob is neutral (`easy`)
     extra_noise: float = 0.0
     wiper_prob: float = 0.0
     max_blobs: int = 0
@@ -125,7 +138,8 @@ class Difficulty:
             raise ValueError(f"unknown difficulty part(s) {', '.join(sorted(unknown))}; parts: {', '.join(PARTS)}")
         for part, d in levels.items():
             if not 0.0 <= float(d) <= 1.0:
-                raise ValueError(f"difficulty must be in [0, 1], not {d}" + (f" ({part})" if isinstance(level, dict) else ""))
+                where = f" ({part})" if isinstance(level, dict) else ""
+                raise ValueError(f"difficulty must be in [0, 1], not {d}{where}")
         if not any(float(d) for d in levels.values()):
             return cls()
         knobs = {}

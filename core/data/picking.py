@@ -17,8 +17,11 @@ import numpy as np
 HYBRID, UNCERTAINTY = "hybrid", "uncertainty"
 STRATEGIES = (HYBRID, UNCERTAINTY)
 LABEL_NEXT = HYBRID  # what "Label next" and `prelabel --review` pick by: measured, BENCHMARKS.md section 9c
-# What "least sure" means inside that: the whole answer's score (the review queue's order) or the least
-# sure choice field's. Which one "Label next" uses is measured too (section 9c).
+# What "least sure" means inside each group: the whole answer's score (the review queue's order) or the
+# least sure choice field's. Measured both ways on 5 seeds (section 9c, 2026-12-08): by the answer +.073
+# and +.032 over random at K = 48 and 96, by the field +.050 and +.068; paired, neither was ahead on
+# most seeds, so the field's order, the one first measured, stays. The Annotate tab's list says "least
+# sure field" because of this choice.
 ANSWER, FIELD = "answer", "field"
 SCORES = (ANSWER, FIELD)
 LABEL_NEXT_BY = FIELD

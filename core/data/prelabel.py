@@ -59,7 +59,8 @@ class PrelabelReport:
         order = sorted(self.drafts, key=lambda rel: _sort_key(review_rank(self.drafts[rel])))
         return [_item(rel, self.drafts[rel], fields, review_rank(self.drafts[rel])) for rel in order[:k or None]]
 
-    def label_next(self, k: int, strategy: str = LABEL_NEXT, fields: int = 3, by: str = LABEL_NEXT_BY) -> list[ReviewItem]:
+    def label_next(self, k: int, strategy: str = LABEL_NEXT, fields: int = 3,
+                   by: str = LABEL_NEXT_BY) -> list[ReviewItem]:
         """k clips drafted by this call for a person to label, least sure first: by default the least
         sure clip of each of k groups of similar clips (core.data.picking). `by` says what "least sure"
         is: ANSWER, the review queue's score (`review_rank`), or FIELD, the least sure choice field

@@ -61,5 +61,7 @@ def test_label_next_ranks_by_the_answer_or_by_the_least_sure_field():
     assert [i.rel for i in report.label_next(2, UNCERTAINTY, by=ANSWER)] == ["videos/b.mp4", "videos/a.mp4"]
     assert [i.rel for i in report.label_next(2, UNCERTAINTY, by=FIELD)] == ["videos/a.mp4", "videos/b.mp4"]
     assert [i.score for i in report.label_next(1, UNCERTAINTY, by=FIELD)] == [0.2]
+    # the default is the measured one (core.data.picking.LABEL_NEXT_BY): changing it changes this line
+    assert report.label_next(2, UNCERTAINTY) == report.label_next(2, UNCERTAINTY, by=FIELD)
     with pytest.raises(ValueError, match="unknown score"):
         report.label_next(1, by="caption")

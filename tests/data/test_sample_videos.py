@@ -357,10 +357,15 @@ def test_a_level_per_part_moves_only_that_parts_knobs_and_every_part_at_d_is_d(t
     assert (hard.extra_noise, hard.wiper_prob, hard.max_blobs, hard.flash_prob, hard.sign_scale,
             hard.curve_scale, hard.low_extra, hard.high_fewer, hard.near_lanes_prob, hard.label_noise) == (
         8.0, 0.35, 4, 0.5, 0.75, 0.4, 1, 2, 0.5, 0.1)
-    d = 0.3
-    some = gen.Difficulty.from_level(d)
-    assert (some.flash_prob, some.curve_scale, some.near_lanes_prob, some.haze, some.max_blobs) == (
-        1.0 - 0.5 * d, 1.0 - 0.6 * d, 1.0 - 0.5 * d, 0.3 * d, 1)
+    for d in (0.125, 0.3, 0.375, 0.7):  # counts round half up at 0.125 and 0.375
+        some = gen.Difficulty.from_level(d)
+        assert (some.extra_noise, some.flash_prob, some.curve_scale, some.sign_scale, some.near_lanes_prob,
+                some.haze, some.max_blobs, some.high_fewer) == (
+            8.0 * d, 1.0 - 0.5 * d, 1.0 - 0.6 * d, 1.0 - 0.25 * d, 1.0 - 0.5 * d, 0.3 * d,
+            int(np.floor(4 * d + 0.5)), int(np.floor(2 * d + 0.5)))
+    # every knob belongs to exactly one part, so none stays at its default whatever the parts say
+    owned = [k for names in diff.PARTS.values() for k in names]
+    assert sorted(owned) == sorted(diff._KNOBS) == sorted(set(vars(gen.Difficulty())) - {"level"})
     for level in (0.3, 1.0):
         assert gen.Difficulty.from_level({part: level for part in diff.PARTS}) == gen.Difficulty.from_level(level)
     only = gen.Difficulty.from_level({"event_type": 1.0})
@@ -371,7 +376,9 @@ def test_a_level_per_part_moves_only_that_parts_knobs_and_every_part_at_d_is_d(t
     assert diff.parse_levels(" event_type=1, visibility=0.5 ") == {"event_type": 1.0, "visibility": 0.5}
     assert diff.parse_levels("0.25") == 0.25
     for bad, said in (("weather=1", "unknown difficulty part"), ("visibility=2", r"\[0, 1\], not 2.0 \(visibility\)"),
-                      ("visibility", "could not convert"), ("pixels=1,labels", "write PART=LEVEL")):
+                      ("visibility", "neither a level"), ("pixels=1,labels", "write PART=LEVEL"),
+                      ("=1", "write PART=LEVEL"), ("cues=", "cues: '' is not a number"),
+                      ("cues=1,cues=0", "cues is given twice")):
         with pytest.raises(ValueError, match=said):
             diff.parse_levels(bad)
     with pytest.raises(SystemExit):
