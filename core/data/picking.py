@@ -8,7 +8,8 @@ the pass that drafted them, core.serve.embedding) and takes the least sure clip 
 the k picks cover the pool's variety and, inside each part of it, go where the model is least sure.
 Which strategy "Label next" uses is measured (BENCHMARKS.md section 9c: over random picks the
 hybrid gained +.058 and +.099 mean field accuracy at K = 48 and 96 over 5 seeds, the least-sure
-order -.015 and +.043; re-run on another CPU kind: +.050 and +.068, and -.010 and -.022)."""
+order -.015 and +.043; re-run on another CPU kind: +.050 and +.068, and the least-sure order by the answer's score
+-.010 and -.022)."""
 
 from __future__ import annotations
 
